@@ -1,0 +1,155 @@
+"""The only module that imports rich: logging, progress bars, tables, JSON output.
+
+Results go to stdout (``--json`` or a table); logs and progress go to stderr.
+Progress bars are drawn only when stderr is a terminal and ``--quiet`` is off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+stdout = Console(soft_wrap=True)
+stderr = Console(stderr=True, soft_wrap=True)
+
+_quiet = False
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Send the library's ``aerialct`` logger to stderr."""
+    global _quiet
+    _quiet = quiet
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("aerialct")
+    logger.handlers.clear()
+    handler = RichHandler(
+        console=stderr, show_time=False, show_path=verbose, markup=False, rich_tracebacks=False
+    )
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+def show_progress() -> bool:
+    return not _quiet and stderr.is_terminal
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None = None) -> Iterator[Any]:
+    """Yield a :class:`aerialct.progress.ProgressFn` that drives a bar on stderr (or nothing)."""
+    if not show_progress():
+
+        def silent(
+            advance: int = 1, *, total: int | None = None, description: str | None = None
+        ) -> None:
+            return None
+
+        yield silent
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def update(
+            advance: int = 1, *, total: int | None = None, description: str | None = None
+        ) -> None:
+            kw: dict[str, Any] = {}
+            if total is not None:
+                kw["total"] = total
+            if description is not None:
+                kw["description"] = description
+            bar.update(task, advance=advance, **kw)
+
+        yield update
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, numpy scalars and non-finite floats -> JSON-safe values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return jsonable(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(obj), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    to_stderr: bool = False,
+) -> None:
+    table = Table(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(str(c), overflow="fold")
+    for r in rows:
+        table.add_row(*[fmt(v) for v in r])
+    (stderr if to_stderr else stdout).print(table)
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def info(message: str) -> None:
+    """A line for the human reader on stderr (quiet hides it)."""
+    if not _quiet:
+        stderr.print(message, markup=False, highlight=False)
+
+
+def warn(message: str) -> None:
+    stderr.print(f"warning: {message}", markup=False, highlight=False, style="yellow")
+
+
+def error(message: str) -> None:
+    stderr.print(
+        f"error: {message}", markup=False, highlight=False, style="bold red", soft_wrap=True
+    )

@@ -1,0 +1,1 @@
+"""`aerialct demo` (not yet registered)."""

@@ -1,0 +1,1 @@
+"""`aerialct evaluate` (not yet registered)."""

@@ -1,0 +1,1 @@
+"""`aerialct info` (not yet registered)."""

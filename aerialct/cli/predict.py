@@ -1,0 +1,1 @@
+"""`aerialct predict` (not yet registered)."""

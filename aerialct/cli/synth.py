@@ -1,0 +1,1 @@
+"""`aerialct synth` (not yet registered)."""

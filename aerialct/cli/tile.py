@@ -1,0 +1,1 @@
+"""`aerialct tile` (not yet registered)."""

@@ -1,0 +1,1 @@
+"""`aerialct train` (not yet registered)."""

@@ -1,0 +1,1 @@
+"""`aerialct vectorize` (not yet registered)."""

@@ -1,0 +1,1 @@
+"""Datasets: Potsdam facts, synthetic scenes, chip datasets and transforms."""

@@ -1,0 +1,1 @@
+"""Training engine: task (named loss terms), loop, checkpoints, metrics."""

@@ -1,0 +1,56 @@
+"""Errors raised by the library.
+
+Every message names the offending file or value and says how to fix it, in one
+line, because the CLI prints ``str(error)`` as is. Library errors also inherit a
+builtin (ValueError, OSError, FileExistsError) so callers can catch them the
+usual way.
+"""
+
+from __future__ import annotations
+
+
+class AerialctError(Exception):
+    """Base class of every error aerialct raises on purpose."""
+
+
+class InputError(AerialctError, ValueError):
+    """A user-supplied value, option or file content is wrong."""
+
+
+class ConfigError(InputError):
+    """A configuration file or override is invalid."""
+
+
+class RasterError(AerialctError, OSError):
+    """A raster cannot be opened, read or does not meet a requirement."""
+
+
+class VectorError(AerialctError, OSError):
+    """A vector file cannot be read or written."""
+
+
+class OutputExistsError(AerialctError, FileExistsError):
+    """An output exists and ``overwrite`` was not given."""
+
+    def __init__(self, path: object, hint: str = "pass --overwrite to replace it") -> None:
+        super().__init__(f"{path}: output exists; {hint}")
+        self.path = path
+
+
+class CheckpointError(AerialctError, ValueError):
+    """A checkpoint is unreadable or does not match what it is used with."""
+
+
+class TrainingError(AerialctError, RuntimeError):
+    """Training had to stop (NaN loss, out of memory, ...)."""
+
+
+class PartialFailure(AerialctError):
+    """A batch finished but some items failed; ``result`` holds the whole outcome.
+
+    The CLI exits with status 3 on it after rendering ``result``.
+    """
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -1,0 +1,1 @@
+"""Losses: segmentation (CE + Dice), CT patch contrast, MS/CS multi/cross-scale contrast."""

@@ -1,0 +1,1 @@
+"""Segmentation models: timm backbone adapter, decoders, projection heads."""

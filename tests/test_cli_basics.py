@@ -1,0 +1,53 @@
+import subprocess
+import sys
+
+from aerialct.errors import OutputExistsError
+from aerialct.geo.io import atomic_output
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys; from aerialct.cli.main import run; "
+        "rc = run(['--help']); "
+        "heavy = [m for m in ('torch', 'timm', 'geopandas', 'rasterio') if m in sys.modules]; "
+        "print(rc, heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_version(cli):
+    r = cli("--version")
+    assert r.code == 0
+    assert "aerialct" in r.out
+
+
+def test_unknown_command_is_usage_error(cli):
+    r = cli("no-such-verb")
+    assert r.code == 2
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    try:
+        with atomic_output(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_output_refuses_existing(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("keep")
+    try:
+        with atomic_output(target) as tmp:
+            tmp.write_text("new")
+        raise AssertionError("should refuse")
+    except OutputExistsError as e:
+        assert "--overwrite" in str(e)
+    assert target.read_text() == "keep"
+    with atomic_output(target, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
