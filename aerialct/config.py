@@ -30,6 +30,8 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     """Validation split name; when the index has none, ``test`` is used, else no validation."""
+    classes: tuple[str, ...] | None = None
+    """Expected class names in id order; training refuses chips with another table. None: any."""
     exclude_from_mean: tuple[str, ...] = ("clutter",)
     """Classes left out of mean IoU / F1 (ignore pixels are never counted)."""
     hflip: bool = True
@@ -38,6 +40,9 @@ class DataConfig:
     scale_range: tuple[float, float] | None = None
     """Random rescale range, e.g. [0.75, 1.25]; None disables it."""
     num_workers: int = 2
+    """DataLoader worker processes (0 reads chips in the training process)."""
+    stats_chips: int = 256
+    """Training chips sampled (evenly spaced) to compute the per-band mean/std."""
     mean: tuple[float, ...] | None = None
     """Per-band mean (in raw pixel units); None computes it from training chips."""
     std: tuple[float, ...] | None = None
@@ -52,9 +57,16 @@ class TrainConfig:
     lr: float = 8e-5
     weight_decay: float = 0.01
     scheduler: Literal["cosine", "poly", "constant"] = "cosine"
+    """Learning-rate decay after warm-up, per optimiser step, down to ``lr * min_lr_ratio``."""
     warmup_steps: int = 0
+    """Linear warm-up from ``lr / 100`` over this many optimiser steps."""
+    min_lr_ratio: float = 0.0
+    poly_power: float = 0.9
     grad_clip: float = 1.0
     accumulate: int = 1
+    """Gradient accumulation: one optimiser step every N batches (effective batch N x batch_size)."""
+    eval_batch_size: int | None = None
+    """Validation batch size; None uses ``batch_size``."""
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
     """auto: bf16 on a GPU that supports it, none on the CPU."""
     device: str = "auto"

@@ -1,0 +1,259 @@
+"""The chips dataset as torch sees it: (normalised image, mask) pairs from ``index.gpkg``.
+
+:func:`open_chip_splits` reads the index written by ``aerialct tile``, checks
+that every chip has the same size and band count (one line naming two
+disagreeing files otherwise), and picks the training and validation splits.
+:func:`compute_band_stats` computes the per-band mean/std from training chips;
+the trainer stores them in the checkpoint so prediction normalises the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.errors import InputError
+from aerialct.progress import ProgressFn, as_progress
+
+if TYPE_CHECKING:
+    from aerialct.config import DataConfig
+    from aerialct.data.transforms import JointAugment, Normalize
+
+log = logging.getLogger("aerialct")
+
+__all__ = ["ChipDataset", "ChipSplits", "compute_band_stats", "open_chip_splits", "read_chip"]
+
+
+@dataclass
+class ChipSplits:
+    """The chips one training run uses, after validation."""
+
+    root: Path
+    classes: ClassTable
+    meta: dict
+    train: list[tuple[Path, Path]]
+    val: list[tuple[Path, Path]]
+    val_split: str | None
+    in_chans: int
+    chip_size: int
+    """Chip height (= width for square chips)."""
+    chip_shape: tuple[int, int]
+    gsd: float | None
+    skipped_unlabelled: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v == ""
+
+
+def _pairs(index: Any, split: str) -> tuple[list[tuple[Path, Path]], int]:
+    frame = index.split(split)
+    pairs, unlabelled = [], 0
+    for _, row in frame.iterrows():
+        if _is_null(row.get("mask")):
+            unlabelled += 1
+            continue
+        pairs.append((Path(index.image_path(row)), Path(index.mask_path(row))))
+    return pairs, unlabelled
+
+
+def _split_names(index: Any) -> list[str]:
+    frame = index.frame
+    return sorted(set(frame["split"].astype(str))) if len(frame) else []
+
+
+def open_chip_splits(
+    data_dir: str | Path, cfg: DataConfig, *, check_files: bool = True
+) -> ChipSplits:
+    """Read the chip index and choose the train/val chip lists; InputError on bad data.
+
+    ``check_files`` opens every chip's header to catch mixed sizes and band counts.
+    """
+    from aerialct.data.index import read_index
+
+    index = read_index(data_dir)
+    root = Path(index.root)
+    names = _split_names(index)
+    if cfg.train_split not in names:
+        raise InputError(
+            f"{root}: the chip index has no {cfg.train_split!r} split (it has {names or 'none'}); "
+            "tile training data into it or set data.train_split"
+        )
+    train, unlabelled = _pairs(index, cfg.train_split)
+    if not train:
+        raise InputError(
+            f"{root}: the {cfg.train_split!r} split has no labelled chips; tile with labels "
+            "(aerialct tile ... --labels) before training"
+        )
+    val_split: str | None = None
+    val: list[tuple[Path, Path]] = []
+    for cand in (cfg.val_split, "test"):
+        if cand in names and cand != cfg.train_split:
+            pairs, _ = _pairs(index, cand)
+            if pairs:
+                val_split, val = cand, pairs
+                break
+    if val_split is None:
+        log.warning("%s: no labelled validation chips; best.pt will follow the last epoch", root)
+    elif val_split != cfg.val_split:
+        log.warning("%s: no %r split; validating on %r instead", root, cfg.val_split, val_split)
+
+    meta = dict(index.meta)
+    bands = int(meta.get("bands") or 0)
+    size = meta.get("chip_size")
+    shape: tuple[int, int] | None = (int(size), int(size)) if size else None
+    if check_files:
+        bands, shape = _check_headers(root, [*train, *val], bands or None, shape)
+    elif not bands or shape is None:
+        bands, shape = _check_headers(root, train[:1], None, None)
+    gsd = meta.get("gsd")
+    return ChipSplits(
+        root=root,
+        classes=index.classes,
+        meta=meta,
+        train=train,
+        val=val,
+        val_split=val_split,
+        in_chans=bands,
+        chip_size=shape[0],
+        chip_shape=shape,
+        gsd=None if gsd is None else float(gsd),
+        skipped_unlabelled=unlabelled,
+    )
+
+
+def _check_headers(
+    root: Path,
+    pairs: Sequence[tuple[Path, Path]],
+    bands: int | None,
+    shape: tuple[int, int] | None,
+) -> tuple[int, tuple[int, int]]:
+    """Every image has ``bands`` bands and every image/mask has ``shape``; else InputError."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    first: dict[str, Any] = {}
+    for img, msk in pairs:
+        for path, is_mask in ((img, False), (msk, True)):
+            if not path.exists():
+                raise InputError(
+                    f"{path}: chip listed in {root / 'index.gpkg'} is missing; re-run aerialct tile"
+                )
+            try:
+                with rasterio.open(path) as ds:
+                    h, w, n = ds.height, ds.width, ds.count
+            except RasterioIOError as e:
+                raise InputError(f"{path}: unreadable chip ({e}); re-run aerialct tile") from e
+            if shape is None:
+                shape, first["shape"] = (h, w), path
+            if (h, w) != shape:
+                where = first.get("shape", "dataset.json chip_size")
+                raise InputError(
+                    f"{path}: chip is {h}x{w} px but {where} is {shape[0]}x{shape[1]}; chips of "
+                    "mixed sizes cannot be batched, re-tile with one --size"
+                )
+            if is_mask:
+                if n != 1:
+                    raise InputError(f"{path}: a mask chip must have 1 band, it has {n}")
+                continue
+            if bands is None:
+                bands, first["bands"] = n, path
+            if n != bands:
+                where = first.get("bands", "dataset.json")
+                raise InputError(
+                    f"{path}: chip has {n} bands but {where} has {bands}; use chips with one band "
+                    "count (re-tile with the same --bands)"
+                )
+    if shape is None or not bands:
+        raise InputError(f"{root}: no chips to read; re-run aerialct tile")
+    return int(bands), shape
+
+
+def read_chip(image: Path, mask: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read one chip: image (C, H, W) float32 raw values, mask (H, W) int64 or None."""
+    import rasterio
+
+    with rasterio.open(image) as ds:
+        img = ds.read(out_dtype="float32")
+    msk = None
+    if mask is not None:
+        with rasterio.open(mask) as ds:
+            msk = ds.read(1).astype(np.int64)
+    return img, msk
+
+
+def compute_band_stats(
+    pairs: Sequence[tuple[Path, Path]],
+    max_chips: int = 256,
+    progress: ProgressFn | None = None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean and std (raw pixel units) over up to ``max_chips`` evenly spaced chips."""
+    if not pairs:
+        raise InputError("no training chips to compute normalisation statistics from")
+    n = len(pairs)
+    take = np.unique(np.linspace(0, n - 1, min(n, max(1, max_chips))).round().astype(int))
+    prog = as_progress(progress)
+    prog(0, total=len(take), description="band statistics")
+    total = None
+    total_sq = None
+    count = 0
+    for i in take:
+        img, _ = read_chip(pairs[int(i)][0], None)
+        flat = img.reshape(img.shape[0], -1).astype(np.float64)
+        s, sq = flat.sum(axis=1), (flat * flat).sum(axis=1)
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += flat.shape[1]
+        prog(1)
+    assert total is not None and total_sq is not None
+    mean = total / count
+    var = np.maximum(total_sq / count - mean * mean, 0.0)
+    std = np.sqrt(var)
+    std = np.where(std < 1e-6, 1.0, std)  # a constant band: leave it centred, unscaled
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+
+
+class ChipDataset(Dataset):
+    """(image, mask) pairs: image (C, H, W) float32 normalised, mask (H, W) int64."""
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[Path, Path]],
+        normalize: Normalize,
+        augment: JointAugment | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        self.pairs = list(pairs)
+        self.normalize = normalize
+        self.augment = augment
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        img_path, mask_path = self.pairs[i]
+        img, msk = read_chip(img_path, mask_path)
+        assert msk is not None
+        if self.num_classes is not None:
+            bad = (msk != IGNORE_INDEX) & ((msk < 0) | (msk >= self.num_classes))
+            if bad.any():
+                raise InputError(
+                    f"{mask_path}: mask holds class id {int(msk[bad][0])} but the class table has "
+                    f"{self.num_classes} classes; re-tile with the right class table"
+                )
+        image = self.normalize(torch.from_numpy(img))
+        mask = torch.from_numpy(msk)
+        if self.augment is not None:
+            image, mask = self.augment(image, mask)
+        return image, mask
