@@ -20,6 +20,9 @@ class LossConfig:
     ct_proj_dim: int = 128
     ct_keep_fraction: float = 0.5
     ct_min_samples: int = 5
+    ct_max_samples: int = 4096
+    """At most this many positives and negatives per (stage, class), drawn at random
+    before pairing (bounds the InfoNCE matrix at stride 4); 0 = no limit."""
     ct_smoothing: float = 0.1
     ct_temperature: float = 0.1
     # MS/CS (DESIGN section 5)

@@ -10,10 +10,15 @@ from typing import Any, Literal
 class ModelConfig:
     backbone: str = "swin_ct"
     """A named preset (``swin_ct``: Swin embed 64, depths 2-2-8-2, heads 2-4-8-16;
-    ``poolformer_s12``; ``tiny_swin`` for tests) or any timm model name."""
+    ``poolformer_s12``; ``tiny_swin`` / ``tiny_cnn`` for tests) or any timm model name."""
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments passed to ``timm.create_model``."""
+    """Extra keyword arguments passed to ``timm.create_model`` (override the preset's)."""
     decoder: Literal["dcswin", "unetformer", "fpn"] = "dcswin"
     decoder_channels: int = 64
     weights: str | None = None
     """Local file of pretrained backbone weights; never downloaded. None: random init."""
+    img_size: int = 512
+    """Training chip size, given to backbones that build size-dependent buffers (Swin);
+    they still accept any multiple of the largest reduction (32)."""
+    out_indices: tuple[int, ...] | None = None
+    """Backbone feature levels to use; None: the last four (reductions 4, 8, 16, 32)."""

@@ -1,0 +1,161 @@
+"""The training task: model + losses -> a dict of named loss terms.
+
+``SegmentationTask(images, masks)`` runs the model once (logits and encoder
+features), computes the segmentation loss (soft CE + Dice) and the contrastive
+terms selected by ``loss.contrast``:
+
+=====================  ===============================================
+``none``               CE + Dice
+``ct-cl``              + ct_lambda * cap(CT with the CL loss)
+``ct-infonce``         + ct_lambda * cap(CT with InfoNCE)
+``mscs``               + ms_lambda * L_ms + cs_lambda * L_cs
+``ct-cl+mscs``         both
+``ct-infonce+mscs``    both
+=====================  ===============================================
+
+The projection heads live in ``task.heads`` (saved as the checkpoint's
+``"heads"``); ``task.model`` is the inference model alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from aerialct.errors import ConfigError
+from aerialct.losses.config import LossConfig
+from aerialct.losses.ct import PatchContrastLoss, cap_loss
+from aerialct.losses.mscs import MultiScaleContrastLoss
+from aerialct.losses.segmentation import SegmentationLoss
+
+GatherFn = Callable[[Tensor], Tensor]
+
+CONTRAST_MODES = ("none", "ct-cl", "ct-infonce", "mscs", "ct-cl+mscs", "ct-infonce+mscs")
+
+
+def ddp_gather(t: Tensor) -> Tensor:
+    """Concatenate ``t`` from all ranks along dim 0, keeping autograd through the local part.
+
+    Ranks may hold different numbers of rows (trailing dims must agree): rows are
+    padded to the largest count for ``all_gather`` and trimmed afterwards. Every
+    rank must call it the same number of times in the same order. Without an
+    initialised process group it returns ``t`` unchanged.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    world, rank = dist.get_world_size(), dist.get_rank()
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    counts = [int(s.item()) for s in sizes]
+    m = max(counts)
+    padded = t.new_zeros((m, *t.shape[1:]))
+    padded[: t.shape[0]] = t.detach()
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    parts = [p[:c] for p, c in zip(parts, counts, strict=True)]
+    parts[rank] = t  # the local rows carry the gradient
+    return torch.cat(parts, 0)
+
+
+class SegmentationTask(nn.Module):
+    """Model plus losses; ``forward(images, masks)`` returns the named loss terms.
+
+    Shape:
+        images ``(B, C, H, W)`` float normalised, masks ``(B, H, W)`` int64 (255 = ignore);
+        returns ``{"loss": scalar with grad, "logits": (B, K, H, W), "ce", "dice",
+        ["ct"], ["ms"], ["cs"]}``; the named terms are detached scalars.
+        ``"ct"`` is the uncapped CT mean (the total uses the capped value).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_cfg: LossConfig,
+        num_classes: int,
+        ignore_index: int = 255,
+        gather: GatherFn | None = None,
+    ) -> None:
+        super().__init__()
+        mode = loss_cfg.contrast
+        if mode not in CONTRAST_MODES:
+            raise ConfigError(f"loss.contrast {mode!r} is not one of {', '.join(CONTRAST_MODES)}")
+        self.model = model
+        self.cfg = loss_cfg
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.gather = gather
+        self.seg_loss = SegmentationLoss(ignore_index, loss_cfg.ce_smoothing, loss_cfg.dice_weight)
+        channels = list(model.feature_channels)  # type: ignore[attr-defined]
+        reductions = list(model.feature_reductions)  # type: ignore[attr-defined]
+        self.heads = nn.ModuleDict()
+        if mode.startswith("ct-"):
+            self.heads["ct"] = PatchContrastLoss(
+                channels,
+                reductions,
+                num_classes,
+                mode="cl" if mode.startswith("ct-cl") else "infonce",
+                stages=tuple(loss_cfg.ct_stages),
+                ignore_index=ignore_index,
+                hidden=loss_cfg.ct_proj_hidden,
+                dim=loss_cfg.ct_proj_dim,
+                keep_fraction=loss_cfg.ct_keep_fraction,
+                min_samples=loss_cfg.ct_min_samples,
+                max_samples=loss_cfg.ct_max_samples,
+                smoothing=loss_cfg.ct_smoothing,
+                temperature=loss_cfg.ct_temperature,
+            )
+        if mode.endswith("mscs"):
+            self.heads["mscs"] = MultiScaleContrastLoss(
+                channels,
+                reductions,
+                num_classes,
+                ignore_index=ignore_index,
+                dim=loss_cfg.mscs_dim,
+                temperature=loss_cfg.mscs_temperature,
+                ms_weights=tuple(loss_cfg.ms_weights),
+                cs_pairs=tuple(tuple(p) for p in loss_cfg.cs_pairs),  # type: ignore[misc]
+                min_pixels=loss_cfg.mscs_min_pixels,
+                max_k=loss_cfg.mscs_max_k,
+                max_total=loss_cfg.mscs_max_total,
+            )
+
+    def _zero(self, like: Tensor, module: nn.Module) -> Tensor:
+        # A zero that still touches every head parameter, so DDP sees them all used.
+        z = like.sum() * 0.0
+        for p in module.parameters():
+            z = z + p.sum() * 0.0
+        return z
+
+    def forward(self, images: Tensor, masks: Tensor) -> dict[str, Tensor]:
+        logits, feats = self.model.forward_with_features(images)  # type: ignore[operator]
+        cfg = self.cfg
+        out: dict[str, Tensor] = {}
+        # Losses in float32 even under autocast: logsumexp / log at t = 0.1 need the range.
+        with torch.autocast(device_type=images.device.type, enabled=False):
+            logits32 = logits.float()
+            total, ce, dice = self.seg_loss(logits32, masks)
+            out["ce"], out["dice"] = ce.detach(), dice.detach()
+            if "ct" in self.heads:
+                ct, _n = self.heads["ct"](feats, masks, self.gather)
+                if ct is None:
+                    ct = self._zero(feats[-1].float(), self.heads["ct"])
+                total = total + cfg.ct_lambda * cap_loss(ct, 1.0)
+                out["ct"] = ct.detach()
+            if "mscs" in self.heads:
+                ms, cs = self.heads["mscs"](feats, masks, self.gather)
+                zero = None
+                if ms is None or cs is None:
+                    zero = self._zero(feats[-1].float(), self.heads["mscs"])
+                ms = zero if ms is None else ms
+                cs = zero if cs is None else cs
+                assert ms is not None and cs is not None
+                total = total + cfg.ms_lambda * ms + cfg.cs_lambda * cs
+                out["ms"], out["cs"] = ms.detach(), cs.detach()
+        out["loss"] = total
+        out["logits"] = logits
+        return out

@@ -1,0 +1,75 @@
+"""Segmentation model = backbone adapter + decoder, and :func:`build_model`."""
+
+from __future__ import annotations
+
+import logging
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from aerialct.models.backbone import BackboneAdapter, WeightsReport, load_backbone_weights
+from aerialct.models.config import ModelConfig
+from aerialct.models.decoders import build_decoder
+
+log = logging.getLogger("aerialct")
+
+
+class SegmentationModel(nn.Module):
+    """Encoder-decoder segmentation network (the inference model: no projection heads).
+
+    Shape:
+        input ``(B, C_in, H, W)`` normalised float, H and W multiples of 32;
+        output logits ``(B, K, H, W)``.
+    """
+
+    def __init__(self, backbone: BackboneAdapter, decoder: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.decoder = decoder
+        self.num_classes = num_classes
+        self.weights_report: WeightsReport | None = None
+
+    @property
+    def feature_channels(self) -> list[int]:
+        return list(self.backbone.channels)
+
+    @property
+    def feature_reductions(self) -> list[int]:
+        return list(self.backbone.reductions)
+
+    def check_input_size(self, h: int, w: int) -> None:
+        self.backbone.check_input_size(h, w)
+
+    def forward_features(self, x: Tensor) -> list[Tensor]:
+        return self.backbone(x)  # [(B, C_i, H/r_i, W/r_i)]
+
+    def forward_with_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        feats = self.backbone(x)
+        logits = self.decoder(feats)  # (B, K, H/r_0, W/r_0)
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, feats  # (B, K, H, W)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_features(x)[0]
+
+
+def build_model(cfg: ModelConfig, num_classes: int, in_chans: int = 3) -> SegmentationModel:
+    """Build the model described by ``cfg``; load ``cfg.weights`` into the backbone if given."""
+    backbone = BackboneAdapter(
+        cfg.backbone,
+        in_chans=in_chans,
+        img_size=cfg.img_size,
+        out_indices=tuple(cfg.out_indices) if cfg.out_indices is not None else None,
+        kwargs=cfg.backbone_kwargs,
+    )
+    decoder = build_decoder(cfg.decoder, backbone.channels, num_classes, cfg.decoder_channels)
+    model = SegmentationModel(backbone, decoder, num_classes)
+    if cfg.weights:
+        model.weights_report = load_backbone_weights(backbone, cfg.weights)
+    else:
+        log.info(
+            "backbone %s (%s): random init (no model.weights given)",
+            cfg.backbone,
+            backbone.timm_name,
+        )
+    return model
