@@ -1,1 +1,152 @@
-"""`aerialct predict` (not yet registered)."""
+"""`aerialct predict`: sliding-window inference over whole scenes -> class rasters (COG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aerialct.cli import console
+from aerialct.cli.app import app
+from aerialct.cli.options import CreationOptions, Device, Json, Overwrite, parse_creation_options
+
+
+def _load_bundle(checkpoint: Path, device: str) -> Any:
+    """The checkpoint's inference bundle (a seam the tests replace with an oracle model)."""
+    from aerialct.engine.checkpoint import load_inference_model
+
+    return load_inference_model(checkpoint, device=device)
+
+
+def _parse_bands(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        bands = [int(b) for b in text.replace(" ", "").split(",") if b]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a list of band numbers like 1,2,3", param_hint="--bands"
+        ) from None
+    if not bands or min(bands) < 1:
+        raise typer.BadParameter(f"{text!r}: band numbers start at 1", param_hint="--bands")
+    return bands
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `aerialct train`.")],
+    scenes: Annotated[list[Path], typer.Argument(help="One or more GeoTIFF scenes.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder: <scene>_classes.tif per scene.")
+    ],
+    overlap: Annotated[
+        float, typer.Option(help="Window overlap as a share of the chip size, in [0, 1).")
+    ] = 0.25,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 8,
+    probabilities: Annotated[
+        bool,
+        typer.Option(
+            "--probabilities", help="Also write <scene>_probabilities.tif (K bands, 255 = 1.0)."
+        ),
+    ] = False,
+    tta: Annotated[
+        str | None, typer.Option("--tta", help="Test-time augmentation: 'flips' (4x compute).")
+    ] = None,
+    device: Device = "auto",
+    co: CreationOptions = None,
+    bands: Annotated[
+        str | None,
+        typer.Option(
+            "--bands", help="Bands to use, in training order, e.g. 1,2,3 (default: all but alpha)."
+        ),
+    ] = None,
+    quicklook: Annotated[
+        bool, typer.Option("--quicklook", help="Also write <scene>_quicklook.png with the classes.")
+    ] = False,
+    allow_no_crs: Annotated[
+        bool, typer.Option("--allow-no-crs", help="Accept scenes without a CRS.")
+    ] = False,
+    resample_to_training_gsd: Annotated[
+        bool,
+        typer.Option(
+            "--resample-to-training-gsd",
+            help="Predict at the checkpoint's pixel size when the scene's differs by >25%.",
+        ),
+    ] = False,
+    overwrite: Overwrite = False,
+    json_out: Json = False,
+) -> None:
+    """Predict class rasters (uint8 COG, colour table, input CRS/grid, nodata 255) for scenes.
+
+    Under torchrun the scenes are shared out across ranks (WORLD_SIZE, RANK).
+    """
+    if tta not in (None, "flips"):
+        raise typer.BadParameter(f"{tta!r}: use 'flips'", param_hint="--tta")
+    if not 0.0 <= overlap < 1.0:
+        raise typer.BadParameter(f"{overlap}: must be in [0, 1)", param_hint="--overlap")
+    if batch_size < 1:
+        raise typer.BadParameter(f"{batch_size}: must be at least 1", param_hint="--batch-size")
+    creation = parse_creation_options(co)
+    band_list = _parse_bands(bands)
+
+    from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.inference import predict_scenes, resolve_device_name
+
+    dev = resolve_device_name(device)
+    bundle = _load_bundle(checkpoint, dev)
+    with console.progress("predicting") as progress:
+        result = predict_scenes(
+            bundle,
+            scenes,
+            out,
+            overlap=overlap,
+            batch_size=batch_size,
+            probabilities=probabilities,
+            tta=tta,
+            device=dev,
+            creation_options=creation,
+            overwrite=overwrite,
+            allow_no_crs=allow_no_crs,
+            resample_to_training_gsd=resample_to_training_gsd,
+            bands=band_list,
+            quicklook=quicklook,
+            progress=progress,
+        )
+    if json_out:
+        console.print_json(result.to_dict())
+    else:
+        rows = [
+            (
+                s.scene.name,
+                s.status,
+                f"{s.width}x{s.height}" if s.width else "",
+                f"{s.seconds:.1f}" if s.status == "ok" else "",
+                f"{s.pixels_per_second / 1e6:.2f}" if s.status == "ok" else "",
+                str(s.output) if s.output else (s.error or ""),
+            )
+            for s in result.scenes
+        ]
+        title = (
+            f"predict ({result.rank + 1}/{result.world_size})"
+            if result.world_size > 1
+            else "predict"
+        )
+        console.print_table(
+            title, ["scene", "status", "size", "s", "Mpx/s", "output / error"], rows
+        )
+    failed = result.failed
+    if not failed:
+        return
+    if not result.ok:
+        first = failed[0]
+        if len(result.scenes) == 1 and first.exception is not None:
+            raise first.exception
+        raise AerialctError(
+            f"all {len(failed)} scene(s) failed; first: {first.scene}: {first.error}"
+        )
+    raise PartialFailure(
+        f"{len(failed)} of {len(result.scenes)} scenes failed: "
+        + ", ".join(s.scene.name for s in failed),
+        result,
+    )

@@ -1,0 +1,105 @@
+"""Cloud-optimised GeoTIFF output: a streamed, tiled "part" file finished as a COG.
+
+Rasters that are produced row band by row band (``predict``) are first written
+as a tiled, compressed GeoTIFF and converted at the end with GDAL's COG driver,
+which builds the overviews and puts them in front of the full-resolution data.
+:class:`RowWriter` buffers rows so that every write covers whole block rows:
+GDAL then never re-reads and re-compresses a half-written tile.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aerialct.errors import InputError
+
+#: creation options of the intermediate part file (fast to write, re-read once)
+PART_OPTIONS = {
+    "tiled": True,
+    "blockxsize": 512,
+    "blockysize": 512,
+    "compress": "zstd",
+    "zstd_level": 1,
+}
+
+#: defaults of the final COG; ``--co`` entries override them
+COG_DEFAULTS = {"COMPRESS": "DEFLATE", "BLOCKSIZE": "512", "BIGTIFF": "IF_SAFER"}
+
+# GTiff spellings people type out of habit, and what they mean to the COG driver
+_GTIFF_ONLY = {"TILED"}
+_RENAMED = {"BLOCKXSIZE": "BLOCKSIZE", "BLOCKYSIZE": "BLOCKSIZE", "ZLEVEL": "LEVEL"}
+
+
+def cog_options(
+    user: Mapping[str, str] | None, overview_resampling: str = "NEAREST"
+) -> dict[str, str]:
+    """Merge ``--co NAME=VALUE`` options over the COG defaults.
+
+    ``TILED`` is dropped (a COG is always tiled) and ``BLOCKXSIZE``/``BLOCKYSIZE``
+    become ``BLOCKSIZE``, so options written for the GTiff driver keep working.
+    """
+    out = dict(COG_DEFAULTS)
+    out["OVERVIEW_RESAMPLING"] = overview_resampling
+    for k, v in (user or {}).items():
+        key = k.strip().upper()
+        if key in _GTIFF_ONLY:
+            continue
+        key = _RENAMED.get(key, key)
+        if key == "BLOCKSIZE" and (not str(v).isdigit() or int(v) % 16):
+            raise InputError(f"--co {k}={v}: block size must be a multiple of 16, e.g. 512")
+        out[key] = str(v)
+    return out
+
+
+def finish_cog(
+    part: str | os.PathLike, dest: str | os.PathLike, options: Mapping[str, str]
+) -> None:
+    """Copy the part file ``part`` to ``dest`` as a COG (overviews included), then delete ``part``.
+
+    Colour table, tags, band descriptions, nodata, CRS and transform are carried
+    over by the driver.
+    """
+    from rasterio.shutil import copy as rio_copy
+
+    rio_copy(str(part), str(dest), driver="COG", **dict(options))
+    Path(part).unlink(missing_ok=True)
+
+
+class RowWriter:
+    """Write rows of a (bands, rows, width) raster top to bottom in whole block rows."""
+
+    def __init__(self, dataset: Any, block_rows: int) -> None:
+        self.ds = dataset
+        self.block_rows = block_rows
+        self.row = 0  # first row not yet written to the dataset
+        self._pending: list[np.ndarray] = []
+        self._pending_rows = 0
+
+    def write(self, rows: np.ndarray) -> None:
+        """Append ``rows`` (bands, n, width) below what was written so far."""
+        self._pending.append(rows)
+        self._pending_rows += rows.shape[1]
+        if self._pending_rows >= self.block_rows:
+            buf = np.concatenate(self._pending, axis=1) if len(self._pending) > 1 else rows
+            n = (buf.shape[1] // self.block_rows) * self.block_rows
+            self._put(buf[:, :n])
+            rest = buf[:, n:]
+            self._pending = [rest.copy()] if rest.shape[1] else []
+            self._pending_rows = rest.shape[1]
+
+    def close(self) -> None:
+        if self._pending_rows:
+            self._put(np.concatenate(self._pending, axis=1))
+        self._pending, self._pending_rows = [], 0
+
+    def _put(self, buf: np.ndarray) -> None:
+        from rasterio.windows import Window
+
+        n = buf.shape[1]
+        self.ds.write(buf, window=Window(0, self.row, buf.shape[2], n))
+        self.row += n

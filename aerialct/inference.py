@@ -1,0 +1,904 @@
+"""Seamless, streaming, georeferenced sliding-window inference (``aerialct predict``).
+
+How a scene is predicted
+------------------------
+* Windows of the training chip size ``S`` step by ``stride = round(S * (1 - overlap))``;
+  the last window of a row or column is shifted inside the scene so nothing is
+  padded with invented pixels. Only a scene smaller than one window along an
+  axis is padded (reflect), and the padded part of the prediction is dropped.
+* Every window's softmax is multiplied by a separable raised-cosine weight with a
+  floor (:func:`blend_weights`), strictly positive everywhere, and summed into an
+  accumulator; the class is the argmax of the sum. The probability raster is the
+  sum divided by the summed weights, which are separable too and computed once.
+* Streaming: windows are processed row of windows by row of windows. The
+  accumulator holds ``S + stride`` scene rows x scene width x classes (float32):
+  rows above the next window row are final and go straight to the output. Peak
+  memory grows with the scene width, never with the scene height.
+* A background thread reads and decodes the next windows (GDAL releases the GIL)
+  while the model runs; weighting, accumulation and argmax run on the model's
+  device, so on a GPU only uint8 windows go up and uint8 class rows come down.
+* The class raster is streamed into a tiled GeoTIFF part file and finished as a
+  COG with overviews (:mod:`aerialct.geo.cog`), all under a temporary name that is
+  renamed when complete (:func:`aerialct.geo.io.atomic_output`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.errors import InputError
+from aerialct.geo.cog import PART_OPTIONS, RowWriter, cog_options, finish_cog
+from aerialct.geo.io import atomic_output, check_output, open_raster
+from aerialct.progress import ProgressFn, as_progress
+
+log = logging.getLogger("aerialct")
+
+#: GSD ratio (either way) beyond which a scene is "far" from the training GSD
+GSD_TOLERANCE = 1.25
+#: minimum of the blending weight relative to its centre value
+WEIGHT_FLOOR = 0.05
+PROB_SCALE = 255
+TTA_MODES = (None, "flips")
+
+
+class BundleLike(Protocol):
+    """What prediction needs from :class:`aerialct.engine.checkpoint.InferenceBundle`."""
+
+    model: Any
+    classes: ClassTable
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    in_chans: int
+    chip_size: int
+    gsd: float | None
+
+    def normalize(self, x: Any) -> Any: ...
+
+
+@dataclass
+class SceneResult:
+    """What happened to one scene. ``status`` is "ok" or "failed" (then ``error`` says why)."""
+
+    scene: Path
+    status: str = "ok"
+    output: Path | None = None
+    probabilities: Path | None = None
+    quicklook: Path | None = None
+    width: int = 0
+    height: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    forward_seconds: float = 0.0
+    pixels_per_second: float = 0.0
+    nodata_pixels: int = 0
+    class_pixels: dict[str, int] = field(default_factory=dict)
+    gsd: float | None = None
+    resampled: bool = False
+    device: str = ""
+    error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def overhead_share(self) -> float:
+        """Share of the wall time spent outside the model forward (read, blend, write, COG)."""
+        return 1.0 - self.forward_seconds / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scene": str(self.scene),
+            "status": self.status,
+            "output": str(self.output) if self.output else None,
+            "probabilities": str(self.probabilities) if self.probabilities else None,
+            "quicklook": str(self.quicklook) if self.quicklook else None,
+            "width": self.width,
+            "height": self.height,
+            "windows": self.windows,
+            "seconds": round(self.seconds, 3),
+            "forward_seconds": round(self.forward_seconds, 3),
+            "overhead_share": round(self.overhead_share, 4) if self.seconds > 0 else None,
+            "pixels_per_second": round(self.pixels_per_second, 1),
+            "nodata_pixels": self.nodata_pixels,
+            "class_pixels": self.class_pixels,
+            "gsd": self.gsd,
+            "resampled": self.resampled,
+            "device": self.device,
+            "error": self.error,
+        }
+
+
+@dataclass
+class BatchResult:
+    """The outcome of :func:`predict_scenes` on this rank."""
+
+    scenes: list[SceneResult]
+    seconds: float = 0.0
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def ok(self) -> list[SceneResult]:
+        return [s for s in self.scenes if s.status == "ok"]
+
+    @property
+    def failed(self) -> list[SceneResult]:
+        return [s for s in self.scenes if s.status != "ok"]
+
+    def to_dict(self) -> dict[str, Any]:
+        px = sum(s.width * s.height for s in self.ok)
+        return {
+            "scenes": [s.to_dict() for s in self.scenes],
+            "ok": len(self.ok),
+            "failed": len(self.failed),
+            "seconds": round(self.seconds, 3),
+            "pixels_per_second": round(px / self.seconds, 1) if self.seconds > 0 else None,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+
+
+# ---------------------------------------------------------------------------
+# Window layout and weights
+
+
+def window_starts(length: int, size: int, stride: int) -> list[int]:
+    """Offsets of windows of ``size`` along an axis of ``length``; the last one ends at the edge.
+
+    A single window at 0 when ``length <= size`` (the caller pads).
+    """
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size, stride))
+    starts.append(length - size)
+    return starts
+
+
+def stride_for(size: int, overlap: float) -> int:
+    if not 0.0 <= overlap < 1.0:
+        raise InputError(f"overlap {overlap}: must be in [0, 1), e.g. 0.25")
+    return max(1, round(size * (1.0 - overlap)))
+
+
+def weight_1d(size: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
+    """Raised cosine over pixel centres, ``floor`` at the very edge, 1 in the middle."""
+    t = (np.arange(size, dtype=np.float64) + 0.5) / size
+    return (floor + (1.0 - floor) * np.sin(np.pi * t) ** 2).astype(np.float32)
+
+
+def blend_weights(size: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
+    """The 2-D blending window (size, size): outer product of :func:`weight_1d`; min > 0."""
+    w = weight_1d(size, floor)
+    return np.outer(w, w)
+
+
+def weight_sum_1d(length: int, size: int, starts: Sequence[int], floor: float = WEIGHT_FLOOR):
+    """Summed 1-D weights along an axis; the 2-D sum is the outer product (weights are separable)."""
+    w = weight_1d(size, floor)
+    total = np.zeros(max(length, size), dtype=np.float64)
+    for s in starts:
+        total[s : s + size] += w
+    return total[:length].astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# Input checks
+
+
+def _data_bands(ds: Any, bands: Sequence[int] | None, in_chans: int, path: Path) -> list[int]:
+    from rasterio.enums import ColorInterp
+
+    if bands:
+        bad = [b for b in bands if not 1 <= b <= ds.count]
+        if bad:
+            raise InputError(f"{path}: band(s) {bad} do not exist (it has {ds.count}); fix --bands")
+        chosen = list(bands)
+    else:
+        chosen = [i + 1 for i, ci in enumerate(ds.colorinterp) if ci != ColorInterp.alpha]
+    if len(chosen) != in_chans:
+        hint = " ".join(f"-b {i}" for i in range(1, in_chans + 1))
+        raise InputError(
+            f"{path}: {len(chosen)} data band(s) but the checkpoint was trained on {in_chans}; "
+            f"pick the bands in training order with --bands (or gdal_translate {hint})"
+        )
+    return chosen
+
+
+def scene_gsd(ds: Any) -> float | None:
+    """Pixel size in map units for a north-up projected scene; None when not meaningful."""
+    t = ds.transform
+    if ds.crs is None or not ds.crs.is_projected or t.b != 0 or t.d != 0:
+        return None
+    return float((abs(t.a) + abs(t.e)) / 2)
+
+
+def check_gsd(scene: float | None, training: float | None, path: Path) -> str | None:
+    """A warning text when the scene's GSD is far from the training GSD, else None."""
+    if scene is None or not training:
+        return None
+    ratio = scene / training
+    if max(ratio, 1 / ratio) <= GSD_TOLERANCE:
+        return None
+    return (
+        f"{path}: pixel size {scene:g} is {ratio:.2f}x the training pixel size {training:g}; "
+        "predictions may be poor; pass --resample-to-training-gsd to predict at the training scale"
+    )
+
+
+def resolve_device_name(device: str | None) -> str:
+    """ "auto" -> "cuda" when available else "cpu"; under torchrun "cuda" -> "cuda:LOCAL_RANK"."""
+    import torch
+
+    name = (device or "auto").strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available here; use --device cpu")
+    if name == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return name
+
+
+def resolve_device(device: str | None, model: Any) -> Any:
+    import torch
+
+    if device in (None, ""):
+        try:
+            return next(model.parameters()).device
+        except StopIteration:
+            return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available here; use --device cpu")
+    return dev
+
+
+# ---------------------------------------------------------------------------
+# The background reader
+
+
+@dataclass
+class _Batch:
+    x: Any  # (B, C, S, S) numpy array or pinned tensor
+    pos: list[tuple[int, int, int, int]]  # (y, x, h, w) in the grid; h, w = valid extent
+    done_rows: list[np.ndarray]  # valid masks (n, width) of rows finished by this batch, in order
+    read_seconds: float = 0.0
+
+
+_END = object()
+
+
+class _Reader:
+    """Reads rows of windows on a background thread and hands out batches in order.
+
+    A batch holds windows of at most two consecutive window rows, so the
+    accumulator never needs more than ``S + stride`` rows. Each batch carries the
+    validity masks of the window rows it completes.
+    """
+
+    def __init__(
+        self,
+        src: Any,
+        bands: list[int],
+        size: int,
+        rows: list[int],
+        cols: list[int],
+        batch_size: int,
+        pin: bool,
+        depth: int = 3,
+    ) -> None:
+        self.src, self.bands, self.size = src, bands, size
+        self.rows, self.cols, self.batch_size, self.pin = rows, cols, batch_size, pin
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="aerialct-reader", daemon=True)
+        self.mask_mode, self.nodata = _mask_mode(src, bands)
+
+    def __enter__(self) -> _Reader:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.q.get_nowait()
+        self.thread.join(timeout=60)
+
+    def __iter__(self) -> Iterator[_Batch]:
+        while True:
+            item = self.q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _put(self, item: object) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        try:
+            self._produce()
+        except BaseException as e:
+            self._put(e)
+        else:
+            self._put(_END)
+
+    def _produce(self) -> None:
+        from rasterio.windows import Window
+
+        src, size = self.src, self.size
+        H, W = src.height, src.width
+        xs: list[np.ndarray] = []
+        pos: list[tuple[int, int, int, int]] = []
+        done: list[np.ndarray] = []
+        first_row = 0
+        t_read = 0.0
+
+        def emit() -> bool:
+            nonlocal xs, pos, done, t_read
+            x = np.stack(xs)
+            if self.pin:
+                import torch
+
+                x = torch.from_numpy(x).pin_memory()
+            ok = self._put(_Batch(x, pos, done, t_read))
+            xs, pos, done, t_read = [], [], [], 0.0
+            return ok
+
+        for j, y in enumerate(self.rows):
+            t0 = time.perf_counter()
+            h = min(size, H - y)
+            win = Window(0, y, W, h)
+            strip = src.read(self.bands, window=win)  # (C, h, W)
+            valid = _valid(src, strip, win, self.mask_mode, self.nodata)  # (h, W) bool
+            strip = _as_tensor_dtype(strip)
+            if h < size or size > W:
+                strip = _pad_reflect(strip, size)
+            nxt = self.rows[j + 1] if j + 1 < len(self.rows) else H
+            t_read += time.perf_counter() - t0
+            for x0 in self.cols:
+                full = xs and (len(xs) >= self.batch_size or j > first_row + 1)
+                if full and not emit():
+                    return
+                if not xs:
+                    first_row = j
+                xs.append(strip[:, :, x0 : x0 + size])
+                pos.append((y, x0, h, min(size, W - x0)))
+            done.append(valid[: nxt - y])
+            if self.stop.is_set():
+                return
+        if xs:
+            emit()
+
+
+def _mask_mode(src: Any, bands: list[int]) -> tuple[str, Any]:
+    """How to find invalid input pixels: "none", "nodata" (from the pixels read) or "dataset"."""
+    from rasterio.enums import MaskFlags
+
+    flags = [src.mask_flag_enums[b - 1] for b in bands]
+    if all(MaskFlags.all_valid in f for f in flags):
+        return "none", None
+    nodatavals = [src.nodatavals[b - 1] for b in bands]
+    if all(MaskFlags.nodata in f for f in flags) and len(set(map(repr, nodatavals))) == 1:
+        return "nodata", nodatavals[0]
+    return "dataset", None
+
+
+def _valid(src: Any, strip: np.ndarray, win: Any, mode: str, nd: Any) -> np.ndarray:
+    """True where the input holds data: a pixel is nodata only when all its bands are."""
+    if mode == "none":
+        return np.ones(strip.shape[1:], dtype=bool)
+    if mode == "nodata":
+        if isinstance(nd, float) and math.isnan(nd):
+            return ~np.isnan(strip).all(axis=0)
+        return (strip != np.asarray(nd, dtype=strip.dtype)).any(axis=0)
+    return src.dataset_mask(window=win) != 0
+
+
+def _as_tensor_dtype(a: np.ndarray) -> np.ndarray:
+    """Keep uint8/int16/int32/float32 as is (torch handles them); widen the rest."""
+    if a.dtype in (np.uint8, np.int16, np.int32, np.float32):
+        return a
+    if a.dtype in (np.uint16, np.int8):
+        return a.astype(np.int32)
+    return a.astype(np.float32)
+
+
+def _pad_reflect(strip: np.ndarray, size: int) -> np.ndarray:
+    _c, h, w = strip.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph == 0 and pw == 0:
+        return strip
+    mode = "reflect" if min(h, w) > 1 else "edge"
+    return np.pad(strip, ((0, 0), (0, ph), (0, pw)), mode=mode)
+
+
+# ---------------------------------------------------------------------------
+# The streaming core
+
+
+@dataclass
+class _GridStats:
+    windows: int = 0
+    forward_seconds: float = 0.0
+    nodata: int = 0
+    hist: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+
+
+def _forward(model: Any, x: Any, tta: str | None, autocast: Any) -> Any:
+    """Softmax probabilities (B, K, S, S) float32, averaged over the flips when ``tta``."""
+    import torch
+
+    with autocast():
+        if tta is None:
+            return torch.softmax(model(x).float(), dim=1)
+        acc = None
+        for dims in ((), (3,), (2,), (2, 3)):
+            xi = torch.flip(x, dims) if dims else x
+            p = torch.softmax(model(xi).float(), dim=1)
+            p = torch.flip(p, dims) if dims else p
+            acc = p if acc is None else acc + p
+        return acc / 4.0
+
+
+def _predict_grid(
+    bundle: BundleLike,
+    src: Any,
+    bands: list[int],
+    cls_ds: Any,
+    prob_ds: Any | None,
+    *,
+    overlap: float,
+    batch_size: int,
+    tta: str | None,
+    device: Any,
+    progress: ProgressFn,
+    label: str = "",
+) -> _GridStats:
+    """Predict the whole grid of ``src`` into the open datasets ``cls_ds`` (and ``prob_ds``)."""
+    import torch
+
+    size = int(bundle.chip_size)
+    K = len(bundle.classes)
+    H, W = src.height, src.width
+    stride = stride_for(size, overlap)
+    rows, cols = window_starts(H, size, stride), window_starts(W, size, stride)
+    n_windows = len(rows) * len(cols)
+    progress(0, total=n_windows, description=label or None)
+
+    cuda = device.type == "cuda"
+    acc_rows = min(size + stride, max(H, size))
+    acc = torch.zeros((K, acc_rows, W), dtype=torch.float32, device=device)
+    weight = torch.from_numpy(blend_weights(size)).to(device)
+    if prob_ds is not None:
+        wy = torch.from_numpy(weight_sum_1d(H, size, rows)).to(device)
+        wx = torch.from_numpy(weight_sum_1d(W, size, cols)).to(device)
+    mean_model = bundle.model
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    )
+
+    stats = _GridStats(windows=n_windows)
+    cls_out = RowWriter(cls_ds, PART_OPTIONS["blockysize"])
+    prob_out = RowWriter(prob_ds, PART_OPTIONS["blockysize"]) if prob_ds is not None else None
+    base = 0
+    events: list[tuple[Any, Any]] = []
+    with torch.inference_mode(), _Reader(src, bands, size, rows, cols, batch_size, cuda) as reader:
+        for batch in reader:
+            xb = batch.x if torch.is_tensor(batch.x) else torch.from_numpy(batch.x)
+            xb = xb.to(device, non_blocking=True)
+            xb = bundle.normalize(xb.float())
+            if cuda:
+                start, end = (
+                    torch.cuda.Event(enable_timing=True),
+                    torch.cuda.Event(enable_timing=True),
+                )
+                start.record()
+                probs = _forward(mean_model, xb, tta, autocast)
+                end.record()
+                events.append((start, end))
+            else:
+                t0 = time.perf_counter()
+                probs = _forward(mean_model, xb, tta, autocast)
+                dt = time.perf_counter() - t0
+                stats.forward_seconds += dt
+            if probs.shape[1] != K or probs.shape[-2:] != (size, size):
+                raise InputError(
+                    f"the model returned {tuple(probs.shape)} for windows of {size}x{size} "
+                    f"and {K} classes; the checkpoint's model and class table disagree"
+                )
+            probs.mul_(weight)  # (B, K, S, S)
+            for b, (y, x0, h, w) in enumerate(batch.pos):
+                acc[:, y - base : y - base + h, x0 : x0 + w] += probs[b, :, :h, :w]
+            for valid in batch.done_rows:
+                n = valid.shape[0]
+                block = acc[:, :n]
+                cls = block.argmax(dim=0).to(torch.uint8).cpu().numpy()
+                invalid = ~valid
+                cls[invalid] = IGNORE_INDEX
+                stats.nodata += int(invalid.sum())
+                stats.hist += np.bincount(cls.ravel(), minlength=256)
+                cls_out.write(cls[None])
+                if prob_out is not None:
+                    p = block / (wy[base : base + n, None] * wx[None, :])
+                    p8 = (p * PROB_SCALE).round_().clamp_(0, PROB_SCALE).to(torch.uint8)
+                    p8 = p8.cpu().numpy()
+                    p8[:, invalid] = 0
+                    prob_out.write(p8)
+                keep = acc_rows - n
+                acc[:, :keep] = acc[:, n:].clone()
+                acc[:, keep:] = 0
+                base += n
+            progress(len(batch.pos))
+    if cuda:
+        torch.cuda.synchronize(device)
+        stats.forward_seconds = sum(s.elapsed_time(e) for s, e in events) / 1000.0
+    cls_out.close()
+    if prob_out is not None:
+        prob_out.close()
+    if base != H:
+        raise RuntimeError(f"internal error: wrote {base} of {H} rows")
+    return stats
+
+
+# ---------------------------------------------------------------------------
+# Output files
+
+
+def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
+    stem = Path(scene).stem
+    d = Path(out_dir)
+    return {
+        "classes": d / f"{stem}_classes.tif",
+        "probabilities": d / f"{stem}_probabilities.tif",
+        "quicklook": d / f"{stem}_quicklook.png",
+    }
+
+
+def _part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
+    prof = {
+        "driver": "GTiff",
+        "width": src.width,
+        "height": src.height,
+        "count": count,
+        "dtype": "uint8",
+        "crs": src.crs,
+        "transform": src.transform,
+        "nodata": nodata,
+        **PART_OPTIONS,
+    }
+    if src.width < 16 or src.height < 16:
+        prof["tiled"] = False
+        del prof["blockxsize"], prof["blockysize"]
+    return prof
+
+
+def _tag_class_raster(ds: Any, classes: ClassTable, scene: Path) -> None:
+    ds.write_colormap(1, classes.colormap())
+    ds.set_band_description(1, "class")
+    ds.update_tags(AERIALCT_CLASSES=json.dumps(classes.to_list()), AERIALCT_SOURCE=scene.name)
+
+
+def _tag_prob_raster(ds: Any, classes: ClassTable, scene: Path) -> None:
+    for i, name in enumerate(classes.names):
+        ds.set_band_description(i + 1, name)
+    ds.update_tags(
+        AERIALCT_CLASSES=json.dumps(classes.to_list()),
+        AERIALCT_PROB_SCALE=str(PROB_SCALE),
+        AERIALCT_SOURCE=scene.name,
+    )
+
+
+def _part_name(tmp: Path, tag: str) -> Path:
+    # named "<tmp>.<tag>.tif" so atomic_output's clean-up of "<tmp>.*" removes it on error
+    return tmp.with_name(f"{tmp.name}.{tag}.tif")
+
+
+@contextlib.contextmanager
+def _quiet_georef(enabled: bool) -> Iterator[None]:
+    if not enabled:
+        yield
+        return
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        yield
+
+
+def _training_grid_vrt(ds: Any, gsd: float) -> Any:
+    from affine import Affine
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    t = ds.transform
+    fx, fy = gsd / abs(t.a), gsd / abs(t.e)
+    width, height = max(1, math.ceil(ds.width / fx)), max(1, math.ceil(ds.height / fy))
+    transform = t @ Affine.scale(fx, fy)
+    return WarpedVRT(
+        ds,
+        crs=ds.crs,
+        transform=transform,
+        width=width,
+        height=height,
+        resampling=Resampling.bilinear,
+    )
+
+
+def _warp_back(part: Path, like: Any, dest: Path, nodata: int | None, categorical: bool) -> None:
+    """Stream ``part`` (on the training grid) onto the grid of ``like`` into a new part ``dest``."""
+    import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
+
+    with rasterio.open(part) as p:
+        vrt_kw: dict[str, Any] = {
+            "crs": like.crs,
+            "transform": like.transform,
+            "width": like.width,
+            "height": like.height,
+            "resampling": Resampling.nearest if categorical else Resampling.bilinear,
+        }
+        if nodata is not None:
+            vrt_kw["nodata"] = nodata
+        prof = _part_profile(like, p.count, nodata)
+        with WarpedVRT(p, **vrt_kw) as v, rasterio.open(dest, "w", **prof) as out:
+            step = PART_OPTIONS["blockysize"]
+            for y in range(0, like.height, step):
+                win = Window(0, y, like.width, min(step, like.height - y))
+                out.write(v.read(window=win), window=win)
+            if categorical:
+                out.write_colormap(1, p.colormap(1))
+            out.update_tags(**p.tags())
+            for i, d in enumerate(p.descriptions):
+                if d:
+                    out.set_band_description(i + 1, d)
+    part.unlink(missing_ok=True)
+
+
+def _class_histogram(path: Path) -> tuple[np.ndarray, int]:
+    import rasterio
+
+    hist = np.zeros(256, dtype=np.int64)
+    with rasterio.open(path) as ds:
+        for _, win in ds.block_windows(1):
+            hist += np.bincount(ds.read(1, window=win).ravel(), minlength=256)
+    return hist, int(hist[IGNORE_INDEX])
+
+
+# ---------------------------------------------------------------------------
+# Public API
+
+
+def predict_scene(
+    bundle: BundleLike,
+    scene: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    probabilities: bool = False,
+    tta: str | None = None,
+    device: str | None = None,
+    creation_options: dict[str, str] | None = None,
+    overwrite: bool = False,
+    allow_no_crs: bool = False,
+    resample_to_training_gsd: bool = False,
+    bands: Sequence[int] | None = None,
+    quicklook: bool = False,
+    overview_resampling: str = "NEAREST",
+    progress: ProgressFn | None = None,
+) -> SceneResult:
+    """Predict one scene into the class raster ``out_path`` (uint8 COG, see the module docstring).
+
+    With ``probabilities`` a K-band uint8 raster (255 = 1.0) is written beside it
+    as ``<stem>_probabilities.tif`` (``<stem>`` from ``out_path`` minus a
+    ``_classes`` suffix); with ``quicklook`` a PNG thumbnail ``<stem>_quicklook.png``.
+    ``tta="flips"`` averages the four horizontal/vertical flips (4x the compute).
+    Raises :class:`InputError` / :class:`RasterError` / :class:`OutputExistsError`.
+    """
+    import rasterio
+
+    t_start = time.perf_counter()
+    scene = Path(scene)
+    out_path = Path(out_path)
+    if tta not in TTA_MODES:
+        raise InputError(f"--tta {tta}: unknown; use 'flips' or leave it out")
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    stride_for(int(bundle.chip_size), overlap)  # validates overlap
+    stem = out_path.stem.removesuffix("_classes")
+    prob_path = out_path.with_name(f"{stem}_probabilities.tif") if probabilities else None
+    ql_path = out_path.with_name(f"{stem}_quicklook.png") if quicklook else None
+    for p in (out_path, prob_path, ql_path):
+        if p is not None:
+            check_output(p, overwrite)
+    co = cog_options(creation_options, overview_resampling)
+    co_prob = cog_options(creation_options, "AVERAGE")
+
+    dev = resolve_device(device, bundle.model)
+    bundle.model.to(dev)
+    bundle.model.eval()
+    result = SceneResult(scene=scene, device=str(dev))
+
+    with contextlib.ExitStack() as stack:
+        ds = stack.enter_context(open_raster(scene, require_crs=not allow_no_crs))
+        stack.enter_context(_quiet_georef(ds.crs is None))
+        chosen = _data_bands(ds, bands, int(bundle.in_chans), scene)
+        result.width, result.height = ds.width, ds.height
+        result.gsd = scene_gsd(ds)
+        src = ds
+        if resample_to_training_gsd and bundle.gsd:
+            if result.gsd is None:
+                raise InputError(
+                    f"{scene}: cannot resample to the training pixel size without a projected, "
+                    "north-up CRS; warp it first (gdalwarp -t_srs EPSG:XXXX -tr ...)"
+                )
+            if check_gsd(result.gsd, bundle.gsd, scene) is not None:
+                src = stack.enter_context(_training_grid_vrt(ds, float(bundle.gsd)))
+                result.resampled = True
+                log.info("%s: predicting at the training pixel size %g", scene.name, bundle.gsd)
+        else:
+            msg = check_gsd(result.gsd, bundle.gsd, scene)
+            if msg:
+                log.warning(msg)
+
+        tmp_cls = stack.enter_context(atomic_output(out_path, overwrite))
+        tmp_prob = stack.enter_context(atomic_output(prob_path, overwrite)) if prob_path else None
+        part_cls = _part_name(tmp_cls, "part")
+        part_prob = _part_name(tmp_prob, "part") if tmp_prob else None
+        with contextlib.ExitStack() as files:
+            cls_ds = files.enter_context(
+                rasterio.open(part_cls, "w", **_part_profile(src, 1, IGNORE_INDEX))
+            )
+            _tag_class_raster(cls_ds, bundle.classes, scene)
+            prob_ds = None
+            if part_prob is not None:
+                prob_ds = files.enter_context(
+                    rasterio.open(part_prob, "w", **_part_profile(src, len(bundle.classes), None))
+                )
+                _tag_prob_raster(prob_ds, bundle.classes, scene)
+            stats = _predict_grid(
+                bundle,
+                src,
+                chosen,
+                cls_ds,
+                prob_ds,
+                overlap=overlap,
+                batch_size=batch_size,
+                tta=tta,
+                device=dev,
+                progress=as_progress(progress),
+                label=scene.name,
+            )
+        hist, nodata = stats.hist, stats.nodata
+        if result.resampled:
+            back = _part_name(tmp_cls, "grid")
+            _warp_back(part_cls, ds, back, IGNORE_INDEX, categorical=True)
+            part_cls = back
+            if part_prob is not None:
+                back_p = _part_name(tmp_prob, "grid")
+                _warp_back(part_prob, ds, back_p, None, categorical=False)
+                part_prob = back_p
+            hist, nodata = _class_histogram(part_cls)
+        finish_cog(part_cls, tmp_cls, co)
+        if part_prob is not None:
+            finish_cog(part_prob, tmp_prob, co_prob)
+        if ql_path is not None:
+            with atomic_output(ql_path, overwrite) as tmp_ql:
+                write_quicklook(ds, chosen, tmp_cls, tmp_ql, bundle.classes)
+            result.quicklook = ql_path
+
+    result.output = out_path
+    result.probabilities = prob_path
+    result.windows = stats.windows
+    result.forward_seconds = stats.forward_seconds
+    result.nodata_pixels = nodata
+    result.class_pixels = {name: int(hist[i]) for i, name in enumerate(bundle.classes.names)}
+    result.seconds = time.perf_counter() - t_start
+    result.pixels_per_second = result.width * result.height / max(result.seconds, 1e-9)
+    return result
+
+
+def predict_scenes(
+    bundle: BundleLike,
+    scenes: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    progress: ProgressFn | None = None,
+    **kwargs: Any,
+) -> BatchResult:
+    """Predict many scenes into ``out_dir`` as ``<stem>_classes.tif``; failures are recorded.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes every ``world_size``-th
+    scene starting at its ``RANK``; the result lists this rank's scenes only.
+    Keyword arguments go to :func:`predict_scene`.
+    """
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0"))
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    paths = [Path(s) for s in scenes]
+    stems = [p.stem for p in paths]
+    dup = sorted({s for s in stems if stems.count(s) > 1})
+    if dup:
+        raise InputError(
+            f"scenes {', '.join(dup)} share a file name and would write the same output; "
+            "predict them into different --out folders"
+        )
+    mine = paths[rank::world_size]
+    t0 = time.perf_counter()
+    results: list[SceneResult] = []
+    for p in mine:
+        out = output_paths(p, out_dir)["classes"]
+        try:
+            results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
+        except Exception as e:  # one scene's failure must not stop the batch
+            log.error("%s: failed: %s", p, e)
+            results.append(
+                SceneResult(scene=p, status="failed", error=" ".join(str(e).split()), exception=e)
+            )
+    return BatchResult(results, time.perf_counter() - t0, rank, world_size)
+
+
+# ---------------------------------------------------------------------------
+# Quick-look
+
+
+def write_quicklook(
+    ds: Any,
+    bands: Sequence[int],
+    classes_path: Path,
+    out_png: Path,
+    classes: ClassTable,
+    max_size: int = 1024,
+    alpha: float = 0.45,
+) -> None:
+    """A PNG thumbnail of the scene (first three bands, 2-98% stretch) with the class colours over it."""
+    import rasterio
+    from PIL import Image
+    from rasterio.enums import Resampling
+
+    scale = max(ds.width, ds.height) / max_size
+    w = max(1, round(ds.width / max(scale, 1)))
+    h = max(1, round(ds.height / max(scale, 1)))
+    rgb_bands = list(bands[:3]) if len(bands) >= 3 else [bands[0]] * 3
+    img = ds.read(rgb_bands, out_shape=(3, h, w), resampling=Resampling.average).astype(np.float32)
+    for i in range(3):
+        lo, hi = np.percentile(img[i], (2, 98))
+        img[i] = np.clip((img[i] - lo) / max(hi - lo, 1e-6), 0, 1) * 255
+    with rasterio.open(classes_path) as c:
+        ids = c.read(1, out_shape=(h, w), resampling=Resampling.nearest)
+    lut = np.zeros((256, 3), dtype=np.float32)
+    for ci in classes:
+        lut[ci.id] = ci.color
+    over = np.moveaxis(lut[ids], -1, 0)
+    a = np.where(ids == IGNORE_INDEX, 0.0, alpha)[None]
+    out = (img * (1 - a) + over * a).round().clip(0, 255).astype(np.uint8)
+    Image.fromarray(np.moveaxis(out, 0, -1)).save(out_png, format="PNG")
