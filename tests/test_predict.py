@@ -332,3 +332,73 @@ def test_cli_usage_errors_exit_2(oracle_cli, tmp_path):
     assert r.code == 2 and "--co" in r.err
     r = oracle_cli("predict", "x.pt", scene, "--out", tmp_path, "--overlap", "1.5")
     assert r.code == 2 and "--overlap" in r.err
+
+
+def test_cli_end_to_end_with_a_real_checkpoint(cli, tmp_path):
+    import torch
+
+    from aerialct.config import config_from_dict
+    from aerialct.engine.checkpoint import make_checkpoint, save_checkpoint
+    from aerialct.models import build_model
+
+    torch.manual_seed(0)
+    cfg = config_from_dict(
+        {
+            "model": {
+                "backbone": "tiny_cnn",
+                "decoder": "fpn",
+                "decoder_channels": 16,
+                "img_size": 64,
+            }
+        }
+    )
+    model = build_model(cfg.model, num_classes=K, in_chans=3).eval()
+    mean, std = (120.0, 110.0, 100.0), (50.0, 45.0, 40.0)
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(
+        ckpt,
+        make_checkpoint(
+            config=cfg,
+            classes=POTSDAM,
+            mean=mean,
+            std=std,
+            in_chans=3,
+            chip_size=64,
+            model_state=model.state_dict(),
+            gsd=0.05,
+        ),
+    )
+    one = tmp_path / "one.tif"  # exactly one window: the output is the model's argmax
+    img = random_image(64, 64, seed=33)
+    write_scene(one, img)
+    wide = tmp_path / "wide.tif"
+    write_scene(wide, random_image(90, 150, seed=35))
+    out = tmp_path / "out"
+    r = cli(
+        "predict",
+        ckpt,
+        one,
+        wide,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--json",
+        "--probabilities",
+        "--quicklook",
+    )
+    assert r.code == 0, r.err
+    summary = json.loads(r.out)
+    assert summary["ok"] == 2 and summary["scenes"][1]["windows"] == 2 * 3  # rows 0, 26; cols 0, 48, 86
+    x = (torch.from_numpy(img).float()[None] - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
+        std
+    ).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model(x).argmax(1)[0].numpy().astype(np.uint8)
+    np.testing.assert_array_equal(read_class_raster(out / "one_classes.tif")[0], expected)
+    with rasterio.open(out / "wide_classes.tif") as ds:
+        got = ds.read(1)
+        assert ds.shape == (90, 150) and ds.crs == rasterio.crs.CRS.from_string(CRS)
+        assert got.max() < K
+    for name in ("wide_probabilities.tif", "wide_quicklook.png", "one_quicklook.png"):
+        assert (out / name).exists()
