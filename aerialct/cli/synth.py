@@ -1,1 +1,109 @@
-"""`aerialct synth` (not yet registered)."""
+"""`aerialct synth`: a synthetic, Potsdam-like city to test and demo on without downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aerialct.cli import console
+from aerialct.cli.app import app
+from aerialct.cli.options import Json, Overwrite
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the scene (or the Potsdam root).")],
+    size: Annotated[int, typer.Option("--size", help="Scene width and height in px.")] = 2048,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same city.")] = 0,
+    gsd: Annotated[float, typer.Option("--gsd", help="Pixel size in metres.")] = 0.05,
+    crs: Annotated[str, typer.Option("--crs", help="CRS of the scene.")] = "EPSG:32633",
+    name: Annotated[str, typer.Option("--name", help="File stem of a single scene.")] = "scene",
+    rgb_labels: Annotated[
+        bool, typer.Option("--rgb-labels", help="Labels as Potsdam RGB colours, not class ids.")
+    ] = False,
+    buildings: Annotated[
+        bool, typer.Option("--buildings", help="Also write the building footprints (GeoPackage).")
+    ] = False,
+    potsdam: Annotated[
+        bool, typer.Option("--potsdam", help="Write a folder laid out like the ISPRS release.")
+    ] = False,
+    tiles: Annotated[
+        str,
+        typer.Option("--tiles", help="Potsdam tile ids, comma-separated."),
+    ] = "2_10,2_11,3_10,2_13,2_14",
+    label_no_crs: Annotated[
+        bool, typer.Option("--label-no-crs", help="Write labels without georeferencing.")
+    ] = False,
+    no_eroded: Annotated[
+        bool, typer.Option("--no-eroded", help="Potsdam: no _label_noBoundary files.")
+    ] = False,
+    compress: Annotated[
+        str, typer.Option("--compress", help="GDAL compression of the rasters (or none).")
+    ] = "deflate",
+    overwrite: Overwrite = False,
+    json_out: Json = False,
+) -> None:
+    """Synthesise a town: RGB orthophoto + 6-class labels (+ building footprints).
+
+    Examples:
+
+      aerialct synth data --size 2048 --seed 0 --buildings
+
+      aerialct synth potsdam_like --potsdam --size 1000 --tiles 2_10,2_11,2_13
+    """
+    from aerialct.data.synth import synth_potsdam, synth_scene
+
+    with console.progress("synthesising") as progress:
+        if potsdam:
+            ids = [t.strip() for t in tiles.split(",") if t.strip()]
+            result = synth_potsdam(
+                out_dir,
+                ids,
+                size=size,
+                seed=seed,
+                gsd=gsd,
+                crs=crs,
+                label_crs=not label_no_crs,
+                eroded=not no_eroded,
+                buildings=buildings,
+                compress=compress,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        else:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            result = synth_scene(
+                out_dir / f"{name}.tif",
+                out_dir / f"{name}_labels.tif",
+                size=size,
+                seed=seed,
+                gsd=gsd,
+                crs=crs,
+                rgb_labels=rgb_labels,
+                buildings=out_dir / f"{name}_buildings.gpkg" if buildings else None,
+                label_crs=not label_no_crs,
+                compress=compress,
+                overwrite=overwrite,
+                progress=progress,
+            )
+    if json_out:
+        console.print_json(result)
+        return
+    if potsdam:
+        console.print_table(
+            f"Potsdam-like folder {result.root}",
+            ["tile", "image", "label"],
+            [
+                [t, i.name, lab.name]
+                for t, i, lab in zip(result.tiles, result.images, result.labels, strict=True)
+            ],
+        )
+    else:
+        console.print_table(
+            f"{result.width}x{result.height} px at {result.gsd} m, {result.n_buildings} buildings",
+            ["output", "path"],
+            [["image", result.image], ["labels", result.labels]]
+            + ([["buildings", result.buildings]] if result.buildings else []),
+        )

@@ -1,1 +1,201 @@
-"""`aerialct tile` (not yet registered)."""
+"""`aerialct tile`: cut scenes (or the ISPRS Potsdam release) into training chips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aerialct.cli import console
+from aerialct.cli.app import app
+from aerialct.cli.options import CreationOptions, Json, Overwrite, parse_creation_options
+
+
+@app.command()
+def tile(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="IMAGE... | ROOT",
+            help="GeoTIFFs (paths or quoted glob patterns); with --dataset potsdam the release folder.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output chips folder.")],
+    labels: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--labels",
+            help="Label raster per image, same order (class ids, or RGB colours of the legend).",
+        ),
+    ] = None,
+    labels_vector: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels-vector", help="Polygons (GeoPackage, ...) rasterised onto each image."
+        ),
+    ] = None,
+    class_field: Annotated[
+        str | None,
+        typer.Option("--class-field", help="Field of --labels-vector holding class names or ids."),
+    ] = None,
+    layer: Annotated[
+        str | None, typer.Option("--layer", help="Layer of --labels-vector (default: the first).")
+    ] = None,
+    background: Annotated[
+        str | None,
+        typer.Option(
+            "--background", help="Class of pixels no polygon covers (name, id or 'ignore')."
+        ),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="A known dataset layout: 'potsdam' (ISPRS Potsdam)."),
+    ] = None,
+    size: Annotated[
+        int | None,
+        typer.Option("--size", help="Window in scene pixels [default: 512; potsdam: 500]."),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option("--stride", help="Step between windows [default: --size].")
+    ] = None,
+    resize: Annotated[
+        int | None,
+        typer.Option(
+            "--resize",
+            help="Chip size written (image bilinear, mask nearest) [default: none; potsdam: 512].",
+        ),
+    ] = None,
+    no_resize: Annotated[
+        bool, typer.Option("--no-resize", help="Keep windows at their size (potsdam too).")
+    ] = False,
+    nodata_threshold: Annotated[
+        float,
+        typer.Option("--nodata-threshold", help="Skip windows with a larger nodata share (0..1)."),
+    ] = 0.5,
+    split: Annotated[
+        str | None, typer.Option("--split", help="Put all chips into train, val or test.")
+    ] = None,
+    val_fraction: Annotated[
+        float,
+        typer.Option(
+            "--val-fraction", help="Move this share of train, by whole spatial blocks, to val."
+        ),
+    ] = 0.0,
+    val_block: Annotated[
+        int | None,
+        typer.Option("--val-block", help="Side of the spatial blocks in px [default: 2 x --size]."),
+    ] = None,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--split-file", help="Potsdam: tile -> split (JSON or '<tile> <split>' lines)."
+        ),
+    ] = None,
+    no_eroded: Annotated[
+        bool,
+        typer.Option("--no-eroded", help="Potsdam: use full labels for test, not _noBoundary."),
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")] = 0,
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes.")] = 2,
+    co: CreationOptions = None,
+    overwrite: Overwrite = False,
+    json_out: Json = False,
+) -> None:
+    """Cut GeoTIFFs or the ISPRS Potsdam release into chips + index.gpkg for training.
+
+    Examples:
+
+      aerialct tile scene.tif --labels labels.tif --out chips --size 512 --stride 384 --val-fraction 0.2
+
+      aerialct tile '*.tif' --labels-vector buildings.gpkg --class-field class --out chips
+
+      aerialct tile --dataset potsdam /data/Potsdam --out chips
+    """
+    creation = parse_creation_options(co) or None
+    if resize is not None and no_resize:
+        raise typer.BadParameter("give --resize or --no-resize, not both", param_hint="--resize")
+    if dataset is not None:
+        if dataset.lower() != "potsdam":
+            raise typer.BadParameter(
+                f"unknown dataset {dataset!r}; known: potsdam", param_hint="--dataset"
+            )
+        if len(inputs) != 1:
+            raise typer.BadParameter(
+                "--dataset potsdam takes one ROOT folder", param_hint="IMAGE... | ROOT"
+            )
+        for name, value in (
+            ("--labels", labels),
+            ("--labels-vector", labels_vector),
+            ("--split", split),
+        ):
+            if value:
+                raise typer.BadParameter(
+                    f"{name} does not apply to --dataset potsdam", param_hint=name
+                )
+    elif split_file is not None:
+        raise typer.BadParameter("--split-file needs --dataset potsdam", param_hint="--split-file")
+
+    from aerialct.tiling import tile_potsdam, tile_scenes
+
+    with console.progress("tiling") as progress:
+        if dataset is not None:
+            result = tile_potsdam(
+                inputs[0],
+                out,
+                size=size or 500,
+                stride=stride,
+                resize=None if no_resize else (resize or 512),
+                split_file=split_file,
+                eroded_for_test=not no_eroded,
+                nodata_threshold=nodata_threshold,
+                val_fraction=val_fraction,
+                val_block=val_block,
+                seed=seed,
+                workers=workers,
+                creation_options=creation,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        else:
+            result = tile_scenes(
+                inputs,
+                out,
+                labels=labels,
+                labels_vector=labels_vector,
+                class_field=class_field,
+                vector_layer=layer,
+                background=background,
+                size=size or 512,
+                stride=stride,
+                resize=None if no_resize else resize,
+                nodata_threshold=nodata_threshold,
+                split=split,
+                val_fraction=val_fraction,
+                val_block=val_block,
+                seed=seed,
+                workers=workers,
+                creation_options=creation,
+                overwrite=overwrite,
+                progress=progress,
+            )
+    if json_out:
+        console.print_json(result)
+        return
+    total = sum(result.class_pixels.values()) or 1
+    console.print_table(
+        f"{result.chips} chips of {result.chip_size} px in {result.out} ({result.seconds:.1f} s)",
+        ["split", "chips"],
+        [[k, v] for k, v in result.splits.items() if v],
+    )
+    if result.label_mode:
+        console.print_table(
+            "label pixels",
+            ["class", "pixels", "share"],
+            [[k, v, v / total] for k, v in result.class_pixels.items()],
+        )
+    copied = [s.name for s in result.scenes if s.georef_copied]
+    if copied:
+        console.info(f"georeferencing copied from the image for the labels of: {', '.join(copied)}")
+    if result.skipped_nodata:
+        console.info(f"{result.skipped_nodata} windows skipped (nodata above the threshold)")

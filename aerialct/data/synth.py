@@ -1,0 +1,972 @@
+"""A synthetic, Potsdam-like city: georeferenced RGB orthophoto + labels + building footprints.
+
+The generator lays out a town in metres and draws it at ``gsd`` metres per pixel:
+
+* a jittered grid of asphalt roads with lane markings and paved sidewalks (impervious);
+* blocks of several kinds: residential parcels with houses in gardens, perimeter blocks
+  with courtyards (split into separate buildings by passages), industrial halls with
+  paved yards and clutter, parks, and parking lots;
+* buildings as rectangles, L-shapes, U-shapes and courtyard rings, with roofs that are
+  gabled (two shaded halves), tiled (stripes) or flat (with vents and solar panels);
+* cars parked along the roads and in lots, clutter (containers, dirt, bins), low
+  vegetation with a mottled texture, and tree crowns that overhang roads and roofs;
+* cast shadows of buildings and trees (sun from the south-west), a slow illumination
+  gradient and sensor noise.
+
+It is learnable but not separable by colour alone: grey roofs have the colour of
+asphalt, light flat roofs the colour of sidewalks, grey cars the colour of roads,
+and trees differ from lawns mostly by texture and shading.
+
+Everything is vectorised with numpy (object loops touch small slices only), so a
+2048x2048 scene takes a few seconds and 512x512 a fraction of one. The same seed
+gives the same scene, bit for bit.
+
+Building footprints are exact: every building is a rectilinear polygon with
+vertices on pixel corners, and its pixels in the label raster are exactly the
+pixels whose centre lies inside it, except where a tree crown overhangs the roof
+(labelled tree, as in Potsdam). Features are sized in metres, so small test scenes
+with many objects use a coarser ``gsd`` (e.g. 0.25 m: 512 px = 128 m).
+
+Library entry points: :func:`generate_scene` (arrays in memory),
+:func:`synth_scene` (GeoTIFFs + GeoPackage) and :func:`synth_potsdam` (a folder
+with the official ISPRS Potsdam names).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from aerialct.classes import IGNORE_INDEX, POTSDAM
+from aerialct.data import potsdam as pots
+from aerialct.errors import InputError
+from aerialct.geo.io import atomic_output, check_output
+from aerialct.progress import ProgressFn, as_progress
+
+log = logging.getLogger("aerialct")
+
+IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
+
+DEFAULT_CRS = "EPSG:32633"
+DEFAULT_ORIGIN = (368000.0, 5808000.0)
+"""Upper-left corner (easting, northing) in UTM 33N, roughly where Potsdam lies."""
+
+# Texture kinds of painted objects.
+_SMOOTH, _GRASS, _ROOF_X, _ROOF_Y, _PAVING, _DIRT = range(6)
+
+
+@dataclass
+class Building:
+    """One building: footprint in pixel coordinates (x = column, y = row) and attributes."""
+
+    id: int
+    polygon: object  # shapely Polygon in pixel coordinates
+    height: float
+    roof: str
+    shape: str
+
+
+@dataclass
+class SceneArrays:
+    """A generated scene in memory.
+
+    ``image`` is (3, H, W) uint8 RGB, ``labels`` (H, W) uint8 class ids (POTSDAM),
+    ``transform`` the affine pixel -> map transform, ``buildings`` the footprints.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    transform: object  # affine.Affine
+    crs: str
+    gsd: float
+    buildings: list[Building]
+
+    def building_frame(self):
+        """The footprints as a GeoDataFrame in the scene CRS (columns id, height, roof, shape)."""
+        import geopandas as gpd
+        from shapely import affinity
+
+        t = self.transform
+        coeffs = [t.a, t.b, t.d, t.e, t.c, t.f]
+        return gpd.GeoDataFrame(
+            {
+                "id": np.array([b.id for b in self.buildings], dtype=np.int64),
+                "height": [round(b.height, 2) for b in self.buildings],
+                "roof": [b.roof for b in self.buildings],
+                "shape": [b.shape for b in self.buildings],
+            },
+            geometry=[affinity.affine_transform(b.polygon, coeffs) for b in self.buildings],
+            crs=self.crs,
+        )
+
+
+@dataclass
+class SynthResult:
+    """What :func:`synth_scene` wrote."""
+
+    image: Path
+    labels: Path | None
+    buildings: Path | None
+    width: int
+    height: int
+    seed: int
+    gsd: float
+    crs: str
+    label_mode: str
+    n_buildings: int
+    class_fractions: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SynthPotsdamResult:
+    """What :func:`synth_potsdam` wrote: one entry per tile."""
+
+    root: Path
+    tiles: list[str]
+    images: list[Path]
+    labels: list[Path]
+    eroded_labels: list[Path]
+    buildings: list[Path]
+    size: int
+    label_crs: bool
+
+
+# --------------------------------------------------------------------------- layout
+
+
+class _Canvas:
+    """Object-id painting: every painted region gets an object with colour and texture."""
+
+    def __init__(self, h: int, w: int, rng: np.random.Generator, gsd: float) -> None:
+        self.h, self.w, self.rng, self.gsd = h, w, rng, gsd
+        self.obj = np.zeros((h, w), dtype=np.int32)
+        self.labels = np.full((h, w), LOW_VEG, dtype=np.uint8)
+        self.colors: list[tuple[float, float, float]] = [(96.0, 122.0, 70.0)]
+        self.tex: list[int] = [_GRASS]
+        self.amp: list[float] = [14.0]
+
+    def px(self, metres: float) -> int:
+        return max(1, round(metres / self.gsd))
+
+    def new(self, color: Sequence[float], tex: int, amp: float, jitter: float = 8.0) -> int:
+        c = np.clip(np.asarray(color, float) + self.rng.normal(0, jitter, 3), 0, 255)
+        self.colors.append((float(c[0]), float(c[1]), float(c[2])))
+        self.tex.append(tex)
+        self.amp.append(amp)
+        return len(self.colors) - 1
+
+    def clip(self, r0: int, r1: int, c0: int, c1: int) -> tuple[slice, slice] | None:
+        r0, r1 = max(r0, 0), min(r1, self.h)
+        c0, c1 = max(c0, 0), min(c1, self.w)
+        if r0 >= r1 or c0 >= c1:
+            return None
+        return slice(r0, r1), slice(c0, c1)
+
+    def rect(self, r0: int, r1: int, c0: int, c1: int, obj: int, label: int) -> None:
+        s = self.clip(r0, r1, c0, c1)
+        if s is not None:
+            self.obj[s] = obj
+            self.labels[s] = label
+
+
+def _intervals(
+    total_px: int, rng: np.random.Generator, gsd: float
+) -> list[tuple[int, int, int, int]]:
+    """Road bands along one axis: (sidewalk start, road start, road end, sidewalk end) in px."""
+    bands = []
+    x = -rng.uniform(10, 60) / gsd
+    while x < total_px + 40 / gsd:
+        road = rng.uniform(6.5, 11.0) / gsd
+        walk = rng.uniform(1.8, 3.2) / gsd
+        s0 = round(x)
+        r0 = round(x + walk)
+        r1 = round(x + walk + road)
+        s1 = round(x + 2 * walk + road)
+        bands.append((s0, r0, r1, s1))
+        x = s1 + rng.uniform(38, 95) / gsd
+    return bands
+
+
+def _shape_polygon(kind: str, r0: int, r1: int, c0: int, c1: int, cv: _Canvas):
+    """A rectilinear building footprint inside the box rows r0:r1, cols c0:c1 (pixel corners)."""
+    from shapely.geometry import box
+
+    rng = cv.rng
+    h, w = r1 - r0, c1 - c0
+    outer = box(c0, r0, c1, r1)
+    if kind == "L":
+        # remove one corner quadrant, keeping wings at least 35 % of the box
+        fr, fc = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)
+        cut_h, cut_w = int(h * fr), int(w * fc)
+        corner = rng.integers(4)
+        rr = r0 if corner in (0, 1) else r1 - cut_h
+        cc = c0 if corner in (0, 2) else c1 - cut_w
+        return outer.difference(box(cc, rr, cc + cut_w, rr + cut_h))
+    if kind == "U":
+        depth = int(h * rng.uniform(0.35, 0.55))
+        width = int(w * rng.uniform(0.3, 0.45))
+        cc = c0 + (w - width) // 2
+        return outer.difference(box(cc, r0, cc + width, r0 + depth))
+    if kind == "courtyard":
+        t = max(cv.px(6.0), int(min(h, w) * rng.uniform(0.22, 0.32)))
+        if h - 2 * t < cv.px(4.0) or w - 2 * t < cv.px(4.0):
+            return outer
+        return outer.difference(box(c0 + t, r0 + t, c1 - t, r1 - t))
+    return outer
+
+
+class _Town:
+    def __init__(self, h: int, w: int, rng: np.random.Generator, gsd: float) -> None:
+        self.cv = _Canvas(h, w, rng, gsd)
+        self.rng = rng
+        self.buildings: list[Building] = []
+        self.trees: list[tuple[float, float, float, float]] = []  # row, col, radius px, height m
+        self.clutter_boxes: list[tuple[int, int, int, int]] = []
+
+    # ---------------------------------------------------------------- roads
+    def roads(self) -> tuple[list, list]:
+        cv, rng = self.cv, self.rng
+        vbands = _intervals(cv.w, rng, cv.gsd)
+        hbands = _intervals(cv.h, rng, cv.gsd)
+        walk_color = rng.choice([150.0, 165.0, 178.0]) + np.array([4.0, 0.0, -6.0])
+        for s0, _, _, s1 in vbands:
+            cv.rect(0, cv.h, s0, s1, cv.new(walk_color, _PAVING, 9.0, 5), IMPERVIOUS)
+        for s0, _, _, s1 in hbands:
+            cv.rect(s0, s1, 0, cv.w, cv.new(walk_color, _PAVING, 9.0, 5), IMPERVIOUS)
+        for bands, vertical in ((vbands, True), (hbands, False)):
+            for _, r0, r1, _ in bands:
+                grey = rng.uniform(82, 112)
+                o = cv.new((grey, grey + 2, grey + 5), _SMOOTH, 5.0, 3)
+                if vertical:
+                    cv.rect(0, cv.h, r0, r1, o, IMPERVIOUS)
+                else:
+                    cv.rect(r0, r1, 0, cv.w, o, IMPERVIOUS)
+                self._markings(r0, r1, vertical)
+        return vbands, hbands
+
+    def _markings(self, r0: int, r1: int, vertical: bool) -> None:
+        cv = self.cv
+        mid = (r0 + r1) // 2
+        half = max(1, cv.px(0.12))
+        dash, gap = cv.px(3.0), cv.px(3.0)
+        length = cv.h if vertical else cv.w
+        o = cv.new((205, 205, 200), _SMOOTH, 4.0, 6)
+        # a periodic dash pattern along the road, vectorised as a 1-D mask
+        along = (np.arange(length) % (dash + gap)) < dash
+        if vertical:
+            s = cv.clip(0, cv.h, mid - half, mid + half)
+            if s is not None:
+                sub = cv.obj[s]
+                sub[along[s[0]], :] = o
+        else:
+            s = cv.clip(mid - half, mid + half, 0, cv.w)
+            if s is not None:
+                sub = cv.obj[s]
+                sub[:, along[s[1]]] = o
+
+    # ---------------------------------------------------------------- blocks
+    def blocks(self, vbands: list, hbands: list) -> None:
+        xs = [(a[3], b[0]) for a, b in itertools.pairwise(vbands)]
+        ys = [(a[3], b[0]) for a, b in itertools.pairwise(hbands)]
+        for r0, r1 in ys:
+            for c0, c1 in xs:
+                if r1 <= 0 or c1 <= 0 or r0 >= self.cv.h or c0 >= self.cv.w:
+                    continue
+                self.block(r0, r1, c0, c1)
+        cv, rng = self.cv, self.rng
+        for s0, r0, r1, s1 in vbands:
+            self.street_cars(r0, r1, vertical=True)
+            self.street_trees(r0, r1, vertical=True)
+            for _ in range(int(rng.poisson(cv.h * cv.gsd / 40))):  # bins, kiosks on sidewalks
+                self.clutter(0, cv.h, *((s0, r0) if rng.random() < 0.5 else (r1, s1)), size=1.5)
+        for s0, r0, r1, s1 in hbands:
+            self.street_cars(r0, r1, vertical=False)
+            self.street_trees(r0, r1, vertical=False)
+            for _ in range(int(rng.poisson(cv.w * cv.gsd / 40))):
+                a, b = (s0, r0) if rng.random() < 0.5 else (r1, s1)
+                self.clutter(a, b, 0, cv.w, size=1.5)
+
+    def block(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        rng, cv = self.rng, self.cv
+        small = min(r1 - r0, c1 - c0) * cv.gsd < 30
+        kinds = ["residential", "courtyard", "industrial", "park", "parking"]
+        p = [0.3, 0.0, 0.2, 0.3, 0.2] if small else [0.45, 0.25, 0.13, 0.08, 0.09]
+        kind = rng.choice(kinds, p=p)
+        getattr(self, f"block_{kind}")(r0, r1, c0, c1)
+
+    def _yard_ground(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        rng, cv = self.rng, self.cv
+        green = (rng.uniform(80, 110), rng.uniform(112, 140), rng.uniform(55, 80))
+        if rng.random() < 0.2:  # dry lawn
+            green = (rng.uniform(125, 150), rng.uniform(128, 145), rng.uniform(80, 95))
+        cv.rect(r0, r1, c0, c1, cv.new(green, _GRASS, 16.0, 6), LOW_VEG)
+
+    def add_building(self, poly, kind: str, height: float | None = None) -> None:
+        rng, cv = self.rng, self.cv
+        if poly.is_empty or poly.area < (2.5 / cv.gsd) ** 2:
+            return
+        from rasterio import features
+        from shapely.geometry import box
+
+        clipped = poly.intersection(box(0, 0, cv.w, cv.h))
+        parts = [g for g in getattr(clipped, "geoms", [clipped]) if g.geom_type == "Polygon"]
+        if len(parts) > 1:  # a building cut in pieces by the scene border
+            for part in parts:
+                self.add_building(part, kind, height)
+            return
+        if not parts or parts[0].area < 4:
+            return
+        poly = parts[0]
+        minx, miny, maxx, maxy = (round(v) for v in poly.bounds)
+        sub_shape = (maxy - miny, maxx - minx)
+        from affine import Affine
+
+        mask = features.rasterize(
+            [(poly, 1)],
+            out_shape=sub_shape,
+            transform=Affine.translation(minx, miny),
+            dtype="uint8",
+        ).astype(bool)
+        if not mask.any():
+            return
+        s = (slice(miny, maxy), slice(minx, maxx))
+        roof = rng.choice(["gable", "tiles", "flat_grey", "flat_light", "flat_dark"])
+        if roof in ("gable", "tiles"):
+            base = rng.choice([(150, 72, 55), (120, 60, 48), (105, 95, 92), (160, 110, 80)])
+        elif roof == "flat_grey":
+            g = rng.uniform(85, 115)
+            base = (g, g + 1, g + 4)  # the colour of asphalt
+        elif roof == "flat_light":
+            g = rng.uniform(150, 190)
+            base = (g + 3, g, g - 5)  # the colour of sidewalks
+        else:
+            g = rng.uniform(55, 75)
+            base = (g, g + 2, g + 4)
+        horizontal = (maxx - minx) >= (maxy - miny)
+        obj_sub = cv.obj[s]
+        if roof in ("gable", "tiles"):
+            tex = _ROOF_X if horizontal else _ROOF_Y
+            a = cv.new(base, tex, 7.0, 10)
+            b = cv.new(np.asarray(cv.colors[a]) * rng.uniform(0.62, 0.8), tex, 6.0, 0)
+            half = np.zeros(sub_shape, dtype=bool)
+            if horizontal:
+                half[: sub_shape[0] // 2, :] = True
+            else:
+                half[:, : sub_shape[1] // 2] = True
+            obj_sub[mask & half] = a
+            obj_sub[mask & ~half] = b
+        else:
+            o = cv.new(base, _SMOOTH, 5.0, 8)
+            obj_sub[mask] = o
+            self._roof_details(s, mask, base)
+        cv.labels[s][mask] = BUILDING
+        h = height if height is not None else float(rng.uniform(6, 18))
+        self.buildings.append(Building(len(self.buildings) + 1, poly, h, str(roof), kind))
+
+    def _roof_details(self, s: tuple[slice, slice], mask: np.ndarray, base) -> None:
+        rng, cv = self.rng, self.cv
+        hh, ww = mask.shape
+        for _ in range(int(rng.integers(0, 5))):
+            dh, dw = cv.px(rng.uniform(0.8, 3.0)), cv.px(rng.uniform(0.8, 3.0))
+            if dh >= hh or dw >= ww:
+                continue
+            r, c = int(rng.integers(0, hh - dh)), int(rng.integers(0, ww - dw))
+            if not mask[r : r + dh, c : c + dw].all():
+                continue
+            shade = rng.uniform(0.6, 1.35)
+            o = cv.new(np.asarray(base) * shade, _SMOOTH, 4.0, 4)
+            cv.obj[s][r : r + dh, c : c + dw] = o
+        if rng.random() < 0.35:  # a field of solar panels
+            dh, dw = int(hh * rng.uniform(0.2, 0.4)), int(ww * rng.uniform(0.2, 0.5))
+            if dh > 2 and dw > 2:
+                r, c = int(rng.integers(0, hh - dh)), int(rng.integers(0, ww - dw))
+                if mask[r : r + dh, c : c + dw].all():
+                    o = cv.new((45, 52, 75), _ROOF_Y, 10.0, 5)
+                    cv.obj[s][r : r + dh, c : c + dw] = o
+
+    def block_residential(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        rng, cv = self.rng, self.cv
+        self._yard_ground(r0, r1, c0, c1)
+        bh, bw = r1 - r0, c1 - c0
+        parcel = rng.uniform(15, 26) / cv.gsd
+        ny, nx = max(1, int(bh // parcel)), max(1, int(bw // parcel))
+        ys = np.linspace(r0, r1, ny + 1).round().astype(int)
+        xs = np.linspace(c0, c1, nx + 1).round().astype(int)
+        gap = cv.px(1.5)
+        for i in range(ny):
+            for j in range(nx):
+                pr0, pr1, pc0, pc1 = ys[i] + gap, ys[i + 1] - gap, xs[j] + gap, xs[j + 1] - gap
+                ph, pw = pr1 - pr0, pc1 - pc0
+                if min(ph, pw) * cv.gsd < 6:
+                    continue
+                if rng.random() < 0.12:
+                    self._garden(pr0, pr1, pc0, pc1)
+                    continue
+                h = int(ph * rng.uniform(0.55, 0.85))
+                w = int(pw * rng.uniform(0.55, 0.85))
+                br0 = pr0 + int(rng.integers(0, max(1, ph - h)))
+                bc0 = pc0 + int(rng.integers(0, max(1, pw - w)))
+                kind = rng.choice(["rect", "L", "U"], p=[0.55, 0.33, 0.12])
+                self.add_building(_shape_polygon(kind, br0, br0 + h, bc0, bc0 + w, cv), kind)
+                self._garden(pr0, pr1, pc0, pc1)
+                if rng.random() < 0.45:  # a driveway with a car
+                    dw = cv.px(3.0)
+                    dc0 = pc0 if bc0 - pc0 > dw else pc1 - dw
+                    if (bc0 - pc0 > dw) or (pc1 - (bc0 + w) > dw):
+                        cv.rect(pr0, pr1, dc0, dc0 + dw, cv.new((140, 138, 135), _PAVING, 8), 0)
+                        self.car(pr0 + (pr1 - pr0) // 2, dc0 + dw // 2, vertical=True)
+
+    def _garden(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        rng, cv = self.rng, self.cv
+        for _ in range(int(rng.integers(0, 3))):
+            rr, cc = rng.uniform(r0, r1), rng.uniform(c0, c1)
+            self.trees.append((rr, cc, rng.uniform(2.0, 4.5) / cv.gsd, rng.uniform(5, 12)))
+        for _ in range(int(rng.integers(0, 3))):
+            self.clutter(r0, r1, c0, c1)
+
+    def block_courtyard(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        rng, cv = self.rng, self.cv
+        from shapely.geometry import box
+
+        self._yard_ground(r0, r1, c0, c1)
+        m = cv.px(rng.uniform(0.5, 2.0))
+        a0, a1, b0, b1 = r0 + m, r1 - m, c0 + m, c1 - m
+        depth = cv.px(rng.uniform(10, 14))
+        if min(a1 - a0, b1 - b0) < 2 * depth + cv.px(8):
+            self.add_building(box(b0, a0, b1, a1), "rect")
+            return
+        ring = box(b0, a0, b1, a1).difference(box(b0 + depth, a0 + depth, b1 - depth, a1 - depth))
+        # courtyard paving and trees
+        cv.rect(
+            a0 + depth, a1 - depth, b0 + depth, b1 - depth, cv.new((150, 145, 138), _PAVING, 9), 0
+        )
+        inner_h, inner_w = a1 - a0 - 2 * depth, b1 - b0 - 2 * depth
+        lawn = cv.px(2.0)
+        if min(inner_h, inner_w) > 4 * lawn:
+            self._yard_ground(
+                a0 + depth + lawn, a1 - depth - lawn, b0 + depth + lawn, b1 - depth - lawn
+            )
+            self._garden(a0 + depth + lawn, a1 - depth - lawn, b0 + depth + lawn, b1 - depth - lawn)
+        # passages through the ring split it into separate buildings
+        cuts, paving = [], []
+        passage = cv.px(rng.uniform(2.5, 4.0))
+        for _ in range(int(rng.integers(0, 4))):
+            if rng.random() < 0.5:
+                c = int(rng.uniform(b0 + depth, b1 - depth - passage))
+                cuts.append(box(c, a0 - 1, c + passage, a1 + 1))
+                paving += [(a0, a0 + depth, c, c + passage), (a1 - depth, a1, c, c + passage)]
+            else:
+                r = int(rng.uniform(a0 + depth, a1 - depth - passage))
+                cuts.append(box(b0 - 1, r, b1 + 1, r + passage))
+                paving += [(r, r + passage, b0, b0 + depth), (r, r + passage, b1 - depth, b1)]
+        pave = cv.new((150, 145, 138), _PAVING, 9)
+        for rect in paving:
+            cv.rect(*rect, pave, IMPERVIOUS)
+        parts = ring
+        for cut in cuts:
+            parts = parts.difference(cut)
+        height = float(rng.uniform(12, 22))
+        for g in getattr(parts, "geoms", [parts]):
+            self.add_building(g, "courtyard" if len(g.interiors) else "block", height)
+
+    def block_industrial(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        rng, cv = self.rng, self.cv
+        cv.rect(r0, r1, c0, c1, cv.new((128, 126, 122), _PAVING, 10.0, 10), IMPERVIOUS)
+        m = cv.px(rng.uniform(3, 8))
+        bh, bw = r1 - r0 - 2 * m, c1 - c0 - 2 * m
+        if min(bh, bw) > cv.px(8):
+            h, w = int(bh * rng.uniform(0.5, 0.8)), int(bw * rng.uniform(0.5, 0.8))
+            br0 = r0 + m + int(rng.integers(0, max(1, bh - h)))
+            bc0 = c0 + m + int(rng.integers(0, max(1, bw - w)))
+            kind = rng.choice(["rect", "L", "courtyard"], p=[0.6, 0.25, 0.15])
+            self.add_building(_shape_polygon(kind, br0, br0 + h, bc0, bc0 + w, cv), kind)
+        for _ in range(int(rng.integers(3, 10))):
+            self.clutter(r0, r1, c0, c1, size=12.0)
+        for _ in range(int(rng.integers(0, 6))):
+            rr, cc = int(rng.uniform(r0, r1)), int(rng.uniform(c0, c1))
+            if cv.labels[min(max(rr, 0), cv.h - 1), min(max(cc, 0), cv.w - 1)] == IMPERVIOUS:
+                self.car(rr, cc, vertical=bool(rng.random() < 0.5))
+
+    def block_park(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        rng, cv = self.rng, self.cv
+        self._yard_ground(r0, r1, c0, c1)
+        area = (r1 - r0) * (c1 - c0) * cv.gsd**2
+        n = int(area / rng.uniform(60, 160))
+        rr = rng.uniform(r0, r1, n)
+        cc = rng.uniform(c0, c1, n)
+        for a, b in zip(rr, cc, strict=True):
+            self.trees.append((a, b, rng.uniform(2.5, 6.0) / cv.gsd, rng.uniform(8, 18)))
+        # a footpath
+        pw = cv.px(2.0)
+        mid = int(rng.uniform(c0, c1))
+        cv.rect(
+            r0, r1, mid - pw // 2, mid + pw // 2, cv.new((160, 150, 130), _DIRT, 10), IMPERVIOUS
+        )
+        if rng.random() < 0.5:
+            self.clutter(r0, r1, c0, c1)
+
+    def block_parking(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        """A parking lot on part of the block, houses on the rest."""
+        rng, cv = self.rng, self.cv
+        if min(r1 - r0, c1 - c0) * cv.gsd > 40:
+            cut = int(r0 + (r1 - r0) * rng.uniform(0.35, 0.6))
+            self.block_residential(cut + cv.px(3.0), r1, c0, c1)
+            r1 = cut
+        grey = rng.uniform(90, 120)
+        cv.rect(r0, r1, c0, c1, cv.new((grey, grey, grey + 3), _SMOOTH, 6.0, 4), IMPERVIOUS)
+        row_pitch = cv.px(rng.uniform(6.0, 7.5))
+        slot = cv.px(2.6)
+        for rr in range(r0 + cv.px(3.0), r1 - cv.px(3.0), row_pitch):
+            for cc in range(c0 + slot, c1 - slot, slot):
+                if rng.random() < 0.5:
+                    self.car(rr, cc, vertical=True)
+
+    # ---------------------------------------------------------------- small objects
+    def car(self, rc: float, cc: float, vertical: bool) -> None:
+        rng, cv = self.rng, self.cv
+        length, width = cv.px(rng.uniform(4.0, 5.0)), cv.px(rng.uniform(1.7, 2.0))
+        h, w = (length, width) if vertical else (width, length)
+        r0, c0 = int(rc - h / 2), int(cc - w / 2)
+        s = cv.clip(r0, r0 + h, c0, c0 + w)
+        if s is None or (cv.labels[s] == BUILDING).any():
+            return
+        palette = [(225, 225, 228), (170, 172, 175), (105, 107, 110), (35, 36, 40),
+                   (150, 30, 30), (30, 50, 120), (40, 70, 50), (200, 180, 150)]  # fmt: skip
+        col = palette[int(rng.integers(len(palette)))]
+        body = cv.new(col, _SMOOTH, 5.0, 8)
+        cv.rect(r0, r0 + h, c0, c0 + w, body, CAR)
+        glass = cv.new((30, 35, 40), _SMOOTH, 3.0, 4)
+        if vertical:
+            g0 = r0 + int(h * 0.25)
+            cv.rect(g0, g0 + max(1, int(h * 0.18)), c0 + 1, c0 + w - 1, glass, CAR)
+        else:
+            g0 = c0 + int(w * 0.25)
+            cv.rect(r0 + 1, r0 + h - 1, g0, g0 + max(1, int(w * 0.18)), glass, CAR)
+
+    def street_cars(self, r0: int, r1: int, vertical: bool) -> None:
+        rng, cv = self.rng, self.cv
+        length = cv.h if vertical else cv.w
+        lane = cv.px(1.4)
+        for side in (r0 + lane, r1 - lane):
+            pos = rng.uniform(0, 15) / cv.gsd
+            while pos < length:
+                if rng.random() < 0.55:
+                    if vertical:
+                        self.car(pos, side, vertical=True)
+                    else:
+                        self.car(side, pos, vertical=False)
+                pos += rng.uniform(5.5, 14.0) / cv.gsd
+
+    def street_trees(self, r0: int, r1: int, vertical: bool) -> None:
+        rng, cv = self.rng, self.cv
+        if rng.random() < 0.5:
+            return
+        length = cv.h if vertical else cv.w
+        for side in (r0 - cv.px(1.5), r1 + cv.px(1.5)):
+            pos = rng.uniform(0, 10) / cv.gsd
+            while pos < length:
+                radius = rng.uniform(2.5, 5.0) / cv.gsd
+                if vertical:
+                    self.trees.append((pos, side, radius, rng.uniform(8, 15)))
+                else:
+                    self.trees.append((side, pos, radius, rng.uniform(8, 15)))
+                pos += rng.uniform(8.0, 16.0) / cv.gsd
+
+    def clutter(self, r0: int, r1: int, c0: int, c1: int, size: float = 5.0) -> None:
+        """A clutter patch of up to ``size`` metres per side somewhere in the rectangle."""
+        rng, cv = self.rng, self.cv
+        h, w = cv.px(rng.uniform(0.6, size)), cv.px(rng.uniform(0.6, size))
+        if r1 - r0 <= h or c1 - c0 <= w:
+            return
+        rr, cc = int(rng.integers(r0, r1 - h)), int(rng.integers(c0, c1 - w))
+        s = cv.clip(rr, rr + h, cc, cc + w)
+        if s is None or (cv.labels[s] == BUILDING).any():
+            return
+        kind = int(rng.integers(4))
+        color = [(120, 95, 70), (190, 60, 40), (60, 110, 160), (200, 200, 80)][kind]
+        cv.rect(
+            rr, rr + h, cc, cc + w, cv.new(color, _DIRT if kind == 0 else _SMOOTH, 14, 25), CLUTTER
+        )
+        self.clutter_boxes.append((rr, rr + h, cc, cc + w))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
+    """Zero-mean noise with features of about ``cell`` px: coarse grid, upsampled, smoothed."""
+    cell = max(1, int(cell))
+    gh, gw = h // cell + 2, w // cell + 2
+    coarse = rng.standard_normal((gh, gw), dtype=np.float32)
+    up = np.repeat(np.repeat(coarse, cell, axis=0), cell, axis=1)[:h, :w]
+    if cell > 1:
+        up = ndimage.uniform_filter(up, size=cell, mode="nearest")
+    return up / max(float(up.std()), 1e-6)
+
+
+def _shift_or(dst: np.ndarray, mask: np.ndarray, r0: int, c0: int) -> None:
+    """dst[r0:r0+h, c0:c0+w] |= mask, clipped to dst."""
+    h, w = mask.shape
+    H, W = dst.shape
+    a0, a1, b0, b1 = max(r0, 0), min(r0 + h, H), max(c0, 0), min(c0 + w, W)
+    if a0 >= a1 or b0 >= b1:
+        return
+    dst[a0:a1, b0:b1] |= mask[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0]
+
+
+def generate_scene(
+    size: int | tuple[int, int] = 2048,
+    seed: int = 0,
+    *,
+    gsd: float = 0.05,
+    crs: str = DEFAULT_CRS,
+    origin: tuple[float, float] = DEFAULT_ORIGIN,
+) -> SceneArrays:
+    """Generate a town in memory. ``size`` is an int (square) or ``(height, width)`` in px.
+
+    ``origin`` is the map position of the upper-left corner; pixels are ``gsd`` map units.
+    """
+    from affine import Affine
+
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if h < 16 or w < 16:
+        raise InputError(f"size {h}x{w}: too small; give at least 16 px per side")
+    if not (gsd > 0 and math.isfinite(gsd)):
+        raise InputError(f"gsd {gsd}: must be a positive number of metres per pixel")
+    rng = np.random.default_rng(seed)
+    town = _Town(h, w, rng, gsd)
+    vb, hb = town.roads()
+    town.blocks(vb, hb)
+    cv = town.cv
+
+    # tree crowns: irregular discs, painted last so they overhang roads and roofs
+    tree_obj = np.zeros((h, w), dtype=bool)
+    crown_shade = np.ones((h, w), dtype=np.float32)
+    shadow = np.zeros((h, w), dtype=bool)
+    sun = np.array([-0.62, 0.78])  # shadow direction (d_row, d_col): towards north-east
+    k_shadow = 0.5  # shadow length per metre of height (sun elevation ~63 deg)
+    for rr, cc, rad, height in town.trees:
+        rad = max(rad, 1.5)
+        r0, r1 = int(rr - rad * 1.2), int(rr + rad * 1.2) + 1
+        c0, c1 = int(cc - rad * 1.2), int(cc + rad * 1.2) + 1
+        yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+        dy, dx = yy - rr, xx - cc
+        ang = np.arctan2(dy, dx)
+        ph = rng.uniform(0, 2 * np.pi, 3)
+        wobble = 1 + 0.08 * np.sin(3 * ang + ph[0]) + 0.06 * np.sin(5 * ang + ph[1])
+        d = np.sqrt(dx * dx + dy * dy) / (rad * wobble)
+        crown = d <= 1.0
+        shade = (1.05 - 0.35 * d * d).astype(np.float32)
+        length = height * k_shadow / gsd
+        steps = max(1, int(length / max(rad * 0.8, 1)))
+        for t in np.linspace(length / steps, length, steps):
+            _shift_or(shadow, crown, r0 + int(sun[0] * t), c0 + int(sun[1] * t))
+        s = cv.clip(r0, r1, c0, c1)
+        if s is None:
+            continue
+        sub = crown[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
+        shd = shade[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
+        o = cv.new((rng.uniform(40, 70), rng.uniform(78, 105), rng.uniform(40, 60)), _GRASS, 22, 6)
+        cv.obj[s][sub] = o
+        cv.labels[s][sub] = TREE
+        tree_obj[s] |= sub
+        cs = crown_shade[s]
+        cs[sub] = shd[sub]
+
+    # building shadows: union of the footprint shifted along the sun direction
+    from rasterio import features
+
+    step = max(1, int(0.4 / gsd))
+    for b in town.buildings:
+        minx, miny, maxx, maxy = (round(v) for v in b.polygon.bounds)
+        mask = features.rasterize(
+            [(b.polygon, 1)],
+            out_shape=(maxy - miny, maxx - minx),
+            transform=Affine.translation(minx, miny),
+            dtype="uint8",
+        ).astype(bool)
+        length = b.height * k_shadow / gsd
+        n = max(1, int(length / step))
+        for t in np.linspace(length / n, length, n):
+            _shift_or(shadow, mask, miny + int(sun[0] * t), minx + int(sun[1] * t))
+    shadow &= cv.labels != BUILDING
+    shadow &= ~tree_obj
+
+    # colours per object, then textures per kind
+    colors = np.asarray(cv.colors, dtype=np.float32)  # (n, 3)
+    tex = np.asarray(cv.tex, dtype=np.uint8)
+    amp = np.asarray(cv.amp, dtype=np.float32)
+    obj = cv.obj
+    kind = tex[obj]
+    fine = rng.standard_normal((h, w), dtype=np.float32)
+    mottle = _smooth_noise(rng, h, w, int(0.6 / gsd))
+    texture = np.where(kind == _GRASS, 0.55 * mottle + 0.45 * fine, 0.35 * fine)
+    texture += np.where(kind == _DIRT, 0.8 * mottle, 0.0)
+    period = max(2.0, 0.35 / gsd)
+    rows = np.arange(h, dtype=np.float32)[:, None]
+    cols = np.arange(w, dtype=np.float32)[None, :]
+    texture += np.where(kind == _ROOF_X, np.sin(2 * np.pi * rows / period) * 1.2, 0.0)
+    texture += np.where(kind == _ROOF_Y, np.sin(2 * np.pi * cols / period) * 1.2, 0.0)
+    texture += np.where(kind == _PAVING, 0.6 * _smooth_noise(rng, h, w, int(0.4 / gsd)), 0.0)
+    texture *= amp[obj]
+    del fine, mottle, kind
+
+    light = 1.0 + 0.05 * _smooth_noise(rng, h, w, int(40 / gsd))
+    light *= crown_shade
+    light[shadow] *= 0.55
+    del crown_shade
+    image = np.empty((3, h, w), dtype=np.uint8)
+    for band in range(3):
+        v = colors[obj, band]
+        v += texture
+        v *= light
+        if band == 2:
+            v[shadow] += 10.0  # shadows are bluish (sky light)
+        v += rng.standard_normal((h, w), dtype=np.float32) * 3.0
+        np.clip(v, 0, 255, out=v)
+        image[band] = v.astype(np.uint8)
+    transform = Affine(gsd, 0.0, origin[0], 0.0, -gsd, origin[1])
+    return SceneArrays(image, cv.labels, transform, crs, gsd, town.buildings)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def eroded_boundaries(labels: np.ndarray, radius: int = 3) -> np.ndarray:
+    """Labels with every pixel within ``radius`` px of a class boundary set to IGNORE_INDEX.
+
+    This is how the ISPRS ``_noBoundary`` references are made (black boundaries).
+    """
+    size = 2 * radius + 1
+    lo = ndimage.minimum_filter(labels, size=size, mode="nearest")
+    hi = ndimage.maximum_filter(labels, size=size, mode="nearest")
+    out = labels.copy()
+    out[lo != hi] = IGNORE_INDEX
+    return out
+
+
+def _profile(h: int, w: int, count: int, crs, transform, compress: str | None) -> dict:
+    prof = {
+        "driver": "GTiff",
+        "width": w,
+        "height": h,
+        "count": count,
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+    }
+    if count == 3:
+        prof["photometric"] = "RGB"
+    if h >= 256 and w >= 256:
+        prof.update(tiled=True, blockxsize=256, blockysize=256)
+    if compress and compress.lower() != "none":
+        prof.update(compress=compress, num_threads=str(min(2, os.cpu_count() or 1)))
+        if compress.lower() in ("deflate", "lzw", "zstd"):
+            prof["predictor"] = 2
+    return prof
+
+
+def write_labels(
+    path: str | os.PathLike,
+    labels: np.ndarray,
+    *,
+    crs,
+    transform,
+    rgb: bool = False,
+    overwrite: bool = False,
+    compress: str | None = "deflate",
+) -> Path:
+    """Write class ids (1 band, colour table, nodata 255) or a Potsdam RGB-colour label (3 bands).
+
+    ``crs=None`` writes a label without georeferencing (as some Potsdam labels are).
+    """
+    import rasterio
+    from affine import Affine
+    from rasterio.errors import NotGeoreferencedWarning
+
+    h, w = labels.shape
+    if crs is None:
+        transform = Affine.identity()
+    with atomic_output(path, overwrite) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        if rgb:
+            data = POTSDAM.ids_to_rgb(labels)
+            prof = _profile(h, w, 3, crs, transform, compress)
+            with rasterio.open(tmp, "w", **prof) as dst:
+                dst.write(data)
+        else:
+            prof = _profile(h, w, 1, crs, transform, compress)
+            prof["nodata"] = IGNORE_INDEX
+            with rasterio.open(tmp, "w", **prof) as dst:
+                dst.write(labels, 1)
+                dst.write_colormap(1, POTSDAM.colormap())
+                dst.update_tags(AERIALCT_CLASSES=json.dumps(POTSDAM.to_list()))
+    return Path(path)
+
+
+def synth_scene(
+    out_image: str | os.PathLike,
+    out_labels: str | os.PathLike | None = None,
+    *,
+    size: int | tuple[int, int] = 2048,
+    seed: int = 0,
+    gsd: float = 0.05,
+    crs: str = DEFAULT_CRS,
+    origin: tuple[float, float] = DEFAULT_ORIGIN,
+    rgb_labels: bool = False,
+    buildings: str | os.PathLike | None = None,
+    label_crs: bool = True,
+    compress: str | None = "deflate",
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> SynthResult:
+    """Generate a scene and write it: RGB GeoTIFF, optional labels and building GeoPackage.
+
+    ``out_labels`` gets class ids (uint8, colour table, nodata 255) or, with
+    ``rgb_labels``, a Potsdam RGB-colour label. ``label_crs=False`` writes the
+    labels without georeferencing. ``buildings`` gets the exact footprints
+    (layer ``buildings``, one polygon per building, columns id, height, roof, shape).
+    ``compress`` is a GDAL compression (``deflate`` by default, ``none`` for raw).
+    """
+    import rasterio
+
+    outs = [p for p in (out_image, out_labels, buildings) if p is not None]
+    for p in outs:
+        check_output(p, overwrite)
+    prog = as_progress(progress)
+    prog(0, total=3, description="synthesising")
+    scene = generate_scene(size, seed, gsd=gsd, crs=crs, origin=origin)
+    prog(1)
+    h, w = scene.labels.shape
+    prof = _profile(h, w, 3, crs, scene.transform, compress)
+    with atomic_output(out_image, overwrite) as tmp, rasterio.open(tmp, "w", **prof) as dst:
+        dst.write(scene.image)
+    if out_labels is not None:
+        write_labels(
+            out_labels,
+            scene.labels,
+            crs=crs if label_crs else None,
+            transform=scene.transform,
+            rgb=rgb_labels,
+            overwrite=overwrite,
+            compress=compress,
+        )
+    prog(1)
+    if buildings is not None:
+        write_buildings(buildings, scene, overwrite=overwrite)
+    prog(1)
+    counts = np.bincount(scene.labels.ravel(), minlength=len(POTSDAM))[: len(POTSDAM)]
+    fractions = {
+        n: round(float(c) / (h * w), 4) for n, c in zip(POTSDAM.names, counts, strict=True)
+    }
+    return SynthResult(
+        image=Path(out_image),
+        labels=Path(out_labels) if out_labels is not None else None,
+        buildings=Path(buildings) if buildings is not None else None,
+        width=w,
+        height=h,
+        seed=seed,
+        gsd=gsd,
+        crs=crs,
+        label_mode="none" if out_labels is None else ("rgb" if rgb_labels else "ids"),
+        n_buildings=len(scene.buildings),
+        class_fractions=fractions,
+    )
+
+
+def write_buildings(
+    path: str | os.PathLike, scene: SceneArrays, *, overwrite: bool = False
+) -> Path:
+    """Write the scene's building footprints to a GeoPackage (layer ``buildings``)."""
+    import pyogrio
+
+    frame = scene.building_frame()
+    with atomic_output(path, overwrite) as tmp:
+        pyogrio.write_dataframe(frame, tmp, layer="buildings", driver="GPKG")
+    return Path(path)
+
+
+DEFAULT_POTSDAM_TILES = ("2_10", "2_11", "3_10", "2_13", "2_14")
+"""Three training and two test tiles of the standard split."""
+
+
+def synth_potsdam(
+    root: str | os.PathLike,
+    tiles: Sequence[str] = DEFAULT_POTSDAM_TILES,
+    *,
+    size: int = 1024,
+    seed: int = 0,
+    gsd: float = 0.05,
+    crs: str = DEFAULT_CRS,
+    label_crs: bool = True,
+    eroded: bool = True,
+    buildings: bool = False,
+    erosion_radius: int = 3,
+    compress: str | None = "deflate",
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> SynthPotsdamResult:
+    """Write a folder laid out like the ISPRS Potsdam release, with synthetic tiles.
+
+    ``root/2_Ortho_RGB/top_potsdam_{a}_{b}_RGB.tif``, ``root/5_Labels_all/..._label.tif``
+    (RGB-colour labels) and, with ``eroded``, ``root/5_Labels_all_noBoundary/
+    ..._label_noBoundary.tif`` (black eroded boundaries). Tile ``a_b`` lies at
+    column ``a``, row ``b`` of a grid of adjacent tiles and gets seed ``seed + i``.
+    ``label_crs=False`` writes labels without georeferencing, as in parts of the release.
+    With ``buildings``, ``root/buildings/top_potsdam_{a}_{b}_buildings.gpkg`` holds the footprints.
+    """
+    import rasterio
+
+    root = Path(root)
+    if root.is_dir() and not any(root.iterdir()):
+        root.rmdir()  # an empty folder is no output to protect
+    check_output(root, overwrite)
+    for t in tiles:
+        parts = t.split("_")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise InputError(f"tile {t!r}: not a Potsdam tile id; give ids like 2_10")
+    prog = as_progress(progress)
+    prog(0, total=len(tiles), description="synthesising Potsdam tiles")
+    res = SynthPotsdamResult(root, list(tiles), [], [], [], [], size, label_crs)
+    with atomic_output(root, overwrite) as tmp:
+        (tmp / "2_Ortho_RGB").mkdir(parents=True)
+        (tmp / "5_Labels_all").mkdir()
+        if eroded:
+            (tmp / "5_Labels_all_noBoundary").mkdir()
+        if buildings:
+            (tmp / "buildings").mkdir()
+        for i, t in enumerate(tiles):
+            a, b = (int(p) for p in t.split("_"))
+            origin = (DEFAULT_ORIGIN[0] + a * size * gsd, DEFAULT_ORIGIN[1] - b * size * gsd)
+            scene = generate_scene(size, seed + i, gsd=gsd, crs=crs, origin=origin)
+            img = tmp / "2_Ortho_RGB" / pots.image_name(t)
+            prof = _profile(size, size, 3, crs, scene.transform, compress)
+            with rasterio.open(img, "w", **prof) as dst:
+                dst.write(scene.image)
+            lab_crs = crs if label_crs else None
+            lab = tmp / "5_Labels_all" / pots.label_name(t)
+            write_labels(lab, scene.labels, crs=lab_crs, transform=scene.transform, rgb=True,
+                         compress=compress)  # fmt: skip
+            res.images.append(root / img.relative_to(tmp))
+            res.labels.append(root / lab.relative_to(tmp))
+            if eroded:
+                ero = tmp / "5_Labels_all_noBoundary" / pots.eroded_label_name(t)
+                write_labels(ero, eroded_boundaries(scene.labels, erosion_radius), crs=lab_crs,
+                             transform=scene.transform, rgb=True, compress=compress)  # fmt: skip
+                res.eroded_labels.append(root / ero.relative_to(tmp))
+            if buildings:
+                gp = tmp / "buildings" / f"top_potsdam_{t}_buildings.gpkg"
+                write_buildings(gp, scene)
+                res.buildings.append(root / gp.relative_to(tmp))
+            prog(1)
+    return res
