@@ -15,6 +15,12 @@ terms selected by ``loss.contrast``:
 
 The projection heads live in ``task.heads`` (saved as the checkpoint's
 ``"heads"``); ``task.model`` is the inference model alone.
+
+Under DDP, pass ``gather`` (e.g. :func:`aerialct.engine.distributed.gather_with_grad`):
+a collective that concatenates a tensor's rows from all ranks (row counts may
+differ) with autograd through the local rows. The contrastive samples of all
+ranks are then pooled before pairing (CT) and before the anchor/contrast sets
+are formed (MS/CS).
 """
 
 from __future__ import annotations
@@ -33,33 +39,6 @@ from aerialct.losses.segmentation import SegmentationLoss
 GatherFn = Callable[[Tensor], Tensor]
 
 CONTRAST_MODES = ("none", "ct-cl", "ct-infonce", "mscs", "ct-cl+mscs", "ct-infonce+mscs")
-
-
-def ddp_gather(t: Tensor) -> Tensor:
-    """Concatenate ``t`` from all ranks along dim 0, keeping autograd through the local part.
-
-    Ranks may hold different numbers of rows (trailing dims must agree): rows are
-    padded to the largest count for ``all_gather`` and trimmed afterwards. Every
-    rank must call it the same number of times in the same order. Without an
-    initialised process group it returns ``t`` unchanged.
-    """
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    world, rank = dist.get_world_size(), dist.get_rank()
-    n = torch.tensor([t.shape[0]], device=t.device)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    counts = [int(s.item()) for s in sizes]
-    m = max(counts)
-    padded = t.new_zeros((m, *t.shape[1:]))
-    padded[: t.shape[0]] = t.detach()
-    parts = [torch.zeros_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    parts = [p[:c] for p, c in zip(parts, counts, strict=True)]
-    parts[rank] = t  # the local rows carry the gradient
-    return torch.cat(parts, 0)
 
 
 class SegmentationTask(nn.Module):

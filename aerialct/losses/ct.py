@@ -260,7 +260,9 @@ class PatchContrastLoss(nn.Module):
             emb = head(tokens[used])  # (U, D)
             cpos, cneg = chosen_pos[used], chosen_neg[used]  # (U, K)
             if gather is not None:
-                emb, cpos, cneg = gather(emb), gather(cpos), gather(cneg)
+                flags = torch.cat([cpos, cneg], 1).to(torch.uint8)  # (U, 2K)
+                emb, flags = gather(emb), gather(flags).bool()
+                cpos, cneg = flags[:, :k], flags[:, k:]
             for c in range(k):
                 ip = _shuffled(cpos[:, c].nonzero()[:, 0], 0, generator)
                 ineg = _shuffled(cneg[:, c].nonzero()[:, 0], 0, generator)

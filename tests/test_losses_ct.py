@@ -1,0 +1,232 @@
+"""CT patch contrast: every rule pinned by hand-made masks / embeddings with closed-form values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from aerialct.errors import ConfigError
+from aerialct.losses.ct import (
+    PatchContrastLoss,
+    block_class_counts,
+    block_labels,
+    cap_loss,
+    class_contrast_loss,
+    ct_cl_loss,
+    ct_infonce_loss,
+    mine_hard_pairs,
+)
+
+IGN = 255  # ignore
+
+
+def quadrant_mask() -> torch.Tensor:
+    """8x8 mask (B=1) whose blocks exercise every assignment rule.
+
+    top-left 4x4: class 0 | top-right 4x4: class 1 with one ignore pixel
+    bottom-left: all ignore | bottom-right: 2x2 sub-blocks 0 / 2 / mixed(0,2) / 2 + 3 ignore
+    """
+    m = torch.full((8, 8), IGN, dtype=torch.long)
+    m[:4, :4] = 0
+    m[:4, 4:] = 1
+    m[0, 4] = IGN
+    m[4:6, 4:6] = 0
+    m[4:6, 6:8] = 2
+    m[6:8, 4:6] = torch.tensor([[0, 2], [2, 0]])
+    m[6:8, 6:8] = torch.tensor([[2, IGN], [IGN, IGN]])
+    return m[None]
+
+
+def test_block_counts_are_per_token_class_histograms():
+    counts = block_class_counts(quadrant_mask(), 4, 3, IGN)  # (1, 3, 2, 2)
+    assert counts.shape == (1, 3, 2, 2)
+    assert counts[0, :, 0, 0].tolist() == [16, 0, 0]
+    assert counts[0, :, 0, 1].tolist() == [0, 15, 0]  # the ignore pixel counts nowhere
+    assert counts[0, :, 1, 0].tolist() == [0, 0, 0]
+    assert counts[0, :, 1, 1].tolist() == [6, 0, 7]
+
+
+def test_block_labels_stride_4():
+    pos, neg = block_labels(quadrant_mask(), 4, 3, IGN)  # (1, 3, 2, 2) each
+    # token order (row-major): TL, TR, BL, BR
+    assert pos[0].flatten(1).tolist() == [
+        [True, False, False, False],  # class 0: TL pure; BR mixed 0/2 -> discarded
+        [False, True, False, False],  # class 1: TR pure despite its ignore pixel
+        [False, False, False, False],  # class 2: BR mixed -> discarded
+    ]
+    assert neg[0].flatten(1).tolist() == [
+        [False, True, False, False],  # class 0: TR has no 0; BL all-ignore discarded
+        [True, False, False, True],  # class 1: TL and BR contain no 1
+        [True, True, False, False],  # class 2: BR contains 2 (mixed) -> not a negative
+    ]
+
+
+def test_block_labels_stride_2_bottom_right():
+    pos, neg = block_labels(quadrant_mask(), 2, 3, IGN)  # (1, 3, 4, 4)
+    # bottom-right quadrant = tokens (2..3, 2..3)
+    p = pos[0, :, 2:, 2:].flatten(1).tolist()
+    n = neg[0, :, 2:, 2:].flatten(1).tolist()
+    # sub-blocks: [0-pure, 2-pure, mixed 0/2, 2 + three ignore]
+    assert p == [[True, False, False, False], [False] * 4, [False, True, False, True]]
+    assert n == [[False, True, False, True], [True] * 4, [True, False, False, False]]
+    # all-ignore blocks (bottom-left) are neither positive nor negative for any class
+    assert not pos[0, :, 2:, :2].any() and not neg[0, :, 2:, :2].any()
+
+
+def test_block_labels_refuse_misaligned_mask():
+    with pytest.raises(ValueError, match="multiple of the stage reduction"):
+        block_labels(torch.zeros(1, 6, 8, dtype=torch.long), 4, 3)
+
+
+def unit(*angles_deg: float) -> torch.Tensor:
+    a = torch.tensor(angles_deg, dtype=torch.float64) * math.pi / 180
+    return torch.stack([a.cos(), a.sin()], 1)  # (N, 2)
+
+
+def test_hard_mining_keeps_least_similar_positives_and_most_similar_negatives():
+    # positives 0..5 -> pairs (0,3), (1,4), (2,5) with angles 10, 80, 40 degrees apart
+    pos = unit(0, 0, 0, 10, 80, 40)
+    # negative pairs (pos_k, neg_k), k < min(6, 4) = 4: 100, 20, 170, 50 degrees apart
+    neg = unit(100, 20, 170, 60)
+    pairs = mine_hard_pairs(pos, neg, keep_fraction=0.5)
+    # m = 3 positive pairs -> keep floor(1.5) = 1: the least similar, (1, 4)
+    assert pairs.pos_a.tolist() == [1] and pairs.pos_b.tolist() == [4]
+    assert pairs.pos_cos.tolist() == pytest.approx([math.cos(math.radians(80))])
+    # n = 4 negative pairs -> keep 2: the most similar, k = 1 (20 deg) then k = 3 (50 deg)
+    assert pairs.neg_p.tolist() == [1, 3] and pairs.neg_n.tolist() == [1, 3]
+    assert pairs.neg_cos.tolist() == pytest.approx([math.cos(math.radians(a)) for a in (20, 50)])
+    full = mine_hard_pairs(pos, neg, keep_fraction=1.0)
+    assert sorted(full.pos_a.tolist()) == [0, 1, 2] and sorted(full.neg_n.tolist()) == [0, 1, 2, 3]
+
+
+def test_cl_loss_closed_form_with_smoothing():
+    pos_cos = torch.tensor([0.5, 0.0])
+    neg_cos = torch.tensor([-0.5])
+    got = ct_cl_loss(pos_cos, neg_cos, smoothing=0.1)
+    # s = (cos + 1) / 2 -> 0.75, 0.5 (target 0.95) and 0.25 (target 0.05)
+    terms = [
+        -(0.95 * math.log(0.75) + 0.05 * math.log(0.25)),
+        -(0.95 * math.log(0.5) + 0.05 * math.log(0.5)),
+        -(0.05 * math.log(0.25) + 0.95 * math.log(0.75)),
+    ]
+    assert got.item() == pytest.approx(sum(terms) / 3, rel=1e-6)
+    # without smoothing it is the plain BCE
+    plain = ct_cl_loss(pos_cos, neg_cos, smoothing=0.0)
+    assert plain.item() == pytest.approx(
+        -(math.log(0.75) + math.log(0.5) + math.log(0.75)) / 3, rel=1e-6
+    )
+
+
+def test_infonce_matches_direct_computation():
+    g = torch.Generator().manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(5, 8, generator=g, dtype=torch.float64), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(5, 8, generator=g, dtype=torch.float64), dim=1)
+    n = torch.nn.functional.normalize(torch.randn(7, 8, generator=g, dtype=torch.float64), dim=1)
+    t = 0.1
+    direct = 0.0
+    for i in range(5):
+        num = math.exp(float(q[i] @ k[i]) / t)
+        den = num + sum(math.exp(float(q[i] @ n[j]) / t) for j in range(7))
+        direct += -math.log(num / den)
+    assert ct_infonce_loss(q, k, n, t).item() == pytest.approx(direct / 5, rel=1e-9)
+
+
+def test_class_loss_infonce_uses_hard_pairs_only():
+    pos = unit(0, 0, 0, 10, 80, 40)
+    neg = unit(100, 20, 170, 60)
+    got = class_contrast_loss(pos, neg, "infonce", keep_fraction=0.5, temperature=0.1)
+    # query pos[1], key pos[4] (80 deg); negatives neg[1], neg[3] (from pos[1] / pos[3])
+    q = pos[1]
+    s_pos = float(q @ pos[4]) / 0.1
+    s_neg = [float(q @ neg[j]) / 0.1 for j in (1, 3)]
+    want = -s_pos + math.log(math.exp(s_pos) + sum(math.exp(v) for v in s_neg))
+    assert got.item() == pytest.approx(want, rel=1e-9)
+    cl = class_contrast_loss(pos, neg, "cl", keep_fraction=0.5, smoothing=0.1)
+    assert cl.item() == pytest.approx(
+        ct_cl_loss(
+            torch.tensor([math.cos(math.radians(80))]),
+            torch.tensor([math.cos(math.radians(20)), math.cos(math.radians(50))]),
+            0.1,
+        ).item(),
+        rel=1e-6,
+    )
+
+
+def test_cap_rescales_above_one_and_keeps_gradient():
+    big = torch.tensor(4.0, requires_grad=True)
+    capped = cap_loss(big)
+    capped.backward()
+    assert capped.item() == pytest.approx(1.0)
+    assert big.grad.item() == pytest.approx(0.25)  # scaled, not zeroed (a clamp gives 0)
+    small = torch.tensor(0.5, requires_grad=True)
+    out = cap_loss(small)
+    out.backward()
+    assert out.item() == pytest.approx(0.5) and small.grad.item() == pytest.approx(1.0)
+
+
+def two_image_features(c: int = 2):
+    """Image 0 is all class 0 with tokens e1; image 1 all class 1 with tokens e2 (4x4, stride 2)."""
+    mask = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)]).long()  # (2, 4, 4)
+    feats = torch.zeros(2, c, 2, 2)
+    feats[0, 0] = 1.0
+    feats[1, 1] = 1.0
+    return mask, feats
+
+
+def identity_heads(loss: PatchContrastLoss) -> PatchContrastLoss:
+    for h in loss.heads:
+        h.net = nn.Identity()
+    return loss
+
+
+def test_patch_loss_pools_over_batch_closed_form():
+    mask, feats = two_image_features()
+    loss = identity_heads(
+        PatchContrastLoss([2], [2], 2, mode="infonce", stages=(0,), min_samples=4, temperature=1.0)
+    )
+    value, n_terms = loss([feats], mask)
+    # Per class: 4 positives in one image, 4 negatives in the other (only pooling pairs them).
+    # m = 2 positive pairs (cos 1) -> keep 1; 4 negative pairs (cos 0) -> keep 2.
+    # InfoNCE (t = 1) per query: -log(e^1 / (e^1 + 2 e^0)) = log(1 + 2 / e); both classes alike.
+    assert n_terms == 2
+    assert value.item() == pytest.approx(math.log1p(2 / math.e), rel=1e-6)
+
+
+def test_patch_loss_skips_stage_class_with_too_few_samples():
+    mask = torch.zeros(1, 8, 8, dtype=torch.long)
+    mask[:, :, 4:] = 1
+    feats = [torch.randn(1, 3, 4, 4), torch.randn(1, 3, 2, 2)]
+    loss = PatchContrastLoss([3, 3], [2, 4], 2, stages=(0, 1), min_samples=5)
+    # stride 2: 8 positives / 8 negatives per class -> 2 terms; stride 4: 2 / 2 -> skipped
+    assert loss(feats, mask)[1] == 2
+    loss.min_samples = 2
+    assert loss(feats, mask)[1] == 4
+
+
+def test_patch_loss_empty_and_one_class_give_none():
+    feats = [torch.randn(2, 3, 4, 4)]
+    loss = PatchContrastLoss([3], [2], 3, stages=(0,))
+    assert loss(feats, torch.full((2, 8, 8), IGN))[0] is None
+    assert loss(feats, torch.full((2, 8, 8), 1))[0] is None
+
+
+def test_patch_loss_gradient_reaches_features_and_heads():
+    mask = torch.zeros(2, 8, 8, dtype=torch.long)
+    mask[:, 4:] = 1
+    mask[1, :, :4] = 2
+    f = torch.randn(2, 3, 4, 4, requires_grad=True)
+    loss = PatchContrastLoss([3], [2], 3, stages=(0,), min_samples=2)
+    value, _ = loss([f], mask)
+    value.backward()
+    assert f.grad.abs().sum() > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in loss.parameters())
+
+
+def test_patch_loss_rejects_bad_config():
+    with pytest.raises(ConfigError, match="ct_stages"):
+        PatchContrastLoss([3], [4], 2, stages=(0, 1))
+    with pytest.raises(ConfigError, match="keep_fraction"):
+        PatchContrastLoss([3], [4], 2, stages=(0,), keep_fraction=0.0)

@@ -1,0 +1,174 @@
+"""MS/CS losses: label downsampling, balanced K, stable supervised InfoNCE, scale pairing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aerialct.errors import ConfigError
+from aerialct.losses.mscs import (
+    MultiScaleContrastLoss,
+    balanced_sample,
+    downsample_labels,
+    supervised_contrastive_loss,
+)
+
+IGN = 255
+
+
+def test_downsample_takes_every_rth_pixel():
+    mask = torch.arange(16).view(1, 4, 4)
+    assert downsample_labels(mask, 2).tolist() == [[[0, 2], [8, 10]]]
+    assert downsample_labels(mask, 4).tolist() == [[[0]]]
+
+
+def k_mask() -> torch.Tensor:
+    """Image 0: class 0 x10, class 1 x6; image 1: class 0 x3 (too few), class 2 x13."""
+    m = torch.full((2, 16), IGN, dtype=torch.long)
+    m[0, :10] = 0
+    m[0, 10:16] = 1
+    m[1, :3] = 0
+    m[1, 3:16] = 2
+    return m.view(2, 4, 4)
+
+
+@pytest.mark.parametrize(
+    ("max_k", "max_total", "k"), [(2500, 10000, 6), (4, 10000, 4), (2500, 10, 3)]
+)
+def test_balanced_sample_k_and_membership(max_k, max_total, k):
+    labels = k_mask()
+    s = balanced_sample(
+        labels, 3, IGN, min_pixels=5, max_k=max_k, max_total=max_total,
+        generator=torch.Generator().manual_seed(1),
+    )  # fmt: skip
+    # eligible pairs: (0, 0): 10, (0, 1): 6, (1, 2): 13 -> K = min(6, max_k, max_total // 3)
+    assert s.pairs == 3 and s.k == k
+    assert s.index.unique().numel() == s.index.numel() == 3 * k  # no pixel drawn twice
+    flat = labels.reshape(-1)
+    assert torch.equal(flat[s.index], s.label)
+    image = s.index // 16
+    got = sorted(zip(image.tolist(), s.label.tolist(), strict=True))
+    want = sorted([(0, 0)] * k + [(0, 1)] * k + [(1, 2)] * k)
+    assert got == want  # class 0 of image 1 (3 pixels) and ignore never drawn
+
+
+def test_balanced_sample_is_random_within_groups():
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, 4:] = 1  # 32 pixels per class; K capped by max_k = 5
+    a = balanced_sample(labels, 2, max_k=5, generator=torch.Generator().manual_seed(0))
+    b = balanced_sample(labels, 2, max_k=5, generator=torch.Generator().manual_seed(1))
+    assert a.k == b.k == 5
+    assert set(a.index.tolist()) != set(b.index.tolist())
+
+
+def test_balanced_sample_empty():
+    s = balanced_sample(torch.full((2, 4, 4), IGN), 3)
+    assert s.pairs == 0 and s.index.numel() == 0
+
+
+def direct_supcon(z, y, zc, yc, t, same):
+    total, n = 0.0, 0
+    for i in range(len(z)):
+        pos = [j for j in range(len(zc)) if yc[j] == y[i] and not (same and j == i)]
+        neg = [j for j in range(len(zc)) if yc[j] != y[i]]
+        if not pos or not neg:
+            continue
+        negsum = sum(math.exp(float(z[i] @ zc[j]) / t) for j in neg)
+        terms = []
+        for p in pos:
+            e = math.exp(float(z[i] @ zc[p]) / t)
+            terms.append(-math.log(e / (e + negsum)))
+        total += sum(terms) / len(terms)
+        n += 1
+    return total / n
+
+
+def test_supcon_matches_formula_same_set():
+    g = torch.Generator().manual_seed(0)
+    z = F.normalize(torch.randn(9, 4, generator=g, dtype=torch.float64), dim=1)
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3])  # class 3 has no positive -> left out
+    got = supervised_contrastive_loss(z, y, temperature=0.1)
+    assert got.item() == pytest.approx(direct_supcon(z, y, z, y, 0.1, True), rel=1e-9)
+
+
+def test_supcon_matches_formula_cross_set():
+    g = torch.Generator().manual_seed(1)
+    z = F.normalize(torch.randn(5, 4, generator=g, dtype=torch.float64), dim=1)
+    zc = F.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1)
+    y, yc = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([1, 0, 0, 1, 2, 2])
+    got = supervised_contrastive_loss(z, y, zc, yc, temperature=0.5)
+    assert got.item() == pytest.approx(direct_supcon(z, y, zc, yc, 0.5, False), rel=1e-9)
+
+
+def test_supcon_is_stable_at_tiny_temperature():
+    z = F.normalize(torch.randn(6, 3), dim=1).requires_grad_()
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    loss = supervised_contrastive_loss(z, y, temperature=1e-3)  # exp(1000) would overflow
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+
+
+def test_supcon_one_class_or_singletons_is_none():
+    z = F.normalize(torch.randn(4, 3), dim=1)
+    assert supervised_contrastive_loss(z, torch.zeros(4, dtype=torch.long)) is None
+    assert supervised_contrastive_loss(z, torch.arange(4)) is None
+
+
+def scale_features(b: int = 2, c: int = 4, size: int = 128, grad: bool = True):
+    g = torch.Generator().manual_seed(0)
+    feats = [
+        torch.randn(b, c, size // r, size // r, generator=g).requires_grad_(grad)
+        for r in (4, 8, 16, 32)
+    ]
+    mask = torch.zeros(b, size, size, dtype=torch.long)
+    mask[:, :, size // 2 :] = 1
+    mask[1, size // 2 :] = 2
+    return feats, mask
+
+
+def test_cross_scale_pairs_and_weights():
+    feats, mask = scale_features()
+    loss = MultiScaleContrastLoss([4] * 4, [4, 8, 16, 32], 3)
+    assert loss.cs_stage_pairs == [(0, 3), (0, 2)]
+    ms, cs = loss(feats, mask, generator=torch.Generator().manual_seed(3))
+    # recompute from the same draws: projectors in the same order, same generator
+    g = torch.Generator().manual_seed(3)
+    emb = {s: loss.embed_stage(s, feats[s], mask, generator=g) for s in loss.stages}
+    per_scale = [supervised_contrastive_loss(*emb[s], temperature=0.1) for s in range(4)]
+    assert all(v is not None for v in per_scale)  # every scale has >= 2 classes with >= 5 px
+    want_ms = sum(w * v for w, v in zip((1.0, 0.7, 0.4, 0.1), per_scale, strict=True))
+    want_cs = supervised_contrastive_loss(*emb[0], *emb[3]) + supervised_contrastive_loss(
+        *emb[0], *emb[2]
+    )
+    assert ms.item() == pytest.approx(want_ms.item(), rel=1e-5)
+    assert cs.item() == pytest.approx(want_cs.item(), rel=1e-5)
+
+
+def test_cross_scale_gradient_reaches_both_scales():
+    feats, mask = scale_features()
+    loss = MultiScaleContrastLoss(
+        [4] * 4, [4, 8, 16, 32], 3, ms_weights=(0.0, 0.0, 0.0, 0.0), cs_pairs=((4, 32),)
+    )
+    assert loss.stages == [0, 3]
+    ms, cs = loss(feats, mask)
+    assert ms is None
+    cs.backward()
+    assert feats[0].grad.abs().sum() > 0 and feats[3].grad.abs().sum() > 0
+    assert feats[1].grad is None and feats[2].grad is None
+    for name in ("0", "3"):
+        assert all(p.grad is not None for p in loss.projectors[name].parameters())
+
+
+def test_mscs_empty_and_one_class():
+    feats, _ = scale_features(grad=False)
+    loss = MultiScaleContrastLoss([4] * 4, [4, 8, 16, 32], 3)
+    assert loss(feats, torch.full((2, 128, 128), IGN)) == (None, None)
+    assert loss(feats, torch.full((2, 128, 128), 2)) == (None, None)
+
+
+def test_mscs_rejects_missing_stride():
+    with pytest.raises(ConfigError, match="cs_pairs"):
+        MultiScaleContrastLoss([4] * 3, [4, 8, 16], 3, ms_weights=(1, 1, 1))
