@@ -1,0 +1,207 @@
+"""Vector I/O: driver by extension, checked reading, atomic writing with pyogrio.
+
+GeoPackage is the default format (spatial index built by the driver when the
+layer is closed); GeoJSON and FlatGeobuf are chosen by the file extension.
+Writes go to a temporary sibling that is renamed over the final name, so an
+interrupted run never leaves a half file; ``append`` copies the existing file
+to the temporary name first, so even an append is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aerialct.errors import InputError, OutputExistsError, VectorError
+from aerialct.geo.io import atomic_output
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+DRIVERS = {
+    ".gpkg": "GPKG",
+    ".geojson": "GeoJSON",
+    ".json": "GeoJSON",
+    ".fgb": "FlatGeobuf",
+}
+MULTI_LAYER = {"GPKG"}
+
+
+@dataclass
+class Layer:
+    """Features to write without pandas: shapely geometries, one array per field, a CRS.
+
+    ``crs`` is anything rasterio or pyproj understands (a CRS object, WKT, "EPSG:n") or None.
+    """
+
+    geometry: np.ndarray
+    fields: dict[str, np.ndarray]
+    crs: Any = None
+
+    @classmethod
+    def from_frame(cls, frame: gpd.GeoDataFrame) -> Layer:
+        fields = {
+            str(c): np.asarray(frame[c].to_numpy())
+            for c in frame.columns
+            if c != frame.geometry.name
+        }
+        return cls(np.asarray(frame.geometry.values, dtype=object), fields, frame.crs)
+
+
+def crs_wkt(crs: Any) -> str | None:
+    """WKT of a CRS given as an object with ``to_wkt``, a WKT/EPSG string, or None."""
+    if crs is None:
+        return None
+    if hasattr(crs, "to_wkt"):
+        return crs.to_wkt()
+    from rasterio.crs import CRS
+
+    return CRS.from_user_input(crs).to_wkt()
+
+
+def same_crs(a: Any, b: Any) -> bool:
+    """True when both CRSs are None or describe the same CRS."""
+    if a is None or b is None:
+        return a is None and b is None
+    from rasterio.crs import CRS
+
+    return CRS.from_user_input(crs_wkt(a)) == CRS.from_user_input(crs_wkt(b))
+
+
+def to_multipolygons(geoms: np.ndarray) -> np.ndarray:
+    """Polygons -> MultiPolygons (one type per layer); MultiPolygons and None unchanged."""
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    out = geoms.copy()
+    single = shapely.get_type_id(geoms) == 3
+    if single.any():
+        out[single] = shapely.multipolygons(geoms[single], indices=np.arange(int(single.sum())))
+    return out
+
+
+def driver_for(path: str | os.PathLike) -> str:
+    """The OGR driver for an output path, chosen by its extension."""
+    suffix = Path(path).suffix.lower()
+    try:
+        return DRIVERS[suffix]
+    except KeyError:
+        raise InputError(
+            f"{path}: unknown vector extension {suffix or '(none)'!r}; "
+            f"use one of {', '.join(sorted(DRIVERS))}"
+        ) from None
+
+
+def list_layers(path: str | os.PathLike) -> list[str]:
+    import pyogrio
+
+    try:
+        return [str(name) for name, _ in pyogrio.list_layers(path)]
+    except Exception as e:  # pyogrio raises DataSourceError and friends
+        raise VectorError(f"{path}: not a readable vector file ({_first_line(e)})") from e
+
+
+def read_polygons(path: str | os.PathLike, layer: str | None = None) -> gpd.GeoDataFrame:
+    """Read a polygon layer (the first one unless ``layer``) as a GeoDataFrame."""
+    import pyogrio
+
+    p = Path(path)
+    if not p.exists():
+        raise VectorError(f"{p}: no such file; check the path")
+    layers = list_layers(p)
+    if not layers:
+        raise VectorError(f"{p}: holds no layer; give a file with a polygon layer")
+    if layer is not None and layer not in layers:
+        raise InputError(f"{p}: no layer {layer!r}; layers are {', '.join(layers)}")
+    if layer is None and len(layers) > 1:
+        import logging
+
+        logging.getLogger("aerialct").info(
+            "%s: %d layers, reading the first (%s); pass a layer name to choose",
+            p,
+            len(layers),
+            layers[0],
+        )
+    try:
+        frame = pyogrio.read_dataframe(p, layer=layer or layers[0])
+    except Exception as e:
+        raise VectorError(
+            f"{p}: cannot read layer {layer or layers[0]!r} ({_first_line(e)})"
+        ) from e
+    if "geometry" not in frame or frame.geometry is None:
+        raise VectorError(f"{p}: layer has no geometry column; give a polygon layer")
+    return frame
+
+
+def write_layers(
+    path: str | os.PathLike,
+    layers: Mapping[str, Layer | gpd.GeoDataFrame],
+    *,
+    overwrite: bool = False,
+    append: bool = False,
+    layer_options: Mapping[str, str] | None = None,
+) -> Path:
+    """Write one or more layers to ``path`` atomically; return the path.
+
+    ``append`` adds the features to an existing layer of the same name (or adds a
+    new layer to a GeoPackage); without ``append`` or ``overwrite`` an existing
+    file is refused. Polygons are written as MultiPolygons so a layer has one
+    geometry type.
+    """
+    import pyogrio.raw
+    import shapely
+
+    final = Path(path)
+    driver = driver_for(final)
+    if overwrite and append:
+        raise InputError(f"{final}: --overwrite and --append exclude each other; pick one")
+    if len(layers) > 1 and driver not in MULTI_LAYER:
+        raise InputError(f"{final}: {driver} holds one layer; use a .gpkg for several layers")
+    exists = final.exists()
+    if exists and not (overwrite or append):
+        raise OutputExistsError(final, "pass --overwrite to replace it or --append to add to it")
+    if append and exists and driver not in MULTI_LAYER:
+        raise InputError(
+            f"{final}: appending is supported for GeoPackage only; write a .gpkg or use --overwrite"
+        )
+    options = {"SPATIAL_INDEX": "YES"} if driver == "GPKG" else {}
+    if driver == "FlatGeobuf":
+        options["SPATIAL_INDEX"] = "YES"
+    options.update(layer_options or {})
+    with atomic_output(final, overwrite=overwrite or (append and exists)) as tmp:
+        existing: list[str] = []
+        if append and exists:
+            shutil.copy2(final, tmp)
+            existing = list_layers(tmp)
+        for name, item in layers.items():
+            layer = item if isinstance(item, Layer) else Layer.from_frame(item)
+            geoms = to_multipolygons(layer.geometry)
+            kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
+            geometry_type = "MultiPolygon" if kinds <= {6} else "Unknown"
+            try:
+                pyogrio.raw.write(
+                    tmp,
+                    shapely.to_wkb(geoms),
+                    list(layer.fields.values()),
+                    list(layer.fields),
+                    layer=name,
+                    driver=driver,
+                    geometry_type=geometry_type,
+                    crs=crs_wkt(layer.crs),
+                    append=name in existing,
+                    layer_options=options if name not in existing else None,
+                )
+            except Exception as e:
+                raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
+    return final
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

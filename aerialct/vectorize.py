@@ -1,0 +1,829 @@
+"""Class raster -> polygons of chosen classes (``aerialct vectorize``).
+
+How it works (one pass over the raster in windows, memory bounded by the
+window size plus the output polygons):
+
+1. Each window is read (with a halo when morphological clean-up is asked, so
+   opening/closing give the same pixels as on the whole raster), the class mask
+   is labelled into connected components (``scipy.ndimage.label``) and the
+   components are polygonised with ``rasterio.features.shapes`` in *pixel*
+   coordinates, so every vertex is an exact integer.
+2. Components that continue across a window border are found by comparing the
+   labels on both sides of each seam (the full-width last row of the previous
+   window row, the last column of the previous window), including diagonal
+   neighbours with 8-connectivity, and joined with a connected-components pass
+   over those pairs (a union-find). Their pieces are unioned on the integer grid,
+   which is exact: one building is one feature whatever the window size.
+3. Geometries are made valid and canonical (collinear vertices removed,
+   normalised ring order), holes smaller than ``fill_holes`` are filled, then the
+   pixel coordinates go through the raster's affine transform to map
+   coordinates, small polygons are dropped (``min_area``), and the optional
+   simplification and orthogonal regularisation run in map units.
+
+Connectivity is 8 by default (pixels touching at a corner belong to one
+building, as a photo-interpreter would draw them); ``connectivity=4`` is
+available. An 8-connected building whose pixels only touch at a corner is a
+valid MultiPolygon (OGC polygons may not pinch), still one feature.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
+from aerialct.errors import InputError, RasterError
+from aerialct.progress import ProgressFn, as_progress
+
+if TYPE_CHECKING:
+    import rasterio
+
+    from aerialct.geo.vector import Layer
+
+log = logging.getLogger("aerialct")
+
+MORPH_OPS = ("open", "close", "erode", "dilate")
+
+
+@dataclass
+class VectorizeResult:
+    """What ``vectorize`` wrote."""
+
+    source: str
+    output: str
+    layer: str
+    driver: str
+    classes: list[str]
+    count: int
+    count_by_class: dict[str, int]
+    total_area: float
+    dropped_small: int
+    crs: str | None
+    window_size: int
+    windows: int
+    seam_merges: int
+    seconds: float
+    appended: bool = False
+    options: dict = field(default_factory=dict)
+
+
+def raster_class_table(ds: rasterio.DatasetReader) -> ClassTable:
+    """The class table of a class raster: tag ``AERIALCT_CLASSES``, else POTSDAM."""
+    raw = ds.tags().get("AERIALCT_CLASSES")
+    if not raw:
+        return POTSDAM
+    try:
+        return ClassTable.from_list(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RasterError(
+            f"{ds.name}: tag AERIALCT_CLASSES is not a class table ({e}); "
+            "rewrite it or remove the tag to use the Potsdam classes"
+        ) from e
+
+
+def parse_morph(items: Sequence[str] | None) -> list[tuple[str, int]]:
+    """``["open:1", "close:2"]`` -> ``[("open", 1), ("close", 2)]`` (radius in pixels)."""
+    ops: list[tuple[str, int]] = []
+    for item in items or []:
+        name, _, radius = str(item).partition(":")
+        name = name.strip().lower()
+        if name not in MORPH_OPS or not radius.strip().isdigit() or int(radius) < 1:
+            raise InputError(
+                f"morphology {item!r} is not OP:RADIUS with OP in {', '.join(MORPH_OPS)} "
+                "and RADIUS >= 1 pixel, e.g. open:1"
+            )
+        ops.append((name, int(radius)))
+    return ops
+
+
+def _morph_halo(ops: Sequence[tuple[str, int]]) -> int:
+    return sum(2 * r if name in ("open", "close") else r for name, r in ops)
+
+
+def _apply_morph(mask: np.ndarray, ops: Sequence[tuple[str, int]]) -> np.ndarray:
+    from scipy import ndimage
+
+    square = np.ones((3, 3), dtype=bool)
+    for name, r in ops:
+        fn = {
+            "open": ndimage.binary_opening,
+            "close": ndimage.binary_closing,
+            "erode": ndimage.binary_erosion,
+            "dilate": ndimage.binary_dilation,
+        }[name]
+        mask = fn(mask, structure=square, iterations=r)
+    return mask
+
+
+def _structure(connectivity: int) -> np.ndarray:
+    if connectivity == 8:
+        return np.ones((3, 3), dtype=bool)
+    return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+
+
+def _seam_pairs(a: np.ndarray, b: np.ndarray, diagonal: bool) -> np.ndarray:
+    """Label pairs (N, 2) of pixels adjacent across a seam: a[i] next to b[i] (and b[i+-1])."""
+    out = []
+    shifts = (0, -1, 1) if diagonal else (0,)
+    for s in shifts:
+        if s == 0:
+            x, y = a, b
+        elif s == -1:
+            x, y = a[1:], b[:-1]
+        else:
+            x, y = a[:-1], b[1:]
+        both = (x > 0) & (y > 0)
+        if both.any():
+            out.append(np.stack([x[both], y[both]], axis=1))
+    if not out:
+        return np.empty((0, 2), dtype=np.int64)
+    return np.unique(np.concatenate(out), axis=0)
+
+
+def _prob_reader(probs: rasterio.DatasetReader, table: ClassTable):
+    scale_tag = probs.tags().get("AERIALCT_PROB_SCALE")
+    if scale_tag:
+        scale = float(scale_tag)
+    else:
+        scale = 255.0 if np.dtype(probs.dtypes[0]).kind in "ui" else 1.0
+    if probs.count < len(table):
+        raise InputError(
+            f"{probs.name}: {probs.count} bands for {len(table)} classes; "
+            "give the probability raster written by predict for this class raster"
+        )
+    return scale
+
+
+def vectorize(
+    raster: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    classes: Sequence[str | int] = ("building",),
+    min_area: float = 0.0,
+    fill_holes: float = 0.0,
+    simplify: float = 0.0,
+    regularize: bool = False,
+    morph: Sequence[tuple[str, int]] | Sequence[str] = (),
+    probabilities: str | os.PathLike | None = None,
+    layer: str | None = None,
+    connectivity: int = 8,
+    window_size: int = 2048,
+    overwrite: bool = False,
+    append: bool = False,
+    progress: ProgressFn | None = None,
+) -> VectorizeResult:
+    """Polygonise ``classes`` of a class raster into ``out`` (GeoPackage/GeoJSON/FlatGeobuf).
+
+    Areas are in map units squared, ``simplify`` in map units, ``morph`` radii in
+    pixels. The output CRS is the raster's. See the module docstring for the
+    order of operations.
+    """
+    from aerialct.geo.io import check_output, grid_mismatch, open_raster
+    from aerialct.geo.vector import driver_for, write_layers
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    driver = driver_for(out)
+    if overwrite and append:
+        raise InputError(f"{out}: --overwrite and --append exclude each other; pick one")
+    if not append:
+        check_output(out, overwrite)
+    if connectivity not in (4, 8):
+        raise InputError(f"connectivity must be 4 or 8, got {connectivity}")
+    if window_size < 16:
+        raise InputError(f"window size {window_size} is too small; use at least 16 pixels")
+    for name, value in (("min-area", min_area), ("fill-holes", fill_holes), ("simplify", simplify)):
+        if not math.isfinite(value) or value < 0:
+            raise InputError(f"--{name} must be a number >= 0, got {value}")
+    ops = parse_morph(morph) if morph and isinstance(morph[0], str) else list(morph)  # type: ignore[arg-type]
+    prog = as_progress(progress)
+
+    with open_raster(raster) as ds:
+        table = raster_class_table(ds)
+        try:
+            ids = sorted(set(table.ids_of(classes)))
+        except ValueError as e:
+            raise InputError(f"{raster}: {e}") from None
+        if not ids:
+            raise InputError("no class to vectorise; pass --class NAME (e.g. --class building)")
+        names = [table.names[i] for i in ids]
+        layer_name = layer or (names[0] if len(names) == 1 else "classes")
+        if ds.crs is None:
+            log.warning("%s has no CRS; the output will have none", raster)
+        probs = None
+        scale = 1.0
+        if probabilities is not None:
+            probs = open_raster(probabilities)
+            diff = grid_mismatch(ds, probs)
+            if diff:
+                probs.close()
+                raise InputError(
+                    f"{raster} and {probabilities}: grids differ ({diff}); "
+                    "give the probability raster written with this class raster"
+                )
+            scale = _prob_reader(probs, table)
+        try:
+            pieces = _polygonise_windows(ds, ids, ops, connectivity, window_size, probs, prog)
+        finally:
+            if probs is not None:
+                probs.close()
+        transform = ds.transform
+        crs = ds.crs
+        pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+        pixel_size = math.sqrt(pixel_area)
+
+    out_layer, dropped = _finish(
+        pieces,
+        table=table,
+        transform=transform,
+        crs=crs,
+        pixel_area=pixel_area,
+        pixel_size=pixel_size,
+        min_area=min_area,
+        fill_holes=fill_holes,
+        simplify=simplify,
+        regularize=regularize,
+        with_probs=probs is not None,
+        prob_scale=scale,
+        source=str(raster),
+    )
+    appended = append and out.exists()
+    if appended:
+        out_layer = _continue_ids(out, layer_name, out_layer)
+    write_layers(out, {layer_name: out_layer}, overwrite=overwrite, append=append)
+    counts = {n: int((out_layer.fields["class"] == n).sum()) for n in names}
+    return VectorizeResult(
+        source=str(raster),
+        output=str(out),
+        layer=layer_name,
+        driver=driver,
+        classes=names,
+        count=len(out_layer.geometry),
+        count_by_class=counts,
+        total_area=float(out_layer.fields["area"].sum()),
+        dropped_small=dropped,
+        crs=crs.to_string() if crs is not None else None,
+        window_size=window_size,
+        windows=pieces.windows,
+        seam_merges=pieces.seam_groups,
+        seconds=time.perf_counter() - t0,
+        appended=appended,
+        options={
+            "min_area": min_area,
+            "fill_holes": fill_holes,
+            "simplify": simplify,
+            "regularize": regularize,
+            "morph": [f"{n}:{r}" for n, r in ops],
+            "connectivity": connectivity,
+            "probabilities": str(probabilities) if probabilities else None,
+        },
+    )
+
+
+@dataclass
+class _Pieces:
+    """Polygonised components in pixel coordinates, merged across seams."""
+
+    geoms: np.ndarray  # shapely geometries, one per building, pixel coordinates
+    class_ids: np.ndarray
+    prob_sum: np.ndarray
+    prob_min: np.ndarray
+    windows: int
+    seam_groups: int
+
+
+class _RingCollector:
+    """Accumulates GeoJSON polygons (pixel coordinates) and builds shapely arrays at once."""
+
+    def __init__(self) -> None:
+        self.coords: list = []
+        self.ring_len: list[int] = []
+        self.ring_poly: list[int] = []
+        self.ring_dx: list[float] = []
+        self.ring_dy: list[float] = []
+        self.labels: list[int] = []
+
+    def add(self, geojson: dict, label: int, dx: float, dy: float) -> None:
+        poly = len(self.labels)
+        self.labels.append(label)
+        for ring in geojson["coordinates"]:
+            self.coords.extend(ring)
+            self.ring_len.append(len(ring))
+            self.ring_poly.append(poly)
+            self.ring_dx.append(dx)
+            self.ring_dy.append(dy)
+
+    def build(self) -> tuple[np.ndarray, np.ndarray]:
+        import shapely
+
+        if not self.labels:
+            return np.array([], dtype=object), np.array([], dtype=np.int64)
+        xy = np.asarray(self.coords, dtype=np.float64)
+        lens = np.asarray(self.ring_len)
+        xy[:, 0] += np.repeat(np.asarray(self.ring_dx), lens)
+        xy[:, 1] += np.repeat(np.asarray(self.ring_dy), lens)
+        rings = shapely.linearrings(xy, indices=np.repeat(np.arange(len(lens)), lens))
+        polys = shapely.polygons(rings, indices=np.asarray(self.ring_poly))
+        return polys, np.asarray(self.labels, dtype=np.int64)
+
+
+def _polygonise_components(
+    local: np.ndarray,
+    n: int,
+    offset: int,
+    c0: int,
+    r0: int,
+    connectivity: int,
+    collector: _RingCollector,
+    boxes: list[np.ndarray],
+) -> None:
+    """Polygons of the ``n`` labelled components of one window, in global pixel coordinates.
+
+    GDAL's polygoniser costs time per pixel, background included, so instead of
+    the whole window it gets an *atlas*: every component's bounding box, holding
+    only that component's pixels, packed on shelves. Components that fill their
+    bounding box are rectangles and need no polygoniser at all. When the boxes
+    cover most of the window the window is polygonised as it is.
+    """
+    from rasterio.features import shapes
+    from scipy import ndimage
+
+    slices = ndimage.find_objects(local)
+    rect_rows = []
+    items = []  # (label, row slice, col slice, sub mask)
+    atlas_area = 0
+    for i, sl in enumerate(slices, start=1):
+        if sl is None:
+            continue
+        sub = local[sl] == i
+        rs, cs = sl
+        if sub.all():
+            rect_rows.append((cs.start, rs.start, cs.stop, rs.stop, i))
+        else:
+            items.append((i, rs, cs, sub))
+            atlas_area += sub.size
+    if atlas_area > 0.5 * local.size:
+        for geom, value in shapes(local, mask=local > 0, connectivity=connectivity):
+            collector.add(geom, int(value) + offset, c0, r0)
+        return
+    if rect_rows:
+        b = np.asarray(rect_rows, dtype=np.int64)
+        b[:, 0] += c0
+        b[:, 2] += c0
+        b[:, 1] += r0
+        b[:, 3] += r0
+        b[:, 4] += offset
+        boxes.append(b)
+    if not items:
+        return
+    # shelf packing, tallest first
+    width = max(local.shape[1], max(it[3].shape[1] for it in items))
+    order = sorted(range(len(items)), key=lambda k: -items[k][3].shape[0])
+    place = {}
+    x = y = shelf = 0
+    for k in order:
+        h, w = items[k][3].shape
+        if x + w > width:
+            y += shelf
+            x = shelf = 0
+        place[k] = (y, x)
+        x += w
+        shelf = max(shelf, h)
+    atlas = np.zeros((y + shelf, width), dtype=np.int32)
+    dx = np.zeros(n + 1)
+    dy = np.zeros(n + 1)
+    for k, (i, rs, cs, sub) in enumerate(items):
+        ay, ax = place[k]
+        h, w = sub.shape
+        atlas[ay : ay + h, ax : ax + w][sub] = i
+        dx[i] = c0 + cs.start - ax
+        dy[i] = r0 + rs.start - ay
+    for geom, value in shapes(atlas, mask=atlas > 0, connectivity=connectivity):
+        i = int(value)
+        collector.add(geom, i + offset, dx[i], dy[i])
+
+
+def _polygonise_windows(
+    ds: rasterio.DatasetReader,
+    ids: list[int],
+    ops: Sequence[tuple[str, int]],
+    connectivity: int,
+    size: int,
+    probs: rasterio.DatasetReader | None,
+    progress: ProgressFn,
+) -> _Pieces:
+    import shapely
+    from rasterio.windows import Window
+    from scipy import ndimage
+
+    height, width = ds.height, ds.width
+    halo = _morph_halo(ops)
+    structure = _structure(connectivity)
+    diagonal = connectivity == 8
+    n_rows = math.ceil(height / size)
+    n_cols = math.ceil(width / size)
+    progress(0, total=n_rows * n_cols, description="vectorising")
+
+    collector = _RingCollector()
+    boxes: list[np.ndarray] = []
+    label_class: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]  # index = global label
+    stat_labels: list[np.ndarray] = []
+    stat_psum: list[np.ndarray] = []
+    stat_pmin: list[np.ndarray] = []
+    pairs: list[np.ndarray] = []
+    next_label = 1
+    # full-width label row of the previous window row's last line, one per class
+    prev_bottom = {c: np.zeros(width, dtype=np.int64) for c in ids}
+
+    def edge(a: np.ndarray, offset: int) -> np.ndarray:
+        a = a.astype(np.int64)
+        a[a > 0] += offset
+        return a
+
+    for wr in range(n_rows):
+        r0 = wr * size
+        h = min(size, height - r0)
+        cur_bottom = {c: np.zeros(width, dtype=np.int64) for c in ids}
+        prev_right: dict[int, np.ndarray] = {}
+        for wc in range(n_cols):
+            c0 = wc * size
+            w = min(size, width - c0)
+            hr0, hc0 = max(r0 - halo, 0), max(c0 - halo, 0)
+            hr1, hc1 = min(r0 + h + halo, height), min(c0 + w + halo, width)
+            data = ds.read(1, window=Window(hc0, hr0, hc1 - hc0, hr1 - hr0))
+            inner = (slice(r0 - hr0, r0 - hr0 + h), slice(c0 - hc0, c0 - hc0 + w))
+            for c in ids:
+                mask = data == c
+                if ops:
+                    mask = _apply_morph(mask, ops)
+                mask = mask[inner]
+                if not mask.any():
+                    prev_right[c] = np.zeros(h, dtype=np.int64)
+                    continue
+                local, n = ndimage.label(mask, structure=structure)
+                offset = next_label - 1
+                next_label += n
+                label_class.append(np.full(n, c, dtype=np.int64))
+                top, bottom = edge(local[0], offset), edge(local[-1], offset)
+                left, right = edge(local[:, 0], offset), edge(local[:, -1], offset)
+                # seams: top row vs the previous window row, left column vs the previous window
+                if wr > 0:
+                    lo, hi = max(c0 - 1, 0), min(c0 + w + 1, width)
+                    above = prev_bottom[c][lo:hi]
+                    row0 = np.zeros(hi - lo, dtype=np.int64)
+                    row0[c0 - lo : c0 - lo + w] = top
+                    pairs.append(_seam_pairs(above, row0, diagonal))
+                if wc > 0 and c in prev_right:
+                    pairs.append(_seam_pairs(prev_right[c], left, diagonal))
+                prev_right[c] = right
+                cur_bottom[c][c0 : c0 + w] = bottom
+                if probs is not None:
+                    pband = probs.read(c + 1, window=Window(c0, r0, w, h)).astype(np.float64)
+                    idx = np.arange(1, n + 1)
+                    stat_labels.append(idx + offset)
+                    stat_psum.append(np.asarray(ndimage.sum_labels(pband, local, idx)))
+                    stat_pmin.append(np.asarray(ndimage.minimum(pband, local, idx)))
+                _polygonise_components(local, n, offset, c0, r0, connectivity, collector, boxes)
+            progress(1)
+        prev_bottom = cur_bottom
+
+    n_labels = next_label - 1
+    label_class_arr = np.concatenate(label_class)
+    geoms, labels = collector.build()
+    if boxes:
+        b = np.concatenate(boxes)
+        geoms = np.concatenate([geoms, shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3])])
+        labels = np.concatenate([labels, b[:, 4]])
+    if not len(geoms):
+        empty_f = np.array([], dtype=np.float64)
+        return _Pieces(
+            np.array([], dtype=object),
+            np.array([], dtype=np.int64),
+            empty_f,
+            empty_f,
+            n_rows * n_cols,
+            0,
+        )
+    # union-find over the seam pairs: the smallest label of each group is its root
+    root = np.arange(n_labels + 1, dtype=np.int64)
+    pair_arr = np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
+    if len(pair_arr):
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        graph = coo_matrix(
+            (np.ones(len(pair_arr), dtype=np.int8), (pair_arr[:, 0], pair_arr[:, 1])),
+            shape=(n_labels + 1, n_labels + 1),
+        )
+        _, comp = connected_components(graph, directed=False)
+        order = np.argsort(comp, kind="stable")
+        first = np.ones(len(comp), dtype=bool)
+        first[1:] = comp[order][1:] != comp[order][:-1]
+        root_of_comp = np.empty(comp.max() + 1, dtype=np.int64)
+        root_of_comp[comp[order][first]] = order[first]
+        root = root_of_comp[comp]
+
+    piece_root = root[labels]
+    uniq, inverse, counts = np.unique(piece_root, return_inverse=True, return_counts=True)
+    merged = np.empty(len(uniq), dtype=object)
+    single = counts[inverse] == 1
+    merged[inverse[single]] = geoms[single]
+    multi = np.flatnonzero(counts > 1)
+    if len(multi):
+        order = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for g in multi:
+            members = geoms[order[starts[g] : starts[g + 1]]]
+            merged[g] = shapely.union_all(shapely.make_valid(members), grid_size=1.0)
+
+    if probs is not None:
+        pos = np.searchsorted(uniq, root[np.concatenate(stat_labels)])
+        psum = np.bincount(pos, weights=np.concatenate(stat_psum), minlength=len(uniq))
+        pmin = np.full(len(uniq), np.inf)
+        np.minimum.at(pmin, pos, np.concatenate(stat_pmin))
+    else:
+        psum = np.full(len(uniq), np.nan)
+        pmin = np.full(len(uniq), np.nan)
+    return _Pieces(
+        merged,
+        label_class_arr[uniq],
+        psum,
+        pmin,
+        n_rows * n_cols,
+        len(multi),
+    )
+
+
+def _fill_small_holes(geoms: np.ndarray, max_area: float) -> np.ndarray:
+    """Drop interior rings with area below ``max_area`` (same units as the coordinates)."""
+    import shapely
+
+    out = geoms.copy()
+    has_holes = np.flatnonzero(shapely.get_num_interior_rings(shapely.get_geometry(geoms, 0)) > 0)
+    # get_num_interior_rings on part 0 misses holes in later parts of a MultiPolygon
+    multi = np.flatnonzero(shapely.get_num_geometries(geoms) > 1)
+    for i in np.union1d(has_holes, multi):
+        parts = shapely.get_parts(geoms[i])
+        kept = []
+        for part in parts:
+            holes = [
+                ring for ring in part.interiors if shapely.area(shapely.polygons(ring)) >= max_area
+            ]
+            kept.append(shapely.Polygon(part.exterior, holes))
+        out[i] = kept[0] if len(kept) == 1 else shapely.MultiPolygon(kept)
+    return out
+
+
+def _canonical(geoms: np.ndarray) -> np.ndarray:
+    """Valid, noded on the integer grid, no collinear vertices, normalised ring order."""
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    invalid = ~shapely.is_valid(geoms)
+    if invalid.any():
+        geoms = geoms.copy()
+        geoms[invalid] = shapely.set_precision(shapely.make_valid(geoms[invalid]), 1.0)
+        geoms[invalid] = _polygonal(geoms[invalid])
+    return shapely.normalize(shapely.simplify(geoms, 0.0, preserve_topology=True))
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Keep only the polygonal parts (make_valid may return collections with lines)."""
+    import shapely
+
+    out = np.asarray(geoms, dtype=object).copy()
+    for i in np.flatnonzero(shapely.get_type_id(out) == 7):
+        parts = [p for p in shapely.get_parts(out[i]) if shapely.get_type_id(p) in (3, 6)]
+        polys = [q for p in parts for q in shapely.get_parts(p)]
+        out[i] = (
+            shapely.MultiPolygon(polys)
+            if len(polys) > 1
+            else polys[0]
+            if polys
+            else shapely.Polygon()
+        )
+    return out
+
+
+def _finish(
+    pieces: _Pieces,
+    *,
+    table: ClassTable,
+    transform,
+    crs,
+    pixel_area: float,
+    pixel_size: float,
+    min_area: float,
+    fill_holes: float,
+    simplify: float,
+    regularize: bool,
+    with_probs: bool,
+    prob_scale: float,
+    source: str,
+) -> tuple[Layer, int]:
+    import shapely
+
+    from aerialct.geo.vector import Layer
+
+    geoms = pieces.geoms
+    class_ids = pieces.class_ids
+    psum, pmin = pieces.prob_sum, pieces.prob_min
+    dropped = 0
+    if len(geoms):
+        geoms = _canonical(geoms)
+        # a pixel polygon's area in pixel units is its pixel count
+        pixels = np.rint(shapely.area(geoms)).astype(np.int64)
+        if fill_holes > 0:
+            geoms = _fill_small_holes(geoms, fill_holes / pixel_area)
+        # deterministic order whatever the window size: top-left corner, then size
+        b = shapely.bounds(geoms)
+        order = np.lexsort((class_ids, -pixels, b[:, 0], b[:, 1]))
+        geoms, class_ids, pixels = geoms[order], class_ids[order], pixels[order]
+        psum, pmin = psum[order], pmin[order]
+        a, bb, c, d, e, f = transform[:6]
+        geoms = shapely.transform(
+            geoms,
+            lambda xy: np.column_stack(
+                [a * xy[:, 0] + bb * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]
+            ),
+        )
+        keep = np.ones(len(geoms), dtype=bool)
+        if min_area > 0:
+            keep = shapely.area(geoms) >= min_area
+        if regularize:
+            geoms = np.where(keep, geoms, None)
+            geoms[keep] = regularize_polygons(geoms[keep], max(simplify, math.sqrt(2) * pixel_size))
+        elif simplify > 0:
+            geoms[keep] = shapely.simplify(geoms[keep], simplify, preserve_topology=True)
+        if simplify > 0 or regularize:
+            invalid = keep & ~shapely.is_valid(geoms)
+            if invalid.any():
+                geoms[invalid] = _polygonal(shapely.make_valid(geoms[invalid]))
+            keep &= ~shapely.is_empty(geoms)
+        dropped = int((~keep).sum())
+        geoms, class_ids, pixels = geoms[keep], class_ids[keep], pixels[keep]
+        psum, pmin = psum[keep], pmin[keep]
+    else:
+        pixels = np.array([], dtype=np.int64)
+    fields: dict[str, np.ndarray] = {
+        "id": np.arange(1, len(geoms) + 1, dtype=np.int64),
+        "class": np.array([table.names[int(i)] for i in class_ids], dtype=object),
+        "area": shapely.area(geoms).astype(np.float64),
+        "perimeter": shapely.length(geoms).astype(np.float64),
+        "pixels": pixels.astype(np.int64),
+    }
+    if with_probs:
+        fields["mean_confidence"] = psum / np.maximum(pixels, 1) / prob_scale
+        fields["min_confidence"] = pmin / prob_scale
+    fields["source"] = np.array([source] * len(geoms), dtype=object)
+    return Layer(np.asarray(geoms, dtype=object), fields, crs), dropped
+
+
+def _continue_ids(path: Path, layer: str, out_layer: Layer) -> Layer:
+    """When appending to an existing layer, continue its ``id`` sequence and check the CRS."""
+    import pyogrio
+
+    from aerialct.geo.vector import Layer, list_layers, same_crs
+
+    if layer not in list_layers(path):
+        return out_layer
+    info = pyogrio.read_info(path, layer=layer)
+    existing_crs = info.get("crs")
+    if not same_crs(existing_crs, out_layer.crs):
+        raise InputError(
+            f"{path}: layer {layer!r} is in {existing_crs}, the raster in {out_layer.crs}; "
+            "append to a layer in the same CRS or write a new layer with --layer"
+        )
+    if "id" in list(info.get("fields", [])):
+        _, _, _, table = pyogrio.raw.read(path, layer=layer, columns=["id"], read_geometry=False)
+        start = int(table[0].max()) if len(table[0]) else 0
+        fields = dict(out_layer.fields)
+        fields["id"] = np.arange(start + 1, start + 1 + len(out_layer.geometry), dtype=np.int64)
+        return Layer(out_layer.geometry, fields, out_layer.crs)
+    return out_layer
+
+
+# --- orthogonal regularisation -------------------------------------------------
+
+
+def regularize_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
+    """Right-angled outlines along each polygon's dominant direction.
+
+    The dominant direction is the long side of the minimum rotated rectangle.
+    Outlines are first simplified by ``tolerance`` (at least one pixel diagonal,
+    which removes the pixel staircase); then, in the rotated frame, each edge is
+    snapped to horizontal or vertical, runs of edges with the same orientation
+    become one line at their length-weighted mean offset, and consecutive lines
+    are intersected. A ring that would collapse, or a result whose area differs
+    from the input by more than half, falls back to the simplified outline.
+    """
+    import shapely
+
+    geoms = np.asarray(geoms, dtype=object)
+    if not len(geoms):
+        return geoms
+    simplified = shapely.simplify(geoms, tolerance, preserve_topology=True)
+    env = shapely.oriented_envelope(geoms)
+    out = simplified.copy()
+    for i, (g, e) in enumerate(zip(simplified, env, strict=True)):
+        angle = _dominant_angle(e)
+        parts = []
+        for part in shapely.get_parts(g):
+            shell = _orthogonal_ring(np.asarray(part.exterior.coords), angle)
+            if shell is None:
+                parts = None
+                break
+            holes = [
+                h
+                for h in (_orthogonal_ring(np.asarray(r.coords), angle) for r in part.interiors)
+                if h is not None
+            ]
+            parts.append(shapely.Polygon(shell, holes))
+        if not parts:
+            continue
+        cand = shapely.make_valid(parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts))
+        cand = _polygonal(np.array([cand], dtype=object))[0]
+        a0, a1 = shapely.area(geoms[i]), shapely.area(cand)
+        if a1 > 0 and 0.5 <= a1 / a0 <= 1.5:
+            out[i] = cand
+    return out
+
+
+def _dominant_angle(envelope) -> float:
+    import shapely
+
+    xy = np.asarray(shapely.get_coordinates(envelope))
+    if len(xy) < 3:
+        return 0.0
+    d1, d2 = xy[1] - xy[0], xy[2] - xy[1]
+    d = d1 if np.hypot(*d1) >= np.hypot(*d2) else d2
+    # the two snapped directions repeat every 90 degrees; 0 keeps axis-aligned input exact
+    angle = math.atan2(d[1], d[0]) % (math.pi / 2)
+    return (
+        0.0
+        if math.isclose(angle, 0.0, abs_tol=1e-12)
+        or math.isclose(angle, math.pi / 2, abs_tol=1e-12)
+        else float(angle)
+    )
+
+
+def _orthogonal_ring(coords: np.ndarray, angle: float) -> np.ndarray | None:
+    """Snap a closed ring's edges to two perpendicular directions (None if it collapses)."""
+    cos, sin = math.cos(-angle), math.sin(-angle)
+    pts = coords[:-1] if np.allclose(coords[0], coords[-1]) else coords
+    if len(pts) < 3:
+        return None
+    rot = np.column_stack([cos * pts[:, 0] - sin * pts[:, 1], sin * pts[:, 0] + cos * pts[:, 1]])
+    nxt = np.roll(rot, -1, axis=0)
+    d = nxt - rot
+    length = np.hypot(d[:, 0], d[:, 1])
+    horizontal = np.abs(d[:, 0]) >= np.abs(d[:, 1])
+    mid = (rot + nxt) / 2
+    # rotate the edge list so that it starts at an orientation change
+    change = np.flatnonzero(horizontal != np.roll(horizontal, 1))
+    if len(change) < 4:
+        return None
+    start = change[0]
+    idx = np.roll(np.arange(len(pts)), -start)
+    horizontal, length, mid = horizontal[idx], length[idx], mid[idx]
+    run_id = np.cumsum(np.concatenate([[0], horizontal[1:] != horizontal[:-1]]))
+    n_runs = int(run_id[-1]) + 1
+    if n_runs < 4 or n_runs % 2:
+        return None
+    weight = np.bincount(run_id, weights=length, minlength=n_runs)
+    if np.any(weight <= 0):
+        return None
+    off_y = np.bincount(run_id, weights=length * mid[:, 1], minlength=n_runs) / weight
+    off_x = np.bincount(run_id, weights=length * mid[:, 0], minlength=n_runs) / weight
+    run_h = np.zeros(n_runs, dtype=bool)
+    run_h[run_id] = horizontal
+    verts = []
+    for k in range(n_runs):
+        j = (k + 1) % n_runs
+        if run_h[k]:
+            verts.append((off_x[j], off_y[k]))
+        else:
+            verts.append((off_x[k], off_y[j]))
+    v = np.asarray(verts)
+    cos, sin = math.cos(angle), math.sin(angle)
+    back = np.column_stack([cos * v[:, 0] - sin * v[:, 1], sin * v[:, 0] + cos * v[:, 1]])
+    return np.vstack([back, back[:1]])
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "VectorizeResult",
+    "parse_morph",
+    "raster_class_table",
+    "regularize_polygons",
+    "vectorize",
+]
