@@ -1,1 +1,159 @@
-"""`aerialct evaluate` (not yet registered)."""
+"""`aerialct evaluate`: pixel scores (rasters) or building scores (polygons)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aerialct.cli import console
+from aerialct.cli.app import app
+from aerialct.cli.options import Json, Overwrite
+
+
+@app.command()
+def evaluate(
+    prediction: Annotated[
+        Path,
+        typer.Argument(
+            help="Predicted class raster, folder of class rasters, or polygon file (.gpkg ...)."
+        ),
+    ],
+    reference: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Reference label raster, folder (matched by file name) or polygon file."
+        ),
+    ] = None,
+    index: Annotated[
+        Path | None,
+        typer.Option(
+            "--index",
+            help="Chips dataset (folder or its index.gpkg): score PREDICTION (a folder) "
+            "against the chip masks of --split.",
+        ),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split", help="Split of the chips dataset with --index; 'all' for every split."
+        ),
+    ] = "test",
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--exclude",
+            help="Class left out of mean IoU/F1 (repeatable). Default: clutter. "
+            "'none' keeps every class.",
+        ),
+    ] = None,
+    iou_threshold: Annotated[
+        float,
+        typer.Option("--iou-threshold", help="Building match threshold (IoU >= this)."),
+    ] = 0.5,
+    pred_layer: Annotated[
+        str | None, typer.Option("--pred-layer", help="Layer of the predicted polygons.")
+    ] = None,
+    ref_layer: Annotated[
+        str | None, typer.Option("--ref-layer", help="Layer of the reference polygons.")
+    ] = None,
+    review: Annotated[
+        Path | None,
+        typer.Option("--review", help="GeoPackage with tp, fp, fn layers for QGIS (buildings)."),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the result as JSON to this file.")
+    ] = None,
+    overwrite: Overwrite = False,
+    json_out: Json = False,
+) -> None:
+    """Score predictions against references: pixel IoU/F1 for rasters, building F1 for polygons."""
+    from aerialct.evaluate import evaluate as run_evaluate
+
+    if not 0 < iou_threshold <= 1:
+        raise typer.BadParameter("must be in (0, 1]", param_hint="--iou-threshold")
+    if index is not None and reference is not None:
+        raise typer.BadParameter("give REFERENCE or --index, not both", param_hint="--index")
+    if index is None and reference is None:
+        raise typer.BadParameter(
+            "missing REFERENCE (or --index CHIPS for a folder of chip predictions)",
+            param_hint="REFERENCE",
+        )
+    excluded = None
+    if exclude:
+        excluded = [] if [e.lower() for e in exclude] == ["none"] else list(exclude)
+    with console.progress("evaluating") as progress:
+        result = run_evaluate(
+            prediction,
+            reference,
+            index=index,
+            split=None if split == "all" else split,
+            exclude=excluded,
+            iou_threshold=iou_threshold,
+            pred_layer=pred_layer,
+            ref_layer=ref_layer,
+            review=review,
+            report=report,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    if json_out:
+        console.print_json(result.to_dict())  # the same object as the --report file
+    elif result.kind == "building":
+        _building_table(result)
+    else:
+        _pixel_table(result)
+    if report is not None:
+        console.info(f"report written to {report}")
+
+
+def _pixel_table(result) -> None:
+    s = result.scores
+    rows = []
+    for name in s.classes:
+        d = s.per_class[name]
+        mark = " (excluded)" if name in s.excluded else ""
+        rows.append([f"{name}{mark}", d["iou"], d["precision"], d["recall"], d["f1"], d["support"]])
+    console.print_table(
+        f"pixel scores over {len(result.pairs)} pair(s), {s.pixels} pixels",
+        ["class", "IoU", "precision", "recall", "F1", "ref pixels"],
+        rows,
+    )
+    console.print_table(
+        None,
+        ["mean IoU", "mean F1", "overall accuracy", "unpredicted pixels"],
+        [[s.mean_iou, s.mean_f1, s.overall_accuracy, result.unpredicted]],
+    )
+    names = s.classes
+    console.print_table(
+        "confusion matrix (rows = reference, columns = prediction)",
+        ["", *names],
+        [[names[i], *row] for i, row in enumerate(s.confusion)],
+    )
+    if result.missing:
+        console.warn(f"{len(result.missing)} reference(s) without a prediction were skipped")
+
+
+def _building_table(result) -> None:
+    console.print_table(
+        f"buildings, one-to-one at IoU >= {result.iou_threshold}",
+        ["predicted", "reference", "TP", "FP", "FN", "precision", "recall", "F1", "mean IoU"],
+        [
+            [
+                result.predicted,
+                result.reference_count,
+                result.true_positives,
+                result.false_positives,
+                result.false_negatives,
+                result.precision,
+                result.recall,
+                result.f1,
+                result.mean_iou,
+            ]
+        ],
+    )
+    if result.reprojected:
+        console.warn(f"the prediction was reprojected to the reference CRS ({result.crs})")
+    if result.review:
+        console.info(f"review layers tp, fp, fn written to {result.review}")

@@ -1,0 +1,599 @@
+"""Pixel and building-level evaluation (``aerialct evaluate``).
+
+Pixel level: a prediction class raster against a reference label raster, or a
+folder of predictions against a folder of references (matched by file name), or
+a folder of predictions against the masks of a chips dataset (``index.gpkg``,
+one split). Rasters are read in blocks of rows, so their size does not matter;
+their grids must match. Reference pixels 255 (ignore) are never counted;
+prediction pixels 255 (nodata) where the reference has a label are reported as
+``unpredicted`` and left out of the matrix.
+
+Building level: predicted polygons against reference polygons, one-to-one
+matching at IoU >= a threshold, greedily from the highest IoU. Candidate pairs
+come from an STRtree query; intersection areas are computed for all candidate
+pairs at once with shapely's array functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
+from aerialct.errors import InputError, RasterError
+from aerialct.metrics import PixelScores, confusion_matrix, scores_from_confusion
+from aerialct.progress import ProgressFn, as_progress
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+
+log = logging.getLogger("aerialct")
+
+RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
+VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".fgb", ".shp"}
+DEFAULT_EXCLUDE = ("clutter",)
+
+
+@dataclass
+class PairResult:
+    prediction: str
+    reference: str
+    pixels: int
+    unpredicted: int
+    mean_iou: float
+    overall_accuracy: float
+
+
+@dataclass
+class PixelEvaluation:
+    """Pixel scores summed over all pairs (``scores``) plus one line per pair."""
+
+    kind: str  # "pixel"
+    scores: PixelScores
+    pairs: list[PairResult]
+    unpredicted: int
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": self.kind,
+            **self.scores.to_dict(),
+            "unpredicted": self.unpredicted,
+            "pairs": [vars(p) for p in self.pairs],
+            "missing": list(self.missing),
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class BuildingEvaluation:
+    kind: str  # "building"
+    prediction: str
+    reference: str
+    iou_threshold: float
+    predicted: int
+    reference_count: int
+    true_positives: int
+    false_positives: int
+    false_negatives: int
+    precision: float
+    recall: float
+    f1: float
+    mean_iou: float
+    crs: str | None
+    reprojected: bool = False
+    review: str | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+# --- pixel level ---------------------------------------------------------------
+
+
+def _table_of(ds) -> ClassTable | None:
+    raw = ds.tags().get("AERIALCT_CLASSES")
+    if not raw:
+        return None
+    try:
+        return ClassTable.from_list(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RasterError(
+            f"{ds.name}: tag AERIALCT_CLASSES is not a class table ({e}); fix or remove the tag"
+        ) from e
+
+
+def _resolve_exclude(table: ClassTable, exclude: Sequence[str | int] | None) -> list[str]:
+    """Explicit names must exist; the default (clutter) is skipped when absent."""
+    if exclude is None:
+        return [n for n in DEFAULT_EXCLUDE if n in table.names]
+    out = []
+    for e in exclude:
+        try:
+            out.append(table.names[table.id_of(e)])
+        except ValueError as err:
+            raise InputError(f"--exclude: {err}") from None
+    return out
+
+
+def _pair_confusion(
+    pred_path: Path, ref_path: Path, table: ClassTable | None, rows_per_block: int
+) -> tuple[np.ndarray, int, ClassTable]:
+    """Confusion matrix of one raster pair read in blocks of rows; also the unpredicted count."""
+    from rasterio.windows import Window
+
+    from aerialct.geo.io import grid_mismatch, open_raster
+
+    with open_raster(pred_path) as p, open_raster(ref_path) as r:
+        diff = grid_mismatch(p, r)
+        if diff:
+            raise InputError(
+                f"{pred_path} and {ref_path}: grids differ ({diff}); resample the prediction "
+                "onto the reference grid (gdalwarp -tr/-te or rio warp --like)"
+            )
+        pt, rt = _table_of(p), _table_of(r)
+        if pt is not None and rt is not None and pt.names != rt.names:
+            raise InputError(
+                f"{pred_path} and {ref_path}: class tables differ ({pt.names} vs {rt.names}); "
+                "evaluate against a reference with the model's classes"
+            )
+        found = pt or rt
+        if table is None:
+            table = found or POTSDAM
+        elif found is not None and found.names != table.names:
+            raise InputError(
+                f"{pred_path}: classes {found.names} differ from the first pair's {table.names}; "
+                "evaluate rasters of one class table together"
+            )
+        if r.count >= 3 and r.dtypes[0] == "uint8" and p.count == 1:
+            rgb_reference = True
+        elif r.count == 1:
+            rgb_reference = False
+        else:
+            raise InputError(
+                f"{ref_path}: {r.count} bands; give a single-band label raster or an RGB-colour label"
+            )
+        k = len(table)
+        cm = np.zeros((k, k), dtype=np.int64)
+        unpredicted = 0
+        step = max(1, rows_per_block)
+        for row in range(0, r.height, step):
+            win = Window(0, row, r.width, min(step, r.height - row))
+            pred = p.read(1, window=win)
+            if rgb_reference:
+                ref, _ = table.rgb_to_ids(r.read((1, 2, 3), window=win))
+            else:
+                ref = r.read(1, window=win)
+            labelled = ref != IGNORE_INDEX
+            unpredicted += int(np.count_nonzero(labelled & (pred == IGNORE_INDEX)))
+            try:
+                cm += confusion_matrix(pred, ref, k)
+            except InputError as e:
+                raise InputError(f"{pred_path} vs {ref_path}: {e}") from None
+    return cm, unpredicted, table
+
+
+def evaluate_pixels(
+    pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
+    *,
+    exclude: Sequence[str | int] | None = None,
+    classes: ClassTable | None = None,
+    missing: Sequence[str] = (),
+    rows_per_block: int = 1024,
+    progress: ProgressFn | None = None,
+) -> PixelEvaluation:
+    """Pixel scores over (prediction, reference) raster pairs, summed into one matrix.
+
+    ``classes`` fixes the class table; otherwise it comes from the rasters' tag
+    ``AERIALCT_CLASSES`` (prediction first), else POTSDAM.
+    """
+    t0 = time.perf_counter()
+    if not pairs:
+        raise InputError("no prediction/reference pair to evaluate; check the paths and names")
+    prog = as_progress(progress)
+    prog(0, total=len(pairs), description="evaluating pixels")
+    table = classes
+    total: np.ndarray | None = None
+    results: list[PairResult] = []
+    unpredicted_all = 0
+    for pred_path, ref_path in pairs:
+        cm, unpredicted, table = _pair_confusion(
+            Path(pred_path), Path(ref_path), table, rows_per_block
+        )
+        total = cm if total is None else total + cm
+        excluded = _resolve_exclude(table, exclude)
+        s = scores_from_confusion(cm, table.names, exclude=excluded)
+        results.append(
+            PairResult(
+                str(pred_path), str(ref_path), s.pixels, unpredicted, s.mean_iou, s.overall_accuracy
+            )
+        )
+        unpredicted_all += unpredicted
+        prog(1)
+    assert table is not None and total is not None
+    scores = scores_from_confusion(total, table.names, exclude=_resolve_exclude(table, exclude))
+    if unpredicted_all:
+        log.warning(
+            "%d labelled reference pixels have no prediction (nodata 255); they are not counted",
+            unpredicted_all,
+        )
+    return PixelEvaluation(
+        "pixel", scores, results, unpredicted_all, list(missing), time.perf_counter() - t0
+    )
+
+
+def _is_raster(p: Path) -> bool:
+    return p.suffix.lower() in RASTER_SUFFIXES
+
+
+def match_folders(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair rasters of two folders by file name; return pairs and the unmatched references."""
+    refs = sorted(p for p in ref_dir.iterdir() if p.is_file() and _is_raster(p))
+    if not refs:
+        raise InputError(f"{ref_dir}: no reference raster (.tif) in the folder; check the path")
+    preds = {p.name: p for p in pred_dir.iterdir() if p.is_file() and _is_raster(p)}
+    by_stem = {p.stem: p for p in preds.values()}
+    pairs, missing = [], []
+    for ref in refs:
+        pred = preds.get(ref.name) or by_stem.get(ref.stem) or by_stem.get(f"{ref.stem}_classes")
+        if pred is None:
+            missing.append(str(ref))
+        else:
+            pairs.append((pred, ref))
+    if not pairs:
+        raise InputError(
+            f"{pred_dir} and {ref_dir}: no file name in common; predictions must be named like "
+            f"the references (e.g. {refs[0].name})"
+        )
+    return pairs, missing
+
+
+def match_chips(
+    pred_dir: Path, index: Path, split: str | None
+) -> tuple[list[tuple[Path, Path]], list[str], ClassTable]:
+    """Pair predictions with the chip masks of a chips dataset (one split or all).
+
+    A chip's prediction is ``PRED_DIR/<mask file name>``, ``<chip_id>.tif`` or
+    ``<chip_id>_classes.tif``, also looked for under ``PRED_DIR/<split>/``.
+    """
+    root = index.parent if index.is_file() else index
+    index_file = root / "index.gpkg"
+    meta_file = root / "dataset.json"
+    if not index_file.exists() or not meta_file.exists():
+        raise InputError(
+            f"{index}: not a chips dataset (needs index.gpkg and dataset.json); "
+            "write one with aerialct tile ... --out DIR"
+        )
+    import pyogrio
+
+    try:
+        meta = json.loads(meta_file.read_text())
+        table = ClassTable.from_list(meta["classes"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{meta_file}: unreadable dataset description ({e})") from e
+    frame = pyogrio.read_dataframe(index_file, layer="chips", read_geometry=False)
+    if split is not None:
+        if split not in set(frame["split"]):
+            raise InputError(
+                f"{index_file}: no chip in split {split!r}; splits are "
+                f"{', '.join(sorted(set(frame['split'])))}"
+            )
+        frame = frame[frame["split"] == split]
+    frame = frame[frame["mask"].notna()]
+    if frame.empty:
+        raise InputError(f"{index_file}: no chip with a mask in split {split!r}; nothing to score")
+    pairs, missing = [], []
+    for chip_id, mask_rel, chip_split in zip(
+        frame["chip_id"], frame["mask"], frame["split"], strict=True
+    ):
+        mask = root / str(mask_rel)
+        names = (mask.name, f"{chip_id}.tif", f"{chip_id}_classes.tif")
+        candidates = [pred_dir / n for n in names] + [pred_dir / str(chip_split) / n for n in names]
+        pred = next((c for c in candidates if c.exists()), None)
+        if pred is None:
+            missing.append(str(chip_id))
+        else:
+            pairs.append((pred, mask))
+    if not pairs:
+        raise InputError(
+            f"{pred_dir}: no prediction for any chip of split {split!r}; name them like the "
+            f"masks (e.g. {Path(str(frame['mask'].iloc[0])).name})"
+        )
+    return pairs, missing, table
+
+
+# --- building level ------------------------------------------------------------
+
+
+def match_buildings(
+    pred: np.ndarray, ref: np.ndarray, iou_threshold: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one matching of two polygon arrays at IoU >= ``iou_threshold``.
+
+    Returns ``(pred_idx, ref_idx, iou)`` of the matches (highest IoU first) and
+    the best IoU of every prediction and every reference with any partner
+    (0 when none), for the review layers. Ties are broken by index.
+    """
+    import shapely
+
+    if not 0 < iou_threshold <= 1:
+        raise InputError(f"--iou-threshold must be in (0, 1], got {iou_threshold}")
+    best_pred = np.zeros(len(pred))
+    best_ref = np.zeros(len(ref))
+    empty = np.array([], dtype=np.int64)
+    if len(pred) == 0 or len(ref) == 0:
+        return empty, empty, np.array([], dtype=np.float64), best_pred, best_ref
+    tree = shapely.STRtree(ref)
+    pi, ri = tree.query(pred, predicate="intersects")
+    if len(pi) == 0:
+        return empty, empty, np.array([], dtype=np.float64), best_pred, best_ref
+    inter = shapely.area(shapely.intersection(pred[pi], ref[ri]))
+    union = shapely.area(pred)[pi] + shapely.area(ref)[ri] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    np.maximum.at(best_pred, pi, iou)
+    np.maximum.at(best_ref, ri, iou)
+    ok = iou >= iou_threshold - 1e-12
+    pi, ri, iou = pi[ok], ri[ok], iou[ok]
+    order = np.lexsort((ri, pi, -iou))
+    used_p = np.zeros(len(pred), dtype=bool)
+    used_r = np.zeros(len(ref), dtype=bool)
+    keep = []
+    # bookkeeping only (no geometry): greedy one-to-one from the highest IoU
+    for k in order.tolist():
+        a, b = pi[k], ri[k]
+        if not used_p[a] and not used_r[b]:
+            used_p[a] = used_r[b] = True
+            keep.append(k)
+    keep_arr = np.asarray(keep, dtype=np.int64)
+    return pi[keep_arr], ri[keep_arr], iou[keep_arr], best_pred, best_ref
+
+
+def _polygon_array(frame: gpd.GeoDataFrame, path: Path) -> np.ndarray:
+    import shapely
+
+    geoms = np.array(
+        [g if g is not None and not g.is_empty else None for g in frame.geometry.values],
+        dtype=object,
+    )
+    kind = shapely.get_type_id(geoms)
+    bad = ~np.isin(kind, (3, 6)) & (kind >= 0)
+    if bad.any():
+        raise InputError(
+            f"{path}: {int(bad.sum())} features are not polygons; give a polygon layer"
+        )
+    invalid = (kind >= 0) & ~shapely.is_valid(geoms)
+    if invalid.any():
+        log.info("%s: %d invalid geometries repaired with make_valid", path, int(invalid.sum()))
+        # make_valid may return polygons plus lines; buffer(0) keeps the areas only
+        geoms[invalid] = shapely.buffer(shapely.make_valid(geoms[invalid]), 0)
+    missing = kind < 0
+    if missing.any():
+        log.info("%s: %d features without geometry are ignored", path, int(missing.sum()))
+    return geoms[~missing]
+
+
+def evaluate_buildings(
+    prediction: str | os.PathLike,
+    reference: str | os.PathLike,
+    *,
+    iou_threshold: float = 0.5,
+    pred_layer: str | None = None,
+    ref_layer: str | None = None,
+    review: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> BuildingEvaluation:
+    """Building-level precision, recall and F1 of predicted against reference polygons."""
+    from aerialct.geo.io import check_output
+    from aerialct.geo.vector import Layer, read_polygons, write_layers
+
+    t0 = time.perf_counter()
+    if not 0 < iou_threshold <= 1:
+        raise InputError(f"--iou-threshold must be in (0, 1], got {iou_threshold}")
+    if review is not None:
+        check_output(review, overwrite)
+    prog = as_progress(progress)
+    prog(0, total=3, description="evaluating buildings")
+    pf = read_polygons(prediction, pred_layer)
+    rf = read_polygons(reference, ref_layer)
+    prog(1)
+    reprojected = False
+    if (pf.crs is None) != (rf.crs is None):
+        which = prediction if pf.crs is None else reference
+        raise InputError(
+            f"{which}: has no CRS while the other file has one; assign it "
+            "(ogr2ogr -a_srs EPSG:XXXX) before evaluating"
+        )
+    if pf.crs is not None and pf.crs != rf.crs:
+        log.warning(
+            "%s is in %s, %s in %s: the prediction is reprojected to the reference CRS",
+            prediction,
+            pf.crs.to_string(),
+            reference,
+            rf.crs.to_string(),
+        )
+        pf = pf.to_crs(rf.crs)
+        reprojected = True
+    pred = _polygon_array(pf, Path(prediction))
+    ref = _polygon_array(rf, Path(reference))
+    pi, ri, iou, best_pred, best_ref = match_buildings(pred, ref, iou_threshold)
+    prog(1)
+    tp = len(pi)
+    fp = len(pred) - tp
+    fn = len(ref) - tp
+    precision = tp / len(pred) if len(pred) else float("nan")
+    recall = tp / len(ref) if len(ref) else float("nan")
+    f1 = 2 * tp / (len(pred) + len(ref)) if (len(pred) + len(ref)) else float("nan")
+    mean_iou = float(iou.mean()) if tp else float("nan")
+
+    if review is not None:
+        crs = rf.crs
+        matched_p = np.zeros(len(pred), dtype=bool)
+        matched_p[pi] = True
+        matched_r = np.zeros(len(ref), dtype=bool)
+        matched_r[ri] = True
+        layers = {
+            "tp": Layer(
+                pred[pi],
+                {"pred_index": pi.astype(np.int64), "ref_index": ri.astype(np.int64), "iou": iou},
+                crs,
+            ),
+            "fp": Layer(
+                pred[~matched_p],
+                {
+                    "pred_index": np.flatnonzero(~matched_p).astype(np.int64),
+                    "best_iou": best_pred[~matched_p],
+                },
+                crs,
+            ),
+            "fn": Layer(
+                ref[~matched_r],
+                {
+                    "ref_index": np.flatnonzero(~matched_r).astype(np.int64),
+                    "best_iou": best_ref[~matched_r],
+                },
+                crs,
+            ),
+        }
+        write_layers(review, layers, overwrite=overwrite)
+    prog(1)
+    return BuildingEvaluation(
+        kind="building",
+        prediction=str(prediction),
+        reference=str(reference),
+        iou_threshold=iou_threshold,
+        predicted=len(pred),
+        reference_count=len(ref),
+        true_positives=tp,
+        false_positives=fp,
+        false_negatives=fn,
+        precision=precision,
+        recall=recall,
+        f1=f1,
+        mean_iou=mean_iou,
+        crs=rf.crs.to_string() if rf.crs is not None else None,
+        reprojected=reprojected,
+        review=str(review) if review is not None else None,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+# --- dispatch and report -----------------------------------------------------------
+
+
+def evaluate(
+    prediction: str | os.PathLike,
+    reference: str | os.PathLike | None = None,
+    *,
+    index: str | os.PathLike | None = None,
+    split: str | None = "test",
+    exclude: Sequence[str | int] | None = None,
+    iou_threshold: float = 0.5,
+    pred_layer: str | None = None,
+    ref_layer: str | None = None,
+    review: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> PixelEvaluation | BuildingEvaluation:
+    """Evaluate by the kind of inputs; write ``report`` (JSON, atomic) when given.
+
+    - raster + raster: pixel scores of one pair;
+    - folder + folder: pixel scores of rasters matched by file name;
+    - folder + ``index`` (a chips folder or its index.gpkg): pixel scores against
+      the chip masks of ``split`` (None: all splits);
+    - vector + vector: building-level scores.
+    """
+    from aerialct.geo.io import atomic_output, check_output
+
+    if report is not None:
+        check_output(report, overwrite)
+    pred = Path(prediction)
+    if not pred.exists():
+        raise InputError(f"{pred}: no such file or folder; check the path")
+    result: PixelEvaluation | BuildingEvaluation
+    if index is not None:
+        if reference is not None:
+            raise InputError("give either REFERENCE or --index, not both")
+        if not pred.is_dir():
+            raise InputError(f"{pred}: with --index the prediction must be a folder of rasters")
+        pairs, missing, table = match_chips(pred, Path(index), split)
+        if missing:
+            log.warning("%d chips have no prediction in %s; they are skipped", len(missing), pred)
+        result = evaluate_pixels(
+            pairs, exclude=exclude, classes=table, missing=missing, progress=progress
+        )
+    else:
+        if reference is None:
+            raise InputError("give a REFERENCE (raster, vector or folder) or --index CHIPS")
+        ref = Path(reference)
+        if not ref.exists():
+            raise InputError(f"{ref}: no such file or folder; check the path")
+        if pred.is_dir() != ref.is_dir():
+            raise InputError(
+                f"{pred} and {ref}: one is a folder, the other a file; give two files or two folders"
+            )
+        if pred.is_dir():
+            pairs, missing = match_folders(pred, ref)
+            if missing:
+                log.warning("%d references have no prediction in %s", len(missing), pred)
+            result = evaluate_pixels(pairs, exclude=exclude, missing=missing, progress=progress)
+        elif pred.suffix.lower() in VECTOR_SUFFIXES and ref.suffix.lower() in VECTOR_SUFFIXES:
+            result = evaluate_buildings(
+                pred,
+                ref,
+                iou_threshold=iou_threshold,
+                pred_layer=pred_layer,
+                ref_layer=ref_layer,
+                review=review,
+                overwrite=overwrite,
+                progress=progress,
+            )
+        elif pred.suffix.lower() in VECTOR_SUFFIXES or ref.suffix.lower() in VECTOR_SUFFIXES:
+            raise InputError(
+                f"{pred} and {ref}: one is a vector, the other a raster; compare rasters with "
+                "rasters (pixel scores) or polygons with polygons (building scores); "
+                "vectorise the raster first (aerialct vectorize)"
+            )
+        else:
+            result = evaluate_pixels([(pred, ref)], exclude=exclude, progress=progress)
+    if review is not None and result.kind != "building":
+        log.warning("--review applies to building evaluation only; not written")
+    if report is not None:
+        with atomic_output(report, overwrite) as tmp:
+            tmp.write_text(json.dumps(_jsonable(result.to_dict()), indent=2) + "\n")
+    return result
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+__all__ = [
+    "BuildingEvaluation",
+    "PixelEvaluation",
+    "evaluate",
+    "evaluate_buildings",
+    "evaluate_pixels",
+    "match_buildings",
+    "match_chips",
+    "match_folders",
+]
