@@ -190,7 +190,7 @@ class _Job:
 def _inspect_image(path: Path) -> _Scene:
     from rasterio.enums import ColorInterp, MaskFlags
 
-    with open_raster(path) as ds:
+    with _quiet_georef(), open_raster(path) as ds:
         if ds.crs is None:
             raise RasterError(
                 f"{path}: has no CRS; assign one with gdal_edit.py -a_srs EPSG:XXXX {path}"
@@ -399,7 +399,12 @@ def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
 
 
 def _read_failed(path: str | None, e: Exception) -> RasterError:
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    # rasterio says "see previous exception"; GDAL's own reason is at the end of the chain
+    cause: BaseException = e
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    text = str(cause) or str(e)
+    first = text.splitlines()[0] if text else type(e).__name__
     return RasterError(
         f"{path}: read failed ({first}); the file is corrupt or truncated, re-export or "
         "re-download it"
@@ -417,7 +422,7 @@ def _tile_band_inner(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
     h = min(size, sc.height)
     win = Window(0, row, sc.width, h)
     src_t = Affine(*sc.transform)
-    band_t = src_t * Affine.translation(0, row)
+    band_t = src_t @ Affine.translation(0, row)
     from rasterio.errors import RasterioError
 
     try:
@@ -461,7 +466,7 @@ def _tile_band_inner(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
             img = resize_bilinear(img, chip, chip)
             if lab is not None:
                 lab = resize_nearest(lab, chip, chip)
-        t = src_t * Affine.translation(col, row) * Affine.scale(scale)
+        t = src_t @ Affine.translation(col, row) @ Affine.scale(scale)
         chip_id = f"{sc.name}_r{row}_c{col}"
         sub = Path(job.out) / split
         if split not in made:

@@ -238,14 +238,15 @@ class _Town:
         cv, rng = self.cv, self.rng
         vbands = _intervals(cv.w, rng, cv.gsd)
         hbands = _intervals(cv.h, rng, cv.gsd)
-        walk_color = rng.choice([150.0, 165.0, 178.0]) + np.array([4.0, 0.0, -6.0])
+        walks = [(150, 151, 148), (172, 166, 150), (128, 126, 124), (150, 100, 85)]  # brick too
+        walk_color = np.asarray(walks[int(rng.integers(len(walks)))], float)
         for s0, _, _, s1 in vbands:
             cv.rect(0, cv.h, s0, s1, cv.new(walk_color, _PAVING, 9.0, 5), IMPERVIOUS)
         for s0, _, _, s1 in hbands:
             cv.rect(s0, s1, 0, cv.w, cv.new(walk_color, _PAVING, 9.0, 5), IMPERVIOUS)
         for bands, vertical in ((vbands, True), (hbands, False)):
             for _, r0, r1, _ in bands:
-                grey = rng.uniform(82, 112)
+                grey = rng.uniform(72, 135)
                 o = cv.new((grey, grey + 2, grey + 5), _SMOOTH, 5.0, 3)
                 if vertical:
                     cv.rect(0, cv.h, r0, r1, o, IMPERVIOUS)
@@ -306,9 +307,9 @@ class _Town:
 
     def _yard_ground(self, r0: int, r1: int, c0: int, c1: int) -> None:
         rng, cv = self.rng, self.cv
-        green = (rng.uniform(80, 110), rng.uniform(112, 140), rng.uniform(55, 80))
-        if rng.random() < 0.2:  # dry lawn
-            green = (rng.uniform(125, 150), rng.uniform(128, 145), rng.uniform(80, 95))
+        green = (rng.uniform(62, 118), rng.uniform(88, 145), rng.uniform(42, 85))
+        if rng.random() < 0.25:  # dry lawn
+            green = (rng.uniform(120, 160), rng.uniform(118, 150), rng.uniform(75, 100))
         cv.rect(r0, r1, c0, c1, cv.new(green, _GRASS, 16.0, 6), LOW_VEG)
 
     def add_building(self, poly, kind: str, height: float | None = None) -> None:
@@ -340,11 +341,16 @@ class _Town:
         if not mask.any():
             return
         s = (slice(miny, maxy), slice(minx, maxx))
-        roof = rng.choice(["gable", "tiles", "flat_grey", "flat_light", "flat_dark"])
+        roof = rng.choice(
+            ["gable", "tiles", "flat_grey", "flat_light", "flat_dark", "green"],
+            p=[0.22, 0.18, 0.25, 0.17, 0.1, 0.08],
+        )
         if roof in ("gable", "tiles"):
-            base = rng.choice([(150, 72, 55), (120, 60, 48), (105, 95, 92), (160, 110, 80)])
+            base = rng.choice([(150, 72, 55), (120, 60, 48), (105, 95, 92), (150, 100, 85)])
+        elif roof == "green":  # a planted roof: the colour and texture of a lawn
+            base = (rng.uniform(75, 115), rng.uniform(95, 135), rng.uniform(50, 80))
         elif roof == "flat_grey":
-            g = rng.uniform(85, 115)
+            g = rng.uniform(75, 135)
             base = (g, g + 1, g + 4)  # the colour of asphalt
         elif roof == "flat_light":
             g = rng.uniform(150, 190)
@@ -365,6 +371,8 @@ class _Town:
                 half[:, : sub_shape[1] // 2] = True
             obj_sub[mask & half] = a
             obj_sub[mask & ~half] = b
+        elif roof == "green":
+            obj_sub[mask] = cv.new(base, _GRASS, 14.0, 6)
         else:
             o = cv.new(base, _SMOOTH, 5.0, 8)
             obj_sub[mask] = o
@@ -676,7 +684,9 @@ def generate_scene(
             continue
         sub = crown[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
         shd = shade[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
-        o = cv.new((rng.uniform(40, 70), rng.uniform(78, 105), rng.uniform(40, 60)), _GRASS, 22, 6)
+        g = rng.uniform(65, 125)
+        leaf = (g * rng.uniform(0.55, 0.85), g, g * rng.uniform(0.45, 0.65))
+        o = cv.new(leaf, _GRASS, 26, 6)
         cv.obj[s][sub] = o
         cv.labels[s][sub] = TREE
         tree_obj[s] |= sub
@@ -732,7 +742,7 @@ def generate_scene(
         v *= light
         if band == 2:
             v[shadow] += 10.0  # shadows are bluish (sky light)
-        v += rng.standard_normal((h, w), dtype=np.float32) * 3.0
+        v += rng.standard_normal((h, w), dtype=np.float32) * 5.0
         np.clip(v, 0, 255, out=v)
         image[band] = v.astype(np.uint8)
     transform = Affine(gsd, 0.0, origin[0], 0.0, -gsd, origin[1])
