@@ -1,1 +1,71 @@
-"""`aerialct info` (not yet registered)."""
+"""`aerialct info`: what a checkpoint holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aerialct.cli import console
+from aerialct.cli.app import app
+from aerialct.cli.options import Json
+
+
+@app.command()
+def info(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A last.pt / best.pt written by `aerialct train`.")
+    ],
+    json_out: Json = False,
+) -> None:
+    """Show a checkpoint's config, classes, normalisation, progress and metrics."""
+    from aerialct.engine.checkpoint import checkpoint_info
+
+    ci = checkpoint_info(checkpoint)
+    if json_out:
+        console.print_json(ci)
+        return
+    m = ci.model
+    last = ci.metrics.get("last") or {}
+    rows = [
+        ("file", f"{ci.path} ({ci.size_bytes / 1e6:.1f} MB, aerialct {ci.aerialct_version})"),
+        ("experiment", ci.name),
+        (
+            "model",
+            f"{m.get('backbone')} + {m.get('decoder')} decoder ({ci.parameters:,} parameters)",
+        ),
+        (
+            "contrast",
+            f"{ci.loss.get('contrast')} (projection heads: {ci.head_parameters:,} parameters)",
+        ),
+        (
+            "input",
+            f"{ci.in_chans} bands, {ci.chip_size} px chips, GSD {ci.gsd if ci.gsd is not None else 'unknown'}",
+        ),
+        (
+            "normalisation",
+            f"mean {[round(v, 3) for v in ci.mean]}, std {[round(v, 3) for v in ci.std]}",
+        ),
+        (
+            "classes",
+            ", ".join(f"{i}={n}" for i, n in enumerate(ci.classes))
+            + f" (ignore {ci.ignore_index})",
+        ),
+        (
+            "progress",
+            f"epoch {ci.epoch}, step {ci.step}"
+            + ("" if ci.has_training_state else " (no training state)"),
+        ),
+        ("best val mIoU", ci.best_miou if ci.best_miou is not None else "n/a"),
+        ("train", ", ".join(f"{k}={v}" for k, v in ci.train.items())),
+    ]
+    if last:
+        rows.append(("last epoch", ", ".join(
+            f"{k}={console.fmt(v)}" for k, v in last.items()
+            if k in ("train_loss", "val_miou", "val_oa", "images_per_s") and v is not None
+        )))  # fmt: skip
+    console.print_table(None, ["", "value"], rows)
+    ious = [(k.removeprefix("iou_"), v) for k, v in last.items() if k.startswith("iou_")]
+    if ious:
+        console.print_table("last epoch: validation IoU per class", ["class", "IoU"], ious)

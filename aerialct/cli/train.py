@@ -1,1 +1,106 @@
-"""`aerialct train` (not yet registered)."""
+"""`aerialct train`: train a segmentation model on a chips folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aerialct.cli import console
+from aerialct.cli.app import app
+from aerialct.cli.options import Json, Overwrite
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path,
+        typer.Option("--data", "-d", help="Chips folder written by `aerialct tile` (index.gpkg)."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Run folder: config.yaml, last.pt, best.pt, metrics.csv, plots."
+        ),
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="YAML preset, e.g. configs/dcswin-ct-cl.yaml. With --resume it defaults to RUN_DIR/config.yaml.",
+        ),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a config value (repeatable), e.g. --set train.lr=1e-4.",
+        ),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")
+    ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device", help="cpu, cuda, cuda:N or auto; default: train.device of the config."
+        ),
+    ] = None,
+    overwrite: Overwrite = False,
+    json_out: Json = False,
+) -> None:
+    """Train a segmentation model (CT / MS-CS contrast optional); writes checkpoints and metrics.
+
+    Under torchrun (torchrun --nproc_per_node N -m aerialct train ...) every process
+    trains a shard with DDP and rank 0 writes the run folder.
+    """
+    from aerialct.config import load_config
+    from aerialct.engine.train import train as run_training
+
+    if resume and overwrite:
+        raise typer.BadParameter(
+            "--resume and --overwrite exclude each other", param_hint="--resume"
+        )
+    if config is None:
+        if not resume:
+            raise typer.BadParameter(
+                "give a preset, e.g. --config configs/tiny-cpu.yaml", param_hint="--config"
+            )
+        config = out / "config.yaml"
+    cfg = load_config(config, overrides or [])
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if main_rank:
+        with console.progress("training") as progress:
+            result = run_training(
+                cfg, data, out, resume=resume, overwrite=overwrite, device=device, progress=progress
+            )
+    else:
+        run_training(cfg, data, out, resume=resume, overwrite=overwrite, device=device)
+        return
+    if json_out:
+        console.print_json(result)
+        return
+    final = result.final
+    rows = [
+        ("run folder", result.run_dir),
+        ("epochs / steps", f"{result.epochs} / {result.steps}"),
+        (
+            "best val mIoU",
+            result.best_miou if result.best_miou is not None else "n/a (no validation)",
+        ),
+        ("best epoch", result.best_epoch),
+        ("last train loss", final.get("train_loss")),
+        ("last val mIoU", final.get("val_miou")),
+        ("last val OA", final.get("val_oa")),
+        ("images/s", result.images_per_s),
+        ("device", f"{result.device} x{result.world_size}"),
+        ("best checkpoint", result.best_checkpoint),
+    ]
+    console.print_table(f"trained {cfg.name}", ["", "value"], rows)
+    ious = [(k.removeprefix("iou_"), v) for k, v in final.items() if k.startswith("iou_")]
+    if ious:
+        console.print_table("last epoch: validation IoU per class", ["class", "IoU"], ious)

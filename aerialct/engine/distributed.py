@@ -94,6 +94,8 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
+    if x.dtype == torch.bool:  # gloo cannot all-gather bool tensors
+        return gather_with_grad(x.to(torch.uint8)).bool()
     world, rank = dist.get_world_size(), dist.get_rank()
     n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
     sizes = [torch.zeros_like(n) for _ in range(world)]

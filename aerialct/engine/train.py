@@ -347,6 +347,9 @@ def _train(
             f"{splits.root}: chips have classes {classes.names} but data.classes is "
             f"{list(dc.classes)}; tile with the expected class table or fix data.classes"
         )
+    if getattr(cfg.model, "img_size", splits.chip_size) != splits.chip_size:
+        log.info("model.img_size set to the chip size, %d", splits.chip_size)
+        cfg = replace(cfg, model=replace(cfg.model, img_size=splits.chip_size))
     k = len(classes)
     ignore = int(splits.meta.get("ignore_index", IGNORE_INDEX))
     if ckpt is not None:
@@ -558,7 +561,7 @@ def _train(
                 _optimizer_step(task, optimizer, scaler, scheduler, tc.grad_clip)
                 pending = 0
                 state.step += 1
-                prog(1, description=f"epoch {epoch + 1}/{tc.epochs} loss {float(loss):.4f}")
+                prog(1, description=f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.4f}")
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                     save(name_best=False)
                 if state.step >= total_steps:
