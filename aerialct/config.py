@@ -286,6 +286,27 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return out
 
 
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs"
+"""The presets shipped in the repository's ``configs/`` folder."""
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path as given, or a preset name (``tiny-cpu``) looked up in ``configs/``."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    known = sorted(q.stem for q in PRESETS_DIR.glob("*.yaml")) if PRESETS_DIR.is_dir() else []
+    close = difflib.get_close_matches(str(name_or_path), known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(
+        f"config {str(name_or_path)!r}: no such file or preset; {hint}"
+        f"give a YAML path or one of: {', '.join(known) or '(no presets found)'}"
+    )
+
+
 def load_config(
     path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
 ) -> ExperimentConfig:

@@ -1,0 +1,56 @@
+"""Assemble benchmarks/RESULTS.md from the sections in benchmarks/results/.
+
+Each benchmark writes its own section (``results/<name>.md``) with its date,
+machine and side-by-side figures. Sections measured on a lent GPU machine are
+named ``gpu_*.md``; they cannot be regenerated on the CPU machine and are kept
+as recorded. Usage: ``python benchmarks/assemble.py``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["tile", "step", "train", "predict", "vectorize"]
+
+
+def machine_line() -> str:
+    mem = ""
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        mem = f", {pages / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError):
+        pass
+    return f"{platform.machine()}, {os.cpu_count()} cores{mem}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    results = HERE / "results"
+    sections = sorted(results.glob("*.md"))
+    cpu = [p for p in sections if not p.name.startswith("gpu_")]
+    gpu = [p for p in sections if p.name.startswith("gpu_")]
+    cpu.sort(key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
+    parts = [
+        "# aerialct benchmark results",
+        "",
+        f"Assembled {dt.date.today().isoformat()} by `benchmarks/run_all` on {machine_line()}.",
+        "Each section below states when and where it was measured and its peer tool;",
+        "ratios > 1 mean aerialct is faster (or smaller) than the peer. Regenerate with",
+        "`benchmarks/run_all` (CPU sections); GPU sections come from a lent GPU machine",
+        "and are kept as recorded.",
+        "",
+    ]
+    for p in cpu + gpu:
+        parts.append(p.read_text().rstrip() + "\n")
+    out = HERE / "RESULTS.md"
+    tmp = out.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(parts))
+    tmp.replace(out)
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
