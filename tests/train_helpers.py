@@ -25,7 +25,7 @@ def write_chips(
     """chips: (split, image (C, H, W) uint8, mask (H, W) uint8 or None) -> a chips folder."""
     import geopandas as gpd
     import rasterio
-    from rasterio.transform import from_origin
+    from affine import Affine
     from shapely.geometry import box
 
     root.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,7 @@ def write_chips(
         c, h, w = img.shape
         r0, c0 = 0, i * w  # chips side by side along one row of a virtual scene
         name = f"scene_r{r0}_c{c0}"
-        tr = from_origin(368000.0 + c0 * gsd, 5808000.0, gsd, gsd)
+        tr = Affine(gsd, 0.0, 368000.0 + c0 * gsd, 0.0, -gsd, 5808000.0)
         img_rel = Path(split) / "images" / f"{name}.tif"
         (root / img_rel).parent.mkdir(parents=True, exist_ok=True)
         prof = dict(driver="GTiff", width=w, height=h, crs="EPSG:32633", transform=tr)
@@ -104,3 +104,18 @@ def synth_chips(
             chips.append((split, scene.image[:, sl[0], sl[1]], scene.labels[sl]))
             i += 1
     return write_chips(root, chips, gsd=gsd)
+
+
+def tiled_synth(
+    root: Path, size: int = 256, chip: int = 64, gsd: float = 0.5, seed: int = 0
+) -> Path:
+    """The real pipeline: a synthetic city (synth_scene) cut by tile_scenes, a quarter to val."""
+    from aerialct.data.synth import synth_scene
+    from aerialct.tiling import tile_scenes
+
+    root.mkdir(parents=True, exist_ok=True)
+    image, labels = root / "scene.tif", root / "labels.tif"
+    synth_scene(image, labels, size=size, gsd=gsd, seed=seed)
+    out = root / "chips"
+    tile_scenes([image], out, labels=[labels], size=chip, val_fraction=0.25, seed=seed, workers=1)
+    return out

@@ -526,11 +526,14 @@ def _train(
             images = images.to(dev, non_blocking=pin)
             masks = masks.to(dev, non_blocking=pin)
             n_images += images.shape[0]
+            # Under DDP, all-reduce gradients only on the batch that ends an accumulation.
+            sync = not info.enabled or pending + 1 == tc.accumulate
             try:
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    result = net(images, masks)
-                loss = result["loss"]
-                scaler.scale(loss / tc.accumulate).backward()
+                with contextlib.nullcontext() if sync else net.no_sync():  # type: ignore[operator]
+                    with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        result = net(images, masks)
+                    loss = result["loss"]
+                    scaler.scale(loss / tc.accumulate).backward()
             except torch.OutOfMemoryError as e:
                 raise TrainingError(
                     f"out of GPU memory at step {state.step + 1} with train.batch_size="
@@ -561,7 +564,9 @@ def _train(
                 _optimizer_step(task, optimizer, scaler, scheduler, tc.grad_clip)
                 pending = 0
                 state.step += 1
-                prog(1, description=f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.4f}")
+                prog(
+                    1, description=f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.4f}"
+                )
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                     save(name_best=False)
                 if state.step >= total_steps:
