@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -76,13 +77,17 @@ def write_mask(path: Path, mask: np.ndarray) -> None:
         ds.update_tags(AERIALCT_CLASSES=json.dumps(POTSDAM.to_list()))
 
 
-def timed(cmd: list[str], env: dict | None = None) -> float:
+def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def summarise(path: Path) -> tuple[int, float, int]:
@@ -135,16 +140,19 @@ def main() -> None:
             gdal_cmd.append("-8")
         gdal_cmd += [str(tif), "-f", "GPKG", str(gdal_out), "buildings", "DN"]
 
-        ours_t, gdal_t = [], []
+        ours_runs, gdal_runs = [], []
         for _ in range(args.repeat):
             gdal_out.unlink(missing_ok=True)
-            gdal_t.append(timed(gdal_cmd, env))
-            ours_t.append(timed(ours_cmd, env))
+            gdal_runs.append(timed(gdal_cmd, env))
+            ours_runs.append(timed(ours_cmd, env))
+        ours_t, ours_cpu = [r[0] for r in ours_runs], [r[1] for r in ours_runs]
+        gdal_t, gdal_cpu = [r[0] for r in gdal_runs], [r[1] for r in gdal_runs]
         ours_n, ours_area, ours_invalid = summarise(work / "ours.gpkg")
         gdal_n, gdal_area, gdal_invalid = summarise(gdal_out)
         pixel_area = 0.05 * 0.05
         best_ours, best_gdal = min(ours_t), min(gdal_t)
         ratio = best_gdal / best_ours
+        cpu_ratio = min(gdal_cpu) / min(ours_cpu)
 
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
         machine = (
@@ -160,20 +168,23 @@ def main() -> None:
             f"{args.connectivity}-connectivity, simplification off, best of {args.repeat} "
             f"run(s) each, each a fresh process (start-up included), OMP_NUM_THREADS=1.",
             "",
-            "| tool | seconds | polygons | total area (m²) | area / pixel area | invalid |",
-            "|---|---:|---:|---:|---:|---:|",
-            f"| aerialct vectorize (window {args.window_size}) | {best_ours:.2f} | {ours_n} | "
+            "| tool | wall s | CPU s | polygons | total area (m²) | area / pixel area | invalid |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            f"| aerialct vectorize (window {args.window_size}) | {best_ours:.2f} | "
+            f"{min(ours_cpu):.2f} | {ours_n} | "
             f"{ours_area:.2f} | {ours_area / pixel_area:.0f} | {ours_invalid} |",
             f"| gdal_polygonize.py {'-8 ' if args.connectivity == 8 else ''}-f GPKG | "
-            f"{best_gdal:.2f} | {gdal_n} | {gdal_area:.2f} | {gdal_area / pixel_area:.0f} | "
-            f"{gdal_invalid} |",
+            f"{best_gdal:.2f} | {min(gdal_cpu):.2f} | {gdal_n} | {gdal_area:.2f} | "
+            f"{gdal_area / pixel_area:.0f} | {gdal_invalid} |",
             "",
-            f"Ratio (gdal seconds / aerialct seconds): **{ratio:.2f}** (goal >= 1.0). "
+            f"Ratio (gdal seconds / aerialct seconds, wall): **{ratio:.2f}**; CPU-time ratio: "
+            f"**{cpu_ratio:.2f}** (goal >= 1.0). "
             f"Polygon count equal: **{ours_n == gdal_n}**; total area equal: "
             f"**{abs(ours_area - gdal_area) <= 1e-6 * max(gdal_area, 1.0)}**; "
             f"building pixels x pixel area = {building_px * pixel_area:.2f}.",
-            f"All runs, seconds: aerialct {[round(t, 2) for t in ours_t]}, "
-            f"gdal {[round(t, 2) for t in gdal_t]}.",
+            f"All runs, wall seconds: aerialct {[round(t, 2) for t in ours_t]}, "
+            f"gdal {[round(t, 2) for t in gdal_t]}; CPU seconds: aerialct "
+            f"{[round(t, 2) for t in ours_cpu]}, gdal {[round(t, 2) for t in gdal_cpu]}.",
             "Invalid = polygons GEOS reports invalid (GDAL writes 8-connected pinches as "
             "self-touching rings; aerialct writes them as valid MultiPolygons).",
             "",

@@ -11,7 +11,13 @@ from scipy import ndimage
 
 from aerialct.classes import POTSDAM, ClassInfo, ClassTable
 from aerialct.errors import InputError, OutputExistsError
-from aerialct.vectorize import regularize_polygons, vectorize
+from aerialct.vectorize import (
+    _canonical,
+    _union_find,
+    regularize_polygons,
+    trace_polygons,
+    vectorize,
+)
 
 PX = 0.5  # metres per pixel
 ORIGIN = (500000.0, 5800000.0)
@@ -140,6 +146,62 @@ def test_windows_give_identical_polygons(tmp_path, connectivity):
         assert (f["id"].to_numpy() == results[1000]["id"].to_numpy()).all()
         same = shapely.equals_exact(base, np.asarray(f.geometry.values), tolerance=0)
         assert same.all(), f"window {ws}: {(~same).sum()} polygons differ"
+
+
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_tracer_agrees_with_gdal_polygonize(connectivity):
+    """Golden values from an independent tool: GDAL's polygoniser via rasterio."""
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+
+    rng = np.random.default_rng(11)
+    structure = np.ones((3, 3)) if connectivity == 8 else None
+    for _ in range(25):
+        h, w = rng.integers(1, 50, size=2)
+        mask = rng.random((h, w)) < rng.uniform(0.05, 0.95)
+        labels = ndimage.label(mask, structure=structure)[0].astype(np.int32)
+        gdal = [shape(g) for g, _ in shapes(labels, mask=mask, connectivity=connectivity)]
+        traced = trace_polygons(mask, connectivity, offset=(3, 7))
+        ours = shapely.transform(traced.polygons, lambda xy: xy - [3, 7])
+        a = sorted(g.wkt for g in _canonical(np.array(gdal, dtype=object)))
+        b = sorted(g.wkt for g in _canonical(ours))
+        assert a == b
+        # border maps name the polygon that holds each edge pixel
+        polys = shapely.make_valid(ours)
+        rows, cols = np.arange(h), np.arange(w)
+        for border, pixels, xs, ys in (
+            (traced.top, mask[0], cols, np.zeros(w)),
+            (traced.bottom, mask[-1], cols, np.full(w, h - 1)),
+            (traced.left, mask[:, 0], np.zeros(h), rows),
+            (traced.right, mask[:, -1], np.full(h, w - 1), rows),
+        ):
+            assert ((border > 0) == pixels).all()
+            on = border > 0
+            inside = shapely.contains_xy(polys[border[on] - 1], xs[on] + 0.5, ys[on] + 0.5)
+            assert inside.all()
+
+
+def test_union_find_joins_pairs_to_the_smallest_label():
+    rng = np.random.default_rng(2)
+    n = 200
+    pairs = rng.integers(1, n + 1, size=(150, 2))
+    root = _union_find(pairs, n)
+    parent = list(range(n + 1))  # a plain sequential union-find as the reference
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in pairs.tolist():
+        ra, rb = find(a), find(b)
+        parent[max(ra, rb)] = min(ra, rb)
+    expected = [find(i) for i in range(n + 1)]
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(expected):
+        groups.setdefault(r, []).append(i)
+    for members in groups.values():
+        assert set(root[members].tolist()) == {min(members)}
 
 
 def test_morphology_is_window_independent(tmp_path):
