@@ -238,6 +238,30 @@ def check_gsd(scene: float | None, training: float | None, path: Path) -> str | 
     )
 
 
+def reduce_heap_fragmentation(threshold: int = 1 << 20) -> bool:
+    """Ask glibc to serve allocations of ``threshold`` bytes and more with mmap.
+
+    glibc raises its mmap threshold after large blocks are freed, so the window
+    rows and strips that streaming allocates again and again (tens of MB on wide
+    scenes) end up in heap arenas that are never returned: peak RSS then drifts
+    up by about twice the width-dependent memory. A fixed threshold stops the
+    drift. Process-wide, so the CLI calls it, not :func:`predict_scene`; returns
+    False where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_MMAP_THRESHOLD = -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
 def resolve_device_name(device: str | None) -> str:
     """ "auto" -> "cuda" when available else "cpu"; under torchrun "cuda" -> "cuda:LOCAL_RANK"."""
     import torch
@@ -286,9 +310,9 @@ _END = object()
 class _Reader:
     """Reads rows of windows on a background thread and hands out batches in order.
 
-    A batch holds windows of at most two consecutive window rows, so the
-    accumulator never needs more than ``S + stride`` rows. Each batch carries the
-    validity masks of the window rows it completes.
+    A batch holds windows of at most ``rows_per_batch`` consecutive window rows
+    (1 or 2), so the accumulator needs ``S`` or ``S + stride`` rows. Each batch
+    carries the validity masks of the window rows it completes.
     """
 
     def __init__(
@@ -300,8 +324,10 @@ class _Reader:
         cols: list[int],
         batch_size: int,
         pin: bool,
+        rows_per_batch: int = 1,
         depth: int = 3,
     ) -> None:
+        self.rows_per_batch = rows_per_batch
         self.src, self.bands, self.size = src, bands, size
         self.rows, self.cols, self.batch_size, self.pin = rows, cols, batch_size, pin
         self.q: queue.Queue = queue.Queue(maxsize=depth)
@@ -380,7 +406,7 @@ class _Reader:
             nxt = self.rows[j + 1] if j + 1 < len(self.rows) else H
             t_read += time.perf_counter() - t0
             for x0 in self.cols:
-                full = xs and (len(xs) >= self.batch_size or j > first_row + 1)
+                full = xs and (len(xs) >= self.batch_size or j >= first_row + self.rows_per_batch)
                 if full and not emit():
                     return
                 if not xs:
@@ -448,6 +474,38 @@ class _GridStats:
     hist: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
 
 
+class _TimedModel:
+    """Calls the model and adds up the time spent in it (CUDA events on a GPU, no sync)."""
+
+    def __init__(self, model: Any, cuda: bool) -> None:
+        self.model, self.cuda = model, cuda
+        self.seconds = 0.0
+        self._events: list[tuple[Any, Any]] = []
+
+    def __call__(self, x: Any) -> Any:
+        import torch
+
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            y = self.model(x)
+            end.record()
+            self._events.append((start, end))
+            return y
+        t0 = time.perf_counter()
+        y = self.model(x)
+        self.seconds += time.perf_counter() - t0
+        return y
+
+    def total(self) -> float:
+        if self.cuda and self._events:
+            self._events[-1][1].synchronize()
+            self.seconds += sum(s.elapsed_time(e) for s, e in self._events) / 1000.0
+            self._events.clear()
+        return self.seconds
+
+
 def _forward(model: Any, x: Any, tta: str | None, autocast: Any) -> Any:
     """Softmax probabilities (B, K, S, S) float32, averaged over the flips when ``tta``."""
     import torch
@@ -490,13 +548,16 @@ def _predict_grid(
     progress(0, total=n_windows, description=label or None)
 
     cuda = device.type == "cuda"
-    acc_rows = min(size + stride, max(H, size))
+    # On a GPU batches may span two window rows (fuller batches; the accumulator
+    # lives in device memory); on the CPU one row, which keeps host memory at S rows.
+    rows_per_batch = _ROWS_PER_BATCH.get(device.type, 1)
+    acc_rows = min(size + (stride if rows_per_batch == 2 else 0), max(H, size))
     acc = torch.zeros((K, acc_rows, W), dtype=torch.float32, device=device)
     weight = torch.from_numpy(blend_weights(size)).to(device)
     if prob_ds is not None:
         wy = torch.from_numpy(weight_sum_1d(H, size, rows)).to(device)
         wx = torch.from_numpy(weight_sum_1d(W, size, cols)).to(device)
-    mean_model = bundle.model
+    model = _TimedModel(bundle.model, cuda)
     autocast = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     )
@@ -505,26 +566,15 @@ def _predict_grid(
     cls_out = RowWriter(cls_ds, PART_OPTIONS["blockysize"])
     prob_out = RowWriter(prob_ds, PART_OPTIONS["blockysize"]) if prob_ds is not None else None
     base = 0
-    events: list[tuple[Any, Any]] = []
-    with torch.inference_mode(), _Reader(src, bands, size, rows, cols, batch_size, cuda) as reader:
+    with (
+        torch.inference_mode(),
+        _Reader(src, bands, size, rows, cols, batch_size, cuda, rows_per_batch) as reader,
+    ):
         for batch in reader:
             xb = batch.x if torch.is_tensor(batch.x) else torch.from_numpy(batch.x)
             xb = xb.to(device, non_blocking=True)
             xb = bundle.normalize(xb.float())
-            if cuda:
-                start, end = (
-                    torch.cuda.Event(enable_timing=True),
-                    torch.cuda.Event(enable_timing=True),
-                )
-                start.record()
-                probs = _forward(mean_model, xb, tta, autocast)
-                end.record()
-                events.append((start, end))
-            else:
-                t0 = time.perf_counter()
-                probs = _forward(mean_model, xb, tta, autocast)
-                dt = time.perf_counter() - t0
-                stats.forward_seconds += dt
+            probs = _forward(model, xb, tta, autocast)
             if probs.shape[1] != K or probs.shape[-2:] != (size, size):
                 raise InputError(
                     f"the model returned {tuple(probs.shape)} for windows of {size}x{size} "
@@ -535,33 +585,80 @@ def _predict_grid(
                 acc[:, y - base : y - base + h, x0 : x0 + w] += probs[b, :, :h, :w]
             for valid in batch.done_rows:
                 n = valid.shape[0]
-                block = acc[:, :n]
-                cls = block.argmax(dim=0).to(torch.uint8).cpu().numpy()
+                cls = _argmax_rows(acc, n)
                 invalid = ~valid
                 cls[invalid] = IGNORE_INDEX
                 stats.nodata += int(invalid.sum())
                 stats.hist += np.bincount(cls.ravel(), minlength=256)
                 cls_out.write(cls[None])
                 if prob_out is not None:
-                    p = block / (wy[base : base + n, None] * wx[None, :])
-                    p8 = (p * PROB_SCALE).round_().clamp_(0, PROB_SCALE).to(torch.uint8)
-                    p8 = p8.cpu().numpy()
+                    p8 = _probability_rows(acc, n, wy[base : base + n], wx)
                     p8[:, invalid] = 0
                     prob_out.write(p8)
-                keep = acc_rows - n
-                acc[:, :keep] = acc[:, n:].clone()
-                acc[:, keep:] = 0
+                _shift_up(acc, n)
                 base += n
             progress(len(batch.pos))
-    if cuda:
-        torch.cuda.synchronize(device)
-        stats.forward_seconds = sum(s.elapsed_time(e) for s, e in events) / 1000.0
+    stats.forward_seconds = model.total()
     cls_out.close()
     if prob_out is not None:
         prob_out.close()
     if base != H:
         raise RuntimeError(f"internal error: wrote {base} of {H} rows")
     return stats
+
+
+_ROWS_PER_BATCH = {"cuda": 2, "cpu": 1}
+_COL_CHUNK = 2048  # columns per argmax / probability step: bounds the temporaries
+
+
+def _argmax_rows(acc: Any, n: int) -> np.ndarray:
+    """Class ids (n, W) uint8 of the first ``n`` accumulator rows."""
+    import torch
+
+    K, _, W = acc.shape
+    out = torch.empty((n, W), dtype=torch.uint8, device=acc.device)
+    if acc.device.type != "cpu":
+        for c in range(0, W, _COL_CHUNK):
+            out[:, c : c + _COL_CHUNK] = acc[:, :n, c : c + _COL_CHUNK].argmax(dim=0)
+        return out.cpu().numpy()
+    # torch's CPU argmax over a strided leading axis is slow; K running-max passes
+    # are ~50x faster and pick the first maximum, like argmax
+    for c in range(0, W, _COL_CHUNK):
+        block = acc[:, :n, c : c + _COL_CHUNK]
+        best = block[0].clone()
+        idx = out[:, c : c + _COL_CHUNK]
+        idx.zero_()
+        for k in range(1, K):
+            gt = block[k] > best
+            idx.masked_fill_(gt, k)
+            torch.maximum(best, block[k], out=best)
+    return out.numpy()
+
+
+def _probability_rows(acc: Any, n: int, wy: Any, wx: Any) -> np.ndarray:
+    """Probabilities (K, n, W) uint8 (255 = 1.0): the weighted sums over the summed weights."""
+    import torch
+
+    K, _, W = acc.shape
+    out = torch.empty((K, n, W), dtype=torch.uint8, device=acc.device)
+    for c in range(0, W, _COL_CHUNK):
+        p = acc[:, :n, c : c + _COL_CHUNK] / (wy[:, None] * wx[None, c : c + _COL_CHUNK])
+        out[:, :, c : c + _COL_CHUNK] = p.mul_(PROB_SCALE).round_().clamp_(0, PROB_SCALE)
+    return out.cpu().numpy()
+
+
+def _shift_up(acc: Any, n: int) -> None:
+    """Move accumulator rows [n, end) to [0, end - n) in place and zero the rest.
+
+    Copies go top-down in slices of at most ``n`` rows, so source and destination
+    of one copy never overlap and no full-size temporary is made.
+    """
+    rows = acc.shape[1]
+    keep = rows - n
+    for i in range(0, keep, n):
+        m = min(n, keep - i)
+        acc[:, i : i + m] = acc[:, i + n : i + n + m]
+    acc[:, keep:] = 0
 
 
 # ---------------------------------------------------------------------------
@@ -627,6 +724,28 @@ def _quiet_georef(enabled: bool) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         yield
+
+
+def _gdal_env(ds: Any, size: int, gpu: bool) -> Any:
+    """GDAL settings for one scene, unless the user set them in the environment.
+
+    The block cache is capped at a few window rows (GDAL's default, 5% of RAM,
+    would let cached input and output blocks grow with the scene area). With a
+    GPU, decoding and compression use all CPU cores (GDAL_NUM_THREADS) so that
+    the reader keeps up with the model; on the CPU the cores belong to the model.
+    """
+    import rasterio
+
+    opts: dict[str, Any] = {}
+    if "GDAL_CACHEMAX" not in os.environ:
+        # two block rows of input (a window row straddles two) and one of output
+        rows = max(size, (ds.block_shapes[0][0] if ds.block_shapes else size))
+        need = 2 * rows * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
+        need += PART_OPTIONS["blockysize"] * ds.width * 2
+        opts["GDAL_CACHEMAX"] = int(max(16 << 20, 1.25 * need))
+    if gpu and "GDAL_NUM_THREADS" not in os.environ:
+        opts["GDAL_NUM_THREADS"] = "ALL_CPUS"
+    return rasterio.Env(**opts)
 
 
 def _training_grid_vrt(ds: Any, gsd: float) -> Any:
@@ -710,7 +829,7 @@ def predict_scene(
     resample_to_training_gsd: bool = False,
     bands: Sequence[int] | None = None,
     quicklook: bool = False,
-    overview_resampling: str = "NEAREST",
+    overview_resampling: str = "MODE",
     progress: ProgressFn | None = None,
 ) -> SceneResult:
     """Predict one scene into the class raster ``out_path`` (uint8 COG, see the module docstring).
@@ -748,6 +867,7 @@ def predict_scene(
     with contextlib.ExitStack() as stack:
         ds = stack.enter_context(open_raster(scene, require_crs=not allow_no_crs))
         stack.enter_context(_quiet_georef(ds.crs is None))
+        stack.enter_context(_gdal_env(ds, int(bundle.chip_size), dev.type == "cuda"))
         chosen = _data_bands(ds, bands, int(bundle.in_chans), scene)
         result.width, result.height = ds.width, ds.height
         result.gsd = scene_gsd(ds)

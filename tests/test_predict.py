@@ -96,6 +96,20 @@ def test_oracle_reproduced_exactly_with_georeferencing(tmp_path, hw):
     assert list(out.parent.iterdir()) == [out]  # no temporary or part files left
 
 
+@pytest.mark.parametrize("hw", [(77, 101), (20, 13), (150, 40)])
+def test_batches_spanning_two_window_rows_are_exact(tmp_path, monkeypatch, hw):
+    # the GPU layout (accumulator of S + stride rows), exercised on the CPU
+    import aerialct.inference as inference
+
+    monkeypatch.setitem(inference._ROWS_PER_BATCH, "cpu", 2)
+    img = random_image(*hw, seed=hw[0] + hw[1])
+    scene = tmp_path / "s.tif"
+    write_scene(scene, img)
+    out = tmp_path / "s_classes.tif"
+    predict_scene(oracle_bundle(32), scene, out, batch_size=5, probabilities=True)
+    np.testing.assert_array_equal(read_class_raster(out)[0], oracle_classes(img))
+
+
 def test_large_scene_is_a_cog_with_overviews(tmp_path):
     img = random_image(300, 420, seed=3)
     scene = tmp_path / "big.tif"
@@ -389,7 +403,9 @@ def test_cli_end_to_end_with_a_real_checkpoint(cli, tmp_path):
     )
     assert r.code == 0, r.err
     summary = json.loads(r.out)
-    assert summary["ok"] == 2 and summary["scenes"][1]["windows"] == 2 * 3  # rows 0, 26; cols 0, 48, 86
+    assert (
+        summary["ok"] == 2 and summary["scenes"][1]["windows"] == 2 * 3
+    )  # rows 0, 26; cols 0, 48, 86
     x = (torch.from_numpy(img).float()[None] - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
         std
     ).view(1, 3, 1, 1)
@@ -402,3 +418,24 @@ def test_cli_end_to_end_with_a_real_checkpoint(cli, tmp_path):
         assert got.max() < K
     for name in ("wide_probabilities.tif", "wide_quicklook.png", "one_quicklook.png"):
         assert (out / name).exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hw", [(77, 101), (20, 13), (300, 420)])
+def test_cuda_path_is_exact(tmp_path, hw):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    img = random_image(*hw, seed=41)
+    img[:, :5] = 0
+    scene = tmp_path / "g.tif"
+    write_scene(scene, img, nodata=0)
+    out = tmp_path / "g_classes.tif"
+    res = predict_scene(
+        oracle_bundle(32), scene, out, device="cuda", batch_size=7, probabilities=True
+    )
+    assert res.device.startswith("cuda")
+    expected = oracle_classes(img)
+    expected[(img == 0).all(axis=0)] = IGNORE_INDEX
+    np.testing.assert_array_equal(read_class_raster(out)[0], expected)

@@ -91,8 +91,13 @@ def predict(
     band_list = _parse_bands(bands)
 
     from aerialct.errors import AerialctError, PartialFailure
-    from aerialct.inference import predict_scenes, resolve_device_name
+    from aerialct.inference import (
+        predict_scenes,
+        reduce_heap_fragmentation,
+        resolve_device_name,
+    )
 
+    reduce_heap_fragmentation()
     dev = resolve_device_name(device)
     bundle = _load_bundle(checkpoint, dev)
     with console.progress("predicting") as progress:

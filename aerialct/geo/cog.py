@@ -28,7 +28,7 @@ PART_OPTIONS = {
 }
 
 #: defaults of the final COG; ``--co`` entries override them
-COG_DEFAULTS = {"COMPRESS": "DEFLATE", "BLOCKSIZE": "512", "BIGTIFF": "IF_SAFER"}
+COG_DEFAULTS = {"COMPRESS": "DEFLATE", "LEVEL": "1", "BLOCKSIZE": "512", "BIGTIFF": "IF_SAFER"}
 
 # GTiff spellings people type out of habit, and what they mean to the COG driver
 _GTIFF_ONLY = {"TILED"}
