@@ -263,53 +263,43 @@ def match_chips(
 ) -> tuple[list[tuple[Path, Path]], list[str], ClassTable]:
     """Pair predictions with the chip masks of a chips dataset (one split or all).
 
-    A chip's prediction is ``PRED_DIR/<mask file name>``, ``<chip_id>.tif`` or
-    ``<chip_id>_classes.tif``, also looked for under ``PRED_DIR/<split>/``.
+    ``index`` is the chips folder or its ``index.gpkg``. A chip's prediction is
+    ``PRED_DIR/<name>_classes.tif`` (what ``aerialct predict`` writes) or
+    ``PRED_DIR/<name>.tif``, where ``<name>`` is the mask's file stem or the chip id,
+    also looked for under ``PRED_DIR/<split>/``.
     """
-    root = index.parent if index.is_file() else index
-    index_file = root / "index.gpkg"
-    meta_file = root / "dataset.json"
-    if not index_file.exists() or not meta_file.exists():
-        raise InputError(
-            f"{index}: not a chips dataset (needs index.gpkg and dataset.json); "
-            "write one with aerialct tile ... --out DIR"
-        )
-    import pyogrio
+    from aerialct.data.index import read_index
 
-    try:
-        meta = json.loads(meta_file.read_text())
-        table = ClassTable.from_list(meta["classes"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{meta_file}: unreadable dataset description ({e})") from e
-    frame = pyogrio.read_dataframe(index_file, layer="chips", read_geometry=False)
+    root = index.parent if index.suffix.lower() == ".gpkg" else index
+    chips = read_index(root)
+    frame = chips.frame
     if split is not None:
         if split not in set(frame["split"]):
             raise InputError(
-                f"{index_file}: no chip in split {split!r}; splits are "
+                f"{root / 'index.gpkg'}: no chip in split {split!r}; splits are "
                 f"{', '.join(sorted(set(frame['split'])))}"
             )
         frame = frame[frame["split"] == split]
-    frame = frame[frame["mask"].notna()]
-    if frame.empty:
-        raise InputError(f"{index_file}: no chip with a mask in split {split!r}; nothing to score")
     pairs, missing = [], []
-    for chip_id, mask_rel, chip_split in zip(
-        frame["chip_id"], frame["mask"], frame["split"], strict=True
-    ):
-        mask = root / str(mask_rel)
-        names = (mask.name, f"{chip_id}.tif", f"{chip_id}_classes.tif")
-        candidates = [pred_dir / n for n in names] + [pred_dir / str(chip_split) / n for n in names]
-        pred = next((c for c in candidates if c.exists()), None)
+    for _, row in frame.iterrows():
+        mask = chips.mask_path(row)
+        if mask is None:
+            continue
+        names = []
+        for stem in dict.fromkeys((mask.stem, str(row["chip_id"]))):
+            names += [f"{stem}_classes.tif", f"{stem}.tif"]
+        folders = (pred_dir, pred_dir / str(row["split"]))
+        pred = next((f / n for f in folders for n in names if (f / n).exists()), None)
         if pred is None:
-            missing.append(str(chip_id))
+            missing.append(str(row["chip_id"]))
         else:
             pairs.append((pred, mask))
     if not pairs:
         raise InputError(
-            f"{pred_dir}: no prediction for any chip of split {split!r}; name them like the "
-            f"masks (e.g. {Path(str(frame['mask'].iloc[0])).name})"
+            f"{pred_dir}: no prediction for any labelled chip of split {split!r}; name them "
+            "like the masks (<chip>_classes.tif as aerialct predict writes, or <chip>.tif)"
         )
-    return pairs, missing, table
+    return pairs, missing, chips.classes
 
 
 # --- building level ------------------------------------------------------------

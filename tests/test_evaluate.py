@@ -165,7 +165,8 @@ def test_chips_index_mode(tmp_path):
     preds = tmp_path / "preds"
     preds.mkdir()
     for i, (_, (p, _)) in enumerate(data):
-        write_raster(preds / f"scene_r{i * 64}_c0.tif", p)
+        suffix = "_classes" if i == 1 else ""  # as aerialct predict names its outputs
+        write_raster(preds / f"scene_r{i * 64}_c0{suffix}.tif", p)
     res = evaluate(preds, index=chips / "index.gpkg", split="test")
     assert len(res.pairs) == 2
     allp = np.concatenate([data[i][1][0].ravel() for i in (0, 1)])
