@@ -11,6 +11,7 @@ from torch import nn
 from aerialct.errors import ConfigError
 from aerialct.losses.ct import (
     PatchContrastLoss,
+    batched_class_losses,
     block_class_counts,
     block_labels,
     cap_loss,
@@ -18,6 +19,8 @@ from aerialct.losses.ct import (
     ct_cl_loss,
     ct_infonce_loss,
     mine_hard_pairs,
+    pack_valid_first,
+    sample_per_class,
 )
 
 IGN = 255  # ignore
@@ -206,11 +209,14 @@ def test_patch_loss_skips_stage_class_with_too_few_samples():
     assert loss(feats, mask)[1] == 4
 
 
-def test_patch_loss_empty_and_one_class_give_none():
-    feats = [torch.randn(2, 3, 4, 4)]
+def test_patch_loss_empty_and_one_class_give_zero():
+    feats = [torch.randn(2, 3, 4, 4, requires_grad=True)]
     loss = PatchContrastLoss([3], [2], 3, stages=(0,))
-    assert loss(feats, torch.full((2, 8, 8), IGN))[0] is None
-    assert loss(feats, torch.full((2, 8, 8), 1))[0] is None
+    for fill in (IGN, 1):
+        value, n = loss(feats, torch.full((2, 8, 8), fill))
+        assert value.item() == 0.0 and n == 0
+        value.backward()  # still a valid graph
+        assert torch.isfinite(feats[0].grad).all()
 
 
 def test_patch_loss_gradient_reaches_features_and_heads():
@@ -230,3 +236,46 @@ def test_patch_loss_rejects_bad_config():
         PatchContrastLoss([3], [4], 2, stages=(0, 1))
     with pytest.raises(ConfigError, match="keep_fraction"):
         PatchContrastLoss([3], [4], 2, stages=(0,), keep_fraction=0.0)
+
+
+def test_sample_per_class_draws_flagged_rows_without_replacement():
+    flags = torch.zeros(20, 3, dtype=torch.bool)
+    flags[:12, 0] = True
+    flags[5:8, 1] = True
+    idx, valid = sample_per_class(flags, 8, torch.Generator().manual_seed(0))
+    assert idx.shape == (8, 3)
+    assert valid.sum(0).tolist() == [8, 3, 0]  # min(limit, flagged)
+    for c in range(3):
+        rows = idx[valid[:, c], c]
+        assert flags[rows, c].all() and rows.unique().numel() == rows.numel()
+        assert valid[: int(valid[:, c].sum()), c].all()  # valid draws come first
+
+
+def test_pack_valid_first():
+    emb = torch.arange(12.0).view(4, 3, 1)
+    valid = torch.tensor([[0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 1, 1]], dtype=torch.bool)
+    e, v = pack_valid_first(emb, valid, torch.Generator().manual_seed(0))
+    assert v.sum(0).tolist() == [2, 3, 1] and v[:2, 0].all() and v[:3, 1].all() and v[0, 2]
+    assert sorted(e[:2, 0, 0].tolist()) == [3.0, 9.0] and e[0, 2, 0].item() == 11.0
+
+
+@pytest.mark.parametrize("mode", ["cl", "infonce"])
+@pytest.mark.parametrize("keep", [0.5, 0.3, 1.0])
+def test_batched_losses_equal_per_class_reference(mode, keep):
+    g = torch.Generator().manual_seed(7)
+    s, t, k, d = 12, 10, 4, 5
+    pos = torch.nn.functional.normalize(
+        torch.randn(s, k, d, generator=g, dtype=torch.float64), dim=-1
+    )
+    neg = torch.nn.functional.normalize(
+        torch.randn(t, k, d, generator=g, dtype=torch.float64), dim=-1
+    )
+    n_pos, n_neg = [12, 7, 3, 9], [10, 4, 6, 1]  # class 2: 3 positives, class 3: 1 negative
+    pv = torch.arange(s)[:, None] < torch.tensor(n_pos)
+    nv = torch.arange(t)[:, None] < torch.tensor(n_neg)
+    loss, ok = batched_class_losses(pos, pv, neg, nv, mode, keep, 0.1, 0.1, min_samples=4)
+    assert ok.tolist() == [True, True, False, False]
+    for c in range(2):
+        ref = class_contrast_loss(pos[: n_pos[c], c], neg[: n_neg[c], c], mode, keep, 0.1, 0.1)
+        assert loss[c].item() == pytest.approx(ref.item(), rel=1e-9)
+    assert loss[2:].tolist() == [0.0, 0.0]

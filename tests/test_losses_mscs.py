@@ -45,12 +45,14 @@ def test_balanced_sample_k_and_membership(max_k, max_total, k):
         generator=torch.Generator().manual_seed(1),
     )  # fmt: skip
     # eligible pairs: (0, 0): 10, (0, 1): 6, (1, 2): 13 -> K = min(6, max_k, max_total // 3)
-    assert s.pairs == 3 and s.k == k
-    assert s.index.unique().numel() == s.index.numel() == 3 * k  # no pixel drawn twice
+    assert s.pairs.item() == 3 and s.k.item() == k
+    assert s.index.shape == (min(max_total, 32),)  # static slots
+    drawn, lab = s.index[s.valid], s.label[s.valid]
+    assert drawn.unique().numel() == drawn.numel() == 3 * k  # no pixel drawn twice
     flat = labels.reshape(-1)
     assert torch.equal(flat[s.index], s.label)
-    image = s.index // 16
-    got = sorted(zip(image.tolist(), s.label.tolist(), strict=True))
+    image = drawn // 16
+    got = sorted(zip(image.tolist(), lab.tolist(), strict=True))
     want = sorted([(0, 0)] * k + [(0, 1)] * k + [(1, 2)] * k)
     assert got == want  # class 0 of image 1 (3 pixels) and ignore never drawn
 
@@ -60,13 +62,13 @@ def test_balanced_sample_is_random_within_groups():
     labels[0, 4:] = 1  # 32 pixels per class; K capped by max_k = 5
     a = balanced_sample(labels, 2, max_k=5, generator=torch.Generator().manual_seed(0))
     b = balanced_sample(labels, 2, max_k=5, generator=torch.Generator().manual_seed(1))
-    assert a.k == b.k == 5
-    assert set(a.index.tolist()) != set(b.index.tolist())
+    assert a.k.item() == b.k.item() == 5
+    assert set(a.index[a.valid].tolist()) != set(b.index[b.valid].tolist())
 
 
 def test_balanced_sample_empty():
     s = balanced_sample(torch.full((2, 4, 4), IGN), 3)
-    assert s.pairs == 0 and s.index.numel() == 0
+    assert s.pairs.item() == 0 and not s.valid.any()
 
 
 def direct_supcon(z, y, zc, yc, t, same):
@@ -111,10 +113,33 @@ def test_supcon_is_stable_at_tiny_temperature():
     assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
 
 
-def test_supcon_one_class_or_singletons_is_none():
-    z = F.normalize(torch.randn(4, 3), dim=1)
-    assert supervised_contrastive_loss(z, torch.zeros(4, dtype=torch.long)) is None
-    assert supervised_contrastive_loss(z, torch.arange(4)) is None
+def test_supcon_one_class_or_singletons_is_zero():
+    z = F.normalize(torch.randn(4, 3), dim=1).requires_grad_()
+    for y in (torch.zeros(4, dtype=torch.long), torch.arange(4)):
+        loss = supervised_contrastive_loss(z, y)
+        assert loss.item() == 0.0
+        loss.backward()
+        assert torch.isfinite(z.grad).all()
+
+
+def test_supcon_validity_masks_and_chunking():
+    g = torch.Generator().manual_seed(2)
+    z = F.normalize(torch.randn(10, 4, generator=g, dtype=torch.float64), dim=1)
+    y = torch.tensor([0, 1, 0, 1, 2, 2, 0, 1, 2, 0])
+    ok = torch.tensor([1, 1, 1, 0, 1, 1, 1, 1, 0, 1], dtype=torch.bool)
+    want = direct_supcon(z[ok], y[ok], z[ok], y[ok], 0.1, True)
+    za = z.clone().requires_grad_()
+    whole = supervised_contrastive_loss(za, y, temperature=0.1, anchor_valid=ok)
+    whole.backward()
+    zb = z.clone().requires_grad_()
+    chunked = supervised_contrastive_loss(
+        zb, y, temperature=0.1, anchor_valid=ok, chunk_elements=20
+    )
+    chunked.backward()  # 2 anchors per chunk, recomputed in backward
+    assert whole.item() == pytest.approx(want, rel=1e-9)
+    assert chunked.item() == pytest.approx(want, rel=1e-9)
+    assert torch.allclose(za.grad, zb.grad)
+    assert za.grad[~ok].abs().sum() == 0  # invalid rows take no part
 
 
 def scale_features(b: int = 2, c: int = 4, size: int = 128, grad: bool = True):
@@ -137,12 +162,18 @@ def test_cross_scale_pairs_and_weights():
     # recompute from the same draws: projectors in the same order, same generator
     g = torch.Generator().manual_seed(3)
     emb = {s: loss.embed_stage(s, feats[s], mask, generator=g) for s in loss.stages}
-    per_scale = [supervised_contrastive_loss(*emb[s], temperature=0.1) for s in range(4)]
-    assert all(v is not None for v in per_scale)  # every scale has >= 2 classes with >= 5 px
+
+    def supcon(a, b=None):
+        za, ya, oka = emb[a]
+        if b is None:
+            return supervised_contrastive_loss(za, ya, temperature=0.1, anchor_valid=oka)
+        zb, yb, okb = emb[b]
+        return supervised_contrastive_loss(za, ya, zb, yb, 0.1, oka, okb)
+
+    per_scale = [supcon(s) for s in range(4)]
+    assert all(v > 0 for v in per_scale)  # every scale has >= 2 classes with >= 5 px
     want_ms = sum(w * v for w, v in zip((1.0, 0.7, 0.4, 0.1), per_scale, strict=True))
-    want_cs = supervised_contrastive_loss(*emb[0], *emb[3]) + supervised_contrastive_loss(
-        *emb[0], *emb[2]
-    )
+    want_cs = supcon(0, 3) + supcon(0, 2)
     assert ms.item() == pytest.approx(want_ms.item(), rel=1e-5)
     assert cs.item() == pytest.approx(want_cs.item(), rel=1e-5)
 
@@ -154,7 +185,7 @@ def test_cross_scale_gradient_reaches_both_scales():
     )
     assert loss.stages == [0, 3]
     ms, cs = loss(feats, mask)
-    assert ms is None
+    assert ms.item() == 0.0 and cs.item() > 0
     cs.backward()
     assert feats[0].grad.abs().sum() > 0 and feats[3].grad.abs().sum() > 0
     assert feats[1].grad is None and feats[2].grad is None
@@ -165,10 +196,32 @@ def test_cross_scale_gradient_reaches_both_scales():
 def test_mscs_empty_and_one_class():
     feats, _ = scale_features(grad=False)
     loss = MultiScaleContrastLoss([4] * 4, [4, 8, 16, 32], 3)
-    assert loss(feats, torch.full((2, 128, 128), IGN)) == (None, None)
-    assert loss(feats, torch.full((2, 128, 128), 2)) == (None, None)
+    for fill in (IGN, 2):
+        ms, cs = loss(feats, torch.full((2, 128, 128), fill))
+        assert ms.item() == 0.0 and cs.item() == 0.0
+        (ms + cs).backward()
+        assert all(p.grad is not None for p in loss.parameters())
 
 
 def test_mscs_rejects_missing_stride():
     with pytest.raises(ConfigError, match="cs_pairs"):
         MultiScaleContrastLoss([4] * 3, [4, 8, 16], 3, ms_weights=(1, 1, 1))
+
+
+def test_supcon_analytic_backward_gradcheck():
+    g = torch.Generator().manual_seed(4)
+    z = torch.randn(7, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    zc = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y, yc = torch.tensor([0, 1, 0, 2, 1, 1, 0]), torch.tensor([1, 0, 2, 2, 0])
+    ok = torch.tensor([1, 1, 1, 1, 0, 1, 1], dtype=torch.bool)
+
+    def same(x):
+        return supervised_contrastive_loss(
+            x, y, temperature=0.5, anchor_valid=ok, chunk_elements=14
+        )
+
+    def cross(x, xc):
+        return supervised_contrastive_loss(x, y, xc, yc, 0.5, ok, chunk_elements=10)
+
+    assert torch.autograd.gradcheck(same, (z,))
+    assert torch.autograd.gradcheck(cross, (z, zc))

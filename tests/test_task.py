@@ -131,8 +131,9 @@ def test_gather_hook_pools_samples(models):
     task = SegmentationTask(models["tiny_cnn"], cfg, K, gather=fake_gather)
     out = task(*batch())
     out["loss"].backward()
-    # CT: embeddings + class flags per stage (2 stages); MS/CS: embeddings + labels per stage (4)
-    assert len(calls) == 2 * 2 + 2 * 4
+    # CT: pos/neg embeddings + their validity, all stages side by side;
+    # MS/CS: embeddings, labels, validity per stage (4 stages)
+    assert len(calls) == 4 + 3 * 4
     assert torch.isfinite(out["loss"])
 
 

@@ -103,13 +103,6 @@ class SegmentationTask(nn.Module):
                 max_total=loss_cfg.mscs_max_total,
             )
 
-    def _zero(self, like: Tensor, module: nn.Module) -> Tensor:
-        # A zero that still touches every head parameter, so DDP sees them all used.
-        z = like.sum() * 0.0
-        for p in module.parameters():
-            z = z + p.sum() * 0.0
-        return z
-
     def forward(self, images: Tensor, masks: Tensor) -> dict[str, Tensor]:
         logits, feats = self.model.forward_with_features(images)  # type: ignore[operator]
         cfg = self.cfg
@@ -120,19 +113,11 @@ class SegmentationTask(nn.Module):
             total, ce, dice = self.seg_loss(logits32, masks)
             out["ce"], out["dice"] = ce.detach(), dice.detach()
             if "ct" in self.heads:
-                ct, _n = self.heads["ct"](feats, masks, self.gather)
-                if ct is None:
-                    ct = self._zero(feats[-1].float(), self.heads["ct"])
+                ct, _ = self.heads["ct"](feats, masks, self.gather)
                 total = total + cfg.ct_lambda * cap_loss(ct, 1.0)
                 out["ct"] = ct.detach()
             if "mscs" in self.heads:
                 ms, cs = self.heads["mscs"](feats, masks, self.gather)
-                zero = None
-                if ms is None or cs is None:
-                    zero = self._zero(feats[-1].float(), self.heads["mscs"])
-                ms = zero if ms is None else ms
-                cs = zero if cs is None else cs
-                assert ms is not None and cs is not None
                 total = total + cfg.ms_lambda * ms + cfg.cs_lambda * cs
                 out["ms"], out["cs"] = ms.detach(), cs.detach()
         out["loss"] = total

@@ -27,18 +27,50 @@ from aerialct.errors import ConfigError
 def block_class_counts(mask: Tensor, reduction: int, num_classes: int, ignore_index: int) -> Tensor:
     """Pixels of each class in every ``reduction x reduction`` block, in token order.
 
+    One scatter-add over the pixels (no one-hot copy of the mask).
+
     Shape:
         mask ``(B, H, W)`` int64 with H, W multiples of ``reduction``;
-        returns ``(B, K, H / r, W / r)`` int64 counts (ignore pixels count nowhere).
+        returns ``(B, K, H / r, W / r)`` int32 counts (ignore pixels count nowhere).
     """
     b, h, w = mask.shape
     r = reduction
     if h % r or w % r:
         raise ValueError(f"mask {h}x{w} is not a multiple of the stage reduction {r}")
-    valid = mask != ignore_index  # (B, H, W)
-    onehot = F.one_hot(torch.where(valid, mask, 0), num_classes) * valid[..., None]  # (B,H,W,K)
-    counts = onehot.view(b, h // r, r, w // r, r, num_classes).sum((2, 4))  # (B, h, w, K)
-    return counts.permute(0, 3, 1, 2)  # (B, K, h, w)
+    hh, ww = h // r, w // r
+    dev = mask.device
+    k1 = num_classes + 1  # one extra bin takes ignore (and out-of-range) pixels
+    cls = torch.where((mask >= 0) & (mask < num_classes), mask, num_classes)  # (B, H, W)
+    cell = (torch.arange(h, device=dev)[:, None] // r) * ww + torch.arange(w, device=dev) // r
+    image = torch.arange(b, device=dev)[:, None, None] * k1
+    index = (image + cls) * (hh * ww) + cell  # (B, H, W) flat index into (B, K+1, hh, ww)
+    counts = torch.zeros(b * k1 * hh * ww, dtype=torch.int32, device=dev)
+    counts.index_add_(
+        0, index.reshape(-1), torch.ones(1, dtype=torch.int32, device=dev).expand(index.numel())
+    )
+    return counts.view(b, k1, hh, ww)[:, :num_classes]  # (B, K, hh, ww)
+
+
+def pool_counts(counts: Tensor, factor: int) -> Tensor:
+    """Block counts of a ``factor`` times coarser grid (sum over factor x factor cells).
+
+    Shape:
+        counts ``(B, K, h, w)``; returns ``(B, K, h / f, w / f)``.
+    """
+    b, k, h, w = counts.shape
+    return counts.view(b, k, h // factor, factor, w // factor, factor).sum((3, 5))
+
+
+def labels_from_counts(counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Positive / negative blocks per class from per-block class counts.
+
+    Shape:
+        counts ``(B, K, h, w)``; returns ``(pos, neg)`` bool, same shape.
+    """
+    labelled = counts.sum(1, keepdim=True)  # (B, 1, h, w)
+    pos = (counts == labelled) & (labelled > 0)  # (B, K, h, w)
+    neg = (counts == 0) & (labelled > 0)  # (B, K, h, w)
+    return pos, neg
 
 
 def block_labels(
@@ -50,10 +82,7 @@ def block_labels(
         mask ``(B, H, W)``; returns ``(pos, neg)``, each ``(B, K, H / r, W / r)`` bool.
     """
     counts = block_class_counts(mask, reduction, num_classes, ignore_index)  # (B, K, h, w)
-    labelled = counts.sum(1, keepdim=True)  # (B, 1, h, w)
-    pos = (counts == labelled) & (labelled > 0)  # (B, K, h, w)
-    neg = (counts == 0) & (labelled > 0)  # (B, K, h, w)
-    return pos, neg
+    return labels_from_counts(counts)
 
 
 @dataclass
@@ -175,16 +204,122 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.net(x), dim=-1)  # (N, out_dim)
 
 
-def _shuffled(idx: Tensor, limit: int, generator: torch.Generator | None) -> Tensor:
-    perm = torch.randperm(idx.numel(), device=idx.device, generator=generator)
-    return idx[perm[:limit]] if limit > 0 else idx[perm]
+def sample_per_class(
+    flags: Tensor, limit: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Draw up to ``limit`` flagged rows per class at random, without replacement.
+
+    Static shapes, no host sync: a random key per (row, class), unflagged rows
+    keyed -1, one ``topk`` down the rows. Valid draws come first, in random order.
+
+    Shape:
+        flags ``(N, K)`` bool; returns ``index (S, K)`` into the rows and ``valid (S, K)``
+        bool, ``S = min(limit, N)`` (``limit <= 0``: S = N).
+    """
+    n = flags.shape[0]
+    s = n if limit <= 0 else min(limit, n)
+    keys = torch.rand(flags.shape, device=flags.device, generator=generator)  # (N, K)
+    keys = keys.masked_fill(~flags, -1.0)
+    vals, index = keys.topk(s, dim=0)  # (S, K)
+    return index, vals >= 0
+
+
+def pack_valid_first(
+    emb: Tensor, valid: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Reorder rows per class so valid entries come first, in random order.
+
+    Shape:
+        emb ``(S, K, D)``, valid ``(S, K)``; returns the same shapes.
+    """
+    keys = torch.rand(valid.shape, device=valid.device, generator=generator)
+    keys = keys.masked_fill(~valid, -1.0)
+    order = keys.argsort(dim=0, descending=True)  # (S, K)
+    emb = emb.gather(0, order[..., None].expand_as(emb))
+    return emb, valid.gather(0, order)
+
+
+def batched_class_losses(
+    pos: Tensor,
+    pos_valid: Tensor,
+    neg: Tensor,
+    neg_valid: Tensor,
+    mode: Literal["cl", "infonce"] = "cl",
+    keep_fraction: float = 0.5,
+    smoothing: float = 0.1,
+    temperature: float = 0.1,
+    min_samples: int = 5,
+) -> tuple[Tensor, Tensor]:
+    """CT loss of every class at once; per class it equals :func:`class_contrast_loss`.
+
+    Samples must be packed valid-first per class (random order among them). The
+    pairing and hard mining are those of :func:`mine_hard_pairs`, done for all
+    classes with masks instead of Python loops and without host syncs.
+
+    Shape:
+        pos ``(S, K, D)``, pos_valid ``(S, K)``, neg ``(T, K, D)``, neg_valid ``(T, K)``;
+        returns ``loss (K,)`` (0 where not eligible) and ``eligible (K,)`` bool
+        (at least ``min_samples`` positives and negatives).
+    """
+    s, t = pos.shape[0], neg.shape[0]
+    n_pos = pos_valid.sum(0)  # (K,)
+    n_neg = neg_valid.sum(0)  # (K,)
+    eligible = (n_pos >= max(2, min_samples)) & (n_neg >= min_samples)  # (K,)
+    dev = pos.device
+    # positive pairs (i, m + i), i < m = P // 2; keep the least similar
+    h = max(s // 2, 1)
+    m = n_pos // 2  # (K,)
+    i = torch.arange(h, device=dev)[:, None]  # (H, 1)
+    pair_ok = i < m  # (H, K)
+    b_idx = (i + m).clamp(max=s - 1)  # (H, K)
+    a = pos[:h]  # (H, K, D)
+    b = pos.gather(0, b_idx[..., None].expand(h, *pos.shape[1:]))  # (H, K, D)
+    cos_pos = (a * b).sum(-1)  # (H, K)
+    keep_p = torch.where(m > 0, (m * keep_fraction).floor().long().clamp(min=1), 0)  # (K,)
+    order_p = cos_pos.masked_fill(~pair_ok, float("inf")).argsort(0)  # (H, K) ascending
+    qmax = max(1, min(h, int(h * keep_fraction) + 1))
+    order_p = order_p[:qmax]  # (Q, K)
+    kept_p = torch.arange(qmax, device=dev)[:, None] < keep_p  # (Q, K)
+    cos_p = cos_pos.gather(0, order_p)  # (Q, K)
+    # negative pairs (pos_k, neg_k), k < n = min(P, M); keep the most similar
+    u = max(min(s, t), 1)
+    nn_ = torch.minimum(n_pos, n_neg)  # (K,)
+    neg_ok = torch.arange(u, device=dev)[:, None] < nn_  # (U, K)
+    cos_neg = (pos[:u] * neg[:u]).sum(-1)  # (U, K)
+    keep_n = torch.where(nn_ > 0, (nn_ * keep_fraction).floor().long().clamp(min=1), 0)
+    order_n = cos_neg.masked_fill(~neg_ok, float("-inf")).argsort(0, descending=True)
+    nmax = max(1, min(u, int(u * keep_fraction) + 1))
+    order_n = order_n[:nmax]  # (Nk, K)
+    kept_n = torch.arange(nmax, device=dev)[:, None] < keep_n  # (Nk, K)
+    if mode == "cl":
+        cos_n = cos_neg.gather(0, order_n)  # (Nk, K)
+        eps = 1e-6
+        sp = ((cos_p + 1) / 2).clamp(eps, 1 - eps)  # (Q, K)
+        sn = ((cos_n + 1) / 2).clamp(eps, 1 - eps)  # (Nk, K)
+        hi, lo = 1 - smoothing / 2, smoothing / 2
+        bce_p = -(hi * sp.log() + (1 - hi) * (1 - sp).log())  # (Q, K)
+        bce_n = -(lo * sn.log() + (1 - lo) * (1 - sn).log())  # (Nk, K)
+        total = torch.where(kept_p, bce_p, 0).sum(0) + torch.where(kept_n, bce_n, 0).sum(0)
+        loss = total / (keep_p + keep_n).clamp(min=1)  # (K,)
+    else:
+        q = a.gather(0, order_p[..., None].expand(qmax, *a.shape[1:]))  # (Q, K, D)
+        k = b.gather(0, order_p[..., None].expand(qmax, *b.shape[1:]))  # (Q, K, D)
+        negs = neg[:u].gather(0, order_n[..., None].expand(nmax, *neg.shape[1:]))  # (Nk,K,D)
+        l_pos = (q * k).sum(-1).T[..., None] / temperature  # (K, Q, 1)
+        l_neg = torch.einsum("qkd,nkd->kqn", q, negs) / temperature  # (K, Q, Nk)
+        l_neg = l_neg.masked_fill(~kept_n.T[:, None, :], float("-inf"))
+        per_q = torch.logsumexp(torch.cat([l_pos, l_neg], 2), 2) - l_pos[..., 0]  # (K, Q)
+        per_q = torch.where(kept_p.T, per_q, 0)
+        loss = per_q.sum(1) / keep_p.clamp(min=1)  # (K,)
+    return torch.where(eligible, loss, 0), eligible
 
 
 class PatchContrastLoss(nn.Module):
     """The CT loss over several encoder stages with its projection heads.
 
-    ``forward`` returns the *uncapped* mean over the (stage, class) terms that
-    had enough samples, and the number of such terms (0: the loss is None).
+    ``forward`` returns the *uncapped* mean over the (stage, class) terms that had
+    enough samples (0, still connected to the graph, when none had) and the number
+    of such terms as a tensor. Shapes are static and nothing waits on the device.
     """
 
     def __init__(
@@ -200,7 +335,7 @@ class PatchContrastLoss(nn.Module):
         dim: int = 128,
         keep_fraction: float = 0.5,
         min_samples: int = 5,
-        max_samples: int = 4096,
+        max_samples: int = 2048,
         smoothing: float = 0.1,
         temperature: float = 0.1,
     ) -> None:
@@ -231,53 +366,68 @@ class PatchContrastLoss(nn.Module):
         mask: Tensor,
         gather=None,
         generator: torch.Generator | None = None,
-    ) -> tuple[Tensor | None, int]:
-        terms: list[Tensor] = []
+    ) -> tuple[Tensor, Tensor]:
         k = self.num_classes
-        for head, s, r in zip(self.heads, self.stages, self.reductions, strict=True):
-            f = feats[s].float()  # (B, C, h, w)
-            pos, neg = block_labels(mask, r, k, self.ignore_index)  # (B, K, h, w)
-            if pos.shape[-2:] != f.shape[-2:]:
+        emb_p, emb_n, ok_p, ok_n = [], [], [], []
+        counts: Tensor | None = None
+        prev_r = 0
+        for head, s, r in sorted(
+            zip(self.heads, self.stages, self.reductions, strict=True), key=lambda x: x[2]
+        ):
+            f = feats[s]  # (B, C, h, w)
+            if counts is not None and r % prev_r == 0:
+                counts = pool_counts(counts, r // prev_r)
+            else:
+                counts = block_class_counts(mask, r, k, self.ignore_index)
+            prev_r = r
+            if counts.shape[-2:] != f.shape[-2:]:
                 raise ValueError(
                     f"stage {s}: feature map {tuple(f.shape[-2:])} does not match the "
-                    f"{r}x{r} blocks of the mask {tuple(pos.shape[-2:])}"
+                    f"{r}x{r} blocks of the mask {tuple(counts.shape[-2:])}"
                 )
+            pos, neg = labels_from_counts(counts)  # (B, K, h, w)
             tokens = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])  # (N, C)
-            pos = pos.permute(0, 2, 3, 1).reshape(-1, k)  # (N, K)
-            neg = neg.permute(0, 2, 3, 1).reshape(-1, k)  # (N, K)
-            # Subsample at most max_samples positives and negatives per class (random),
-            # and project only the tokens some class uses.
-            chosen_pos = torch.zeros_like(pos)
-            chosen_neg = torch.zeros_like(neg)
-            for c in range(k):
-                ip = _shuffled(pos[:, c].nonzero()[:, 0], self.max_samples, generator)
-                ineg = _shuffled(neg[:, c].nonzero()[:, 0], self.max_samples, generator)
-                chosen_pos[ip, c] = True
-                chosen_neg[ineg, c] = True
-            used = (chosen_pos | chosen_neg).any(1).nonzero()[:, 0]  # (U,)
-            if used.numel() == 0 and gather is None:
-                continue
-            emb = head(tokens[used])  # (U, D)
-            cpos, cneg = chosen_pos[used], chosen_neg[used]  # (U, K)
-            if gather is not None:
-                flags = torch.cat([cpos, cneg], 1).to(torch.uint8)  # (U, 2K)
-                emb, flags = gather(emb), gather(flags).bool()
-                cpos, cneg = flags[:, :k], flags[:, k:]
-            for c in range(k):
-                ip = _shuffled(cpos[:, c].nonzero()[:, 0], 0, generator)
-                ineg = _shuffled(cneg[:, c].nonzero()[:, 0], 0, generator)
-                if ip.numel() < self.min_samples or ineg.numel() < self.min_samples:
-                    continue
-                terms.append(
-                    class_contrast_loss(
-                        emb[ip],
-                        emb[ineg],
-                        self.mode,
-                        self.keep_fraction,
-                        self.smoothing,
-                        self.temperature,
-                    )
-                )
-        if not terms:
-            return None, 0
-        return torch.stack(terms).mean(), len(terms)
+            ip, vp = sample_per_class(
+                pos.permute(0, 2, 3, 1).reshape(-1, k), self.max_samples, generator
+            )
+            ineg, vn = sample_per_class(
+                neg.permute(0, 2, 3, 1).reshape(-1, k), self.max_samples, generator
+            )
+            n = ip.shape[0]  # (S, K) index / validity each
+            both = head(tokens[torch.cat([ip, ineg]).view(-1)].float())  # (2S*K, D)
+            both = both.view(2 * n, k, -1)
+            emb_p.append(both[:n])
+            emb_n.append(both[n:])
+            ok_p.append(vp)
+            ok_n.append(vn)
+        # All (stage, class) groups side by side: (S, G, D) with G = stages * K, padded rows invalid.
+        ep, en = _side_by_side(emb_p), _side_by_side(emb_n)
+        vp, vn = _side_by_side(ok_p), _side_by_side(ok_n)
+        if gather is not None:
+            ep, en = gather(ep), gather(en)
+            vp, vn = gather(vp.to(torch.uint8)).bool(), gather(vn.to(torch.uint8)).bool()
+            ep, vp = pack_valid_first(ep, vp, generator)
+            en, vn = pack_valid_first(en, vn, generator)
+        loss, ok = batched_class_losses(
+            ep,
+            vp,
+            en,
+            vn,
+            self.mode,
+            self.keep_fraction,
+            self.smoothing,
+            self.temperature,
+            self.min_samples,
+        )  # (G,), (G,)
+        count = ok.sum()
+        return loss.sum() / count.clamp(min=1), count
+
+
+def _side_by_side(parts: list[Tensor]) -> Tensor:
+    """Concatenate ``(S_i, K, ...)`` tensors along dim 1, padding rows with zeros / False."""
+    rows = max(p.shape[0] for p in parts)
+    padded = [
+        p if p.shape[0] == rows else torch.cat([p, p.new_zeros((rows - p.shape[0], *p.shape[1:]))])
+        for p in parts
+    ]
+    return torch.cat(padded, 1)

@@ -35,16 +35,18 @@ def downsample_labels(mask: Tensor, reduction: int) -> Tensor:
 
 @dataclass
 class BalancedSample:
-    """Pixels drawn by :func:`balanced_sample`."""
+    """Pixels drawn by :func:`balanced_sample` (static shape: ``S = min(max_total, N)`` slots)."""
 
     index: Tensor
-    """(S,) flat indices into ``labels.view(-1)`` (image-major)."""
+    """(S,) flat indices into ``labels.view(-1)`` (image-major); meaningful where ``valid``."""
     label: Tensor
-    """(S,) class of each sample."""
-    k: int
-    """Samples per (image, class) pair."""
-    pairs: int
-    """Number of (image, class) pairs with at least ``min_pixels`` pixels."""
+    """(S,) class of each slot."""
+    valid: Tensor
+    """(S,) bool: the slot holds a drawn pixel (``pairs * k`` of them)."""
+    k: Tensor
+    """() samples per (image, class) pair."""
+    pairs: Tensor
+    """() number of (image, class) pairs with at least ``min_pixels`` pixels."""
 
 
 def balanced_sample(
@@ -59,39 +61,108 @@ def balanced_sample(
     """Draw K pixels (without replacement) from every (image, class) pair with >= min_pixels.
 
     ``K = min(smallest such count, max_k, max_total // pairs)`` is chosen on the fly.
-    Vectorised: a random key within each (image, class) group, one sort, a rank cut.
+    Vectorised and free of host syncs: a random key within each (image, class)
+    group, one sort, a rank cut, then one ``topk`` packs the drawn pixels into
+    ``min(max_total, N)`` slots (``pairs * K <= max_total`` always fits).
 
     Shape:
         labels ``(B, h, w)`` int64; returns :class:`BalancedSample`.
     """
     b = labels.shape[0]
-    flat = labels.reshape(-1)  # (B*h*w,)
-    per_image = flat.numel() // max(b, 1)
+    dev = labels.device
+    flat = labels.reshape(-1)  # (N,)
+    n = flat.numel()
+    nk = b * num_classes
     valid = (flat != ignore_index) & (flat >= 0) & (flat < num_classes)
-    image = torch.arange(flat.numel(), device=flat.device) // max(per_image, 1)
-    group = torch.where(valid, image * num_classes + flat, b * num_classes)  # (N,)
-    counts = torch.bincount(group, minlength=b * num_classes + 1)[:-1]  # (B*K,)
-    eligible = counts >= min_pixels  # (B*K,)
-    pairs = int(eligible.sum())
-    empty = flat.new_zeros(0)
-    if pairs == 0:
-        return BalancedSample(empty, empty, 0, 0)
-    k = min(int(counts[eligible].min()), max_k, max_total // pairs)
-    if k <= 0:
-        return BalancedSample(empty, empty, 0, pairs)
-    noise = torch.rand(flat.numel(), device=flat.device, generator=generator)  # (N,)
-    order = torch.argsort(group.double() + noise.double())  # grouped, random within group
+    image = torch.arange(n, device=dev) // max(n // max(b, 1), 1)
+    group = torch.where(valid, image * num_classes + flat, nk)  # (N,), nk = not drawable
+    counts = torch.zeros(nk + 1, dtype=torch.long, device=dev)
+    counts.scatter_add_(0, group, torch.ones_like(group))  # (B*K + 1,)
+    eligible = counts >= min_pixels
+    eligible[nk] = False
+    pairs = eligible.sum()
+    smallest = torch.where(eligible, counts, n + 1).min()
+    k = torch.clamp(torch.minimum(smallest, max_total // pairs.clamp(min=1)), max=max_k)
+    k = torch.where(pairs > 0, k, 0)
+    noise = torch.rand(n, device=dev, generator=generator, dtype=torch.float64)  # (N,)
+    order = torch.argsort(group.double() + noise)  # grouped, random within each group
     g_sorted = group[order]
-    starts = torch.cumsum(counts, 0) - counts  # (B*K,)
-    rank = (
-        torch.arange(order.numel(), device=flat.device)
-        - torch.cat([starts, starts.new_tensor([int(counts.sum())])])[g_sorted]
-    )
-    ok = g_sorted < b * num_classes
-    ok &= rank < k
-    ok &= torch.cat([eligible, eligible.new_zeros(1)])[g_sorted]
-    index = order[ok]  # (pairs * K,)
-    return BalancedSample(index, flat[index], k, pairs)
+    starts = torch.cumsum(counts, 0) - counts  # (B*K + 1,)
+    rank = torch.arange(n, device=dev) - starts[g_sorted]  # (N,)
+    chosen = eligible[g_sorted] & (rank < k)  # (N,) in sorted order
+    slots = min(max_total, n)
+    key = chosen.float() + 0.5 * torch.rand(n, device=dev, generator=generator)
+    top = key.topk(slots).indices  # (S,) every chosen pixel first
+    index = order[top]
+    return BalancedSample(index, flat[index], chosen[top], k, pairs)
+
+
+_FILL = -1e9  # a finite "minus infinity": keeps logsumexp NaN-free on rows with no negative
+
+
+class _SupCon(torch.autograd.Function):
+    """Chunked supervised InfoNCE with an analytic backward that recomputes similarities.
+
+    Validity is folded into the labels (invalid anchors -1, invalid contrast rows -2,
+    class ids otherwise >= 0), so ``eq`` is exactly the positive mask (plus the self
+    pair in the same-set case) and invalid contrast rows are masked out of the
+    negatives. Per anchor i: ``L_i = mean_p softplus(lse_i - s_ip)`` with
+    ``lse_i = LSE_n s_in``, hence ``dL_i/ds_ip = -sigmoid(lse_i - s_ip) / |P_i|`` and
+    ``dL_i/ds_in = w_i exp(s_in - lse_i)``, ``w_i = sum_p sigmoid(lse_i - s_ip) / |P_i|``.
+    Nothing of size (A, M) outlives a chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, a, c, a_lab, c_lab, same, temperature, step):  # type: ignore[override]
+        a_s = a / temperature  # (A, D) similarities come out divided by t
+        c_bad = (c_lab < 0)[None, :]  # (1, M)
+        n_all = a.shape[0]
+        lse_all = a.new_empty(n_all)
+        per_all = a.new_empty(n_all)
+        npos_all = a.new_empty(n_all)
+        for s in range(0, n_all, step):
+            e = min(s + step, n_all)
+            sim = a_s[s:e] @ c.T  # (n, M)
+            eq = a_lab[s:e, None] == c_lab[None, :]  # (n, M) positives (+ self)
+            lse = torch.logsumexp(sim.masked_fill(eq, _FILL).masked_fill_(c_bad, _FILL), 1)
+            per = torch.where(eq, F.softplus(lse[:, None] - sim), 0).sum(1)  # (n,)
+            npos = eq.sum(1).to(a.dtype)
+            if same:
+                rows = torch.arange(e - s, device=a.device)
+                self_eq = eq[rows, rows + s]
+                per = per - torch.where(self_eq, F.softplus(lse - sim[rows, rows + s]), 0)
+                npos = npos - self_eq.to(a.dtype)
+            lse_all[s:e], per_all[s:e], npos_all[s:e] = lse, per, npos
+        has = (npos_all > 0) & (lse_all > _FILL / 2)  # a positive and a negative
+        count = has.sum().clamp(min=1)
+        ctx.save_for_backward(a_s, c, a_lab, c_lab, lse_all, npos_all, has, count)
+        ctx.same, ctx.temperature, ctx.step = same, temperature, step
+        return torch.where(has, per_all / npos_all.clamp(min=1), 0).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        a_s, c, a_lab, c_lab, lse_all, npos_all, has, count = ctx.saved_tensors
+        t, step = ctx.temperature, ctx.step
+        c_bad = (c_lab < 0)[None, :]
+        scale = torch.where(has, grad_out / count / npos_all.clamp(min=1), 0)  # (A,)
+        ga = torch.empty_like(a_s)
+        gc = torch.zeros_like(c)
+        for s in range(0, a_s.shape[0], step):
+            e = min(s + step, a_s.shape[0])
+            a_chunk = a_s[s:e]
+            sim = a_chunk @ c.T  # (n, M)
+            eq = a_lab[s:e, None] == c_lab[None, :]
+            lse = lse_all[s:e, None]
+            sig = torch.where(eq, torch.sigmoid(lse - sim), 0)  # (n, M)
+            if ctx.same:
+                rows = torch.arange(e - s, device=sim.device)
+                sig[rows, rows + s] = 0
+            w = sig.sum(1, keepdim=True)  # (n, 1)
+            g = sim.sub_(lse).exp_().masked_fill_(eq, 0).masked_fill_(c_bad, 0)  # softmax over N
+            g.mul_(w).sub_(sig).mul_(scale[s:e, None])  # dL/dsim
+            ga[s:e] = (g @ c) / t
+            gc.addmm_(g.T, a_chunk)
+        return ga, gc, None, None, None, None, None
 
 
 def supervised_contrastive_loss(
@@ -100,63 +171,66 @@ def supervised_contrastive_loss(
     contrast: Tensor | None = None,
     contrast_labels: Tensor | None = None,
     temperature: float = 0.1,
-) -> Tensor | None:
+    anchor_valid: Tensor | None = None,
+    contrast_valid: Tensor | None = None,
+    chunk_elements: int = 1 << 24,
+) -> Tensor:
     """Supervised InfoNCE, stable via log-sum-exp (formula in the module docstring).
 
     With ``contrast`` None the anchors are contrasted with each other (self pairs
-    excluded). Anchors without a positive or without a negative are left out; if
-    none remain the result is None.
+    excluded). Invalid rows take no part; anchors without a positive or without a
+    negative are left out; with none left the result is 0 (still on the graph).
+    Anchors are processed in chunks of at most ``chunk_elements`` similarities and
+    the backward pass recomputes them, so memory stays O(chunk), not O(A * M).
 
     Shape:
         anchors ``(A, D)``, anchor_labels ``(A,)``, contrast ``(M, D)``,
-        contrast_labels ``(M,)``; returns a scalar or None.
+        contrast_labels ``(M,)``, valid masks ``(A,)`` / ``(M,)`` bool; returns a scalar.
     """
     same = contrast is None
     if same:
-        contrast, contrast_labels = anchors, anchor_labels
+        contrast, contrast_labels, contrast_valid = anchors, anchor_labels, anchor_valid
     assert contrast is not None and contrast_labels is not None
-    eq = anchor_labels[:, None] == contrast_labels[None, :]  # (A, M)
-    pos = eq.clone()
+    if anchor_valid is None:
+        anchor_valid = torch.ones_like(anchor_labels, dtype=torch.bool)
+    if contrast_valid is None:
+        contrast_valid = torch.ones_like(contrast_labels, dtype=torch.bool)
+    step = max(1, chunk_elements // max(contrast.shape[0], 1))
+    a_lab = torch.where(anchor_valid, anchor_labels, -1)  # labels are >= 0
+    c_lab = torch.where(contrast_valid, contrast_labels, -2)
     if same:
-        pos.fill_diagonal_(False)
-    neg = ~eq  # (A, M)
-    keep = pos.any(1) & neg.any(1)  # (A,)
-    if not bool(keep.any()):
-        return None
-    a, pos, neg = anchors[keep], pos[keep], neg[keep]
-    sim = a @ contrast.T / temperature  # (A', M)
-    neg_lse = torch.logsumexp(sim.masked_fill(~neg, float("-inf")), dim=1)  # (A',)
-    per_pair = F.softplus(neg_lse[:, None] - sim)  # (A', M)
-    per_anchor = (per_pair * pos).sum(1) / pos.sum(1)  # (A',)
-    return per_anchor.mean()
+        return _SupCon.apply(anchors, anchors, a_lab, c_lab, True, temperature, step)
+    return _SupCon.apply(anchors, contrast, a_lab, c_lab, False, temperature, step)
 
 
 class Projector(nn.Module):
     """``Conv1x1 -> ReLU -> BN -> Conv1x1`` to ``dim``, L2-normalised.
 
-    Applied to the sampled pixels only (a 1x1 conv on a pixel is a linear layer),
-    so BN statistics come from the sampled pixels of the batch.
+    The first three layers run on the whole feature map (BatchNorm statistics over
+    every pixel of the batch, as a conv on the map has them); the last 1x1 conv is
+    a linear layer applied to the sampled pixels only.
     """
 
     def __init__(self, in_dim: int, dim: int = 256, hidden: int | None = None) -> None:
         super().__init__()
         hidden = hidden or in_dim
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.ReLU(inplace=True),
-            nn.BatchNorm1d(hidden),
-            nn.Linear(hidden, dim),
+        self.pre = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(hidden)
         )
+        self.out = nn.Linear(hidden, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.normalize(self.net(x), dim=-1)  # (S, dim)
+    def forward(self, tokens: Tensor, index: Tensor | None = None) -> Tensor:
+        h = self.pre(tokens)  # (N, hidden)
+        if index is not None:
+            h = h[index]  # (S, hidden)
+        return F.normalize(self.out(h), dim=-1)  # (S, dim)
 
 
 class MultiScaleContrastLoss(nn.Module):
     """MS and CS losses over the backbone stages, with one projector per stage.
 
-    ``forward`` returns ``(L_ms, L_cs)``; either is None when no anchor had both a
-    positive and a negative (the task turns that into a zero with a graph).
+    ``forward`` returns ``(L_ms, L_cs)``, each 0 (on the graph) when no anchor had
+    both a positive and a negative. Static shapes, no host syncs.
     """
 
     def __init__(
@@ -204,8 +278,11 @@ class MultiScaleContrastLoss(nn.Module):
 
     def embed_stage(
         self, s: int, feat: Tensor, mask: Tensor, gather=None, generator=None
-    ) -> tuple[Tensor, Tensor]:
-        """Sample and project the anchors of stage ``s``: ``(S, dim)`` embeddings, ``(S,)`` labels."""
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample and project the anchors of stage ``s``.
+
+        Returns ``(S, dim)`` embeddings, ``(S,)`` labels and ``(S,)`` validity.
+        """
         r = self.reductions[s]
         labels = downsample_labels(mask, r)  # (B, h, w)
         if labels.shape[-2:] != feat.shape[-2:]:
@@ -223,35 +300,34 @@ class MultiScaleContrastLoss(nn.Module):
             generator,
         )
         tokens = feat.float().permute(0, 2, 3, 1).reshape(-1, feat.shape[1])  # (B*h*w, C)
-        x = tokens[smp.index]  # (S, C)
         proj = self.projectors[str(s)]
-        if x.shape[0] >= 2 or (x.shape[0] == 1 and not proj.training):
-            emb = proj(x)  # (S, dim)
-        else:  # BatchNorm cannot train on < 2 samples; nothing to contrast anyway
-            emb = x.new_zeros(x.shape[0], proj.net[-1].out_features) + 0 * x.sum()
+        if tokens.shape[0] < 2 and proj.training:  # BatchNorm cannot train on one pixel
+            emb = F.normalize(proj.out(proj.pre[0](tokens[smp.index])), dim=-1)
+            valid = torch.zeros_like(smp.valid)
+        else:
+            emb, valid = proj(tokens, smp.index), smp.valid  # (S, dim), (S,)
         labels_s = smp.label
         if gather is not None:
             emb, labels_s = gather(emb), gather(labels_s)
-        return emb, labels_s
+            valid = gather(valid.to(torch.uint8)).bool()
+        return emb, labels_s, valid
 
     def forward(
         self, feats: list[Tensor], mask: Tensor, gather=None, generator=None
-    ) -> tuple[Tensor | None, Tensor | None]:
+    ) -> tuple[Tensor, Tensor]:
         emb = {s: self.embed_stage(s, feats[s], mask, gather, generator) for s in self.stages}
-        ms_terms = []
+        t = self.temperature
+        ms = feats[0].new_zeros((), dtype=torch.float32)
         for s, w in enumerate(self.ms_weights):
-            if not w:
-                continue
-            z, y = emb[s]
-            loss = supervised_contrastive_loss(z, y, temperature=self.temperature)
-            if loss is not None:
-                ms_terms.append(w * loss)
-        cs_terms = []
+            if w:
+                z, y, ok = emb[s]
+                ms = ms + w * supervised_contrastive_loss(z, y, temperature=t, anchor_valid=ok)
+        cs = feats[0].new_zeros((), dtype=torch.float32)
         for a, b in self.cs_stage_pairs:
-            (za, ya), (zb, yb) = emb[a], emb[b]
-            loss = supervised_contrastive_loss(za, ya, zb, yb, temperature=self.temperature)
-            if loss is not None:
-                cs_terms.append(loss)
-        ms = torch.stack(ms_terms).sum() if ms_terms else None
-        cs = torch.stack(cs_terms).sum() if cs_terms else None
-        return ms, cs
+            (za, ya, oka), (zb, yb, okb) = emb[a], emb[b]
+            cs = cs + supervised_contrastive_loss(
+                za, ya, zb, yb, t, anchor_valid=oka, contrast_valid=okb
+            )
+        # keep every projector on the graph even when a scale contributed nothing
+        anchor = sum(e[0].sum() * 0.0 for e in emb.values())
+        return ms + anchor, cs + anchor

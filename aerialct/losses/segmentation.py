@@ -16,11 +16,14 @@ def soft_cross_entropy(
         logits ``(B, K, H, W)``, target ``(B, H, W)`` int64 (``ignore_index`` skipped);
         returns a scalar. A batch with no labelled pixel gives 0 (with a graph), not NaN.
     """
-    if not bool((target != ignore_index).any()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(
-        logits.float(), target, ignore_index=ignore_index, label_smoothing=smoothing
+    total = F.cross_entropy(
+        logits.float(),
+        target,
+        ignore_index=ignore_index,
+        label_smoothing=smoothing,
+        reduction="sum",
     )
+    return total / (target != ignore_index).sum().clamp(min=1)  # no host sync
 
 
 def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: float = 1e-6) -> Tensor:
@@ -41,9 +44,7 @@ def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: floa
     card = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))  # (K,)
     dice = (2 * inter + eps) / (card + eps)  # (K,)
     present = onehot.sum((0, 2, 3)) > 0  # (K,)
-    if not bool(present.any()):
-        return logits.sum() * 0.0
-    return (1 - dice)[present].mean()
+    return torch.where(present, 1 - dice, 0).sum() / present.sum().clamp(min=1)
 
 
 class SegmentationLoss(nn.Module):

@@ -60,7 +60,8 @@ def _accepts(fn: Any, arg: str) -> bool:
     return arg in params
 
 
-def _model_class(timm_name: str) -> Any:
+def _sized_model_class(timm_name: str) -> Any:
+    """The model class behind a timm name if it takes ``img_size`` (Swin-like), else None."""
     import timm
 
     try:
@@ -69,18 +70,20 @@ def _model_class(timm_name: str) -> Any:
         return None
     module = __import__(entry.__module__, fromlist=["_"])
     # Entry points call a _create_<family> helper that builds a class defined in the module;
-    # the class that takes ``img_size`` is the one that needs the training size.
+    # a class taking ``img_size`` (preferably also ``dynamic_img_size``) is the one that
+    # builds size-dependent buffers (attention masks, position tables).
+    found = None
     for obj in vars(module).values():
         is_local_module = (
             isinstance(obj, type)
             and issubclass(obj, nn.Module)
             and obj.__module__ == module.__name__
         )
-        if is_local_module and all(
-            _accepts(obj.__init__, a) for a in ("img_size", "dynamic_img_size")
-        ):
-            return obj
-    return None
+        if is_local_module and _accepts(obj.__init__, "img_size"):
+            if _accepts(obj.__init__, "dynamic_img_size"):
+                return obj
+            found = found or obj
+    return found
 
 
 @dataclass
@@ -131,13 +134,16 @@ class BackboneAdapter(nn.Module):
                 f"model.backbone {name!r} is neither a preset ({', '.join(PRESETS)}) "
                 f"nor a timm model{hint}; pick one of those"
             )
-        cls = _model_class(timm_name)
-        self.dynamic_size = cls is not None
-        if self.dynamic_size:
-            # Swin-like models build attention masks for a fixed size unless told otherwise:
-            # give them the training chip size and let them accept other multiples of 32.
+        cls = _sized_model_class(timm_name)
+        # Swin-like models build attention masks for a fixed size: give them the training
+        # chip size, and where timm supports it let them accept any multiple of 32.
+        self.fixed_size = False
+        if cls is not None:
             kw.setdefault("img_size", img_size)
-            kw.setdefault("dynamic_img_size", True)
+            if _accepts(cls.__init__, "dynamic_img_size"):
+                kw.setdefault("dynamic_img_size", True)
+            else:
+                self.fixed_size = True
         self.name = name
         self.timm_name = timm_name
         self.img_size = img_size
@@ -209,9 +215,7 @@ class BackboneAdapter(nn.Module):
 
     def _probe(self, in_chans: int) -> None:
         """Run a tiny forward pass and check channels/reductions against the real outputs."""
-        size = self.max_reduction * 2
-        if not self.dynamic_size and _accepts(type(self.body).__init__, "img_size"):
-            size = self.img_size
+        size = self.img_size if self.fixed_size else self.max_reduction * 2
         was_training = self.training
         self.eval()
         try:
@@ -243,11 +247,11 @@ class BackboneAdapter(nn.Module):
         def nearest(v: int) -> int:
             return max(step, round(v / step) * step)
 
-        fixed = not self.dynamic_size and _accepts(type(self.body).__init__, "img_size")
-        if fixed and (h, w) != (self.img_size, self.img_size):
+        if self.fixed_size and (h, w) != (self.img_size, self.img_size):
             raise InputError(
                 f"input size {h}x{w} does not fit backbone {self.name!r}, which takes exactly "
-                f"{self.img_size}x{self.img_size}; resize or set model.img_size"
+                f"{self.img_size}x{self.img_size} with this timm version; resize the input "
+                "or set model.img_size"
             )
         if h % step or w % step or h < step or w < step:
             raise InputError(
