@@ -77,6 +77,8 @@ class TrainConfig:
     """Write ``last.pt`` every N optimiser steps as well as at each epoch end (0: epochs only)."""
     val_every: int = 1
     """Validate every N epochs."""
+    find_unused_parameters: bool = False
+    """DDP option for models with parameters that some steps do not use (slower when on)."""
 
 
 @dataclass

@@ -444,7 +444,7 @@ def _train(
         net = DDP(
             task,
             device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=cfg.loss.contrast != "none",
+            find_unused_parameters=tc.find_unused_parameters,
         )
 
     def save(name_best: bool) -> None:
@@ -577,6 +577,7 @@ def _train(
             prog(1)
         dt = time.perf_counter() - t0
         train_time += dt
+        _sync_buffers(task, info)
         images_total += n_images
         all_reduce_sum(sums, info)
         counts = torch.tensor([n_images], dtype=torch.float64)
@@ -677,6 +678,16 @@ def _validate_train_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.scale_range must be [low, high] with 0 < low <= high, got {list(sr)}"
         )
+
+
+def _sync_buffers(task: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running stats drift apart under DDP)."""
+    if not info.enabled:
+        return
+    import torch.distributed as dist
+
+    for buf in task.buffers():
+        dist.broadcast(buf, src=0)
 
 
 def _optimizer_step(task, optimizer, scaler, scheduler, grad_clip: float) -> None:
