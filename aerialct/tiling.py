@@ -254,7 +254,10 @@ def _attach_label_raster(scene: _Scene, path: Path, warnings: list[str]) -> None
             raise InputError(
                 f"{path}: {lab.count} bands; a label is 1 band of class ids or 3 bands of RGB colours"
             )
-        if lab.crs is None and lab.transform == Affine.identity():
+        no_georef = lab.crs is None and (
+            lab.transform == Affine.identity() or lab.transform.almost_equals(img.transform)
+        )
+        if no_georef:
             if (lab.width, lab.height) != (img.width, img.height):
                 raise InputError(
                     f"{path}: has no georeferencing and its size {lab.width}x{lab.height} differs "

@@ -17,7 +17,7 @@ def tile(
     inputs: Annotated[
         list[str],
         typer.Argument(
-            metavar="IMAGE... | ROOT",
+            metavar="INPUT...",
             help="GeoTIFFs (paths or quoted glob patterns); with --dataset potsdam the release folder.",
         ),
     ],
@@ -54,16 +54,16 @@ def tile(
     ] = None,
     size: Annotated[
         int | None,
-        typer.Option("--size", help="Window in scene pixels [default: 512; potsdam: 500]."),
+        typer.Option("--size", help="Window in scene pixels (default 512; potsdam 500)."),
     ] = None,
     stride: Annotated[
-        int | None, typer.Option("--stride", help="Step between windows [default: --size].")
+        int | None, typer.Option("--stride", help="Step between windows (default: --size).")
     ] = None,
     resize: Annotated[
         int | None,
         typer.Option(
             "--resize",
-            help="Chip size written (image bilinear, mask nearest) [default: none; potsdam: 512].",
+            help="Chip size written (image bilinear, mask nearest) (default none; potsdam 512).",
         ),
     ] = None,
     no_resize: Annotated[
@@ -84,7 +84,7 @@ def tile(
     ] = 0.0,
     val_block: Annotated[
         int | None,
-        typer.Option("--val-block", help="Side of the spatial blocks in px [default: 2 x --size]."),
+        typer.Option("--val-block", help="Side of the spatial blocks in px (default 2 x --size)."),
     ] = None,
     split_file: Annotated[
         Path | None,
@@ -121,9 +121,7 @@ def tile(
                 f"unknown dataset {dataset!r}; known: potsdam", param_hint="--dataset"
             )
         if len(inputs) != 1:
-            raise typer.BadParameter(
-                "--dataset potsdam takes one ROOT folder", param_hint="IMAGE... | ROOT"
-            )
+            raise typer.BadParameter("--dataset potsdam takes one ROOT folder", param_hint="INPUT")
         for name, value in (
             ("--labels", labels),
             ("--labels-vector", labels_vector),
