@@ -216,6 +216,25 @@ def test_morphology_is_window_independent(tmp_path):
     g1 = read(tmp_path / "whole.gpkg").geometry.iloc[0]
     g2 = read(tmp_path / "tiled.gpkg").geometry.iloc[0]
     assert g1.equals_exact(g2, 0)
+    # closing then opening (a halo of 6 pixels) on the noisy raster, against scipy directly
+    ops = ["close:2", "open:1"]
+    ref_mask = ndimage.binary_opening(
+        ndimage.binary_closing(a == BUILDING, np.ones((3, 3)), iterations=2),
+        np.ones((3, 3)),
+        iterations=1,
+    )
+    expected = ndimage.label(ref_mask, structure=np.ones((3, 3)))[1]
+    frames = []
+    for ws in (1000, 16, 23):
+        r = vectorize(src, tmp_path / f"m{ws}.gpkg", morph=ops, window_size=ws)
+        assert r.count == expected
+        frames.append(read(tmp_path / f"m{ws}.gpkg"))
+        assert frames[-1]["pixels"].sum() == int(ref_mask.sum())
+    for f in frames[1:]:
+        same = shapely.equals_exact(
+            np.asarray(frames[0].geometry.values), np.asarray(f.geometry.values), tolerance=0
+        )
+        assert same.all()
     with pytest.raises(InputError, match="OP:RADIUS"):
         vectorize(src, tmp_path / "x.gpkg", morph=["smooth:2"])
 
