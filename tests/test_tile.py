@@ -440,3 +440,29 @@ def test_read_index_errors(tmp_path):
     (tmp_path / "x").mkdir()
     with pytest.raises(InputError, match="not a chips folder"):
         read_index(tmp_path / "x")
+
+
+def test_glob_patterns_and_label_without_georeferencing(tmp_path):
+    for k in range(2):
+        s = generate_scene(96, seed=k, gsd=0.5)
+        write_raster(tmp_path / f"img_{k}.tif", s.image, transform=s.transform)
+        write_raster(tmp_path / f"lab_{k}.tif", s.labels, crs=None)  # no georeferencing
+    res = tile_scenes([str(tmp_path / "img_*.tif")], tmp_path / "o", size=64,
+                      labels=[str(tmp_path / "lab_*.tif")], workers=1)  # fmt: skip
+    assert [s.name for s in res.scenes] == ["img_0", "img_1"]
+    assert all(s.georef_copied for s in res.scenes) and res.chips == 8
+    idx = read_index(tmp_path / "o")
+    row = idx.frame.iloc[-1]
+    m, t, crs = read(idx.mask_path(row))
+    last = generate_scene(96, seed=1, gsd=0.5)
+    assert crs.to_epsg() == 32633 and t == last.transform @ Affine.translation(32, 32)
+    assert np.array_equal(m[0], last.labels[32:96, 32:96])
+
+
+def test_cli_usage_errors(scene, tmp_path, cli):
+    r = cli("tile", scene / "city.tif", "--out", tmp_path / "o",
+            "--labels-vector", scene / "buildings.gpkg")  # fmt: skip
+    assert r.code == 1 and "--class-field" in r.err and "buildings.gpkg" in r.err
+    r = cli("tile", scene / "city.tif", "--out", tmp_path / "o", "--split-file", "x.json")
+    assert r.code == 2
+    assert not (tmp_path / "o").exists()
