@@ -10,6 +10,7 @@ import pytest
 import rasterio
 import shapely
 from rasterio import features
+from scipy import ndimage
 
 from aerialct.classes import IGNORE_INDEX, POTSDAM
 from aerialct.data import potsdam as pots
@@ -182,3 +183,33 @@ def test_cli_synth(cli, tmp_path):
     r = cli("synth", tmp_path / "p", "--potsdam", "--size", "100", "--tiles", "2_10,x")
     assert r.code == 1 and "'x'" in r.err
     assert not (tmp_path / "p").exists()
+
+
+def _lut_accuracy(train_codes, train_labels, test_codes, test_labels, n):
+    table = np.zeros((n, 6), dtype=np.int64)
+    np.add.at(table, (train_codes, train_labels), 1)
+    return float((table.argmax(1)[test_codes] == test_labels).mean())
+
+
+def _features(scene):
+    img = scene.image
+    q16 = (img // 16).astype(np.int64)
+    colour = (q16[0] << 8) | (q16[1] << 4) | q16[2]
+    q8 = (img // 32).astype(np.int64)
+    grey = img.mean(0).astype(np.float32)
+    mean = ndimage.uniform_filter(grey, 7)
+    std = np.sqrt(np.maximum(ndimage.uniform_filter(grey * grey, 7) - mean * mean, 0))
+    texture = (((q8[0] << 6) | (q8[1] << 3) | q8[2]) << 3) | np.clip(std // 4, 0, 7).astype(
+        np.int64
+    )
+    return colour.ravel(), texture.ravel(), scene.labels.ravel().astype(np.int64)
+
+
+def test_held_out_scene_needs_more_than_colour():
+    """Colour -> class tables fitted on one city transfer poorly to another; texture helps."""
+    a = _features(generate_scene(768, seed=1, gsd=0.2))
+    b = _features(generate_scene(768, seed=2, gsd=0.2))
+    colour_only = _lut_accuracy(a[0], a[2], b[0], b[2], 4096)
+    with_texture = _lut_accuracy(a[1], a[2], b[1], b[2], 4096)
+    assert 0.3 < colour_only < 0.75, colour_only
+    assert with_texture > colour_only + 0.02, (colour_only, with_texture)
