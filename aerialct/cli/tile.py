@@ -192,8 +192,5 @@ def tile(
             ["class", "pixels", "share"],
             [[k, v, v / total] for k, v in result.class_pixels.items()],
         )
-    copied = [s.name for s in result.scenes if s.georef_copied]
-    if copied:
-        console.info(f"georeferencing copied from the image for the labels of: {', '.join(copied)}")
     if result.skipped_nodata:
         console.info(f"{result.skipped_nodata} windows skipped (nodata above the threshold)")
