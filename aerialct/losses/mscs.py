@@ -100,69 +100,94 @@ def balanced_sample(
 _FILL = -1e9  # a finite "minus infinity": keeps logsumexp NaN-free on rows with no negative
 
 
-class _SupCon(torch.autograd.Function):
-    """Chunked supervised InfoNCE with an analytic backward that recomputes similarities.
+_TINY = 1e-30
 
-    Validity is folded into the labels (invalid anchors -1, invalid contrast rows -2,
-    class ids otherwise >= 0), so ``eq`` is exactly the positive mask (plus the self
-    pair in the same-set case) and invalid contrast rows are masked out of the
-    negatives. Per anchor i: ``L_i = mean_p softplus(lse_i - s_ip)`` with
-    ``lse_i = LSE_n s_in``, hence ``dL_i/ds_ip = -sigmoid(lse_i - s_ip) / |P_i|`` and
-    ``dL_i/ds_in = w_i exp(s_in - lse_i)``, ``w_i = sum_p sigmoid(lse_i - s_ip) / |P_i|``.
-    Nothing of size (A, M) outlives a chunk.
+
+class _SupCon(torch.autograd.Function):
+    """Chunked supervised InfoNCE with an analytic backward; no (A, M) tensor outlives a chunk.
+
+    Labels carry validity: invalid anchors are -1, invalid contrast rows -2, classes >= 0.
+    With ``m_i`` the row maximum of ``s_ij = z_i.z_j / t`` and ``E_ij = exp(s_ij - m_i)``
+    (so the log-sum-exp is taken relative to the maximum and never overflows), the
+    negatives' sum ``NS_i = sum_n E_in`` and the class sums ``E @ Y`` (Y = one-hot
+    labels of the contrast set) come from one matrix product, and
+
+        L_i = mean_p softplus(lse_i - s_ip) = mean_p [ log(E_ip + NS_i) - (s_ip - m_i) ]
+
+    where ``sum_p log(E_ip + NS_i)`` is a second product with Y and ``sum_p s_ip`` is
+    ``z_i . (sum of class-mates) / t``. Backward: ``dL_i/ds_ip = -NS_i / (E_ip + NS_i) / |P_i|``
+    and ``dL_i/ds_in = (sum_p NS_i / (E_ip + NS_i)) / |P_i| * E_in / NS_i``.
     """
 
     @staticmethod
-    def forward(ctx, a, c, a_lab, c_lab, same, temperature, step):  # type: ignore[override]
-        a_s = a / temperature  # (A, D) similarities come out divided by t
-        c_bad = (c_lab < 0)[None, :]  # (1, M)
+    def forward(ctx, a, c, a_lab, c_lab, num_classes, same, temperature, step):  # type: ignore[override]
+        k = num_classes
+        c_ok = c_lab >= 0
+        y = F.one_hot(torch.where(c_ok, c_lab, k), k + 1).to(a.dtype)  # (M, K+1)
+        y[:, k] = c_ok.to(a.dtype)  # last column: every valid row
+        class_n = y.sum(0)  # (K+1,) valid contrast rows per class, total last
+        class_z = y[:, :k].T @ c  # (K, D) sum of each class's contrast embeddings
+        a_ok = a_lab >= 0
+        lab = a_lab.clamp(min=0)[:, None]  # (A, 1)
+        a_s = a / temperature  # (A, D)
         n_all = a.shape[0]
-        lse_all = a.new_empty(n_all)
-        per_all = a.new_empty(n_all)
-        npos_all = a.new_empty(n_all)
+        m_all = a.new_empty(n_all)
+        ns_all = a.new_empty(n_all)
+        t_all = a.new_empty(n_all)
         for s in range(0, n_all, step):
             e = min(s + step, n_all)
             sim = a_s[s:e] @ c.T  # (n, M)
-            eq = a_lab[s:e, None] == c_lab[None, :]  # (n, M) positives (+ self)
-            lse = torch.logsumexp(sim.masked_fill(eq, _FILL).masked_fill_(c_bad, _FILL), 1)
-            per = torch.where(eq, F.softplus(lse[:, None] - sim), 0).sum(1)  # (n,)
-            npos = eq.sum(1).to(a.dtype)
-            if same:
-                rows = torch.arange(e - s, device=a.device)
-                self_eq = eq[rows, rows + s]
-                per = per - torch.where(self_eq, F.softplus(lse - sim[rows, rows + s]), 0)
-                npos = npos - self_eq.to(a.dtype)
-            lse_all[s:e], per_all[s:e], npos_all[s:e] = lse, per, npos
-        has = (npos_all > 0) & (lse_all > _FILL / 2)  # a positive and a negative
+            m = sim.amax(1)  # (n,)
+            ex = sim.sub_(m[:, None]).exp_()  # E, in place (n, M)
+            sums = ex @ y  # (n, K+1)
+            ns = sums[:, k] - sums.gather(1, lab[s:e])[:, 0]  # (n,) negatives' sum
+            t_sum = (ex.add_(ns[:, None] + _TINY).log_() @ y[:, :k]).gather(1, lab[s:e])[:, 0]
+            m_all[s:e], ns_all[s:e], t_all[s:e] = m, ns, t_sum
+        npos = class_n[lab[:, 0]]  # (A,) same-class valid rows (self included if same)
+        s_sum = (a_s * class_z[lab[:, 0]]).sum(1)  # (A,) sum_p s_ip (self included if same)
+        if same:
+            self_s = (a_s * a).sum(1)  # (A,)
+            self_t = torch.log(torch.exp(self_s - m_all) + ns_all + _TINY)
+            npos = npos - a_ok.to(a.dtype)
+            s_sum = s_sum - self_s * a_ok
+            t_all = t_all - self_t * a_ok
+        nneg = class_n[k] - class_n[lab[:, 0]]  # (A,)
+        has = a_ok & (npos > 0) & (nneg > 0)
+        per = (t_all - (s_sum - npos * m_all)) / npos.clamp(min=1)  # (A,)
         count = has.sum().clamp(min=1)
-        ctx.save_for_backward(a_s, c, a_lab, c_lab, lse_all, npos_all, has, count)
-        ctx.same, ctx.temperature, ctx.step = same, temperature, step
-        return torch.where(has, per_all / npos_all.clamp(min=1), 0).sum() / count
+        ctx.save_for_backward(a_s, c, a_lab, c_lab, y, m_all, ns_all, npos, has, count)
+        ctx.same, ctx.temperature, ctx.step, ctx.k = same, temperature, step, k
+        return torch.where(has, per, 0).sum() / count
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        a_s, c, a_lab, c_lab, lse_all, npos_all, has, count = ctx.saved_tensors
-        t, step = ctx.temperature, ctx.step
-        c_bad = (c_lab < 0)[None, :]
-        scale = torch.where(has, grad_out / count / npos_all.clamp(min=1), 0)  # (A,)
+        a_s, c, a_lab, c_lab, y, m_all, ns_all, npos, has, count = ctx.saved_tensors
+        t, step, k = ctx.temperature, ctx.step, ctx.k
+        scale = torch.where(has, grad_out / count / npos.clamp(min=1), 0)  # (A,)
+        c_okf = (c_lab >= 0).to(a_s.dtype)[None, :]  # (1, M)
+        lab = a_lab.clamp(min=0)[:, None]
         ga = torch.empty_like(a_s)
         gc = torch.zeros_like(c)
         for s in range(0, a_s.shape[0], step):
             e = min(s + step, a_s.shape[0])
             a_chunk = a_s[s:e]
-            sim = a_chunk @ c.T  # (n, M)
-            eq = a_lab[s:e, None] == c_lab[None, :]
-            lse = lse_all[s:e, None]
-            sig = torch.where(eq, torch.sigmoid(lse - sim), 0)  # (n, M)
+            ns = ns_all[s:e, None]  # (n, 1)
+            ex = (a_chunk @ c.T).sub_(m_all[s:e, None]).exp_()  # E (n, M)
+            r = (ex + ns + _TINY).reciprocal_().mul_(ns)  # sigmoid(lse - s) = NS / (E + NS)
+            r_sum = (r @ y[:, :k]).gather(1, lab[s:e])  # (n, 1) over class-mates (+ self)
             if ctx.same:
-                rows = torch.arange(e - s, device=sim.device)
-                sig[rows, rows + s] = 0
-            w = sig.sum(1, keepdim=True)  # (n, 1)
-            g = sim.sub_(lse).exp_().masked_fill_(eq, 0).masked_fill_(c_bad, 0)  # softmax over N
-            g.mul_(w).sub_(sig).mul_(scale[s:e, None])  # dL/dsim
+                rows = torch.arange(e - s, device=ex.device)
+                r_sum = r_sum - (r[rows, rows + s] * (a_lab[s:e] >= 0))[:, None]
+            alpha = torch.where(ns > 0, r_sum / ns.clamp(min=_TINY), 0)  # (n, 1)
+            eq = a_lab[s:e, None] == c_lab[None, :]  # (n, M) class-mates
+            ex.mul_(alpha)  # alpha E
+            g = ex.sub_(r.add_(ex).mul_(eq))  # alpha E - eq (alpha E + r)
+            g.mul_(c_okf).mul_(scale[s:e, None])  # dL/dsim
+            if ctx.same:
+                g[rows, rows + s] = 0
             ga[s:e] = (g @ c) / t
             gc.addmm_(g.T, a_chunk)
-        return ga, gc, None, None, None, None, None
+        return ga, gc, None, None, None, None, None, None
 
 
 def supervised_contrastive_loss(
@@ -174,6 +199,7 @@ def supervised_contrastive_loss(
     anchor_valid: Tensor | None = None,
     contrast_valid: Tensor | None = None,
     chunk_elements: int = 1 << 24,
+    num_classes: int | None = None,
 ) -> Tensor:
     """Supervised InfoNCE, stable via log-sum-exp (formula in the module docstring).
 
@@ -198,9 +224,10 @@ def supervised_contrastive_loss(
     step = max(1, chunk_elements // max(contrast.shape[0], 1))
     a_lab = torch.where(anchor_valid, anchor_labels, -1)  # labels are >= 0
     c_lab = torch.where(contrast_valid, contrast_labels, -2)
-    if same:
-        return _SupCon.apply(anchors, anchors, a_lab, c_lab, True, temperature, step)
-    return _SupCon.apply(anchors, contrast, a_lab, c_lab, False, temperature, step)
+    if num_classes is None:  # one host sync; the loss modules pass it
+        num_classes = int(max(int(anchor_labels.max()), int(contrast_labels.max()))) + 1
+    c = anchors if same else contrast
+    return _SupCon.apply(anchors, c, a_lab, c_lab, num_classes, same, temperature, step)
 
 
 class Projector(nn.Module):
@@ -321,12 +348,14 @@ class MultiScaleContrastLoss(nn.Module):
         for s, w in enumerate(self.ms_weights):
             if w:
                 z, y, ok = emb[s]
-                ms = ms + w * supervised_contrastive_loss(z, y, temperature=t, anchor_valid=ok)
+                ms = ms + w * supervised_contrastive_loss(
+                    z, y, temperature=t, anchor_valid=ok, num_classes=self.num_classes
+                )
         cs = feats[0].new_zeros((), dtype=torch.float32)
         for a, b in self.cs_stage_pairs:
             (za, ya, oka), (zb, yb, okb) = emb[a], emb[b]
             cs = cs + supervised_contrastive_loss(
-                za, ya, zb, yb, t, anchor_valid=oka, contrast_valid=okb
+                za, ya, zb, yb, t, oka, okb, num_classes=self.num_classes
             )
         # keep every projector on the graph even when a scale contributed nothing
         anchor = sum(e[0].sum() * 0.0 for e in emb.values())
