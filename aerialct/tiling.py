@@ -339,6 +339,7 @@ def _attach_vector(scene: _Scene, frame, ids: list[int], background: int) -> Non
 def _profile(
     scene_or_none: _Scene | None, count: int, dtype: str, size: int, transform, crs, nodata, co
 ) -> dict:
+    """GTiff creation profile of a chip; ``co`` (creation options) win over the defaults."""
     prof = {
         "driver": "GTiff",
         "width": size,
@@ -396,11 +397,6 @@ def _read_labels(job: _Job, window, band_transform, h: int, w: int) -> tuple[np.
     return ids, unknown
 
 
-def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
-    """Read one row band of a scene, cut and write its chips; return index rows and stats."""
-    return _tile_band_inner(job)
-
-
 def _read_failed(path: str | None, e: Exception) -> RasterError:
     # rasterio says "see previous exception"; GDAL's own reason is at the end of the chain
     cause: BaseException = e
@@ -414,7 +410,11 @@ def _read_failed(path: str | None, e: Exception) -> RasterError:
     )
 
 
-def _tile_band_inner(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
+def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
+    """Read one row band of a scene, cut and write its chips; return index rows and stats.
+
+    Read errors become RasterError naming the file; write errors (disk full) pass through.
+    """
     import rasterio
     from affine import Affine
     from rasterio.windows import Window
