@@ -84,6 +84,7 @@ class SceneResult:
     windows: int = 0
     seconds: float = 0.0
     forward_seconds: float = 0.0
+    grid_seconds: float = 0.0
     pixels_per_second: float = 0.0
     nodata_pixels: int = 0
     class_pixels: dict[str, int] = field(default_factory=dict)
@@ -110,6 +111,7 @@ class SceneResult:
             "windows": self.windows,
             "seconds": round(self.seconds, 3),
             "forward_seconds": round(self.forward_seconds, 3),
+            "grid_seconds": round(self.grid_seconds, 3),
             "overhead_share": round(self.overhead_share, 4) if self.seconds > 0 else None,
             "pixels_per_second": round(self.pixels_per_second, 1),
             "nodata_pixels": self.nodata_pixels,
@@ -563,11 +565,10 @@ def _predict_grid(
     )
 
     stats = _GridStats(windows=n_windows)
-    cls_out = RowWriter(cls_ds, PART_OPTIONS["blockysize"])
-    prob_out = RowWriter(prob_ds, PART_OPTIONS["blockysize"]) if prob_ds is not None else None
     base = 0
     with (
         torch.inference_mode(),
+        _Writer(cls_ds, prob_ds, stats, _THREADED_WRITER.get(device.type, False)) as writer,
         _Reader(src, bands, size, rows, cols, batch_size, cuda, rows_per_batch) as reader,
     ):
         for batch in reader:
@@ -586,28 +587,79 @@ def _predict_grid(
             for valid in batch.done_rows:
                 n = valid.shape[0]
                 cls = _argmax_rows(acc, n)
-                invalid = ~valid
-                cls[invalid] = IGNORE_INDEX
-                stats.nodata += int(invalid.sum())
-                stats.hist += np.bincount(cls.ravel(), minlength=256)
-                cls_out.write(cls[None])
-                if prob_out is not None:
-                    p8 = _probability_rows(acc, n, wy[base : base + n], wx)
-                    p8[:, invalid] = 0
-                    prob_out.write(p8)
+                p8 = None if prob_ds is None else _probability_rows(acc, n, wy[base : base + n], wx)
+                writer.put(cls, valid, p8)
                 _shift_up(acc, n)
                 base += n
             progress(len(batch.pos))
     stats.forward_seconds = model.total()
-    cls_out.close()
-    if prob_out is not None:
-        prob_out.close()
     if base != H:
         raise RuntimeError(f"internal error: wrote {base} of {H} rows")
     return stats
 
 
+class _Writer:
+    """Masks, counts and writes finished rows, on a background thread when ``threaded``.
+
+    On a GPU the main thread goes straight back to launching the next batch while
+    GDAL compresses the rows just finished; on the CPU rows are written inline,
+    which keeps no extra rows in memory.
+    """
+
+    def __init__(self, cls_ds: Any, prob_ds: Any | None, stats: _GridStats, threaded: bool):
+        self.cls_out = RowWriter(cls_ds, PART_OPTIONS["blockysize"])
+        self.prob_out = RowWriter(prob_ds, PART_OPTIONS["blockysize"]) if prob_ds else None
+        self.stats = stats
+        self.error: BaseException | None = None
+        self.q: queue.Queue | None = queue.Queue(maxsize=2) if threaded else None
+        self.thread = threading.Thread(target=self._run, name="aerialct-writer", daemon=True)
+
+    def __enter__(self) -> _Writer:
+        if self.q is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self.q is not None:
+            self.q.put(None)
+            self.thread.join()
+        if exc_type is None:
+            if self.error is not None:
+                raise self.error
+            self.cls_out.close()
+            if self.prob_out is not None:
+                self.prob_out.close()
+
+    def put(self, cls: np.ndarray, valid: np.ndarray, p8: np.ndarray | None) -> None:
+        if self.error is not None:
+            raise self.error
+        if self.q is None:
+            self._write(cls, valid, p8)
+        else:
+            self.q.put((cls, valid, p8))
+
+    def _run(self) -> None:
+        assert self.q is not None
+        while (item := self.q.get()) is not None:
+            if self.error is None:  # after an error, only drain
+                try:
+                    self._write(*item)
+                except BaseException as e:
+                    self.error = e
+
+    def _write(self, cls: np.ndarray, valid: np.ndarray, p8: np.ndarray | None) -> None:
+        invalid = ~valid
+        cls[invalid] = IGNORE_INDEX
+        self.stats.nodata += int(invalid.sum())
+        self.stats.hist += np.bincount(cls.ravel(), minlength=256)
+        self.cls_out.write(cls[None])
+        if p8 is not None and self.prob_out is not None:
+            p8[:, invalid] = 0
+            self.prob_out.write(p8)
+
+
 _ROWS_PER_BATCH = {"cuda": 2, "cpu": 1}
+_THREADED_WRITER = {"cuda": True, "cpu": False}
 _COL_CHUNK = 2048  # columns per argmax / probability step: bounds the temporaries
 
 
@@ -860,6 +912,9 @@ def predict_scene(
     co_prob = cog_options(creation_options, "AVERAGE")
 
     dev = resolve_device(device, bundle.model)
+    if dev.type == "cuda":  # the CPU cores are free to compress while the GPU works
+        for opts in (co, co_prob):
+            opts.setdefault("NUM_THREADS", "ALL_CPUS")
     bundle.model.to(dev)
     bundle.model.eval()
     result = SceneResult(scene=scene, device=str(dev))
@@ -902,6 +957,7 @@ def predict_scene(
                     rasterio.open(part_prob, "w", **_part_profile(src, len(bundle.classes), None))
                 )
                 _tag_prob_raster(prob_ds, bundle.classes, scene)
+            t_grid = time.perf_counter()
             stats = _predict_grid(
                 bundle,
                 src,
@@ -915,6 +971,7 @@ def predict_scene(
                 progress=as_progress(progress),
                 label=scene.name,
             )
+        result.grid_seconds = time.perf_counter() - t_grid
         hist, nodata = stats.hist, stats.nodata
         if result.resampled:
             back = _part_name(tmp_cls, "grid")

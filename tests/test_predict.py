@@ -98,10 +98,11 @@ def test_oracle_reproduced_exactly_with_georeferencing(tmp_path, hw):
 
 @pytest.mark.parametrize("hw", [(77, 101), (20, 13), (150, 40)])
 def test_batches_spanning_two_window_rows_are_exact(tmp_path, monkeypatch, hw):
-    # the GPU layout (accumulator of S + stride rows), exercised on the CPU
+    # the GPU layout (accumulator of S + stride rows, writer thread), exercised on the CPU
     import aerialct.inference as inference
 
     monkeypatch.setitem(inference._ROWS_PER_BATCH, "cpu", 2)
+    monkeypatch.setitem(inference._THREADED_WRITER, "cpu", True)
     img = random_image(*hw, seed=hw[0] + hw[1])
     scene = tmp_path / "s.tif"
     write_scene(scene, img)
