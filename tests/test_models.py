@@ -165,3 +165,19 @@ def test_random_init_is_logged(caplog):
     with caplog.at_level(logging.INFO, logger="aerialct"):
         build_model(ModelConfig(backbone="tiny_cnn", img_size=64), 3)
     assert "random init" in caplog.text
+
+
+def test_fixed_size_swin_when_timm_has_no_dynamic_sizes(monkeypatch):
+    # timm < 1.0.30's Swin has no dynamic_img_size: the adapter then pins model.img_size
+    from aerialct.models import backbone as bmod
+
+    real = bmod._accepts
+    monkeypatch.setattr(
+        bmod, "_accepts", lambda fn, arg: arg != "dynamic_img_size" and real(fn, arg)
+    )
+    bb = BackboneAdapter("tiny_swin", img_size=64)
+    assert bb.fixed_size
+    bb.check_input_size(64, 64)
+    assert bb(torch.randn(1, 3, 64, 64))[0].shape == (1, 16, 16, 16)
+    with pytest.raises(InputError, match="exactly 64x64"):
+        bb.check_input_size(96, 96)

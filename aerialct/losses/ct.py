@@ -394,7 +394,11 @@ class PatchContrastLoss(nn.Module):
                 neg.permute(0, 2, 3, 1).reshape(-1, k), self.max_samples, generator
             )
             n = ip.shape[0]  # (S, K) index / validity each
-            both = head(tokens[torch.cat([ip, ineg]).view(-1)].float())  # (2S*K, D)
+            rows = torch.cat([ip, ineg]).view(-1)  # (2S*K,) a token recurs once per class
+            if tokens.shape[0] <= rows.numel():  # fewer tokens than draws: project each once
+                both = head(tokens.float())[rows]  # (2S*K, D)
+            else:
+                both = head(tokens[rows].float())  # (2S*K, D)
             both = both.view(2 * n, k, -1)
             emb_p.append(both[:n])
             emb_n.append(both[n:])
