@@ -161,6 +161,17 @@ def test_weights_that_match_nothing_are_refused(tmp_path):
         build_model(ModelConfig(backbone="tiny_cnn", weights=str(bad)), 3)
 
 
+def test_weights_of_another_size_are_refused_with_the_reason(tmp_path):
+    wide = BackboneAdapter("tiny_cnn", img_size=64, kwargs={"dims": (24, 48, 96, 192)})
+    path = tmp_path / "wide.pt"
+    torch.save(wide.body.state_dict(), path)
+    with pytest.raises(InputError, match="match by name but not by shape"):
+        build_model(ModelConfig(backbone="tiny_cnn", weights=str(path), img_size=64), 3)
+    # rebuilding from a checkpoint skips the (possibly gone) pretrained file
+    gone = ModelConfig(backbone="tiny_cnn", weights=str(tmp_path / "gone.pt"), img_size=64)
+    assert build_model(gone, 3, load_weights=False).weights_report is None
+
+
 def test_random_init_is_logged(caplog):
     with caplog.at_level(logging.INFO, logger="aerialct"):
         build_model(ModelConfig(backbone="tiny_cnn", img_size=64), 3)

@@ -329,9 +329,10 @@ def load_backbone_weights(backbone: BackboneAdapter, path: str | Path) -> Weight
     for k in mismatched:
         del remapped[k]
     if not remapped:
+        shapes = f" ({len(mismatched)} match by name but not by shape)" if mismatched else ""
         raise InputError(
             f"{path}: none of its {len(source)} tensors match backbone {backbone.name!r} "
-            f"({backbone.timm_name}); give weights for this architecture"
+            f"({backbone.timm_name}){shapes}; give weights for this architecture"
         )
     missing = [k for k in target if k not in remapped]
     backbone.body.load_state_dict(remapped, strict=False)

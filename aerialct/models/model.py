@@ -53,8 +53,14 @@ class SegmentationModel(nn.Module):
         return self.forward_with_features(x)[0]
 
 
-def build_model(cfg: ModelConfig, num_classes: int, in_chans: int = 3) -> SegmentationModel:
-    """Build the model described by ``cfg``; load ``cfg.weights`` into the backbone if given."""
+def build_model(
+    cfg: ModelConfig, num_classes: int, in_chans: int = 3, *, load_weights: bool = True
+) -> SegmentationModel:
+    """Build the model described by ``cfg``; load ``cfg.weights`` into the backbone if given.
+
+    ``load_weights=False`` skips ``cfg.weights`` (rebuilding a trained model from a
+    checkpoint, whose state dict replaces every tensor anyway).
+    """
     backbone = BackboneAdapter(
         cfg.backbone,
         in_chans=in_chans,
@@ -64,9 +70,9 @@ def build_model(cfg: ModelConfig, num_classes: int, in_chans: int = 3) -> Segmen
     )
     decoder = build_decoder(cfg.decoder, backbone.channels, num_classes, cfg.decoder_channels)
     model = SegmentationModel(backbone, decoder, num_classes)
-    if cfg.weights:
+    if cfg.weights and load_weights:
         model.weights_report = load_backbone_weights(backbone, cfg.weights)
-    else:
+    elif not cfg.weights:
         log.info(
             "backbone %s (%s): random init (no model.weights given)",
             cfg.backbone,
