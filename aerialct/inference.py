@@ -164,9 +164,10 @@ def window_starts(length: int, size: int, stride: int) -> list[int]:
     """
     if length <= size:
         return [0]
-    starts = list(range(0, length - size, stride))
-    starts.append(length - size)
-    return starts
+    # as few windows as the stride allows, spread evenly: every step is <= stride and
+    # about the same, so overlaps are even and the streaming carry stays S - stride rows
+    n = math.ceil((length - size) / stride) + 1
+    return [round(i * (length - size) / (n - 1)) for i in range(n)]
 
 
 def stride_for(size: int, overlap: float) -> int:
@@ -303,7 +304,7 @@ class _Batch:
     x: Any  # (B, C, S, S) numpy array or pinned tensor
     pos: list[tuple[int, int, int, int]]  # (y, x, h, w) in the grid; h, w = valid extent
     done_rows: list[np.ndarray]  # valid masks (n, width) of rows finished by this batch, in order
-    read_seconds: float = 0.0
+    final_to: int = 0  # one-row batches: columns < final_to of the row are final after it
 
 
 _END = object()
@@ -383,21 +384,19 @@ class _Reader:
         pos: list[tuple[int, int, int, int]] = []
         done: list[np.ndarray] = []
         first_row = 0
-        t_read = 0.0
 
-        def emit() -> bool:
-            nonlocal xs, pos, done, t_read
+        def emit(final_to: int) -> bool:
+            nonlocal xs, pos, done
             x = np.stack(xs)
             if self.pin:
                 import torch
 
                 x = torch.from_numpy(x).pin_memory()
-            ok = self._put(_Batch(x, pos, done, t_read))
-            xs, pos, done, t_read = [], [], [], 0.0
+            ok = self._put(_Batch(x, pos, done, final_to))
+            xs, pos, done = [], [], []
             return ok
 
         for j, y in enumerate(self.rows):
-            t0 = time.perf_counter()
             h = min(size, H - y)
             win = Window(0, y, W, h)
             strip = src.read(self.bands, window=win)  # (C, h, W)
@@ -406,10 +405,10 @@ class _Reader:
             if h < size or size > W:
                 strip = _pad_reflect(strip, size)
             nxt = self.rows[j + 1] if j + 1 < len(self.rows) else H
-            t_read += time.perf_counter() - t0
             for x0 in self.cols:
-                full = xs and (len(xs) >= self.batch_size or j >= first_row + self.rows_per_batch)
-                if full and not emit():
+                new_row = j >= first_row + self.rows_per_batch
+                full = xs and (len(xs) >= self.batch_size or new_row)
+                if full and not emit(W if new_row else x0):
                     return
                 if not xs:
                     first_row = j
@@ -419,7 +418,7 @@ class _Reader:
             if self.stop.is_set():
                 return
         if xs:
-            emit()
+            emit(W)
 
 
 def _mask_mode(src: Any, bands: list[int]) -> tuple[str, Any]:
@@ -550,22 +549,23 @@ def _predict_grid(
     progress(0, total=n_windows, description=label or None)
 
     cuda = device.type == "cuda"
-    # On a GPU batches may span two window rows (fuller batches; the accumulator
-    # lives in device memory); on the CPU one row, which keeps host memory at S rows.
     rows_per_batch = _ROWS_PER_BATCH.get(device.type, 1)
-    acc_rows = min(size + (stride if rows_per_batch == 2 else 0), max(H, size))
-    acc = torch.zeros((K, acc_rows, W), dtype=torch.float32, device=device)
     weight = torch.from_numpy(blend_weights(size)).to(device)
+    wy = wx = None
     if prob_ds is not None:
         wy = torch.from_numpy(weight_sum_1d(H, size, rows)).to(device)
         wx = torch.from_numpy(weight_sum_1d(W, size, cols)).to(device)
+    accumulate: _BandAccumulator | _RowAccumulator
+    if rows_per_batch == 1:
+        accumulate = _RowAccumulator(K, size, H, W, rows, device, wy, wx)
+    else:
+        accumulate = _BandAccumulator(K, size + stride, H, W, size, device, wy, wx)
     model = _TimedModel(bundle.model, cuda)
     autocast = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     )
 
     stats = _GridStats(windows=n_windows)
-    base = 0
     with (
         torch.inference_mode(),
         _Writer(cls_ds, prob_ds, stats, _THREADED_WRITER.get(device.type, False)) as writer,
@@ -582,20 +582,107 @@ def _predict_grid(
                     f"and {K} classes; the checkpoint's model and class table disagree"
                 )
             probs.mul_(weight)  # (B, K, S, S)
-            for b, (y, x0, h, w) in enumerate(batch.pos):
-                acc[:, y - base : y - base + h, x0 : x0 + w] += probs[b, :, :h, :w]
-            for valid in batch.done_rows:
-                n = valid.shape[0]
-                cls = _argmax_rows(acc, n)
-                p8 = None if prob_ds is None else _probability_rows(acc, n, wy[base : base + n], wx)
-                writer.put(cls, valid, p8)
-                _shift_up(acc, n)
-                base += n
+            accumulate(batch, probs, writer)
             progress(len(batch.pos))
     stats.forward_seconds = model.total()
-    if base != H:
-        raise RuntimeError(f"internal error: wrote {base} of {H} rows")
+    if accumulate.rows_done != H:
+        raise RuntimeError(f"internal error: wrote {accumulate.rows_done} of {H} rows")
     return stats
+
+
+class _BandAccumulator:
+    """Full-width accumulator of ``rows`` scene rows (batches may span two window rows).
+
+    Used on a GPU, where it lives in device memory: ``S + stride`` rows let a
+    batch run on into the next window row, so batches stay full.
+    """
+
+    def __init__(self, K, rows, H, W, size, device, wy, wx) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        self.acc = torch.zeros((K, min(rows, max(H, size)), W), dtype=torch.float32, device=device)
+        self.wy, self.wx = wy, wx
+        self.rows_done = 0
+
+    def __call__(self, batch: _Batch, probs: Any, writer: _Writer) -> None:
+        acc, base = self.acc, self.rows_done
+        for b, (y, x0, h, w) in enumerate(batch.pos):
+            acc[:, y - base : y - base + h, x0 : x0 + w] += probs[b, :, :h, :w]
+        for valid in batch.done_rows:
+            n = valid.shape[0]
+            cls = _argmax_rows(acc, n)
+            p8 = None
+            if self.wy is not None:
+                p8 = _prob8(acc[:, :n], self.wy[self.rows_done : self.rows_done + n], self.wx)
+            writer.put(cls, valid, p8)
+            _shift_up(acc, n)
+            self.rows_done += n
+
+
+class _RowAccumulator:
+    """One-row batches with only the overlap rows kept at full width.
+
+    For a window row at ``y`` (``h`` valid rows, the next row at ``y + d``), the
+    windows of one batch are summed into a local buffer that spans only their
+    columns. Columns left of the next batch's first window are then final for
+    this row: their top ``d`` rows (plus what the previous row left in the carry)
+    become class ids, their bottom ``h - d`` rows go into the carry for the next
+    row; the columns still to be touched move on as the overhang. Full-width
+    float memory is thus ``K x (S - step) x W`` (about ``S - stride`` rows) instead
+    of ``K x S x W``.
+    """
+
+    def __init__(self, K, size, H, W, rows, device, wy, wx) -> None:  # type: ignore[no-untyped-def]
+        import torch
+
+        self.K, self.size, self.H, self.W, self.device = K, size, H, W, device
+        self.wy, self.wx = wy, wx
+        self.next_top = {y: rows[i + 1] if i + 1 < len(rows) else H for i, y in enumerate(rows)}
+        carry_rows = max([min(size, H - y) - (self.next_top[y] - y) for y in rows[:-1]], default=0)
+        self.carry = torch.zeros((K, max(carry_rows, 0), W), dtype=torch.float32, device=device)
+        self.c = 0  # rows of the carry that belong to the current window row
+        self.y: int | None = None
+        self.h = self.d = 0
+        self.overhang: Any = None
+        self.cls_row: np.ndarray | None = None
+        self.p_row: np.ndarray | None = None
+        self.rows_done = 0
+
+    def __call__(self, batch: _Batch, probs: Any, writer: _Writer) -> None:
+        import torch
+
+        K, W = self.K, self.W
+        y = batch.pos[0][0]
+        if y != self.y:  # a new window row
+            self.y, self.h, self.d = y, min(self.size, self.H - y), self.next_top[y] - y
+            self.overhang = None
+            self.cls_row = np.empty((self.d, W), dtype=np.uint8)
+            self.p_row = None if self.wy is None else np.empty((K, self.d, W), dtype=np.uint8)
+        h, d = self.h, self.d
+        x_first = batch.pos[0][1]
+        x_end = max(x + w for _, x, _, w in batch.pos)
+        local = torch.zeros((K, h, x_end - x_first), dtype=torch.float32, device=self.device)
+        if self.overhang is not None:
+            local[:, :, : self.overhang.shape[2]] += self.overhang
+        for b, (_, x, hh, w) in enumerate(batch.pos):
+            local[:, :, x - x_first : x - x_first + w] += probs[b, :, :hh, :w]
+        f0, f1 = x_first, batch.final_to  # columns final for this row after this batch
+        total = local[:, :, : f1 - f0]
+        if self.c:
+            total[:, : self.c] += self.carry[:, : self.c, f0:f1]
+        assert self.cls_row is not None
+        self.cls_row[:, f0:f1] = _argmax_rows(total, d)
+        if self.p_row is not None:
+            self.p_row[:, :, f0:f1] = _prob8(total[:, :d], self.wy[y : y + d], self.wx[f0:f1])
+        if h > d:
+            self.carry[:, : h - d, f0:f1] = total[:, d:]
+        self.overhang = local[:, :, f1 - f0 :].clone() if f1 - f0 < local.shape[2] else None
+        if batch.done_rows:  # this batch ends the window row
+            (valid,) = batch.done_rows
+            writer.put(self.cls_row, valid, self.p_row)
+            self.c = h - d
+            self.rows_done += d
+            self.y = None
 
 
 class _Writer:
@@ -687,14 +774,14 @@ def _argmax_rows(acc: Any, n: int) -> np.ndarray:
     return out.numpy()
 
 
-def _probability_rows(acc: Any, n: int, wy: Any, wx: Any) -> np.ndarray:
-    """Probabilities (K, n, W) uint8 (255 = 1.0): the weighted sums over the summed weights."""
+def _prob8(block: Any, wy: Any, wx: Any) -> np.ndarray:
+    """Probabilities (K, n, w) uint8 (255 = 1.0): weighted sums ``block`` over the summed weights."""
     import torch
 
-    K, _, W = acc.shape
-    out = torch.empty((K, n, W), dtype=torch.uint8, device=acc.device)
+    K, n, W = block.shape
+    out = torch.empty((K, n, W), dtype=torch.uint8, device=block.device)
     for c in range(0, W, _COL_CHUNK):
-        p = acc[:, :n, c : c + _COL_CHUNK] / (wy[:, None] * wx[None, c : c + _COL_CHUNK])
+        p = block[:, :, c : c + _COL_CHUNK] / (wy[:, None] * wx[None, c : c + _COL_CHUNK])
         out[:, :, c : c + _COL_CHUNK] = p.mul_(PROB_SCALE).round_().clamp_(0, PROB_SCALE)
     return out.cpu().numpy()
 
@@ -790,9 +877,9 @@ def _gdal_env(ds: Any, size: int, gpu: bool) -> Any:
 
     opts: dict[str, Any] = {}
     if "GDAL_CACHEMAX" not in os.environ:
-        # two block rows of input (a window row straddles two) and one of output
+        # one window row of input (the next one overlaps it) and a block row of output
         rows = max(size, (ds.block_shapes[0][0] if ds.block_shapes else size))
-        need = 2 * rows * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
+        need = rows * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
         need += PART_OPTIONS["blockysize"] * ds.width * 2
         opts["GDAL_CACHEMAX"] = int(max(16 << 20, 1.25 * need))
     if gpu and "GDAL_NUM_THREADS" not in os.environ:

@@ -63,6 +63,17 @@ def test_blend_weights_positive_smooth_and_separable():
         stride_for(32, 1.0)
 
 
+def test_streaming_keeps_only_the_overlap_rows_at_full_width():
+    import torch
+
+    from aerialct.inference import _RowAccumulator
+
+    rows = window_starts(16000, 512, 384)
+    acc = _RowAccumulator(6, 512, 16000, 16000, rows, torch.device("cpu"), None, None)
+    assert acc.carry.shape == (6, 512 - min(b - a for a, b in itertools.pairwise(rows)), 16000)
+    assert acc.carry.shape[1] <= 512 - 384 + 8
+
+
 # (height, width): multiples of the stride (24), not multiples, smaller than one
 # window (32) on one or both axes, exactly one window.
 SIZES = [(72, 96), (77, 101), (20, 13), (32, 32), (150, 10), (9, 70)]
