@@ -9,7 +9,10 @@ and are L2-normalised; samples are pooled over the batch (and over ranks when a
 most similar negative pairs; the CL loss (BCE on ``s = (cos + 1) / 2``, label
 smoothing) or InfoNCE is averaged over stages and classes.
 
-Everything per pair is vectorised; Python loops run over stages and classes only.
+:func:`mine_hard_pairs` and :func:`class_contrast_loss` state the rules for one
+(stage, class) and serve as the reference; :class:`PatchContrastLoss` applies them
+to all (stage, class) groups at once through :func:`batched_class_losses` (masks,
+static shapes, no host syncs). The only Python loop is over stages.
 """
 
 from __future__ import annotations
