@@ -279,3 +279,15 @@ def test_batched_losses_equal_per_class_reference(mode, keep):
         ref = class_contrast_loss(pos[: n_pos[c], c], neg[: n_neg[c], c], mode, keep, 0.1, 0.1)
         assert loss[c].item() == pytest.approx(ref.item(), rel=1e-9)
     assert loss[2:].tolist() == [0.0, 0.0]
+
+
+def test_pooled_counts_equal_direct_counts():
+    from aerialct.losses.ct import pool_counts, token_class_counts
+
+    g = torch.Generator().manual_seed(3)
+    mask = torch.randint(0, 4, (2, 16, 16), generator=g)
+    mask[mask == 3] = IGN
+    fine = token_class_counts(mask, 2, 3, IGN)  # (2, 8, 8, 4)
+    assert torch.equal(pool_counts(fine, 4), token_class_counts(mask, 8, 3, IGN))
+    assert fine.sum().item() == mask.numel()  # every pixel in exactly one bin
+    assert fine[..., 3].sum().item() == int((mask == IGN).sum())

@@ -27,14 +27,17 @@ from torch import Tensor, nn
 from aerialct.errors import ConfigError
 
 
-def block_class_counts(mask: Tensor, reduction: int, num_classes: int, ignore_index: int) -> Tensor:
-    """Pixels of each class in every ``reduction x reduction`` block, in token order.
+def token_class_counts(
+    mask: Tensor, reduction: int, num_classes: int, ignore_index: int = 255
+) -> Tensor:
+    """Pixels of each class in every ``reduction x reduction`` block, laid out like tokens.
 
-    One scatter-add over the pixels (no one-hot copy of the mask).
+    One scatter-add over the pixels (no one-hot copy of the mask); the last bin
+    takes ignore (and any out-of-range) pixels.
 
     Shape:
         mask ``(B, H, W)`` int64 with H, W multiples of ``reduction``;
-        returns ``(B, K, H / r, W / r)`` int32 counts (ignore pixels count nowhere).
+        returns ``(B, H / r, W / r, K + 1)`` int32 counts.
     """
     b, h, w = mask.shape
     r = reduction
@@ -42,38 +45,48 @@ def block_class_counts(mask: Tensor, reduction: int, num_classes: int, ignore_in
         raise ValueError(f"mask {h}x{w} is not a multiple of the stage reduction {r}")
     hh, ww = h // r, w // r
     dev = mask.device
-    k1 = num_classes + 1  # one extra bin takes ignore (and out-of-range) pixels
-    cls = torch.where((mask >= 0) & (mask < num_classes), mask, num_classes)  # (B, H, W)
+    k1 = num_classes + 1
+    labelled = (mask >= 0) & (mask < num_classes) & (mask != ignore_index)
+    cls = torch.where(labelled, mask, num_classes)  # (B, H, W)
     cell = (torch.arange(h, device=dev)[:, None] // r) * ww + torch.arange(w, device=dev) // r
-    image = torch.arange(b, device=dev)[:, None, None] * k1
-    index = (image + cls) * (hh * ww) + cell  # (B, H, W) flat index into (B, K+1, hh, ww)
-    counts = torch.zeros(b * k1 * hh * ww, dtype=torch.int32, device=dev)
-    counts.index_add_(
-        0, index.reshape(-1), torch.ones(1, dtype=torch.int32, device=dev).expand(index.numel())
-    )
-    return counts.view(b, k1, hh, ww)[:, :num_classes]  # (B, K, hh, ww)
+    image = torch.arange(b, device=dev)[:, None, None] * (hh * ww)
+    index = (image + cell) * k1 + cls  # (B, H, W) flat index into (B, hh, ww, K+1)
+    counts = torch.zeros(b * hh * ww * k1, dtype=torch.int32, device=dev)
+    ones = torch.ones(1, dtype=torch.int32, device=dev).expand(index.numel())
+    counts.index_add_(0, index.reshape(-1), ones)
+    return counts.view(b, hh, ww, k1)
 
 
 def pool_counts(counts: Tensor, factor: int) -> Tensor:
-    """Block counts of a ``factor`` times coarser grid (sum over factor x factor cells).
+    """Token counts of a ``factor`` times coarser grid (sum over factor x factor cells).
 
     Shape:
-        counts ``(B, K, h, w)``; returns ``(B, K, h / f, w / f)``.
+        counts ``(B, h, w, K + 1)``; returns ``(B, h / f, w / f, K + 1)``.
     """
-    b, k, h, w = counts.shape
-    return counts.view(b, k, h // factor, factor, w // factor, factor).sum((3, 5))
+    b, h, w, k1 = counts.shape
+    return counts.view(b, h // factor, factor, w // factor, factor, k1).sum((2, 4))
 
 
 def labels_from_counts(counts: Tensor) -> tuple[Tensor, Tensor]:
-    """Positive / negative blocks per class from per-block class counts.
+    """Positive / negative blocks per class from per-block class counts (classes last).
 
     Shape:
-        counts ``(B, K, h, w)``; returns ``(pos, neg)`` bool, same shape.
+        counts ``(..., K)`` (ignore bin excluded); returns ``(pos, neg)`` bool, same shape.
     """
-    labelled = counts.sum(1, keepdim=True)  # (B, 1, h, w)
-    pos = (counts == labelled) & (labelled > 0)  # (B, K, h, w)
-    neg = (counts == 0) & (labelled > 0)  # (B, K, h, w)
+    labelled = counts.sum(-1, keepdim=True)  # (..., 1)
+    pos = (counts == labelled) & (labelled > 0)  # (..., K)
+    neg = (counts == 0) & (labelled > 0)  # (..., K)
     return pos, neg
+
+
+def block_class_counts(mask: Tensor, reduction: int, num_classes: int, ignore_index: int) -> Tensor:
+    """Pixels of each class in every block, ignore excluded.
+
+    Shape:
+        mask ``(B, H, W)``; returns ``(B, K, H / r, W / r)`` int32.
+    """
+    counts = token_class_counts(mask, reduction, num_classes, ignore_index)  # (B, h, w, K+1)
+    return counts[..., :num_classes].permute(0, 3, 1, 2)
 
 
 def block_labels(
@@ -84,8 +97,9 @@ def block_labels(
     Shape:
         mask ``(B, H, W)``; returns ``(pos, neg)``, each ``(B, K, H / r, W / r)`` bool.
     """
-    counts = block_class_counts(mask, reduction, num_classes, ignore_index)  # (B, K, h, w)
-    return labels_from_counts(counts)
+    counts = token_class_counts(mask, reduction, num_classes, ignore_index)  # (B, h, w, K+1)
+    pos, neg = labels_from_counts(counts[..., :num_classes])  # (B, h, w, K)
+    return pos.permute(0, 3, 1, 2), neg.permute(0, 3, 1, 2)
 
 
 @dataclass
@@ -381,32 +395,27 @@ class PatchContrastLoss(nn.Module):
             if counts is not None and r % prev_r == 0:
                 counts = pool_counts(counts, r // prev_r)
             else:
-                counts = block_class_counts(mask, r, k, self.ignore_index)
+                counts = token_class_counts(mask, r, k, self.ignore_index)
             prev_r = r
-            if counts.shape[-2:] != f.shape[-2:]:
+            if counts.shape[1:3] != f.shape[-2:]:
                 raise ValueError(
                     f"stage {s}: feature map {tuple(f.shape[-2:])} does not match the "
-                    f"{r}x{r} blocks of the mask {tuple(counts.shape[-2:])}"
+                    f"{r}x{r} blocks of the mask {tuple(counts.shape[1:3])}"
                 )
-            pos, neg = labels_from_counts(counts)  # (B, K, h, w)
+            pos, neg = labels_from_counts(counts[..., :k])  # (B, h, w, K) in token order
+            flags = torch.cat([pos, neg], -1).view(-1, 2 * k)  # (N, 2K)
+            idx, valid = sample_per_class(flags, self.max_samples, generator)  # (S, 2K)
             tokens = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])  # (N, C)
-            ip, vp = sample_per_class(
-                pos.permute(0, 2, 3, 1).reshape(-1, k), self.max_samples, generator
-            )
-            ineg, vn = sample_per_class(
-                neg.permute(0, 2, 3, 1).reshape(-1, k), self.max_samples, generator
-            )
-            n = ip.shape[0]  # (S, K) index / validity each
-            rows = torch.cat([ip, ineg]).view(-1)  # (2S*K,) a token recurs once per class
+            rows = idx.reshape(-1)  # (S*2K,) a token recurs once per class
             if tokens.shape[0] <= rows.numel():  # fewer tokens than draws: project each once
-                both = head(tokens.float())[rows]  # (2S*K, D)
+                both = head(tokens.float())[rows]  # (S*2K, D)
             else:
-                both = head(tokens[rows].float())  # (2S*K, D)
-            both = both.view(2 * n, k, -1)
-            emb_p.append(both[:n])
-            emb_n.append(both[n:])
-            ok_p.append(vp)
-            ok_n.append(vn)
+                both = head(tokens[rows].float())  # (S*2K, D)
+            both = both.view(idx.shape[0], 2 * k, -1)  # (S, 2K, D)
+            emb_p.append(both[:, :k])
+            emb_n.append(both[:, k:])
+            ok_p.append(valid[:, :k])
+            ok_n.append(valid[:, k:])
         # All (stage, class) groups side by side: (S, G, D) with G = stages * K, padded rows invalid.
         ep, en = _side_by_side(emb_p), _side_by_side(emb_n)
         vp, vn = _side_by_side(ok_p), _side_by_side(ok_n)
