@@ -540,9 +540,16 @@ def _train(
                     f"{train_bs} and {h}x{w} chips; lower it (--set train.batch_size="
                     f"{max(1, train_bs // 2)}) and raise train.accumulate to keep the effective batch"
                 ) from e
-            check = loss.detach().float().reshape(1).cpu().double()
-            all_reduce_sum(check, info)
-            if not math.isfinite(float(check)):
+            # One host sync per step: the loss (summed over ranks, so every rank stops
+            # together on a NaN) and the named terms for the epoch means.
+            terms = [result.get(name) for name in LOSS_TERMS]
+            zero = loss.detach().float().new_zeros(())
+            vec = torch.stack(
+                [loss.detach().float()] + [zero if t is None else t.detach().float() for t in terms]
+            )
+            all_reduce_sum(vec[:1], info)
+            host = vec.double().cpu()
+            if not math.isfinite(float(host[0])):
                 last = out / "last.pt"
                 kept = (
                     f"the last good checkpoint is {last}"
@@ -550,13 +557,12 @@ def _train(
                     else "no checkpoint was written yet"
                 )
                 raise TrainingError(
-                    f"loss became {float(check)} at step {state.step + 1} (epoch {epoch + 1}); "
+                    f"loss became {float(host[0])} at step {state.step + 1} (epoch {epoch + 1}); "
                     f"stopped, {kept}; lower train.lr or check the chips for bad values"
                 )
-            for i, name in enumerate(LOSS_TERMS):
-                v = result.get(name)
-                if v is not None:
-                    sums[i, 0] += float(v.detach().float())
+            for i, t in enumerate(terms):
+                if t is not None:
+                    sums[i, 0] += host[i + 1]
                     sums[i, 1] += 1
             pending += 1
             state.batch_in_epoch += 1
@@ -564,9 +570,7 @@ def _train(
                 _optimizer_step(task, optimizer, scaler, scheduler, tc.grad_clip)
                 pending = 0
                 state.step += 1
-                prog(
-                    1, description=f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.4f}"
-                )
+                prog(1, description=f"epoch {epoch + 1}/{tc.epochs} loss {float(host[1]):.4f}")
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                     save(name_best=False)
                 if state.step >= total_steps:
@@ -579,9 +583,11 @@ def _train(
         train_time += dt
         _sync_buffers(task, info)
         images_total += n_images
-        all_reduce_sum(sums, info)
-        counts = torch.tensor([n_images], dtype=torch.float64)
-        all_reduce_sum(counts, info)
+        # Collectives on the training device (NCCL reduces CUDA tensors only).
+        sums = all_reduce_sum(sums.to(dev), info).cpu()
+        counts = all_reduce_sum(
+            torch.tensor([n_images], dtype=torch.float64, device=dev), info
+        ).cpu()
         state.epoch += 1
         state.batch_in_epoch = 0
 
