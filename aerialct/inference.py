@@ -10,10 +10,14 @@ How a scene is predicted
   floor (:func:`blend_weights`), strictly positive everywhere, and summed into an
   accumulator; the class is the argmax of the sum. The probability raster is the
   sum divided by the summed weights, which are separable too and computed once.
-* Streaming: windows are processed row of windows by row of windows. The
-  accumulator holds ``S + stride`` scene rows x scene width x classes (float32):
-  rows above the next window row are final and go straight to the output. Peak
-  memory grows with the scene width, never with the scene height.
+* Windows are spread evenly along each axis (every step <= stride, the last
+  window ends at the edge), so overlaps are even.
+* Streaming: windows are processed row of windows by row of windows; rows above
+  the next window row are final and go straight to the output. On the CPU only
+  the overlap rows (``S - step``) are kept at full width (:class:`_RowAccumulator`);
+  on a GPU a full-width ``S + stride`` accumulator lives in device memory
+  (:class:`_BandAccumulator`). Peak memory grows with the scene width, never
+  with the scene height.
 * A background thread reads and decodes the next windows (GDAL releases the GIL)
   while the model runs; weighting, accumulation and argmax run on the model's
   device, so on a GPU only uint8 windows go up and uint8 class rows come down.
