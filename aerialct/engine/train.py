@@ -607,9 +607,15 @@ def _train(
         improved = False
         last_epoch = state.epoch >= tc.epochs or state.step >= total_steps
         if val_ds is not None and (state.epoch % tc.val_every == 0 or last_epoch):
-            scores, val_ce = _validate(
-                task.model, val_ds, info, dev, eval_bs, amp_dtype, classes.names, ignore, dc
-            )
+            try:
+                scores, val_ce = _validate(
+                    task.model, val_ds, info, dev, eval_bs, amp_dtype, classes.names, ignore, dc
+                )
+            except torch.OutOfMemoryError as e:
+                raise TrainingError(
+                    f"out of GPU memory while validating epoch {state.epoch} with batch size "
+                    f"{eval_bs}; lower it (--set train.eval_batch_size={max(1, eval_bs // 2)})"
+                ) from e
             row["val_ce"] = val_ce
             row["val_miou"] = scores.mean_iou
             row["val_mf1"] = scores.mean_f1
