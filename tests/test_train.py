@@ -14,7 +14,7 @@ from train_helpers import tiled_synth, write_chips
 from aerialct.config import load_config
 from aerialct.engine.checkpoint import load_checkpoint, load_inference_model
 from aerialct.engine.train import lr_factor, train
-from aerialct.errors import CheckpointError, OutputExistsError, TrainingError
+from aerialct.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = CONFIGS / "tiny-cpu.yaml"
@@ -133,6 +133,9 @@ def test_existing_run_needs_resume_or_overwrite(chips, tmp_path):
         train(tiny_cfg("model.decoder=unetformer"), chips, run, resume=True)
     with pytest.raises(CheckpointError, match=r"nothing to resume"):
         train(tiny_cfg(), chips, tmp_path / "empty", resume=True)
+    # A config that names its classes refuses chips with another table.
+    with pytest.raises(ConfigError, match=r"data.classes"):
+        train(tiny_cfg("data.classes=[ground, building]"), chips, tmp_path / "other")
 
 
 def test_cli_train_resume_and_errors(chips, tmp_path, cli):
