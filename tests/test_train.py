@@ -38,7 +38,15 @@ def read_metrics(run: Path) -> list[dict]:
 
 def test_loss_falls_and_run_folder_is_complete(chips, tmp_path, cli):
     run = tmp_path / "run"
-    res = train(tiny_cfg("train.epochs=6"), chips, run)
+    seen = {"done": 0, "total": None, "desc": ""}
+
+    def progress(advance=1, *, total=None, description=None):
+        seen["done"] += advance
+        seen["total"] = total if total is not None else seen["total"]
+        seen["desc"] = description or seen["desc"]
+
+    res = train(tiny_cfg("train.epochs=6"), chips, run, progress=progress)
+    assert seen["done"] == seen["total"] == 18 and "epoch 6/6 loss" in seen["desc"]
     rows = read_metrics(run)
     assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
     first, last = float(rows[0]["train_loss"]), float(rows[-1]["train_loss"])

@@ -357,7 +357,7 @@ def _train(
     if dc.mean is None or dc.std is None:
         stats = None
         if info.is_main:
-            stats = compute_band_stats(splits.train, dc.stats_chips, progress=prog)
+            stats = compute_band_stats(splits.train, dc.stats_chips)
         mean, std = broadcast_object(stats, info)  # type: ignore[misc]
         cfg = replace(cfg, data=replace(dc, mean=tuple(mean), std=tuple(std)))
         dc = cfg.data
