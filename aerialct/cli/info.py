@@ -61,11 +61,11 @@ def info(
         ("train", ", ".join(f"{k}={v}" for k, v in ci.train.items())),
     ]
     if last:
-        rows.append(("last epoch", ", ".join(
+        rows.append((f"epoch {ci.epoch} metrics", ", ".join(
             f"{k}={console.fmt(v)}" for k, v in last.items()
             if k in ("train_loss", "val_miou", "val_oa", "images_per_s") and v is not None
         )))  # fmt: skip
     console.print_table(None, ["", "value"], rows)
     ious = [(k.removeprefix("iou_"), v) for k, v in last.items() if k.startswith("iou_")]
     if ious:
-        console.print_table("last epoch: validation IoU per class", ["class", "IoU"], ious)
+        console.print_table(f"validation IoU per class, epoch {ci.epoch}", ["class", "IoU"], ious)
