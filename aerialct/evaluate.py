@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
-from aerialct.errors import InputError, RasterError
+from aerialct.errors import InputError
 from aerialct.metrics import PixelScores, confusion_matrix, scores_from_confusion
 from aerialct.progress import ProgressFn, as_progress
 
@@ -101,18 +101,6 @@ class BuildingEvaluation:
 # --- pixel level ---------------------------------------------------------------
 
 
-def _table_of(ds) -> ClassTable | None:
-    raw = ds.tags().get("AERIALCT_CLASSES")
-    if not raw:
-        return None
-    try:
-        return ClassTable.from_list(json.loads(raw))
-    except (ValueError, KeyError, TypeError) as e:
-        raise RasterError(
-            f"{ds.name}: tag AERIALCT_CLASSES is not a class table ({e}); fix or remove the tag"
-        ) from e
-
-
 def _resolve_exclude(table: ClassTable, exclude: Sequence[str | int] | None) -> list[str]:
     """Explicit names must exist; the default (clutter) is skipped when absent."""
     if exclude is None:
@@ -132,16 +120,11 @@ def _pair_confusion(
     """Confusion matrix of one raster pair read in blocks of rows; also the unpredicted count."""
     from rasterio.windows import Window
 
-    from aerialct.geo.io import grid_mismatch, open_raster
+    from aerialct.geo.io import open_raster, raster_class_table, require_same_grid
 
     with open_raster(pred_path) as p, open_raster(ref_path) as r:
-        diff = grid_mismatch(p, r)
-        if diff:
-            raise InputError(
-                f"{pred_path} and {ref_path}: grids differ ({diff}); resample the prediction "
-                "onto the reference grid (gdalwarp -tr/-te or rio warp --like)"
-            )
-        pt, rt = _table_of(p), _table_of(r)
+        require_same_grid(p, r, what="the prediction")
+        pt, rt = raster_class_table(p, default=None), raster_class_table(r, default=None)
         if pt is not None and rt is not None and pt.names != rt.names:
             raise InputError(
                 f"{pred_path} and {ref_path}: class tables differ ({pt.names} vs {rt.names}); "

@@ -30,7 +30,6 @@ valid MultiPolygon (OGC polygons may not pinch), still one feature.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -42,8 +41,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
-from aerialct.errors import InputError, RasterError
+from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.errors import InputError
 from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
@@ -76,20 +75,6 @@ class VectorizeResult:
     seconds: float
     appended: bool = False
     options: dict = field(default_factory=dict)
-
-
-def raster_class_table(ds: rasterio.DatasetReader) -> ClassTable:
-    """The class table of a class raster: tag ``AERIALCT_CLASSES``, else POTSDAM."""
-    raw = ds.tags().get("AERIALCT_CLASSES")
-    if not raw:
-        return POTSDAM
-    try:
-        return ClassTable.from_list(json.loads(raw))
-    except (ValueError, KeyError, TypeError) as e:
-        raise RasterError(
-            f"{ds.name}: tag AERIALCT_CLASSES is not a class table ({e}); "
-            "rewrite it or remove the tag to use the Potsdam classes"
-        ) from e
 
 
 def parse_morph(items: Sequence[str] | None) -> list[tuple[str, int]]:
@@ -189,7 +174,7 @@ def vectorize(
     pixels. The output CRS is the raster's. See the module docstring for the
     order of operations.
     """
-    from aerialct.geo.io import check_output, grid_mismatch, open_raster
+    from aerialct.geo.io import check_output, grid_mismatch, open_raster, raster_class_table
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()
@@ -903,7 +888,6 @@ __all__ = [
     "IGNORE_INDEX",
     "VectorizeResult",
     "parse_morph",
-    "raster_class_table",
     "regularize_polygons",
     "vectorize",
 ]

@@ -9,6 +9,7 @@ under the final name.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aerialct.classes import POTSDAM, ClassTable
 from aerialct.errors import InputError, OutputExistsError, RasterError
 
 if TYPE_CHECKING:
@@ -118,12 +120,33 @@ def grid_mismatch(
     return "; ".join(problems) if problems else None
 
 
-def require_same_grid(a_path: str | os.PathLike, b_path: str | os.PathLike) -> None:
-    """Raise an InputError naming both files and what differs unless they share a grid."""
-    with open_raster(a_path) as a, open_raster(b_path) as b:
-        diff = grid_mismatch(a, b)
+def require_same_grid(
+    a: rasterio.DatasetReader, b: rasterio.DatasetReader, what: str = "the first"
+) -> None:
+    """Raise an InputError naming both rasters and what differs unless they share a grid."""
+    diff = grid_mismatch(a, b)
     if diff:
         raise InputError(
-            f"{a_path} and {b_path}: grids differ ({diff}); resample one onto the other "
-            "(gdalwarp -tr/-te or rio warp --like)"
+            f"{a.name} and {b.name}: grids differ ({diff}); resample {what} onto the other's "
+            "grid (gdalwarp -tr/-te or rio warp --like)"
         )
+
+
+CLASSES_TAG = "AERIALCT_CLASSES"
+"""Dataset tag holding a class raster's class table as JSON (``ClassTable.to_list()``)."""
+
+
+def raster_class_table(
+    ds: rasterio.DatasetReader, default: ClassTable | None = POTSDAM
+) -> ClassTable | None:
+    """The class table stored in a class raster's tag, else ``default``."""
+    raw = ds.tags().get(CLASSES_TAG)
+    if not raw:
+        return default
+    try:
+        return ClassTable.from_list(json.loads(raw))
+    except (ValueError, KeyError, TypeError) as e:
+        raise RasterError(
+            f"{ds.name}: tag {CLASSES_TAG} is not a class table ({e}); "
+            "rewrite it or remove the tag to use the Potsdam classes"
+        ) from e
