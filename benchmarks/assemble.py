@@ -17,6 +17,15 @@ HERE = Path(__file__).resolve().parent
 ORDER = ["tile", "step", "train", "predict", "vectorize"]
 
 
+def is_gpu(p: Path) -> bool:
+    return p.stem.endswith(("_cuda", "_gpu"))
+
+
+def order(p: Path) -> tuple[int, int, str]:
+    base = p.stem.split("_")[0]
+    return (ORDER.index(base) if base in ORDER else len(ORDER), is_gpu(p), p.stem)
+
+
 def machine_line() -> str:
     mem = ""
     try:
@@ -29,21 +38,18 @@ def machine_line() -> str:
 
 def main() -> None:
     results = HERE / "results"
-    sections = sorted(results.glob("*.md"))
-    cpu = [p for p in sections if not p.name.startswith("gpu_")]
-    gpu = [p for p in sections if p.name.startswith("gpu_")]
-    cpu.sort(key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
+    sections = sorted(results.glob("*.md"), key=order)
     parts = [
         "# aerialct benchmark results",
         "",
         f"Assembled {dt.date.today().isoformat()} by `benchmarks/run_all` on {machine_line()}.",
         "Each section below states when and where it was measured and its peer tool;",
         "ratios > 1 mean aerialct is faster (or smaller) than the peer. Regenerate with",
-        "`benchmarks/run_all` (CPU sections); GPU sections come from a lent GPU machine",
-        "and are kept as recorded.",
+        "`benchmarks/run_all` (CPU sections); GPU sections (`--device cuda` modes) come",
+        "from a GPU machine and are kept as recorded.",
         "",
     ]
-    for p in cpu + gpu:
+    for p in sections:
         parts.append(p.read_text().rstrip() + "\n")
     out = HERE / "RESULTS.md"
     tmp = out.with_suffix(".md.tmp")
