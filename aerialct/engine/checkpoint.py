@@ -281,7 +281,8 @@ def load_inference_model(
         ) from e
     classes = ClassTable.from_list(ckpt["classes"])
     in_chans = int(ckpt["in_chans"])
-    model = build_model(cfg.model, num_classes=len(classes), in_chans=in_chans)
+    # the checkpoint's state dict replaces every tensor: no pretrained file, no init log
+    model = build_model(cfg.model, num_classes=len(classes), in_chans=in_chans, load_weights=False)
     try:
         model.load_state_dict(ckpt["model"], strict=True)
     except RuntimeError as e:

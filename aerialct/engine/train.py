@@ -303,6 +303,10 @@ def train(
     dev_name = device or cfg.train.device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = resolve_device(dev_name, local_rank)
+    if dev.type == "cuda":
+        # The contrastive similarities run in float32 outside autocast: let them use TF32.
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     info = init_distributed(dev)
     try:
         _prepare_run_dir(out, resume, overwrite, info)

@@ -72,7 +72,7 @@ def build_model(
     model = SegmentationModel(backbone, decoder, num_classes)
     if cfg.weights and load_weights:
         model.weights_report = load_backbone_weights(backbone, cfg.weights)
-    elif not cfg.weights:
+    elif load_weights:
         log.info(
             "backbone %s (%s): random init (no model.weights given)",
             cfg.backbone,
