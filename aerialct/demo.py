@@ -7,7 +7,7 @@ Every output opens in QGIS as it is: COG class raster with a colour table,
 GeoPackages with the CRS of the scene.
 
 The synthetic scenes are drawn at a coarser ground sampling distance than
-Potsdam (0.25 m by default) so that a 64 px chip holds enough of a building for
+Potsdam (0.5 m by default) so that a 64 px chip holds enough of a building for
 the tiny model to learn within minutes on two cores.
 """
 
@@ -61,9 +61,9 @@ def run_demo(
     out: str | Path = "demo-run",
     *,
     config: str | Path = "tiny-cpu",
-    city_size: int = 1536,
-    heldout_size: int = 768,
-    gsd: float = 0.25,
+    city_size: int = 1024,
+    heldout_size: int = 512,
+    gsd: float = 0.5,
     chip_size: int | None = None,
     epochs: int | None = None,
     device: str = "auto",
@@ -134,8 +134,8 @@ def run_demo(
         chips,
         labels=[city.labels],
         size=size,
-        stride=max(size * 3 // 4, 1),
-        val_fraction=0.2,
+        stride=size,
+        val_fraction=0.25,
         seed=seed,
         workers=2,
     )

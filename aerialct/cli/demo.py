@@ -25,11 +25,11 @@ def demo(
     ] = None,
     city_size: Annotated[
         int, typer.Option("--city-size", min=256, help="Training city side in pixels.")
-    ] = 1536,
+    ] = 1024,
     heldout_size: Annotated[
         int, typer.Option("--heldout-size", min=128, help="Held-out district side in pixels.")
-    ] = 768,
-    gsd: Annotated[float, typer.Option("--gsd", min=0.01, help="Pixel size in metres.")] = 0.25,
+    ] = 512,
+    gsd: Annotated[float, typer.Option("--gsd", min=0.01, help="Pixel size in metres.")] = 0.5,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic city.")] = 0,
     set_: Annotated[
         list[str] | None,
