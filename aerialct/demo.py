@@ -25,7 +25,7 @@ from aerialct.progress import ProgressFn, as_progress
 
 log = logging.getLogger("aerialct")
 
-CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+MARKER = ".aerialct-demo"
 
 
 @dataclass
@@ -92,10 +92,17 @@ def run_demo(
     check_output(out, overwrite)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder; give a folder for the demo outputs")
-    if out.exists():
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise InputError(
+                f"{out}: not a folder made by aerialct demo (no {MARKER}); --overwrite only "
+                "replaces demo folders: give a new or empty --out"
+            )
         import shutil
 
         shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by aerialct demo; --overwrite may replace this folder\n")
     t0 = time.perf_counter()
     steps: dict[str, float] = {}
 
