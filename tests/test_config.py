@@ -38,3 +38,17 @@ def test_roundtrip():
     again = config_from_dict(to_dict(cfg))
     assert isinstance(again, ExperimentConfig)
     assert to_dict(again) == to_dict(cfg)
+
+
+def test_presets_resolve_by_name_and_every_preset_loads():
+    from aerialct.config import PRESETS_DIR, resolve_config_path
+
+    assert resolve_config_path("tiny-cpu") == PRESETS_DIR / "tiny-cpu.yaml"
+    with pytest.raises(ConfigError, match="dcswin-ct-cl"):
+        resolve_config_path("dcswin-ct-c")
+    names = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    assert len(names) >= 17
+    for name in names:
+        cfg = load_config(resolve_config_path(name))
+        assert cfg.name == name
+    assert load_config(resolve_config_path("poolformer")).model.decoder == "dcswin"

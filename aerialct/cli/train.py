@@ -26,11 +26,12 @@ def train(
         ),
     ],
     config: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--config",
             "-c",
-            help="YAML preset, e.g. configs/dcswin-ct-cl.yaml. With --resume it defaults to RUN_DIR/config.yaml.",
+            help="Preset name (dcswin-ct-cl, tiny-cpu, ... from configs/) or a YAML file. "
+            "With --resume it defaults to RUN_DIR/config.yaml.",
         ),
     ] = None,
     overrides: Annotated[
@@ -58,7 +59,7 @@ def train(
     Under torchrun (torchrun --nproc_per_node N -m aerialct train ...) every process
     trains a shard with DDP and rank 0 writes the run folder.
     """
-    from aerialct.config import load_config
+    from aerialct.config import load_config, resolve_config_path
     from aerialct.engine.train import train as run_training
 
     if resume and overwrite:
@@ -70,8 +71,8 @@ def train(
             raise typer.BadParameter(
                 "give a preset, e.g. --config configs/tiny-cpu.yaml", param_hint="--config"
             )
-        config = out / "config.yaml"
-    cfg = load_config(config, overrides or [])
+        config = str(out / "config.yaml")
+    cfg = load_config(resolve_config_path(config), overrides or [])
     main_rank = os.environ.get("RANK", "0") == "0"
     if main_rank:
         with console.progress("training") as progress:
