@@ -1128,7 +1128,8 @@ def predict_scenes(
         try:
             results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
         except Exception as e:  # one scene's failure must not stop the batch
-            log.error("%s: failed: %s", p, e)
+            # recorded in the result, which the caller renders; visible with --verbose
+            log.debug("%s: failed: %s", p, e)
             results.append(
                 SceneResult(scene=p, status="failed", error=" ".join(str(e).split()), exception=e)
             )

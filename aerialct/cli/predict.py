@@ -118,9 +118,10 @@ def predict(
             quicklook=quicklook,
             progress=progress,
         )
+    single_failure = len(result.scenes) == 1 and not result.ok
     if json_out:
         console.print_json(result.to_dict())
-    else:
+    elif not single_failure:  # one failed scene: its error line says it all
         rows = [
             (
                 s.scene.name,
