@@ -39,7 +39,7 @@ import numpy as np
 from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
 from aerialct.errors import InputError, RasterError, VectorError
-from aerialct.geo.io import atomic_output, check_output, grid_mismatch, open_raster
+from aerialct.geo.io import atomic_output, check_output, open_raster, require_same_grid
 from aerialct.progress import ProgressFn, as_progress
 
 log = logging.getLogger("aerialct")
@@ -266,12 +266,7 @@ def _attach_label_raster(scene: _Scene, path: Path, warnings: list[str]) -> None
             scene.georef_copied = True
             log.info("%s: no georeferencing; copied it from %s", path, Path(scene.image).name)
         else:
-            diff = grid_mismatch(img, lab)
-            if diff:
-                raise InputError(
-                    f"{scene.image} and {path}: grids differ ({diff}); resample the label onto the "
-                    "image grid (gdalwarp -te/-tr or rio warp --like)"
-                )
+            require_same_grid(lab, img, what="the label")
         scene.labels = str(path)
         scene.label_kind = kind
         scene.label_nodata = lab.nodata
@@ -280,17 +275,9 @@ def _attach_label_raster(scene: _Scene, path: Path, warnings: list[str]) -> None
 def _load_vector(
     path: Path, class_field: str, classes: ClassTable, layer: str | None
 ) -> tuple[object, list[int]]:
-    import pyogrio
+    from aerialct.geo.vector import read_polygons
 
-    if not path.exists():
-        raise VectorError(f"{path}: no such file; check --labels-vector")
-    try:
-        frame = pyogrio.read_dataframe(path, layer=layer)
-    except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VectorError(
-            f"{path}: not a readable vector file ({first}); give a GeoPackage or another OGR file"
-        ) from e
+    frame = read_polygons(path, layer)
     if frame.crs is None:
         raise VectorError(
             f"{path}: has no CRS; assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg {path})"
