@@ -547,9 +547,9 @@ def _run(
     *,
     source: str,
     classes: ClassTable,
-    window: int,
-    stride: int,
-    chip: int,
+    size: int,
+    stride: int | None,
+    resize: int | None,
     nodata_threshold: float,
     val_fraction: float,
     val_block: int | None,
@@ -564,6 +564,10 @@ def _run(
     import geopandas as gpd
     import shapely
 
+    # windows of `size` scene pixels every `stride` (default: size), written as `resize` px chips
+    window = _positive(size, "--size")
+    stride = _positive(stride or size, "--stride")
+    chip = _positive(resize or size, "--resize")
     prog = as_progress(progress)
     if not scenes:
         raise InputError("no scenes to tile; give at least one image")
@@ -871,9 +875,9 @@ def tile_scenes(
         Path(out),
         source="geotiff",
         classes=classes,
-        window=_positive(size, "--size"),
-        stride=_positive(stride or size, "--stride"),
-        chip=_positive(resize or size, "--resize"),
+        size=size,
+        stride=stride,
+        resize=resize,
         nodata_threshold=nodata_threshold,
         val_fraction=val_fraction,
         val_block=val_block,
@@ -1019,9 +1023,9 @@ def tile_potsdam(
         Path(out),
         source="potsdam",
         classes=pots.CLASSES,
-        window=_positive(size, "--size"),
-        stride=_positive(stride or size, "--stride"),
-        chip=_positive(resize or size, "--resize"),
+        size=size,
+        stride=stride,
+        resize=resize,
         nodata_threshold=nodata_threshold,
         val_fraction=val_fraction,
         val_block=val_block,
