@@ -83,7 +83,7 @@ def run_demo(
     from aerialct.engine.checkpoint import load_inference_model
     from aerialct.engine.train import train
     from aerialct.evaluate import evaluate
-    from aerialct.inference import predict_scene
+    from aerialct.inference import predict_scene, resolve_device_name
     from aerialct.tiling import tile_scenes
     from aerialct.vectorize import vectorize
 
@@ -157,7 +157,8 @@ def run_demo(
 
     t = time.perf_counter()
     prog(0, description="demo: predicting the held-out district")
-    bundle = load_inference_model(checkpoint, device=_device_name(device))
+    dev = resolve_device_name(device)
+    bundle = load_inference_model(checkpoint, device=dev)
     pred_dir = out / "prediction"
     pred = predict_scene(
         bundle,
@@ -165,7 +166,7 @@ def run_demo(
         pred_dir / "heldout_classes.tif",
         probabilities=True,
         quicklook=True,
-        device=_device_name(device),
+        device=dev,
     )
     if pred.status != "ok" or pred.output is None:
         raise InputError(f"{heldout.image}: prediction failed ({pred.error})")
@@ -222,11 +223,3 @@ def run_demo(
         seconds=round(time.perf_counter() - t0, 2),
         steps=steps,
     )
-
-
-def _device_name(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
