@@ -120,7 +120,14 @@ def _pair_confusion(
     """Confusion matrix of one raster pair read in blocks of rows; also the unpredicted count."""
     from rasterio.windows import Window
 
-    from aerialct.geo.io import open_raster, raster_class_table, require_same_grid
+    from aerialct.geo.io import (
+        check_class_raster,
+        check_class_values,
+        open_raster,
+        raster_class_table,
+        read_window,
+        require_same_grid,
+    )
 
     with open_raster(pred_path) as p, open_raster(ref_path) as r:
         require_same_grid(p, r, what="the prediction")
@@ -138,31 +145,44 @@ def _pair_confusion(
                 f"{pred_path}: classes {found.names} differ from the first pair's {table.names}; "
                 "evaluate rasters of one class table together"
             )
-        if r.count >= 3 and r.dtypes[0] == "uint8" and p.count == 1:
+        check_class_raster(p, "prediction (class raster)")
+        if r.count >= 3 and r.dtypes[0] == "uint8":
             rgb_reference = True
-        elif r.count == 1:
-            rgb_reference = False
         else:
-            raise InputError(
-                f"{ref_path}: {r.count} bands; give a single-band label raster or an RGB-colour label"
-            )
+            rgb_reference = False
+            check_class_raster(r, "reference (class raster or RGB-colour label)")
         k = len(table)
         cm = np.zeros((k, k), dtype=np.int64)
-        unpredicted = 0
+        unpredicted = unknown = labelled_all = 0
         step = max(1, rows_per_block)
         for row in range(0, r.height, step):
             win = Window(0, row, r.width, min(step, r.height - row))
-            pred = p.read(1, window=win)
+            pred = read_window(p, 1, window=win)
+            check_class_values(str(pred_path), pred, table, p.nodata, win)
             if rgb_reference:
-                ref, _ = table.rgb_to_ids(r.read((1, 2, 3), window=win))
+                ref, colours = table.rgb_to_ids(read_window(r, (1, 2, 3), window=win))
+                unknown += sum(colours.values())
             else:
-                ref = r.read(1, window=win)
+                ref = read_window(r, 1, window=win)
+                check_class_values(str(ref_path), ref, table, r.nodata, win)
             labelled = ref != IGNORE_INDEX
+            labelled_all += int(np.count_nonzero(labelled))
             unpredicted += int(np.count_nonzero(labelled & (pred == IGNORE_INDEX)))
             try:
                 cm += confusion_matrix(pred, ref, k)
             except InputError as e:
                 raise InputError(f"{pred_path} vs {ref_path}: {e}") from None
+        pixels = r.width * r.height
+        if rgb_reference and unknown > 0.5 * pixels:
+            raise InputError(
+                f"{ref_path}: {unknown / pixels:.0%} of its pixels have colours outside the legend, "
+                "so it is not an RGB-colour label (an orthophoto?); give the reference labels"
+            )
+        if labelled_all == 0:
+            raise InputError(
+                f"{ref_path}: holds no labelled pixel (all ignore or nodata); nothing to score "
+                "against: give the reference labels"
+            )
     return cm, unpredicted, table
 
 
@@ -374,7 +394,7 @@ def evaluate_buildings(
     if not 0 < iou_threshold <= 1:
         raise InputError(f"--iou-threshold must be in (0, 1], got {iou_threshold}")
     if review is not None:
-        check_output(review, overwrite)
+        check_output(review, overwrite, inputs=[prediction, reference])
     prog = as_progress(progress)
     prog(0, total=3, description="evaluating buildings")
     pf = read_polygons(prediction, pred_layer)
@@ -489,8 +509,9 @@ def evaluate(
     """
     from aerialct.geo.io import atomic_output, check_output
 
+    inputs = [p for p in (prediction, reference, index) if p is not None]
     if report is not None:
-        check_output(report, overwrite)
+        check_output(report, overwrite, kind="json", inputs=inputs)
     pred = Path(prediction)
     if not pred.exists():
         raise InputError(f"{pred}: no such file or folder; check the path")
@@ -543,7 +564,7 @@ def evaluate(
     if review is not None and result.kind != "building":
         log.warning("--review applies to building evaluation only; not written")
     if report is not None:
-        with atomic_output(report, overwrite) as tmp:
+        with atomic_output(report, overwrite, kind="json", inputs=inputs) as tmp:
             tmp.write_text(json.dumps(_jsonable(result.to_dict()), indent=2) + "\n")
     return result
 

@@ -47,13 +47,26 @@ import numpy as np
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.errors import InputError
 from aerialct.geo.cog import PART_OPTIONS, RowWriter, cog_options, finish_cog
-from aerialct.geo.io import atomic_output, check_output, open_raster
+from aerialct.geo.io import (
+    atomic_output,
+    check_output,
+    open_raster,
+    read_failed,
+    read_window,
+)
 from aerialct.progress import ProgressFn, as_progress
 
 log = logging.getLogger("aerialct")
 
 #: GSD ratio (either way) beyond which a scene is "far" from the training GSD
 GSD_TOLERANCE = 1.25
+#: --resample-to-training-gsd refuses to scale a scene by more than this factor either way
+MAX_RESAMPLE = 8.0
+#: a scene band whose mean lies further than this many training standard deviations from the
+#: training mean, or whose spread differs by more than RANGE_RATIO, is not the imagery the
+#: model was trained on (e.g. 16-bit pixels given to a model trained on 8-bit chips)
+RANGE_SIGMAS = 6.0
+RANGE_RATIO = 10.0
 #: minimum of the blending weight relative to its centre value
 WEIGHT_FLOOR = 0.05
 PROB_SCALE = 255
@@ -239,10 +252,64 @@ def check_gsd(scene: float | None, training: float | None, path: Path) -> str | 
     ratio = scene / training
     if max(ratio, 1 / ratio) <= GSD_TOLERANCE:
         return None
+    if max(ratio, 1 / ratio) > MAX_RESAMPLE:
+        return (
+            f"{path}: pixel size {scene:g} is {ratio:.2f}x the training pixel size {training:g}; "
+            "predictions will be poor; use a model trained near this pixel size"
+        )
     return (
         f"{path}: pixel size {scene:g} is {ratio:.2f}x the training pixel size {training:g}; "
         "predictions may be poor; pass --resample-to-training-gsd to predict at the training scale"
     )
+
+
+def check_resample(scene: float, training: float, ds: Any, path: Path) -> None:
+    """Refuse --resample-to-training-gsd beyond MAX_RESAMPLE (the size it would make, in words)."""
+    ratio = scene / training
+    if max(ratio, 1 / ratio) <= MAX_RESAMPLE:
+        return
+    w, h = math.ceil(ds.width * ratio), math.ceil(ds.height * ratio)
+    raise InputError(
+        f"{path}: --resample-to-training-gsd would scale the scene {ratio:.3g}x (pixel size "
+        f"{scene:g} to the training {training:g}, {ds.width}x{ds.height} -> {w}x{h} px); it "
+        f"refuses beyond {MAX_RESAMPLE:g}x: use a model trained near this pixel size"
+    )
+
+
+def check_value_range(ds: Any, bands: Sequence[int], bundle: BundleLike, path: Path) -> None:
+    """Refuse a scene whose pixel values are not the kind the model was trained on.
+
+    A thumbnail of at most 512 px (valid pixels only) is compared with the training
+    statistics stored in the checkpoint: a band mean more than RANGE_SIGMAS training
+    standard deviations away, or a spread RANGE_RATIO times larger or smaller, means
+    the model would see values it never saw (16-bit or reflectance imagery given to
+    a model trained on 8-bit chips) and answer with confident nonsense. An identity
+    normalisation (mean 0, std 1) carries no training statistics and is not checked.
+    """
+    from rasterio.enums import Resampling
+
+    if all(m == 0.0 for m in bundle.mean) and all(s == 1.0 for s in bundle.std):
+        return
+
+    scale = max(1.0, max(ds.width, ds.height) / 512)
+    shape = (len(bands), max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
+    data = read_window(ds, list(bands), out_shape=shape, resampling=Resampling.nearest, masked=True)
+    for i, band in enumerate(bands):
+        values = data[i].compressed().astype(np.float64)
+        if values.size < 16:
+            continue
+        mean, std = float(values.mean()), float(values.std())
+        t_mean, t_std = float(bundle.mean[i]), max(float(bundle.std[i]), 1e-6)
+        far = abs(mean - t_mean) / t_std > RANGE_SIGMAS
+        spread = std > 0 and not (1 / RANGE_RATIO <= std / t_std <= RANGE_RATIO)
+        if far or spread:
+            raise InputError(
+                f"{path}: band {band} ({ds.dtypes[band - 1]}) has mean {mean:.4g} and spread "
+                f"{std:.4g}, but the model was trained on mean {t_mean:.4g} and spread "
+                f"{t_std:.4g}; it would predict nonsense: rescale the scene to the training "
+                "range (for a model trained on 8-bit chips: gdal_translate -ot Byte -scale) or "
+                "train on chips of this imagery"
+            )
 
 
 def reduce_heap_fragmentation(threshold: int = 1 << 20) -> bool:
@@ -403,7 +470,7 @@ class _Reader:
         for j, y in enumerate(self.rows):
             h = min(size, H - y)
             win = Window(0, y, W, h)
-            strip = src.read(self.bands, window=win)  # (C, h, W)
+            strip = read_window(src, self.bands, window=win)  # (C, h, W)
             valid = _valid(src, strip, win, self.mask_mode, self.nodata)  # (h, W) bool
             strip = _as_tensor_dtype(strip)
             if h < size or size > W:
@@ -446,7 +513,12 @@ def _valid(src: Any, strip: np.ndarray, win: Any, mode: str, nd: Any) -> np.ndar
         if isinstance(nd, float) and math.isnan(nd):
             return ~np.isnan(strip).all(axis=0)
         return (strip != np.asarray(nd, dtype=strip.dtype)).any(axis=0)
-    return src.dataset_mask(window=win) != 0
+    from rasterio.errors import RasterioError
+
+    try:
+        return src.dataset_mask(window=win) != 0
+    except RasterioError as e:
+        raise read_failed(src.name, e, win) from None
 
 
 def _as_tensor_dtype(a: np.ndarray) -> np.ndarray:
@@ -998,7 +1070,7 @@ def predict_scene(
     ql_path = out_path.with_name(f"{stem}_quicklook.png") if quicklook else None
     for p in (out_path, prob_path, ql_path):
         if p is not None:
-            check_output(p, overwrite)
+            check_output(p, overwrite, inputs=[scene])
     co = cog_options(creation_options, overview_resampling)
     co_prob = cog_options(creation_options, "AVERAGE")
 
@@ -1015,6 +1087,7 @@ def predict_scene(
         stack.enter_context(_quiet_georef(ds.crs is None))
         stack.enter_context(_gdal_env(ds, int(bundle.chip_size), dev.type == "cuda"))
         chosen = _data_bands(ds, bands, int(bundle.in_chans), scene)
+        check_value_range(ds, chosen, bundle, scene)
         result.width, result.height = ds.width, ds.height
         result.gsd = scene_gsd(ds)
         src = ds
@@ -1025,6 +1098,7 @@ def predict_scene(
                     "north-up CRS; warp it first (gdalwarp -t_srs EPSG:XXXX -tr ...)"
                 )
             if check_gsd(result.gsd, bundle.gsd, scene) is not None:
+                check_resample(result.gsd, float(bundle.gsd), ds, scene)
                 src = stack.enter_context(_training_grid_vrt(ds, float(bundle.gsd)))
                 result.resampled = True
                 log.info("%s: predicting at the training pixel size %g", scene.name, bundle.gsd)

@@ -174,7 +174,13 @@ def vectorize(
     pixels. The output CRS is the raster's. See the module docstring for the
     order of operations.
     """
-    from aerialct.geo.io import check_output, grid_mismatch, open_raster, raster_class_table
+    from aerialct.geo.io import (
+        check_class_raster,
+        check_output,
+        grid_mismatch,
+        open_raster,
+        raster_class_table,
+    )
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()
@@ -183,7 +189,7 @@ def vectorize(
     if overwrite and append:
         raise InputError(f"{out}: --overwrite and --append exclude each other; pick one")
     if not append:
-        check_output(out, overwrite)
+        check_output(out, overwrite, inputs=[raster, probabilities])
     if connectivity not in (4, 8):
         raise InputError(f"connectivity must be 4 or 8, got {connectivity}")
     if window_size < 16:
@@ -195,6 +201,7 @@ def vectorize(
     prog = as_progress(progress)
 
     with open_raster(raster) as ds:
+        check_class_raster(ds)
         table = raster_class_table(ds)
         try:
             ids = sorted(set(table.ids_of(classes)))
@@ -219,7 +226,9 @@ def vectorize(
                 )
             scale = _prob_reader(probs, table)
         try:
-            pieces = _polygonise_windows(ds, ids, ops, connectivity, window_size, probs, prog)
+            pieces = _polygonise_windows(
+                ds, table, ids, ops, connectivity, window_size, probs, prog
+            )
         finally:
             if probs is not None:
                 probs.close()
@@ -245,7 +254,7 @@ def vectorize(
     )
     appended = append and out.exists()
     if appended:
-        out_layer = _continue_ids(out, layer_name, out_layer)
+        out_layer = _continue_ids(out, layer_name, out_layer, str(raster))
     write_layers(out, {layer_name: out_layer}, overwrite=overwrite, append=append)
     counts = {n: int((out_layer.fields["class"] == n).sum()) for n in names}
     return VectorizeResult(
@@ -482,6 +491,7 @@ class _Pieces:
 
 def _polygonise_windows(
     ds: rasterio.DatasetReader,
+    table: ClassTable,
     ids: list[int],
     ops: Sequence[tuple[str, int]],
     connectivity: int,
@@ -491,6 +501,8 @@ def _polygonise_windows(
 ) -> _Pieces:
     import shapely
     from rasterio.windows import Window
+
+    from aerialct.geo.io import check_class_values, read_window
 
     height, width = ds.height, ds.width
     halo = _morph_halo(ops)
@@ -521,7 +533,9 @@ def _polygonise_windows(
             w = min(size, width - c0)
             hr0, hc0 = max(r0 - halo, 0), max(c0 - halo, 0)
             hr1, hc1 = min(r0 + h + halo, height), min(c0 + w + halo, width)
-            data = ds.read(1, window=Window(hc0, hr0, hc1 - hc0, hr1 - hr0))
+            win = Window(hc0, hr0, hc1 - hc0, hr1 - hr0)
+            data = read_window(ds, 1, window=win)
+            check_class_values(ds.name, data, table, ds.nodata, win)
             inner = (slice(r0 - hr0, r0 - hr0 + h), slice(c0 - hc0, c0 - hc0 + w))
             for c in ids:
                 mask = data == c
@@ -619,7 +633,9 @@ def _confidence(
     from scipy import ndimage
 
     labels, _ = ndimage.label(mask, structure=_structure(connectivity))
-    band = probs.read(class_id + 1, window=window).astype(np.float64)
+    from aerialct.geo.io import read_window
+
+    band = read_window(probs, class_id + 1, window=window).astype(np.float64)
     # label of each polygon through one of its pixels
     lab = labels[traced.sample[:, 0], traced.sample[:, 1]]
     return (
@@ -753,8 +769,12 @@ def _finish(
     return Layer(np.asarray(geoms, dtype=object), fields, crs), dropped
 
 
-def _continue_ids(path: Path, layer: str, out_layer: Layer) -> Layer:
-    """When appending to an existing layer, continue its ``id`` sequence and check the CRS."""
+def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Layer:
+    """When appending to an existing layer, continue its ``id`` sequence and check the CRS.
+
+    A raster whose polygons the layer already holds (same ``source``) is refused:
+    appending it again would duplicate every polygon.
+    """
     import pyogrio
 
     from aerialct.geo.vector import Layer, list_layers, same_crs
@@ -768,6 +788,15 @@ def _continue_ids(path: Path, layer: str, out_layer: Layer) -> Layer:
             f"{path}: layer {layer!r} is in {existing_crs}, the raster in {out_layer.crs}; "
             "append to a layer in the same CRS or write a new layer with --layer"
         )
+    if "source" in list(info.get("fields", [])):
+        _, _, _, (sources,) = pyogrio.raw.read(
+            path, layer=layer, columns=["source"], read_geometry=False
+        )
+        if source in set(sources.tolist()):
+            raise InputError(
+                f"{path}: layer {layer!r} already holds the polygons of {source}; appending it "
+                "again would duplicate them: skip this raster, or rewrite the file with --overwrite"
+            )
     if "id" in list(info.get("fields", [])):
         _, _, _, table = pyogrio.raw.read(path, layer=layer, columns=["id"], read_geometry=False)
         start = int(table[0].max()) if len(table[0]) else 0

@@ -223,6 +223,12 @@ def test_existing_output_is_refused_then_overwritten(tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         predict_scene(oracle_bundle(32), scene, out)
     assert out.read_bytes() == b"keep"
+    # --overwrite replaces only a class raster aerialct wrote, never another file
+    with pytest.raises(OutputExistsError, match="not a GeoTIFF written by aerialct"):
+        predict_scene(oracle_bundle(32), scene, out, overwrite=True)
+    assert out.read_bytes() == b"keep"
+    out.unlink()
+    predict_scene(oracle_bundle(32), scene, out)
     predict_scene(oracle_bundle(32), scene, out, overwrite=True)
     np.testing.assert_array_equal(read_class_raster(out)[0], oracle_classes(img))
 
@@ -345,8 +351,11 @@ def test_cli_single_scene_errors_exit_1(oracle_cli, tmp_path):
     assert oracle_cli("predict", "x.pt", scene, "--out", out).code == 0
     r = oracle_cli("predict", "x.pt", scene, "--out", out)
     assert r.code == 1 and "--overwrite" in r.err
-    r = oracle_cli("predict", "x.pt", scene, "--out", out, "--overwrite", "--co", "BLOCKSIZE=64")
+    r = oracle_cli("predict", "x.pt", scene, "--out", out, "--overwrite", "--co", "BLOCKSIZE=128")
     assert r.code == 0, r.err
+    # GDAL's COG driver takes no blocks under 128: refused, not silently ignored
+    r = oracle_cli("predict", "x.pt", scene, "--out", out, "--overwrite", "--co", "BLOCKSIZE=64")
+    assert r.code == 1 and "--co BLOCKSIZE=64" in r.err and ">= 128" in r.err
 
 
 def test_cli_usage_errors_exit_2(oracle_cli, tmp_path):

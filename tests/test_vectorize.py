@@ -323,7 +323,11 @@ def test_overwrite_append_and_formats(tmp_path):
         vectorize(src, out)
     vectorize(src, out, classes=["car"], append=True)  # a new layer
     assert sorted(name for name, _ in pyogrio.list_layers(out)) == ["building", "car"]
-    vectorize(src, out, append=True)  # more features in the same layer, ids continue
+    src2 = write_classes(tmp_path / "d.tif", a)
+    vectorize(src2, out, append=True)  # more features in the same layer, ids continue
+    assert read(out, "building")["id"].tolist() == [1, 2]
+    with pytest.raises(InputError, match="already holds the polygons of"):
+        vectorize(src, out, append=True)  # the same raster again would duplicate polygons
     assert read(out, "building")["id"].tolist() == [1, 2]
     vectorize(src, out, overwrite=True)
     assert [name for name, _ in pyogrio.list_layers(out)] == ["building"]

@@ -54,15 +54,17 @@ def tile(
     ] = None,
     size: Annotated[
         int | None,
-        typer.Option("--size", help="Window in scene pixels (default 512; potsdam 500)."),
+        typer.Option("--size", min=1, help="Window in scene pixels (default 512; potsdam 500)."),
     ] = None,
     stride: Annotated[
-        int | None, typer.Option("--stride", help="Step between windows (default: --size).")
+        int | None,
+        typer.Option("--stride", min=1, help="Step between windows (default: --size)."),
     ] = None,
     resize: Annotated[
         int | None,
         typer.Option(
             "--resize",
+            min=1,
             help="Chip size written (image bilinear, mask nearest) (default none; potsdam 512).",
         ),
     ] = None,
@@ -97,7 +99,7 @@ def tile(
         typer.Option("--no-eroded", help="Potsdam: use full labels for test, not _noBoundary."),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")] = 0,
-    workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 2,
     co: CreationOptions = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
@@ -141,9 +143,9 @@ def tile(
             result = tile_potsdam(
                 inputs[0],
                 out,
-                size=size or 500,
+                size=500 if size is None else size,
                 stride=stride,
-                resize=None if no_resize else (resize or 512),
+                resize=None if no_resize else (512 if resize is None else resize),
                 split_file=split_file,
                 eroded_for_test=not no_eroded,
                 nodata_threshold=nodata_threshold,
@@ -164,7 +166,7 @@ def tile(
                 class_field=class_field,
                 vector_layer=layer,
                 background=background,
-                size=size or 512,
+                size=512 if size is None else size,
                 stride=stride,
                 resize=None if no_resize else resize,
                 nodata_threshold=nodata_threshold,

@@ -50,25 +50,17 @@ from aerialct.engine.distributed import (
     gather_with_grad,
     init_distributed,
 )
-from aerialct.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
+from aerialct.engine.run_dir import RunFolder
+from aerialct.errors import CheckpointError, ConfigError, TrainingError
 from aerialct.geo.io import atomic_output
 from aerialct.progress import ProgressFn, as_progress
+from aerialct.workers import worker_signals
 
 log = logging.getLogger("aerialct")
 
 __all__ = ["TrainResult", "lr_factor", "resolve_device", "train"]
 
 LOSS_TERMS = ("loss", "ce", "dice", "ct", "ms", "cs")
-RUN_FILES = (
-    "config.yaml",
-    "last.pt",
-    "best.pt",
-    "metrics.csv",
-    "loss.png",
-    "iou.png",
-    "confusion.png",
-    "summary.json",
-)
 
 
 @dataclass
@@ -218,28 +210,6 @@ def _local_count(n: int, world: int) -> int:
 # Run folder
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool, info: DistInfo) -> None:
-    last = out / "last.pt"
-    if resume:
-        if not last.exists():
-            raise CheckpointError(
-                f"{last}: nothing to resume (no last.pt in {out}); start without --resume"
-            )
-        return
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            out,
-            f"it holds a run ({', '.join(existing)}); pass --resume to continue it or "
-            "--overwrite to start again",
-        )
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in existing:
-            (out / name).unlink()
-    barrier(info)
-
-
 def _write_text(path: Path, text: str) -> None:
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(text)
@@ -309,7 +279,12 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
     info = init_distributed(dev)
     try:
-        _prepare_run_dir(out, resume, overwrite, info)
+        run = RunFolder(out, resume=resume, overwrite=overwrite, is_main=info.is_main)
+        barrier(info)
+    except BaseException:
+        cleanup_distributed(info)
+        raise
+    try:
         ckpt = load_checkpoint(out / "last.pt", for_training=True) if resume else None
         if ckpt is not None:
             # Normalisation is part of the model: a resumed run keeps the checkpoint's.
@@ -318,7 +293,13 @@ def train(
                 cfg,
                 data=replace(cfg.data, mean=tuple(norm["mean"]), std=tuple(norm["std"])),
             )
-        return _train(cfg, Path(data_dir), out, ckpt, dev, info, progress, check_resume_compatible)
+        return _train(
+            cfg, Path(data_dir), out, ckpt, dev, info, progress, check_resume_compatible,
+            on_checkpoint=run.checkpointed,
+        )  # fmt: skip
+    except BaseException:
+        run.failed()
+        raise
     finally:
         cleanup_distributed(info)
 
@@ -332,6 +313,7 @@ def _train(
     info: DistInfo,
     progress: ProgressFn | None,
     check_resume_compatible: Callable[..., None],
+    on_checkpoint: Callable[[], None] = lambda: None,
 ) -> TrainResult:
     from aerialct.data.dataset import ChipDataset, compute_band_stats, open_chip_splits
     from aerialct.data.transforms import JointAugment, Normalize
@@ -485,6 +467,7 @@ def _train(
         if name_best:
             with atomic_output(out / "best.pt", overwrite=True) as tmp:
                 shutil.copyfile(out / "last.pt", tmp)
+        on_checkpoint()
 
     log.info(
         "training %s on %d chips (%d validation) on %s%s: %d steps of %d images",
@@ -519,6 +502,7 @@ def _train(
             pin_memory=pin,
             generator=gen,
             persistent_workers=False,
+            worker_init_fn=worker_signals,
         )
         net.train()
         sums = torch.zeros(len(LOSS_TERMS), 2, dtype=torch.float64)
@@ -732,6 +716,7 @@ def _validate(model, dataset, info: DistInfo, dev, batch_size, amp_dtype, names,
         batch_size=batch_size,
         shuffle=False,
         num_workers=dc.num_workers,
+        worker_init_fn=worker_signals,
     )
     cm = torch.zeros(k * k, dtype=torch.float64, device=dev)
     ce = torch.zeros(2, dtype=torch.float64, device=dev)
