@@ -89,7 +89,8 @@ class BundleLike(Protocol):
 
 @dataclass
 class SceneResult:
-    """What happened to one scene. ``status`` is "ok" or "failed" (then ``error`` says why)."""
+    """What happened to one scene: ``status`` is "ok", "skipped" (a complete output was
+    already there, ``--skip-existing``) or "failed" (then ``error`` says why)."""
 
     scene: Path
     status: str = "ok"
@@ -155,13 +156,18 @@ class BatchResult:
 
     @property
     def failed(self) -> list[SceneResult]:
-        return [s for s in self.scenes if s.status != "ok"]
+        return [s for s in self.scenes if s.status == "failed"]
+
+    @property
+    def skipped(self) -> list[SceneResult]:
+        return [s for s in self.scenes if s.status == "skipped"]
 
     def to_dict(self) -> dict[str, Any]:
         px = sum(s.width * s.height for s in self.ok)
         return {
             "scenes": [s.to_dict() for s in self.scenes],
             "ok": len(self.ok),
+            "skipped": len(self.skipped),
             "failed": len(self.failed),
             "seconds": round(self.seconds, 3),
             "pixels_per_second": round(px / self.seconds, 1) if self.seconds > 0 else None,
@@ -376,6 +382,7 @@ class _Batch:
     pos: list[tuple[int, int, int, int]]  # (y, x, h, w) in the grid; h, w = valid extent
     done_rows: list[np.ndarray]  # valid masks (n, width) of rows finished by this batch, in order
     final_to: int = 0  # one-row batches: columns < final_to of the row are final after it
+    keep: list[bool] | None = None  # with an area of interest: the windows that touch it
 
 
 _END = object()
@@ -400,8 +407,10 @@ class _Reader:
         pin: bool,
         rows_per_batch: int = 1,
         depth: int = 3,
+        aoi: Any = None,
     ) -> None:
         self.rows_per_batch = rows_per_batch
+        self.aoi = aoi  # a shapely geometry in the grid's CRS, or None
         self.src, self.bands, self.size = src, bands, size
         self.rows, self.cols, self.batch_size, self.pin = rows, cols, batch_size, pin
         self.q: queue.Queue = queue.Queue(maxsize=depth)
@@ -454,17 +463,18 @@ class _Reader:
         xs: list[np.ndarray] = []
         pos: list[tuple[int, int, int, int]] = []
         done: list[np.ndarray] = []
+        keep: list[bool] = []
         first_row = 0
 
         def emit(final_to: int) -> bool:
-            nonlocal xs, pos, done
+            nonlocal xs, pos, done, keep
             x = np.stack(xs)
             if self.pin:
                 import torch
 
                 x = torch.from_numpy(x).pin_memory()
-            ok = self._put(_Batch(x, pos, done, final_to))
-            xs, pos, done = [], [], []
+            ok = self._put(_Batch(x, pos, done, final_to, keep if self.aoi is not None else None))
+            xs, pos, done, keep = [], [], [], []
             return ok
 
         for j, y in enumerate(self.rows):
@@ -472,6 +482,10 @@ class _Reader:
             win = Window(0, y, W, h)
             strip = read_window(src, self.bands, window=win)  # (C, h, W)
             valid = _valid(src, strip, win, self.mask_mode, self.nodata)  # (h, W) bool
+            inside = None
+            if self.aoi is not None:
+                inside = _inside(self.aoi, src, win)  # (h, W) bool
+                valid &= inside
             strip = _as_tensor_dtype(strip)
             if h < size or size > W:
                 strip = _pad_reflect(strip, size)
@@ -485,11 +499,28 @@ class _Reader:
                     first_row = j
                 xs.append(strip[:, :, x0 : x0 + size])
                 pos.append((y, x0, h, min(size, W - x0)))
+                keep.append(inside is None or bool(inside[:, x0 : x0 + size].any()))
             done.append(valid[: nxt - y])
             if self.stop.is_set():
                 return
         if xs:
             emit(W)
+
+
+def _inside(aoi: Any, src: Any, win: Any) -> np.ndarray:
+    """Pixels of window ``win`` of ``src`` that touch the area of interest ``aoi``."""
+    from rasterio.features import rasterize
+    from rasterio.windows import transform as window_transform
+
+    out = rasterize(
+        [(aoi, 1)],
+        out_shape=(int(win.height), int(win.width)),
+        transform=window_transform(win, src.transform),
+        fill=0,
+        all_touched=True,
+        dtype="uint8",
+    )
+    return out.astype(bool)
 
 
 def _mask_mode(src: Any, bands: list[int]) -> tuple[str, Any]:
@@ -612,8 +643,15 @@ def _predict_grid(
     device: Any,
     progress: ProgressFn,
     label: str = "",
+    aoi: Any = None,
 ) -> _GridStats:
-    """Predict the whole grid of ``src`` into the open datasets ``cls_ds`` (and ``prob_ds``)."""
+    """Predict the whole grid of ``src`` into the open datasets ``cls_ds`` (and ``prob_ds``).
+
+    With an area of interest ``aoi`` (a geometry in ``src``'s CRS), only windows that
+    touch it run through the model; the others add nothing, and every pixel outside
+    the area is written as nodata. Pixels inside get exactly the full run's values,
+    since a window that adds to them touches the area.
+    """
     import torch
 
     size = int(bundle.chip_size)
@@ -645,13 +683,17 @@ def _predict_grid(
     with (
         torch.inference_mode(),
         _Writer(cls_ds, prob_ds, stats, _THREADED_WRITER.get(device.type, False)) as writer,
-        _Reader(src, bands, size, rows, cols, batch_size, cuda, rows_per_batch) as reader,
+        _Reader(src, bands, size, rows, cols, batch_size, cuda, rows_per_batch, aoi=aoi) as reader,
     ):
         for batch in reader:
             xb = batch.x if torch.is_tensor(batch.x) else torch.from_numpy(batch.x)
             xb = xb.to(device, non_blocking=True)
             xb = bundle.normalize(xb.float())
-            probs = _forward(model, xb, tta, autocast)
+            if batch.keep is not None and not all(batch.keep):
+                probs = _forward_kept(model, xb, batch.keep, K, tta, autocast)
+                stats.windows -= batch.keep.count(False)
+            else:
+                probs = _forward(model, xb, tta, autocast)
             if probs.shape[1] != K or probs.shape[-2:] != (size, size):
                 raise InputError(
                     f"the model returned {tuple(probs.shape)} for windows of {size}x{size} "
@@ -664,6 +706,19 @@ def _predict_grid(
     if accumulate.rows_done != H:
         raise RuntimeError(f"internal error: wrote {accumulate.rows_done} of {H} rows")
     return stats
+
+
+def _forward_kept(
+    model: Any, xb: Any, keep: list[bool], K: int, tta: str | None, autocast: Any
+) -> Any:
+    """Probabilities of the kept windows; zeros (adding nothing) for the others."""
+    import torch
+
+    idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long, device=xb.device)
+    probs = torch.zeros((xb.shape[0], K, xb.shape[2], xb.shape[3]), device=xb.device)
+    if len(idx):
+        probs[idx] = _forward(model, xb[idx], tta, autocast).float()
+    return probs
 
 
 class _BandAccumulator:
@@ -1045,6 +1100,7 @@ def predict_scene(
     bands: Sequence[int] | None = None,
     quicklook: bool = False,
     overview_resampling: str = "MODE",
+    aoi: Any = None,
     progress: ProgressFn | None = None,
 ) -> SceneResult:
     """Predict one scene into the class raster ``out_path`` (uint8 COG, see the module docstring).
@@ -1053,6 +1109,8 @@ def predict_scene(
     as ``<stem>_probabilities.tif`` (``<stem>`` from ``out_path`` minus a
     ``_classes`` suffix); with ``quicklook`` a PNG thumbnail ``<stem>_quicklook.png``.
     ``tta="flips"`` averages the four horizontal/vertical flips (4x the compute).
+    ``aoi`` (a polygon file or the frame of :func:`aerialct.geo.vector.read_aoi`, any
+    CRS) limits the work to windows that touch it; pixels outside it are nodata.
     Raises :class:`InputError` / :class:`RasterError` / :class:`OutputExistsError`.
     """
     import rasterio
@@ -1107,6 +1165,7 @@ def predict_scene(
             if msg:
                 log.warning(msg)
 
+        aoi_geom = _aoi_for(aoi, src, scene)
         tmp_cls = stack.enter_context(atomic_output(out_path, overwrite))
         tmp_prob = stack.enter_context(atomic_output(prob_path, overwrite)) if prob_path else None
         part_cls = _part_name(tmp_cls, "part")
@@ -1135,6 +1194,7 @@ def predict_scene(
                 device=dev,
                 progress=as_progress(progress),
                 label=scene.name,
+                aoi=aoi_geom,
             )
         result.grid_seconds = time.perf_counter() - t_grid
         hist, nodata = stats.hist, stats.nodata
@@ -1166,6 +1226,98 @@ def predict_scene(
     return result
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (shards numbered 1..N) -> (K, N); InputError otherwise."""
+    k_text, sep, n_text = text.partition("/")
+    try:
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        k = n = 0
+    if not sep or n < 1 or not 1 <= k <= n:
+        raise InputError(
+            f"--shard {text}: give K/N with shards numbered 1..N, e.g. --shard 2/8 "
+            "(SLURM: --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT)"
+        )
+    return k, n
+
+
+def shard_scenes(paths: Sequence[Path], shard: tuple[int, int] | None) -> list[Path]:
+    """The scenes of shard ``(K, N)``: every N-th of the paths sorted by name, starting at K.
+
+    Sorting makes the split independent of the order a shell or a file system lists
+    the scenes in, so N machines given the same set cover each scene exactly once.
+    The chosen scenes keep the caller's order.
+    """
+    if shard is None:
+        return list(paths)
+    k, n = shard
+    order = sorted(range(len(paths)), key=lambda i: str(paths[i]))
+    mine = set(order[k - 1 :: n])
+    return [p for i, p in enumerate(paths) if i in mine]
+
+
+def complete_output(scene: Path, out: Path, *, probabilities: bool, quicklook: bool) -> bool:
+    """Whether ``out`` (and the side outputs asked for) is a finished prediction of ``scene``.
+
+    A file is taken as complete only when it opens, carries aerialct's class tag and
+    names this scene as its source, and has the scene's size; a partial or foreign
+    file is not (and ``predict`` then refuses to replace it without ``--overwrite``).
+    """
+    import rasterio
+
+    from aerialct.geo.io import CLASSES_TAG, _no_georef_warning
+
+    paths = output_paths(scene, out.parent)
+    wanted = [out] + ([paths["probabilities"]] if probabilities else [])
+    try:
+        with _no_georef_warning(), rasterio.open(scene) as src:
+            size = (src.width, src.height)
+        for p in wanted:
+            with _no_georef_warning(), rasterio.open(p) as ds:
+                tags = ds.tags()
+                if CLASSES_TAG not in tags or tags.get("AERIALCT_SOURCE") != scene.name:
+                    return False
+                if (ds.width, ds.height) != size:
+                    return False
+    except Exception:
+        return False
+    return not quicklook or paths["quicklook"].is_file()
+
+
+def _aoi_frame(aoi: Any) -> Any:
+    if aoi is None or hasattr(aoi, "geometry"):
+        return aoi
+    from aerialct.geo.vector import read_aoi
+
+    return read_aoi(aoi)
+
+
+def _aoi_for(aoi: Any, src: Any, scene: Path) -> Any:
+    """The area of interest in ``src``'s CRS, or None."""
+    frame = _aoi_frame(aoi)
+    if frame is None:
+        return None
+    if src.crs is None:
+        raise InputError(f"{scene}: has no CRS, so --aoi cannot be placed on it; assign one")
+    from aerialct.geo.vector import aoi_in_crs
+
+    return aoi_in_crs(frame, src.crs)
+
+
+def touches_aoi(scene: Path, aoi: Any) -> bool:
+    """Whether the scene's footprint touches the area of interest (True without one)."""
+    frame = _aoi_frame(aoi)
+    if frame is None:
+        return True
+    import shapely
+
+    from aerialct.geo.io import _no_georef_warning
+
+    with _no_georef_warning(), open_raster(scene) as ds:
+        geom = _aoi_for(frame, ds, scene)
+        return bool(shapely.intersects(shapely.box(*ds.bounds), geom))
+
+
 def predict_scenes(
     bundle: BundleLike,
     scenes: Sequence[str | os.PathLike],
@@ -1173,14 +1325,19 @@ def predict_scenes(
     *,
     rank: int | None = None,
     world_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    skip_existing: bool = False,
     progress: ProgressFn | None = None,
     **kwargs: Any,
 ) -> BatchResult:
     """Predict many scenes into ``out_dir`` as ``<stem>_classes.tif``; failures are recorded.
 
-    Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes every ``world_size``-th
-    scene starting at its ``RANK``; the result lists this rank's scenes only.
-    Keyword arguments go to :func:`predict_scene`.
+    ``shard=(K, N)`` keeps the K-th of N shares of the scenes (:func:`shard_scenes`),
+    for array jobs. Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank then takes every
+    ``world_size``-th scene starting at its ``RANK``; the result lists this rank's
+    scenes only. With ``skip_existing`` a scene whose complete output exists
+    (:func:`complete_output`) is skipped and reported as such. Keyword arguments go
+    to :func:`predict_scene`.
     """
     if rank is None:
         rank = int(os.environ.get("RANK", "0"))
@@ -1194,12 +1351,37 @@ def predict_scenes(
             f"scenes {', '.join(dup)} share a file name and would write the same output; "
             "predict them into different --out folders"
         )
-    mine = paths[rank::world_size]
+    mine = shard_scenes(paths, shard)[rank::world_size]
+    aoi = _aoi_frame(kwargs.pop("aoi", None))
+    if aoi is not None:
+        kwargs["aoi"] = aoi
     t0 = time.perf_counter()
     results: list[SceneResult] = []
     for p in mine:
         out = output_paths(p, out_dir)["classes"]
+        if skip_existing and complete_output(
+            p,
+            out,
+            probabilities=bool(kwargs.get("probabilities")),
+            quicklook=bool(kwargs.get("quicklook")),
+        ):
+            log.info("%s: complete output %s exists; skipped", p.name, out)
+            side = output_paths(p, out_dir)
+            results.append(
+                SceneResult(
+                    scene=p,
+                    status="skipped",
+                    output=out,
+                    probabilities=side["probabilities"] if kwargs.get("probabilities") else None,
+                    quicklook=side["quicklook"] if kwargs.get("quicklook") else None,
+                )
+            )
+            continue
         try:
+            if not touches_aoi(p, aoi):
+                log.info("%s: outside the area of interest; skipped", p.name)
+                results.append(SceneResult(scene=p, status="skipped", error="outside --aoi"))
+                continue
             results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
         except Exception as e:  # one scene's failure must not stop the batch
             # recorded in the result, which the caller renders; visible with --verbose
