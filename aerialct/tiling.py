@@ -569,6 +569,7 @@ def _run(
     warnings: list[str],
     progress: ProgressFn | None,
     started: float,
+    aoi: str | os.PathLike | None = None,
 ) -> TileResult:
     import geopandas as gpd
     import shapely
@@ -626,7 +627,8 @@ def _run(
     )
     inputs = [s.image for s in scenes] + [s.labels for s in scenes if s.labels]
     check_output(out, overwrite, kind=FOLDER, inputs=inputs)
-    total = sum(len(r) * len(c) for r, c in grids)
+    kept = _windows_in_aoi(scenes, grids, window, aoi) if aoi is not None else None
+    total = sum(len(r) * len(c) for r, c in grids) if kept is None else sum(len(k) for k in kept)
     prog(0, total=total, description="tiling")
     classes_json = json.dumps(classes.to_list())
     reports = [
@@ -638,14 +640,17 @@ def _run(
         jobs = []
         for k, (sc, (rr, cc)) in enumerate(zip(scenes, grids, strict=True)):
             for r in rr:
+                cols = cc if kept is None else [c for c in cc if (r, c) in kept[k]]
+                if not cols:
+                    continue
                 jobs.append(
                     (
                         k,
                         _Job(
                             scene=sc,
                             row=r,
-                            cols=cc,
-                            splits=[splits[k][(r, c)] for c in cc],
+                            cols=cols,
+                            splits=[splits[k][(r, c)] for c in cols],
                             out=str(tmp),
                             window=window,
                             chip=chip,
@@ -775,6 +780,37 @@ def _run(
     )
 
 
+def _windows_in_aoi(
+    scenes: list[_Scene], grids: list, window: int, aoi: str | os.PathLike
+) -> list[set[tuple[int, int]]]:
+    """Per scene, the (row, col) offsets of windows that touch the area of interest."""
+    import shapely
+    from affine import Affine
+    from pyproj import CRS
+
+    from aerialct.geo.vector import aoi_in_crs, read_aoi
+
+    frame = read_aoi(aoi)
+    out: list[set[tuple[int, int]]] = []
+    for sc, (rr, cc) in zip(scenes, grids, strict=True):
+        geom = aoi_in_crs(frame, CRS.from_wkt(sc.crs_wkt))
+        t = Affine(*sc.transform)
+        r = np.repeat(np.asarray(rr, dtype=np.float64), len(cc))
+        c = np.tile(np.asarray(cc, dtype=np.float64), len(rr))
+        x0, y0 = t * (c, r)
+        x1, y1 = t * (c + window, r + window)
+        boxes = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1),
+                            np.maximum(y0, y1))  # fmt: skip
+        hit = shapely.intersects(boxes, geom)
+        out.append({(int(a), int(b)) for a, b, h in zip(r, c, hit, strict=True) if h})
+    if not any(out):
+        raise InputError(
+            f"--aoi {aoi}: touches no window of {', '.join(s.image for s in scenes)}; check "
+            "its CRS and that it covers the scenes"
+        )
+    return out
+
+
 ONE_SIDED_SHARE = 0.95
 """A split whose label pixels are more than this share one class (or ignore) is warned about."""
 
@@ -843,6 +879,7 @@ def tile_scenes(
     workers: int = 2,
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
+    aoi: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
 ) -> TileResult:
     """Cut GeoTIFFs into chips (general mode).
@@ -856,6 +893,7 @@ def tile_scenes(
     written (image bilinear, mask nearest). Windows with a nodata share above
     ``nodata_threshold`` are skipped. Chips go to ``split`` (default train), or with
     ``val_fraction`` whole blocks of ``val_block`` px (default 2 x size) go to val.
+    With ``aoi`` (a polygon file, any CRS) only windows that touch it are cut.
     """
     started = time.perf_counter()
     warnings: list[str] = []
@@ -909,6 +947,7 @@ def tile_scenes(
         warnings=warnings,
         progress=progress,
         started=started,
+        aoi=aoi,
     )
 
 
@@ -978,6 +1017,7 @@ def tile_potsdam(
     workers: int = 2,
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
+    aoi: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
 ) -> TileResult:
     """Cut the ISPRS Potsdam release (or a folder laid out like it) into chips.
@@ -1057,6 +1097,7 @@ def tile_potsdam(
         warnings=warnings,
         progress=progress,
         started=started,
+        aoi=aoi,
     )
 
 

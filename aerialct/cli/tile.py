@@ -100,6 +100,13 @@ def tile(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")] = 0,
     workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 2,
+    aoi: Annotated[
+        Path | None,
+        typer.Option(
+            "--aoi",
+            help="Polygons of the area of interest (any CRS): only windows touching it are cut.",
+        ),
+    ] = None,
     co: CreationOptions = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
@@ -155,6 +162,7 @@ def tile(
                 workers=workers,
                 creation_options=creation,
                 overwrite=overwrite,
+                aoi=aoi,
                 progress=progress,
             )
         else:
@@ -177,6 +185,7 @@ def tile(
                 workers=workers,
                 creation_options=creation,
                 overwrite=overwrite,
+                aoi=aoi,
                 progress=progress,
             )
     if json_out:

@@ -139,6 +139,27 @@ def read_polygons(path: str | os.PathLike, layer: str | None = None) -> gpd.GeoD
     return frame
 
 
+def read_aoi(path: str | os.PathLike) -> gpd.GeoDataFrame:
+    """An area of interest: the polygons of ``path`` (any CRS), refused when empty or CRS-less."""
+    frame = read_polygons(path)
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if not len(frame):
+        raise VectorError(f"{path}: has no features; --aoi needs polygons of the area of interest")
+    if frame.crs is None:
+        raise VectorError(
+            f"{path}: has no CRS; assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg {path})"
+        )
+    return frame
+
+
+def aoi_in_crs(frame: gpd.GeoDataFrame, crs: Any) -> Any:
+    """The union of an area of interest reprojected into ``crs`` (a shapely geometry)."""
+    import shapely
+
+    geoms = frame.geometry if same_crs(frame.crs, crs) else frame.geometry.to_crs(crs)
+    return shapely.union_all(np.asarray(geoms.values, dtype=object))
+
+
 def write_layers(
     path: str | os.PathLike,
     layers: Mapping[str, Layer | gpd.GeoDataFrame],
