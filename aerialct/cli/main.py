@@ -13,6 +13,7 @@ import typer
 from aerialct.cli import (  # noqa: F401  (each module registers its command)
     demo,
     evaluate,
+    export,
     info,
     predict,
     synth,

@@ -35,7 +35,13 @@ def _parse_bands(text: str | None) -> list[int] | None:
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `aerialct train`.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="Checkpoint written by `aerialct train`, or a model from `aerialct export` "
+            "(.onnx runs on the CPU through onnxruntime)."
+        ),
+    ],
     scenes: Annotated[list[Path], typer.Argument(help="One or more GeoTIFF scenes.")],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: <scene>_classes.tif per scene.")
@@ -98,6 +104,8 @@ def predict(
     )
 
     reduce_heap_fragmentation()
+    if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
+        device = "cpu"  # onnxruntime's CPU provider
     dev = resolve_device_name(device)
     bundle = _load_bundle(checkpoint, dev)
     with console.progress("predicting") as progress:
