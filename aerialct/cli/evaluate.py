@@ -65,6 +65,13 @@ def evaluate(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write the result as JSON to this file.")
     ] = None,
+    score_field: Annotated[
+        str,
+        typer.Option(
+            "--score-field",
+            help="Polygon confidence attribute for building AP (vectorize --probabilities).",
+        ),
+    ] = "mean_confidence",
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -97,6 +104,7 @@ def evaluate(
             report=report,
             overwrite=overwrite,
             progress=progress,
+            score_field=score_field,
         )
     if json_out:
         console.print_json(result.to_dict())  # the same object as the --report file
@@ -153,6 +161,18 @@ def _building_table(result) -> None:
             ]
         ],
     )
+    if result.ap is not None:
+        per = result.ap_per_class
+        rows = [[name, d["ap50"], d["ap75"], d["ap"], d["predicted"], d["reference"]]
+                for name, d in per.items()]  # fmt: skip
+        if len(per) > 1:
+            rows.append(["mean over classes", result.ap50, result.ap75, result.ap, "", ""])
+        console.print_table(
+            f"average precision from {result.score_field} (COCO, 101 recall points)"
+            + (", class-aware" if result.class_aware else ""),
+            ["class", "AP@0.5", "AP@0.75", "AP@[.5:.95]", "predicted", "reference"],
+            rows,
+        )
     if result.reprojected:
         console.warn(f"the prediction was reprojected to the reference CRS ({result.crs})")
     if result.review:
