@@ -10,6 +10,7 @@ run folder::
     RUN_DIR/best.pt        the state with the best validation mean IoU
     RUN_DIR/metrics.csv    one row per epoch: loss terms, lr, images/s, IoU/F1 per class, mIoU, OA
     RUN_DIR/loss.png, iou.png, confusion.png
+    RUN_DIR/events.out.tfevents.*  TensorBoard scalars, when tensorboard is installed
     RUN_DIR/summary.json   the final :class:`TrainResult`
 
 Every file is written atomically. ``resume=True`` continues from ``last.pt``
@@ -499,6 +500,12 @@ def _train(
     t_start = time.perf_counter()
     prog(0, total=total_steps, description="training")
     prog(state.step)
+    events = None
+    if info.is_main:
+        from aerialct.engine.events import EventLog
+
+        # events after the checkpoint's step belong to a killed or replaced run
+        events = EventLog(out, purge_step=state.step + 1 if ckpt is not None else 0)
     images_total = 0
     train_time = 0.0
     train_bs = tc.batch_size
@@ -643,10 +650,14 @@ def _train(
         save(name_best=improved)
         if info.is_main:
             _write_csv(out / "metrics.csv", state.history)
+            if events is not None:
+                events.add(row)
             _draw(out, state, classes)
         log.info(_epoch_line(row, tc.epochs))
         barrier(info)
 
+    if events is not None:
+        events.close()
     elapsed = time.perf_counter() - t_start
     final = state.history[-1] if state.history else {}
     result = TrainResult(
