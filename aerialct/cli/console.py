@@ -40,6 +40,10 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
+    if quiet:  # the libraries' own warnings (torch, rasterio, ...) are not the user's business
+        import warnings
+
+        warnings.simplefilter("ignore")
 
 
 def show_progress() -> bool:

@@ -75,7 +75,19 @@ def evaluate(
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
-    """Score predictions against references: pixel IoU/F1 for rasters, building F1 for polygons."""
+    """Score predictions against references: pixel IoU/F1 for rasters, building F1 for polygons.
+
+    Polygons with a confidence attribute (vectorize --probabilities) also get
+    COCO-style AP@0.5 and AP@[.5:.95]; layers with a `class` attribute on both
+    sides are matched class by class.
+
+    Examples:
+
+    \b
+      aerialct evaluate pred/scene_classes.tif labels.tif --report pixels.json
+      aerialct evaluate buildings.gpkg reference.gpkg --review review.gpkg
+      aerialct evaluate preds/ --index chips --split test
+    """
     from aerialct.evaluate import evaluate as run_evaluate
 
     if not 0 < iou_threshold <= 1:

@@ -39,7 +39,12 @@ def export(
     `aerialct predict` takes the exported file in place of the checkpoint (ONNX
     runs on the CPU through onnxruntime).
 
-    Example: aerialct export runs/x/best.pt --format onnx --out model.onnx
+    Examples:
+
+    \b
+      aerialct export runs/x/best.pt --format onnx --out model.onnx
+      aerialct export runs/x/best.pt --format pt --out model.pt
+      aerialct predict model.onnx scene.tif --out pred
     """
     fmt = format.strip().lower()
     if fmt not in _FORMATS:

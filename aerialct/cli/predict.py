@@ -86,6 +86,12 @@ def predict(
     """Predict class rasters (uint8 COG, colour table, input CRS/grid, nodata 255) for scenes.
 
     Under torchrun the scenes are shared out across ranks (WORLD_SIZE, RANK).
+
+    Examples:
+
+    \b
+      aerialct predict runs/x/best.pt scene.tif --out pred --quicklook
+      aerialct predict model.onnx tiles/*.tif --out pred --probabilities
     """
     if tta not in (None, "flips"):
         raise typer.BadParameter(f"{tta!r}: use 'flips'", param_hint="--tta")

@@ -378,6 +378,8 @@ def _train(
     val_ds = ChipDataset(splits.val, normalize, None, num_classes=k) if splits.val else None
     if info.is_main:
         _write_text(out / "config.yaml", dump_yaml(cfg))
+    # sized to this machine here, not in cfg: the saved config keeps the value asked for
+    dc = replace(dc, num_workers=loader_workers(dc.num_workers))
 
     # Model, task, optimiser -----------------------------------------------------
     _seed_everything(tc.seed)
@@ -685,6 +687,22 @@ def _train(
     if info.is_main:
         _write_text(out / "summary.json", json.dumps(_jsonable(asdict(result)), indent=2) + "\n")
     return result
+
+
+def loader_workers(asked: int) -> int:
+    """DataLoader workers: ``asked``, at most the CPUs this process may run on.
+
+    More workers than CPUs only adds processes that compete for the same cores
+    (and PyTorch warns about it in every DataLoader).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    if asked > cpus:
+        log.info("data.num_workers=%d lowered to %d, the CPUs available here", asked, cpus)
+        return cpus
+    return asked
 
 
 def _validate_train_config(cfg: ExperimentConfig) -> None:
