@@ -282,6 +282,8 @@ class OnnxRunner:
         self.path = Path(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        # no busy-waiting between runs: blending and argmax need the same cores meanwhile
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(
