@@ -132,9 +132,18 @@ def bench(preset: str, size: int, work: Path) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads for torch and onnxruntime alike (default 1: on a shared 2-core "
+        "machine, spinning thread pools of two runtimes make 2-thread timings noise)",
+    )
     args = ap.parse_args()
     import onnxruntime
     import torch
+
+    torch.set_num_threads(args.threads)  # OnnxRunner takes the same count
 
     size = 512 if args.quick else 768
     try:
@@ -148,7 +157,7 @@ def main() -> None:
         f"Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}. Commit {commit}. "
         f"Machine: {platform.machine()}, {os.cpu_count()} logical CPUs (shared with other jobs), "
         f"Python {platform.python_version()}, torch {torch.__version__} with "
-        f"{torch.get_num_threads()} threads, onnxruntime {onnxruntime.__version__} (CPU provider, "
+        f"{torch.get_num_threads()} thread(s), onnxruntime {onnxruntime.__version__} (CPU provider, "
         f"same thread count). Mode: {'quick' if args.quick else 'full'}. Random-init models; "
         "the same scene and windows (overlap 0.25, batch 8) on both sides.",
         "",
