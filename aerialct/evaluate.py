@@ -429,6 +429,13 @@ def evaluate_buildings(
     if class_aware:
         pred_class = pf[class_field].to_numpy()[p_rows].astype(str).astype(object)
         ref_class = rf[class_field].to_numpy()[r_rows].astype(str).astype(object)
+        if len(pred_class) and len(ref_class) and not set(pred_class) & set(ref_class):
+            log.warning(
+                "%s and %s share no %r value (%s vs %s), so nothing can match; rename the "
+                "classes to agree or drop the attribute from one layer",
+                prediction, reference, class_field,
+                ", ".join(sorted(set(pred_class))[:5]), ", ".join(sorted(set(ref_class))[:5]),
+            )  # fmt: skip
     elif class_field in pf.columns or class_field in rf.columns:
         log.info(
             "only one layer has a %r attribute: buildings are matched regardless of class",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import geopandas as gpd
 import numpy as np
@@ -192,3 +193,12 @@ def test_evaluate_buildings_reports_ap_and_matches_by_class(tmp_path, cli):
     write_layer(tmp_path / "n.gpkg", pred)
     r = evaluate_buildings(tmp_path / "n.gpkg", tmp_path / "r.gpkg")
     assert r.ap is None and not r.class_aware and r.true_positives == 3
+
+
+def test_disjoint_class_names_are_reported(tmp_path, caplog):
+    write_layer(tmp_path / "r.gpkg", [box(0, 0)], **{"class": ["Building"]})
+    write_layer(tmp_path / "p.gpkg", [box(0, 0)], mean_confidence=[0.9], **{"class": ["building"]})
+    with caplog.at_level(logging.WARNING, logger="aerialct"):
+        r = evaluate_buildings(tmp_path / "p.gpkg", tmp_path / "r.gpkg")
+    assert r.true_positives == 0 and r.ap == 0.0
+    assert "share no 'class' value (building vs Building)" in caplog.text
