@@ -178,6 +178,12 @@ def export_model(
     if fmt not in FORMATS:
         raise InputError(f"--format {format!r}: unknown; use one of {', '.join(FORMATS)}")
     src, dst = Path(checkpoint), Path(out)
+    if (fmt == "onnx") != (dst.suffix.lower() == ".onnx"):
+        raise InputError(
+            f"{dst}: an {fmt} model "
+            + ("needs a .onnx name" if fmt == "onnx" else "must not be named .onnx")
+            + "; predict tells ONNX models by that suffix"
+        )
     if src.resolve() == dst.resolve():
         raise InputError(f"{dst}: is the checkpoint itself; give another output file")
     check_output(dst, overwrite)

@@ -129,6 +129,10 @@ def test_cli_export_table_and_errors(ckpt, tmp_path, cli):
     assert cli("export", path, "--format", "pt", "--out", tmp_path / "s.pt").code == 1
     r = cli("export", path, "--format", "tflite", "--out", tmp_path / "x")
     assert r.code == 2 and "--format" in r.err
+    r = cli("export", path, "--format", "onnx", "--out", tmp_path / "m.pt")
+    assert r.code == 1 and "m.pt: an onnx model needs a .onnx name" in r.err
+    r = cli("export", path, "--format", "pt", "--out", tmp_path / "m.onnx")
+    assert r.code == 1 and "must not be named .onnx" in r.err
     r = cli("info", tmp_path / "s.pt")
     assert r.code == 0 and "no training state" in r.out
     r = cli(
