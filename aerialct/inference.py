@@ -1212,7 +1212,9 @@ def predict_scene(
             finish_cog(part_prob, tmp_prob, co_prob)
         if ql_path is not None:
             with atomic_output(ql_path, overwrite) as tmp_ql:
-                write_quicklook(ds, chosen, tmp_cls, tmp_ql, bundle.classes)
+                ckpt = getattr(bundle, "path", None)
+                title = scene.name + (f" · {Path(ckpt).name}" if ckpt else "")
+                write_quicklook(ds, chosen, tmp_cls, tmp_ql, bundle.classes, title=title)
             result.quicklook = ql_path
 
     result.output = out_path
@@ -1404,11 +1406,18 @@ def write_quicklook(
     classes: ClassTable,
     max_size: int = 1024,
     alpha: float = 0.45,
+    title: str = "",
 ) -> None:
-    """A PNG thumbnail of the scene (first three bands, 2-98% stretch) with the class colours over it."""
+    """A PNG thumbnail of the scene (first three bands, 2-98% stretch) with the class colours over it.
+
+    The map is framed with ``title`` above it and a legend of the class names and
+    colours beside it (:mod:`aerialct.quicklook`); the title is also the PNG's Title.
+    """
     import rasterio
-    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
     from rasterio.enums import Resampling
+
+    from aerialct.quicklook import frame_with_legend
 
     scale = max(ds.width, ds.height) / max_size
     w = max(1, round(ds.width / max(scale, 1)))
@@ -1426,4 +1435,7 @@ def write_quicklook(
     over = np.moveaxis(lut[ids], -1, 0)
     a = np.where(ids == IGNORE_INDEX, 0.0, alpha)[None]
     out = (img * (1 - a) + over * a).round().clip(0, 255).astype(np.uint8)
-    Image.fromarray(np.moveaxis(out, 0, -1)).save(out_png, format="PNG")
+    meta = PngInfo()
+    meta.add_text("Title", title)
+    framed = frame_with_legend(np.moveaxis(out, 0, -1), classes, title)
+    framed.save(out_png, format="PNG", pnginfo=meta)

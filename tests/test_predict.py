@@ -22,6 +22,7 @@ from aerialct.inference import (
     weight_sum_1d,
     window_starts,
 )
+from aerialct.quicklook import legend_swatch_boxes
 from tests.predict_helpers import (
     CRS,
     TRANSFORM,
@@ -290,8 +291,21 @@ def test_quicklook_png(tmp_path):
     write_scene(scene, random_image(60, 90, seed=21))
     res = predict_scene(oracle_bundle(32), scene, tmp_path / "q_classes.tif", quicklook=True)
     assert res.quicklook == tmp_path / "q_quicklook.png"
+    title = "q.tif"  # the oracle bundle has no checkpoint path
+    map_box, swatches, size = legend_swatch_boxes((90, 60), POTSDAM, title)
     with Image.open(res.quicklook) as im:
-        assert im.size == (90, 60) and im.mode == "RGB"
+        assert im.size == size and im.mode == "RGB" and im.text["Title"] == title
+        px = np.asarray(im)
+    x0, y0, x1, y1 = map_box
+    assert (x1 - x0, y1 - y0) == (90, 60)
+    with rasterio.open(res.output) as c:  # class colours shine through the map
+        ids = c.read(1)
+    lut = np.array([ci.color for ci in POTSDAM], dtype=float)
+    dist = np.abs(px[y0:y1, x0:x1].astype(float)[:, :, None] - lut[None, None]).sum(-1)
+    assert (dist.argmin(-1) == ids).mean() > 0.5
+    for ci, (sx0, sy0, sx1, sy1) in zip(POTSDAM, swatches, strict=True):  # the legend
+        assert tuple(px[(sy0 + sy1) // 2, (sx0 + sx1) // 2]) == ci.color
+        assert sx0 >= x1  # beside the map
 
 
 def test_batch_goes_on_after_a_failed_scene(tmp_path):

@@ -46,6 +46,10 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     gdal.handlers.clear()
     gdal.addHandler(handler if verbose else logging.NullHandler())
     gdal.propagate = False
+    if quiet:  # the libraries' own warnings (torch, rasterio, ...) are not the user's business
+        import warnings
+
+        warnings.simplefilter("ignore")
 
 
 def show_progress() -> bool:

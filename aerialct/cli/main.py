@@ -17,6 +17,7 @@ import typer
 from aerialct.cli import (  # noqa: F401  (each module registers its command)
     demo,
     evaluate,
+    export,
     info,
     predict,
     synth,
@@ -55,6 +56,8 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except typer.Exit as e:
         return e.exit_code
+    except SystemExit as e:  # typer's --show-completion / --install-completion exit directly
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_ERROR)
     except PartialFailure as e:
         console.error(str(e))
         return EXIT_PARTIAL

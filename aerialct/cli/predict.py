@@ -35,7 +35,13 @@ def _parse_bands(text: str | None) -> list[int] | None:
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `aerialct train`.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="Checkpoint written by `aerialct train`, or a model from `aerialct export` "
+            "(.onnx runs on the CPU through onnxruntime)."
+        ),
+    ],
     scenes: Annotated[list[Path], typer.Argument(help="One or more GeoTIFF scenes.")],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: <scene>_classes.tif per scene.")
@@ -107,9 +113,10 @@ def predict(
 
     Examples:
 
-      aerialct predict run/best.pt scene.tif --out pred --probabilities --quicklook
-
-      aerialct predict run/best.pt tiles/*.tif --out pred --skip-existing --shard 3/8
+    \b
+      aerialct predict runs/x/best.pt scene.tif --out pred --quicklook
+      aerialct predict model.onnx tiles/*.tif --out pred --probabilities
+      aerialct predict runs/x/best.pt tiles/*.tif --out pred --skip-existing --shard 3/8
     """
     if tta not in (None, "flips"):
         raise typer.BadParameter(f"{tta!r}: use 'flips'", param_hint="--tta")
@@ -139,6 +146,8 @@ def predict(
         raise typer.BadParameter(str(e), param_hint="--shard") from None
 
     reduce_heap_fragmentation()
+    if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
+        device = "cpu"  # onnxruntime's CPU provider
     dev = resolve_device_name(device)
     bundle = _load_bundle(checkpoint, dev)
     with console.progress("predicting") as progress:

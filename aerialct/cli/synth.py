@@ -49,8 +49,8 @@ def synth(
 
     Examples:
 
+    \b
       aerialct synth data --size 2048 --seed 0 --buildings
-
       aerialct synth potsdam_like --potsdam --size 1000 --tiles 2_10,2_11,2_13
     """
     from aerialct.data.synth import synth_potsdam, synth_scene

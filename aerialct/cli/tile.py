@@ -115,10 +115,9 @@ def tile(
 
     Examples:
 
-      aerialct tile scene.tif --labels labels.tif --out chips --size 512 --stride 384 --val-fraction 0.2
-
-      aerialct tile '*.tif' --labels-vector buildings.gpkg --class-field class --out chips
-
+    \b
+      aerialct tile a.tif --labels a_labels.tif --out chips --val-fraction 0.2
+      aerialct tile '*.tif' --labels-vector buildings.gpkg --out chips
       aerialct tile --dataset potsdam /data/Potsdam --out chips
     """
     creation = parse_creation_options(co) or None

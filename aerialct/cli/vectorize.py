@@ -82,7 +82,14 @@ def vectorize(
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
-    """Polygonise classes of a class raster into a vector layer, merged exactly across windows."""
+    """Polygonise classes of a class raster into a vector layer, merged exactly across windows.
+
+    Examples:
+
+    \b
+      aerialct vectorize pred/a_classes.tif --out buildings.gpkg --min-area 2
+      aerialct vectorize classes.tif --probabilities probs.tif --out b.gpkg
+    """
     from aerialct.errors import InputError
     from aerialct.vectorize import parse_morph
     from aerialct.vectorize import vectorize as run_vectorize

@@ -10,6 +10,7 @@ run folder::
     RUN_DIR/best.pt        the state with the best validation mean IoU
     RUN_DIR/metrics.csv    one row per epoch: loss terms, lr, images/s, IoU/F1 per class, mIoU, OA
     RUN_DIR/loss.png, iou.png, confusion.png
+    RUN_DIR/events.out.tfevents.*  TensorBoard scalars, when tensorboard is installed
     RUN_DIR/summary.json   the final :class:`TrainResult`
 
 Every file is written atomically. ``resume=True`` continues from ``last.pt``
@@ -359,6 +360,8 @@ def _train(
     val_ds = ChipDataset(splits.val, normalize, None, num_classes=k) if splits.val else None
     if info.is_main:
         _write_text(out / "config.yaml", dump_yaml(cfg))
+    # sized to this machine here, not in cfg: the saved config keeps the value asked for
+    dc = replace(dc, num_workers=loader_workers(dc.num_workers))
 
     # Model, task, optimiser -----------------------------------------------------
     _seed_everything(tc.seed)
@@ -482,6 +485,12 @@ def _train(
     t_start = time.perf_counter()
     prog(0, total=total_steps, description="training")
     prog(state.step)
+    events = None
+    if info.is_main:
+        from aerialct.engine.events import EventLog
+
+        # events after the checkpoint's step belong to a killed or replaced run
+        events = EventLog(out, purge_step=state.step + 1 if ckpt is not None else 0)
     images_total = 0
     train_time = 0.0
     train_bs = tc.batch_size
@@ -627,10 +636,14 @@ def _train(
         save(name_best=improved)
         if info.is_main:
             _write_csv(out / "metrics.csv", state.history)
+            if events is not None:
+                events.add(row)
             _draw(out, state, classes)
         log.info(_epoch_line(row, tc.epochs))
         barrier(info)
 
+    if events is not None:
+        events.close()
     elapsed = time.perf_counter() - t_start
     final = state.history[-1] if state.history else {}
     result = TrainResult(
@@ -658,6 +671,22 @@ def _train(
     if info.is_main:
         _write_text(out / "summary.json", json.dumps(_jsonable(asdict(result)), indent=2) + "\n")
     return result
+
+
+def loader_workers(asked: int) -> int:
+    """DataLoader workers: ``asked``, at most the CPUs this process may run on.
+
+    More workers than CPUs only adds processes that compete for the same cores
+    (and PyTorch warns about it in every DataLoader).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    if asked > cpus:
+        log.info("data.num_workers=%d lowered to %d, the CPUs available here", asked, cpus)
+        return cpus
+    return asked
 
 
 def _validate_train_config(cfg: ExperimentConfig) -> None:
