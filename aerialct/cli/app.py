@@ -20,6 +20,8 @@ from aerialct import __version__
 class GlobalState:
     verbose: bool = False
     quiet: bool = False
+    own_process: bool = False
+    """True when the ``aerialct`` command runs (``main``), not an in-process ``run`` call."""
 
 
 state = GlobalState()

@@ -36,6 +36,7 @@ _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "Usage
 
 
 def main(argv: list[str] | None = None) -> None:
+    state.own_process = True
     sys.exit(run(argv))
 
 
