@@ -116,7 +116,7 @@ def predict(
     \b
       aerialct predict runs/x/best.pt scene.tif --out pred --quicklook
       aerialct predict model.onnx tiles/*.tif --out pred --probabilities
-      aerialct predict runs/x/best.pt tiles/*.tif --out pred --skip-existing --shard 3/8
+      aerialct predict best.pt tiles/*.tif -o pred --skip-existing --shard 3/8
     """
     if tta not in (None, "flips"):
         raise typer.BadParameter(f"{tta!r}: use 'flips'", param_hint="--tta")
