@@ -33,10 +33,13 @@ released
         L_g = mean_{Nk} -[lo log q + hi log(1 - q)] + [P >= 10] mean_{Pk} -[hi log q + lo log(1 - q)]
 
     InfoNCE: 0 unless ``P >= 10`` and ``M >= 10``; then ``n = min(P, M, 2000)``
-    negative pairs are sorted by cos (descending), the top ``L = floor(keep * n)``
-    indices ``T`` give queries ``p_{T[:L//2]}``, keys ``p_{T[L//2 : 2(L//2)]}`` and
-    negatives ``n_{T[:L]}``. ``L = sum_g L_g / (stages x classes present in the mask)``
+    negative pairs are sorted by cos (descending), the top ``J = floor(keep * n)``
+    indices ``T`` give queries ``p_{T[:J//2]}``, keys ``p_{T[J//2 : 2(J//2)]}`` and
+    negatives ``n_{T[:J]}``. ``L = sum_g L_g / (stages x classes present in the mask)``
     and the total uses ``clamp(L, 0, 1)`` (no gradient above 1).
+
+In both modes a group's positives and negatives are first drawn at random, at most
+``max_samples`` of each (``loss.ct_max_samples``; 0: no limit, as the released code).
 
 At a stage with reduction ``r`` every token covers an ``r x r`` pixel block. For
 class ``c`` a block whose labelled pixels are all ``c`` is a *positive*, a block
