@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from aerialct.errors import CheckpointError, OutputExistsError
-from aerialct.geo.io import MARKER, TMP_MARK, remove_stale_temps, write_marker
+from aerialct.geo.io import MARKER, TMP_MARK, pid_alive, remove_stale_temps, write_marker
 
 log = logging.getLogger("aerialct")
 
@@ -45,16 +45,6 @@ def _is_run_folder(out: Path) -> bool:
         return True
     names = [p.name for p in out.iterdir()]
     return bool(names) and all(n in RUN_FILES or TMP_MARK in n for n in names)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunFolder:
@@ -136,7 +126,7 @@ class RunFolder:
         pattern = re.compile(re.escape(out.name + OLD_MARK) + r"-(\d+)$")
         for old in out.parent.glob(f"{out.name}{OLD_MARK}-*"):
             m = pattern.match(old.name)
-            if not m or _pid_alive(int(m.group(1))):
+            if not m or pid_alive(int(m.group(1))):
                 continue
             if out.is_dir() and any((out / c).exists() for c in CHECKPOINTS):
                 shutil.rmtree(old, ignore_errors=True)

@@ -209,7 +209,11 @@ def _writer_alive(name: str) -> bool:
     m = re.search(re.escape(TMP_MARK) + r"-(\d+)-[0-9a-f]{8}", name)
     if not m:
         return False  # an older or foreign naming: nobody owns it any more
-    pid = int(m.group(1))
+    return pid_alive(int(m.group(1)))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (owned by anyone)."""
     if pid == os.getpid():
         return True
     try:
