@@ -14,6 +14,7 @@ from aerialct.cli import (  # noqa: F401  (each module registers its command)
     demo,
     evaluate,
     info,
+    pack,
     predict,
     synth,
     tile,

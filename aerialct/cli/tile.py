@@ -98,6 +98,13 @@ def tile(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")] = 0,
     workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes.")] = 2,
+    pack: Annotated[
+        bool,
+        typer.Option(
+            "--pack",
+            help="Also pack the chips into OUT.packed (aerialct pack), for training without GDAL.",
+        ),
+    ] = False,
     co: CreationOptions = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
@@ -136,6 +143,11 @@ def tile(
 
     from aerialct.tiling import tile_potsdam, tile_scenes
 
+    packed_out = out.with_name(out.name + ".packed")
+    if pack:
+        from aerialct.geo.io import check_output
+
+        check_output(packed_out, overwrite)  # refuse before tiling, not after
     with console.progress("tiling") as progress:
         if dataset is not None:
             result = tile_potsdam(
@@ -177,8 +189,14 @@ def tile(
                 overwrite=overwrite,
                 progress=progress,
             )
+    packed = None
+    if pack:
+        from aerialct.data.packed import pack_chips
+
+        with console.progress("packing") as progress:
+            packed = pack_chips(result.out, packed_out, overwrite=overwrite, progress=progress)
     if json_out:
-        console.print_json(result)
+        console.print_json(result if packed is None else {"tile": result, "pack": packed})
         return
     total = sum(result.class_pixels.values()) or 1
     console.print_table(
@@ -194,3 +212,7 @@ def tile(
         )
     if result.skipped_nodata:
         console.info(f"{result.skipped_nodata} windows skipped (nodata above the threshold)")
+    if packed is not None:
+        from aerialct.cli.pack import render
+
+        render(packed)

@@ -333,7 +333,7 @@ def _train(
     progress: ProgressFn | None,
     check_resume_compatible: Callable[..., None],
 ) -> TrainResult:
-    from aerialct.data.dataset import ChipDataset, compute_band_stats, open_chip_splits
+    from aerialct.data.dataset import open_chip_splits
     from aerialct.data.transforms import JointAugment, Normalize
     from aerialct.engine.checkpoint import make_checkpoint, save_checkpoint
     from aerialct.engine.task import SegmentationTask
@@ -361,7 +361,7 @@ def _train(
     if dc.mean is None or dc.std is None:
         stats = None
         if info.is_main:
-            stats = compute_band_stats(splits.train, dc.stats_chips)
+            stats = splits.band_stats(dc.stats_chips)
         mean, std = broadcast_object(stats, info)  # type: ignore[misc]
         cfg = replace(cfg, data=replace(dc, mean=tuple(mean), std=tuple(std)))
         dc = cfg.data
@@ -373,8 +373,8 @@ def _train(
     assert dc.mean is not None and dc.std is not None
     normalize = Normalize(dc.mean, dc.std)
     augment = JointAugment(dc.hflip, dc.vflip, dc.rot90, dc.scale_range)
-    train_ds = ChipDataset(splits.train, normalize, augment, num_classes=k)
-    val_ds = ChipDataset(splits.val, normalize, None, num_classes=k) if splits.val else None
+    train_ds = splits.dataset("train", normalize, augment, num_classes=k)
+    val_ds = splits.dataset("val", normalize, None, num_classes=k) if splits.val else None
     if info.is_main:
         _write_text(out / "config.yaml", dump_yaml(cfg))
 
