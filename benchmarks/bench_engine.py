@@ -57,6 +57,9 @@ def bare_loop(cfg, splits, device, epochs: int) -> list[float]:
 
     tc = cfg.train
     k = len(splits.classes)
+    if device.type == "cuda":  # as train() sets it
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     norm = Normalize(*splits.band_stats(cfg.data.stats_chips))
     ds = splits.dataset("train", norm, None, k)
     images = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
@@ -123,6 +126,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="alternating bare/engine rounds")
     ap.add_argument("--set", action="append", default=[], help="extra config override")
     ap.add_argument("--no-folder", action="store_true", help="skip the GeoTIFF-folder engine run")
+    ap.add_argument(
+        "--packed",
+        type=Path,
+        default=None,
+        help="use this packed folder (or gpu_evidence.py's city.tar.gz) instead of synthesising "
+        "a city; needs no rasterio (the GPU machine)",
+    )
+    ap.add_argument("--out-dir", type=Path, default=HERE / "results", help="where <name>.md goes")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--work", default=str(ROOT / "bench-out" / "engine"))
     ap.add_argument("--name", default="engine")
@@ -134,33 +145,46 @@ def main() -> None:
 
     from aerialct.config import load_config, resolve_config_path
     from aerialct.data.dataset import open_chip_splits
-    from aerialct.data.packed import pack_chips
-    from aerialct.data.synth import synth_scene
     from aerialct.engine.train import resolve_device
-    from aerialct.tiling import tile_scenes
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     overrides = [f"train.epochs={args.epochs}", *args.set]
     cfg = load_config(resolve_config_path(args.preset), overrides)
-    chip = args.chip or getattr(cfg.model, "img_size", 64)
-    city = synth_scene(
-        work / "city.tif", work / "city_labels.tif", size=args.city_size, gsd=args.gsd, seed=0
-    )
-    tiled = tile_scenes(
-        [city.image], work / "chips", labels=[city.labels], size=chip, val_fraction=0.25, seed=0
-    )
-    packed = pack_chips(work / "chips", work / "chips.packed")
+    if args.packed is not None:
+        from gpu_evidence import open_data
+
+        packed_dir = open_data(args.packed, work)
+        args.no_folder = True
+        source = f"packed chips from {args.packed}"
+    else:
+        from aerialct.data.packed import pack_chips
+        from aerialct.data.synth import synth_scene
+        from aerialct.tiling import tile_scenes
+
+        chip = args.chip or getattr(cfg.model, "img_size", 64)
+        city = synth_scene(
+            work / "city.tif", work / "city_labels.tif", size=args.city_size, gsd=args.gsd, seed=0
+        )
+        tiled = tile_scenes(
+            [city.image], work / "chips", labels=[city.labels], size=chip, val_fraction=0.25, seed=0
+        )
+        packed_dir = pack_chips(work / "chips", work / "chips.packed").out
+        source = (
+            f"synthetic city {args.city_size}² px at {args.gsd} m, tiled into {tiled.chips} chips"
+            f" of {chip} px and packed"
+        )
     device = resolve_device(args.device)
-    splits = open_chip_splits(packed.out, cfg.data)
+    splits = open_chip_splits(packed_dir, cfg.data)
+    chip = splits.chip_size
 
     bare_all: list[float] = []
     eng_all: list[float] = []
     wall_all: list[float] = []
     for r in range(args.rounds):
         b = bare_loop(cfg, splits, device, args.epochs)
-        e, w = engine_run(cfg, packed.out, work / f"run{r}", args.device)
+        e, w = engine_run(cfg, packed_dir, work / f"run{r}", args.device)
         print(f"round {r}: bare {b}, engine {e}", file=sys.stderr, flush=True)
         bare_all += b[1:]
         eng_all += e[1:]
@@ -180,8 +204,7 @@ def main() -> None:
         f"Date: {when}. Machine: {gpu or platform.processor() or platform.machine()}, "
         f"os.cpu_count() = {os.cpu_count()}, torch {torch.__version__}, torch threads "
         f"{torch.get_num_threads()}, commit `{commit()}`.",
-        f"Data: synthetic city {args.city_size}² px at {args.gsd} m, tiled into {tiled.chips} chips"
-        f" of {chip} px and packed ({packed.bytes / 2**20:.1f} MiB); {n_train} training chips,"
+        f"Data: {source}; {chip} px chips, {n_train} training chips,"
         f" batch {cfg.train.batch_size} ({steps} steps per epoch), loss `{cfg.loss.contrast}`,"
         f" data.num_workers {cfg.data.num_workers}, amp `{cfg.train.amp}`. {args.rounds} alternating"
         f" rounds of {args.epochs} epochs each; the first epoch of each run is left out; medians of"
@@ -206,8 +229,8 @@ def main() -> None:
         f"{n_train / statistics.median(wall_all):.1f} training images per wall second.",
     ]
     text = "\n".join(lines) + "\n"
-    out = HERE / "results" / f"{args.name}.md"
-    out.parent.mkdir(exist_ok=True)
+    out = args.out_dir / f"{args.name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)
 

@@ -399,6 +399,9 @@ def _train(
                     f"{out / 'last.pt'}: projection heads do not fit the loss config "
                     f"({str(e).splitlines()[0][:120]}); keep the checkpoint's loss settings"
                 ) from e
+    if tc.compile:
+        # An instance attribute: forward() and the task both call it; state_dict is unchanged.
+        task.model.forward_with_features = torch.compile(task.model.forward_with_features)  # type: ignore[method-assign]
     decay = [p for p in task.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in task.parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -622,10 +625,15 @@ def _train(
         elif val_ds is None:
             improved, state.best_epoch = True, state.epoch
         state.history.append(row)
-        save(name_best=improved)
+        # last.pt and the plots every train.save_every epochs (short epochs: each write of a
+        # paper model with its AdamW state is ~170 MB), and always at a best or final epoch.
+        keep = improved or last_epoch or state.epoch % tc.save_every == 0
+        if keep:
+            save(name_best=improved)
         if info.is_main:
             _write_csv(out / "metrics.csv", state.history)
-            _draw(out, state, classes)
+            if keep:
+                _draw(out, state, classes)
         log.info(_epoch_line(row, tc.epochs))
         barrier(info)
 
@@ -660,7 +668,7 @@ def _train(
 
 def _validate_train_config(cfg: ExperimentConfig) -> None:
     tc = cfg.train
-    for name in ("epochs", "batch_size", "accumulate", "val_every"):
+    for name in ("epochs", "batch_size", "accumulate", "val_every", "save_every"):
         if getattr(tc, name) < 1:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(tc, name)}")
     if tc.lr <= 0:
