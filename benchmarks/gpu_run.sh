@@ -11,7 +11,7 @@ OUT=${OUT:-bench-out/gpu-results}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 DATA=${DATA:-bench-out/gpu-data/city.tar.gz}
-EVIDENCE_BUDGET=${EVIDENCE_BUDGET:-250}
+EVIDENCE_BUDGET=${EVIDENCE_BUDGET:-230}
 log() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$OUT/gpu_run.log"; }
 
 log "environment"
@@ -20,28 +20,28 @@ git log -1 --format='commit %h %cI' 2>/dev/null | tee -a "$OUT/gpu_run.log"
 
 # 1. Evidence: DCSwin, UNetFormer x 5 schemes x 3 seeds on the packed city (~4.5 min).
 log "gpu_evidence.py run (budget ${EVIDENCE_BUDGET} s)"
-timeout 330 python3 benchmarks/gpu_evidence.py run --data "$DATA" --device cuda --out "$OUT" \
+timeout 300 python3 benchmarks/gpu_evidence.py run --data "$DATA" --device cuda --out "$OUT" \
   --work /tmp/evidence --budget-s "$EVIDENCE_BUDGET" 2>&1 | grep -v "^INFO" | tail -n 40 >>"$OUT/gpu_run.log"
 
 # 2. Training step at batch 32 (MS/CS goal: at most +20%; CT: at most +10%), bf16 (~1 min).
 log "bench_step.py batch 32 bf16"
-timeout 120 python3 benchmarks/bench_step.py --device cuda --size 512 --batch 32 --amp bf16 \
-  --out "$OUT/step_cuda_b32.md" 2>&1 | tail -n 3 >>"$OUT/gpu_run.log"
+timeout 90 python3 benchmarks/bench_step.py --device cuda --size 512 --batch 32 --amp bf16 \
+  --warmup 2 --iters 6 --out "$OUT/step_b32_cuda.md" 2>&1 | tail -n 3 >>"$OUT/gpu_run.log"
 
 # 3. The same step with channels_last, DCSwin only (~15 s).
 log "bench_step.py channels_last"
-timeout 60 python3 benchmarks/bench_step.py --device cuda --size 512 --batch 32 --amp bf16 \
-  --presets DCSwin --channels-last --out "$OUT/step_cuda_b32_cl.md" 2>&1 | tail -n 3 >>"$OUT/gpu_run.log"
+timeout 40 python3 benchmarks/bench_step.py --device cuda --size 512 --batch 32 --amp bf16 \
+  --presets DCSwin --warmup 2 --iters 6 --channels-last --out "$OUT/step_b32_cl_cuda.md" 2>&1 | tail -n 3 >>"$OUT/gpu_run.log"
 
 # 4. train.compile: the step with torch.compile of the model forward, DCSwin none / CT-CL.
 log "bench_step.py compile"
-timeout 110 python3 benchmarks/bench_step.py --device cuda --size 512 --batch 32 --amp bf16 \
+timeout 100 python3 benchmarks/bench_step.py --device cuda --size 512 --batch 32 --amp bf16 \
   --presets DCSwin --modes none CT-CL --compile --warmup 3 --iters 10 \
-  --out "$OUT/step_cuda_b32_compile.md" 2>&1 | tail -n 3 >>"$OUT/gpu_run.log"
+  --out "$OUT/step_b32_compile_cuda.md" 2>&1 | tail -n 3 >>"$OUT/gpu_run.log"
 
 # 5. The engine vs a bare loop on the GPU (packed city, DCSwin, batch 8) (~1 min).
 log "bench_engine.py cuda"
-timeout 90 python3 benchmarks/bench_engine.py --device cuda --packed "$DATA" \
+timeout 70 python3 benchmarks/bench_engine.py --device cuda --packed "$DATA" \
   --preset dcswin --epochs 4 --rounds 1 --set train.batch_size=8 --set data.num_workers=3 \
   --set train.val_every=4 --set train.save_every=4 --work /tmp/engine \
   --out-dir "$OUT" --name engine_gpu 2>&1 | grep -v "^INFO" | tail -n 12 >>"$OUT/gpu_run.log"
