@@ -135,3 +135,13 @@ def test_train_compile_on_cpu(tmp_path):
     bundle = load_inference_model(res.best_checkpoint)  # no _orig_mod. prefixes
     with torch.no_grad():
         assert bundle.model(torch.zeros(1, 3, 64, 64)).shape == (1, 6, 64, 64)
+
+
+@pytest.mark.slow
+def test_bench_step_channels_last_on_cpu(tmp_path):
+    """bench_step --channels-last (a part of gpu_run.sh) at a tiny size."""
+    run_script("benchmarks/bench_step.py", "--size", "64", "--batch", "1", "--presets",
+               "PoolFormer", "--modes", "none", "CT-CL", "--channels-last", "--iters", "1",
+               "--warmup", "0", "--out", str(tmp_path / "s.md"))  # fmt: skip
+    text = (tmp_path / "s.md").read_text()
+    assert "channels_last on" in text and "| PoolFormer | CT-CL |" in text
