@@ -10,8 +10,8 @@ excludes validation and checkpoint writing); the first epoch of each is a warm-u
 out. Runs alternate (bare, engine, bare, engine, ...) so that load from other jobs on a shared
 machine falls on both. Goal (issue 15): engine >= 0.95x the bare loop on the CPU.
 
-    python benchmarks/bench_engine.py                 # CPU, tiny-cpu, 192 training chips of 64 px
-    python benchmarks/bench_engine.py --quick         # 2 rounds of 3 epochs
+    OMP_NUM_THREADS=1 python benchmarks/bench_engine.py   # CPU, tiny-cpu, 48 training chips of 64 px
+    python benchmarks/bench_engine.py --quick              # 2 rounds of 3 epochs
     python benchmarks/bench_engine.py --device cuda --preset dcswin --chip 512 --city-size 4096 \\
         --gsd 0.1 --set train.batch_size=16 --name engine_gpu
 
@@ -154,11 +154,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--preset", default="tiny-cpu")
-    ap.add_argument("--city-size", type=int, default=1024)
+    ap.add_argument("--city-size", type=int, default=512)
     ap.add_argument("--gsd", type=float, default=0.5)
     ap.add_argument("--chip", type=int, default=None, help="chip size (default: preset img_size)")
-    ap.add_argument("--epochs", type=int, default=5, help="epochs per run (first is warm-up)")
-    ap.add_argument("--rounds", type=int, default=2, help="alternating bare/engine rounds")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs per run (first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating bare/engine rounds")
     ap.add_argument("--set", action="append", default=[], help="extra config override")
     ap.add_argument("--no-folder", action="store_true", help="skip the GeoTIFF-folder engine run")
     ap.add_argument(
