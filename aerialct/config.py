@@ -253,9 +253,14 @@ def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if p.resolve() in _seen:
         raise ConfigError(f"{p}: 'base' chain loops back to itself")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from e
+    if data is None:
+        raise ConfigError(
+            f"{p}: the config file is empty; write the sections to set (see configs/) or "
+            "pass a preset name such as --config tiny-cpu"
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: a config must be a mapping of sections, got {type(data).__name__}")
     base = data.pop("base", None)

@@ -20,12 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from aerialct.errors import InputError
-from aerialct.geo.io import check_output
+from aerialct.geo.io import FOLDER, check_output, write_marker
 from aerialct.progress import ProgressFn, as_progress
 
 log = logging.getLogger("aerialct")
-
-MARKER = ".aerialct-demo"
 
 
 @dataclass
@@ -89,20 +87,14 @@ def run_demo(
 
     prog = as_progress(progress)
     out = Path(out)
-    check_output(out, overwrite)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; give a folder for the demo outputs")
+    # an existing folder is replaced only when aerialct made it (it holds the marker)
+    check_output(out, overwrite, kind=FOLDER)
     if out.exists() and any(out.iterdir()):
-        if not (out / MARKER).exists():
-            raise InputError(
-                f"{out}: not a folder made by aerialct demo (no {MARKER}); --overwrite only "
-                "replaces demo folders: give a new or empty --out"
-            )
         import shutil
 
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / MARKER).write_text("made by aerialct demo; --overwrite may replace this folder\n")
+    write_marker(out, "demo")
     t0 = time.perf_counter()
     steps: dict[str, float] = {}
 

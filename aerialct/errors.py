@@ -54,3 +54,26 @@ class PartialFailure(AerialctError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class DiskFullError(AerialctError, OSError):
+    """An output could not be written because its disk is full; nothing was left behind."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(
+            f"{path}: no space left on device; free space there (or choose another output) "
+            "and run again"
+        )
+        self.path = path
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGINT arrived: unwinds like KeyboardInterrupt so that temporaries are removed.
+
+    The library lets it pass (``except Exception`` does not catch it); the CLI exits
+    with 128 + ``signum``.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum

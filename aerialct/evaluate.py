@@ -93,6 +93,14 @@ class BuildingEvaluation:
     reprojected: bool = False
     review: str | None = None
     seconds: float = 0.0
+    # object-level AP from per-polygon confidence (COCO style, aerialct.object_scores);
+    # None when the prediction has no ``score_field`` attribute
+    ap50: float | None = None
+    ap75: float | None = None
+    ap: float | None = None  # AP@[.5:.95]
+    ap_per_class: dict = field(default_factory=dict)
+    score_field: str | None = None
+    class_aware: bool = False
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -120,7 +128,14 @@ def _pair_confusion(
     """Confusion matrix of one raster pair read in blocks of rows; also the unpredicted count."""
     from rasterio.windows import Window
 
-    from aerialct.geo.io import open_raster, raster_class_table, require_same_grid
+    from aerialct.geo.io import (
+        check_class_raster,
+        check_class_values,
+        open_raster,
+        raster_class_table,
+        read_window,
+        require_same_grid,
+    )
 
     with open_raster(pred_path) as p, open_raster(ref_path) as r:
         require_same_grid(p, r, what="the prediction")
@@ -138,31 +153,44 @@ def _pair_confusion(
                 f"{pred_path}: classes {found.names} differ from the first pair's {table.names}; "
                 "evaluate rasters of one class table together"
             )
-        if r.count >= 3 and r.dtypes[0] == "uint8" and p.count == 1:
+        check_class_raster(p, "prediction (class raster)")
+        if r.count >= 3 and r.dtypes[0] == "uint8":
             rgb_reference = True
-        elif r.count == 1:
-            rgb_reference = False
         else:
-            raise InputError(
-                f"{ref_path}: {r.count} bands; give a single-band label raster or an RGB-colour label"
-            )
+            rgb_reference = False
+            check_class_raster(r, "reference (class raster or RGB-colour label)")
         k = len(table)
         cm = np.zeros((k, k), dtype=np.int64)
-        unpredicted = 0
+        unpredicted = unknown = labelled_all = 0
         step = max(1, rows_per_block)
         for row in range(0, r.height, step):
             win = Window(0, row, r.width, min(step, r.height - row))
-            pred = p.read(1, window=win)
+            pred = read_window(p, 1, window=win)
+            check_class_values(str(pred_path), pred, table, p.nodata, win)
             if rgb_reference:
-                ref, _ = table.rgb_to_ids(r.read((1, 2, 3), window=win))
+                ref, colours = table.rgb_to_ids(read_window(r, (1, 2, 3), window=win))
+                unknown += sum(colours.values())
             else:
-                ref = r.read(1, window=win)
+                ref = read_window(r, 1, window=win)
+                check_class_values(str(ref_path), ref, table, r.nodata, win)
             labelled = ref != IGNORE_INDEX
+            labelled_all += int(np.count_nonzero(labelled))
             unpredicted += int(np.count_nonzero(labelled & (pred == IGNORE_INDEX)))
             try:
                 cm += confusion_matrix(pred, ref, k)
             except InputError as e:
                 raise InputError(f"{pred_path} vs {ref_path}: {e}") from None
+        pixels = r.width * r.height
+        if rgb_reference and unknown > 0.5 * pixels:
+            raise InputError(
+                f"{ref_path}: {unknown / pixels:.0%} of its pixels have colours outside the legend, "
+                "so it is not an RGB-colour label (an orthophoto?); give the reference labels"
+            )
+        if labelled_all == 0:
+            raise InputError(
+                f"{ref_path}: holds no labelled pixel (all ignore or nodata); nothing to score "
+                "against: give the reference labels"
+            )
     return cm, unpredicted, table
 
 
@@ -289,13 +317,18 @@ def match_chips(
 
 
 def match_buildings(
-    pred: np.ndarray, ref: np.ndarray, iou_threshold: float = 0.5
+    pred: np.ndarray,
+    ref: np.ndarray,
+    iou_threshold: float = 0.5,
+    pred_class: np.ndarray | None = None,
+    ref_class: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one matching of two polygon arrays at IoU >= ``iou_threshold``.
 
     Returns ``(pred_idx, ref_idx, iou)`` of the matches (highest IoU first) and
     the best IoU of every prediction and every reference with any partner
-    (0 when none), for the review layers. Ties are broken by index.
+    (0 when none), for the review layers. Ties are broken by index. With
+    ``pred_class`` and ``ref_class``, only pairs of the same class are partners.
     """
     import shapely
 
@@ -308,6 +341,9 @@ def match_buildings(
         return empty, empty, np.array([], dtype=np.float64), best_pred, best_ref
     tree = shapely.STRtree(ref)
     pi, ri = tree.query(pred, predicate="intersects")
+    if pred_class is not None and ref_class is not None:
+        same = np.asarray(pred_class)[pi] == np.asarray(ref_class)[ri]
+        pi, ri = pi[same], ri[same]
     if len(pi) == 0:
         return empty, empty, np.array([], dtype=np.float64), best_pred, best_ref
     inter = shapely.area(shapely.intersection(pred[pi], ref[ri]))
@@ -331,7 +367,8 @@ def match_buildings(
     return pi[keep_arr], ri[keep_arr], iou[keep_arr], best_pred, best_ref
 
 
-def _polygon_array(frame: gpd.GeoDataFrame, path: Path) -> np.ndarray:
+def _polygon_array(frame: gpd.GeoDataFrame, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The polygons of ``frame`` and the row numbers they come from (empty rows dropped)."""
     import shapely
 
     geoms = np.array(
@@ -352,7 +389,7 @@ def _polygon_array(frame: gpd.GeoDataFrame, path: Path) -> np.ndarray:
     missing = kind < 0
     if missing.any():
         log.info("%s: %d features without geometry are ignored", path, int(missing.sum()))
-    return geoms[~missing]
+    return geoms[~missing], np.flatnonzero(~missing)
 
 
 def evaluate_buildings(
@@ -365,8 +402,16 @@ def evaluate_buildings(
     review: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    score_field: str = "mean_confidence",
+    class_field: str = "class",
 ) -> BuildingEvaluation:
-    """Building-level precision, recall and F1 of predicted against reference polygons."""
+    """Building-level precision, recall, F1 and AP of predicted against reference polygons.
+
+    When both layers have ``class_field``, only polygons of the same class match
+    (multi-class layers). When the prediction has ``score_field`` (written by
+    ``vectorize --probabilities``), COCO-style AP@0.5, AP@0.75 and AP@[.5:.95] are
+    computed from it (:mod:`aerialct.object_scores`).
+    """
     from aerialct.geo.io import check_output
     from aerialct.geo.vector import Layer, read_polygons, write_layers
 
@@ -374,7 +419,7 @@ def evaluate_buildings(
     if not 0 < iou_threshold <= 1:
         raise InputError(f"--iou-threshold must be in (0, 1], got {iou_threshold}")
     if review is not None:
-        check_output(review, overwrite)
+        check_output(review, overwrite, inputs=[prediction, reference])
     prog = as_progress(progress)
     prog(0, total=3, description="evaluating buildings")
     pf = read_polygons(prediction, pred_layer)
@@ -397,9 +442,34 @@ def evaluate_buildings(
         )
         pf = pf.to_crs(rf.crs)
         reprojected = True
-    pred = _polygon_array(pf, Path(prediction))
-    ref = _polygon_array(rf, Path(reference))
-    pi, ri, iou, best_pred, best_ref = match_buildings(pred, ref, iou_threshold)
+    pred, p_rows = _polygon_array(pf, Path(prediction))
+    ref, r_rows = _polygon_array(rf, Path(reference))
+    class_aware = class_field in pf.columns and class_field in rf.columns
+    pred_class = ref_class = None
+    if class_aware:
+        pred_class = pf[class_field].to_numpy()[p_rows].astype(str).astype(object)
+        ref_class = rf[class_field].to_numpy()[r_rows].astype(str).astype(object)
+        if len(pred_class) and len(ref_class) and not set(pred_class) & set(ref_class):
+            log.warning(
+                "%s and %s share no %r value (%s vs %s), so nothing can match; rename the "
+                "classes to agree or drop the attribute from one layer",
+                prediction, reference, class_field,
+                ", ".join(sorted(set(pred_class))[:5]), ", ".join(sorted(set(ref_class))[:5]),
+            )  # fmt: skip
+    elif class_field in pf.columns or class_field in rf.columns:
+        log.info(
+            "only one layer has a %r attribute: buildings are matched regardless of class",
+            class_field,
+        )
+    pi, ri, iou, best_pred, best_ref = match_buildings(
+        pred, ref, iou_threshold, pred_class, ref_class
+    )
+    scores = _score_column(pf, score_field, p_rows, Path(prediction))
+    aps = None
+    if scores is not None:
+        from aerialct.object_scores import object_ap
+
+        aps = object_ap(pred, ref, scores, pred_class, ref_class)
     prog(1)
     tp = len(pi)
     fp = len(pred) - tp
@@ -415,28 +485,29 @@ def evaluate_buildings(
         matched_p[pi] = True
         matched_r = np.zeros(len(ref), dtype=bool)
         matched_r[ri] = True
+        fp_i = np.flatnonzero(~matched_p)
+        fn_i = np.flatnonzero(~matched_r)
+        # the prediction's own 1-based ``id`` (as vectorize writes it) and confidence
+        p_id, r_id = _ids(pf, p_rows), _ids(rf, r_rows)
+        tp_f = {"id": p_id[pi], "ref_id": r_id[ri], "iou": iou}
+        fp_f = {"id": p_id[fp_i], "best_iou": best_pred[fp_i]}
+        fn_f = {"ref_id": r_id[fn_i], "best_iou": best_ref[fn_i]}
+        if scores is not None:
+            tp_f["confidence"], fp_f["confidence"] = scores[pi], scores[fp_i]
+        if class_aware:
+            assert pred_class is not None and ref_class is not None
+            tp_f["class"], fp_f["class"], fn_f["class"] = (
+                pred_class[pi],
+                pred_class[fp_i],
+                ref_class[fn_i],
+            )
+        tp_f |= {"pred_index": pi.astype(np.int64), "ref_index": ri.astype(np.int64)}
+        fp_f["pred_index"] = fp_i.astype(np.int64)
+        fn_f["ref_index"] = fn_i.astype(np.int64)
         layers = {
-            "tp": Layer(
-                pred[pi],
-                {"pred_index": pi.astype(np.int64), "ref_index": ri.astype(np.int64), "iou": iou},
-                crs,
-            ),
-            "fp": Layer(
-                pred[~matched_p],
-                {
-                    "pred_index": np.flatnonzero(~matched_p).astype(np.int64),
-                    "best_iou": best_pred[~matched_p],
-                },
-                crs,
-            ),
-            "fn": Layer(
-                ref[~matched_r],
-                {
-                    "ref_index": np.flatnonzero(~matched_r).astype(np.int64),
-                    "best_iou": best_ref[~matched_r],
-                },
-                crs,
-            ),
+            "tp": Layer(pred[pi], tp_f, crs),
+            "fp": Layer(pred[fp_i], fp_f, crs),
+            "fn": Layer(ref[fn_i], fn_f, crs),
         }
         write_layers(review, layers, overwrite=overwrite)
     prog(1)
@@ -458,7 +529,45 @@ def evaluate_buildings(
         reprojected=reprojected,
         review=str(review) if review is not None else None,
         seconds=time.perf_counter() - t0,
+        ap50=aps.ap50 if aps else None,
+        ap75=aps.ap75 if aps else None,
+        ap=aps.ap if aps else None,
+        ap_per_class=aps.per_class if aps else {},
+        score_field=score_field if aps else None,
+        class_aware=class_aware,
     )
+
+
+def _ids(frame: gpd.GeoDataFrame, rows: np.ndarray) -> np.ndarray:
+    """The layer's integer ``id`` attribute, or the 1-based feature number without one."""
+    if "id" in frame.columns:
+        try:
+            return frame["id"].to_numpy()[rows].astype(np.int64)
+        except (TypeError, ValueError):
+            pass
+    return (rows + 1).astype(np.int64)
+
+
+def _score_column(
+    frame: gpd.GeoDataFrame, name: str, rows: np.ndarray, path: Path
+) -> np.ndarray | None:
+    if name not in frame.columns:
+        log.info(
+            "%s: no %r attribute, so no AP; vectorize with --probabilities to score polygons",
+            path,
+            name,
+        )
+        return None
+    try:
+        scores = frame[name].to_numpy()[rows].astype(np.float64)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: attribute {name!r} is not numeric ({e}); fix the layer") from e
+    if np.isnan(scores).any():
+        raise InputError(
+            f"{path}: {int(np.isnan(scores).sum())} polygons have no {name!r}; "
+            "vectorize again with --probabilities"
+        )
+    return scores
 
 
 # --- dispatch and report -----------------------------------------------------------
@@ -478,6 +587,7 @@ def evaluate(
     report: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    score_field: str = "mean_confidence",
 ) -> PixelEvaluation | BuildingEvaluation:
     """Evaluate by the kind of inputs; write ``report`` (JSON, atomic) when given.
 
@@ -489,8 +599,9 @@ def evaluate(
     """
     from aerialct.geo.io import atomic_output, check_output
 
+    inputs = [p for p in (prediction, reference, index) if p is not None]
     if report is not None:
-        check_output(report, overwrite)
+        check_output(report, overwrite, kind="json", inputs=inputs)
     pred = Path(prediction)
     if not pred.exists():
         raise InputError(f"{pred}: no such file or folder; check the path")
@@ -531,6 +642,7 @@ def evaluate(
                 review=review,
                 overwrite=overwrite,
                 progress=progress,
+                score_field=score_field,
             )
         elif pred.suffix.lower() in VECTOR_SUFFIXES or ref.suffix.lower() in VECTOR_SUFFIXES:
             raise InputError(
@@ -543,7 +655,7 @@ def evaluate(
     if review is not None and result.kind != "building":
         log.warning("--review applies to building evaluation only; not written")
     if report is not None:
-        with atomic_output(report, overwrite) as tmp:
+        with atomic_output(report, overwrite, kind="json", inputs=inputs) as tmp:
             tmp.write_text(json.dumps(_jsonable(result.to_dict()), indent=2) + "\n")
     return result
 

@@ -47,13 +47,26 @@ import numpy as np
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.errors import InputError
 from aerialct.geo.cog import PART_OPTIONS, RowWriter, cog_options, finish_cog
-from aerialct.geo.io import atomic_output, check_output, open_raster
+from aerialct.geo.io import (
+    atomic_output,
+    check_output,
+    open_raster,
+    read_failed,
+    read_window,
+)
 from aerialct.progress import ProgressFn, as_progress
 
 log = logging.getLogger("aerialct")
 
 #: GSD ratio (either way) beyond which a scene is "far" from the training GSD
 GSD_TOLERANCE = 1.25
+#: --resample-to-training-gsd refuses to scale a scene by more than this factor either way
+MAX_RESAMPLE = 8.0
+#: a scene band whose mean lies further than this many training standard deviations from the
+#: training mean, or whose spread differs by more than RANGE_RATIO, is not the imagery the
+#: model was trained on (e.g. 16-bit pixels given to a model trained on 8-bit chips)
+RANGE_SIGMAS = 6.0
+RANGE_RATIO = 10.0
 #: minimum of the blending weight relative to its centre value
 WEIGHT_FLOOR = 0.05
 PROB_SCALE = 255
@@ -76,7 +89,8 @@ class BundleLike(Protocol):
 
 @dataclass
 class SceneResult:
-    """What happened to one scene. ``status`` is "ok" or "failed" (then ``error`` says why)."""
+    """What happened to one scene: ``status`` is "ok", "skipped" (a complete output was
+    already there, ``--skip-existing``) or "failed" (then ``error`` says why)."""
 
     scene: Path
     status: str = "ok"
@@ -142,13 +156,18 @@ class BatchResult:
 
     @property
     def failed(self) -> list[SceneResult]:
-        return [s for s in self.scenes if s.status != "ok"]
+        return [s for s in self.scenes if s.status == "failed"]
+
+    @property
+    def skipped(self) -> list[SceneResult]:
+        return [s for s in self.scenes if s.status == "skipped"]
 
     def to_dict(self) -> dict[str, Any]:
         px = sum(s.width * s.height for s in self.ok)
         return {
             "scenes": [s.to_dict() for s in self.scenes],
             "ok": len(self.ok),
+            "skipped": len(self.skipped),
             "failed": len(self.failed),
             "seconds": round(self.seconds, 3),
             "pixels_per_second": round(px / self.seconds, 1) if self.seconds > 0 else None,
@@ -239,10 +258,64 @@ def check_gsd(scene: float | None, training: float | None, path: Path) -> str | 
     ratio = scene / training
     if max(ratio, 1 / ratio) <= GSD_TOLERANCE:
         return None
+    if max(ratio, 1 / ratio) > MAX_RESAMPLE:
+        return (
+            f"{path}: pixel size {scene:g} is {ratio:.2f}x the training pixel size {training:g}; "
+            "predictions will be poor; use a model trained near this pixel size"
+        )
     return (
         f"{path}: pixel size {scene:g} is {ratio:.2f}x the training pixel size {training:g}; "
         "predictions may be poor; pass --resample-to-training-gsd to predict at the training scale"
     )
+
+
+def check_resample(scene: float, training: float, ds: Any, path: Path) -> None:
+    """Refuse --resample-to-training-gsd beyond MAX_RESAMPLE (the size it would make, in words)."""
+    ratio = scene / training
+    if max(ratio, 1 / ratio) <= MAX_RESAMPLE:
+        return
+    w, h = math.ceil(ds.width * ratio), math.ceil(ds.height * ratio)
+    raise InputError(
+        f"{path}: --resample-to-training-gsd would scale the scene {ratio:.3g}x (pixel size "
+        f"{scene:g} to the training {training:g}, {ds.width}x{ds.height} -> {w}x{h} px); it "
+        f"refuses beyond {MAX_RESAMPLE:g}x: use a model trained near this pixel size"
+    )
+
+
+def check_value_range(ds: Any, bands: Sequence[int], bundle: BundleLike, path: Path) -> None:
+    """Refuse a scene whose pixel values are not the kind the model was trained on.
+
+    A thumbnail of at most 512 px (valid pixels only) is compared with the training
+    statistics stored in the checkpoint: a band mean more than RANGE_SIGMAS training
+    standard deviations away, or a spread RANGE_RATIO times larger or smaller, means
+    the model would see values it never saw (16-bit or reflectance imagery given to
+    a model trained on 8-bit chips) and answer with confident nonsense. An identity
+    normalisation (mean 0, std 1) carries no training statistics and is not checked.
+    """
+    from rasterio.enums import Resampling
+
+    if all(m == 0.0 for m in bundle.mean) and all(s == 1.0 for s in bundle.std):
+        return
+
+    scale = max(1.0, max(ds.width, ds.height) / 512)
+    shape = (len(bands), max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
+    data = read_window(ds, list(bands), out_shape=shape, resampling=Resampling.nearest, masked=True)
+    for i, band in enumerate(bands):
+        values = data[i].compressed().astype(np.float64)
+        if values.size < 16:
+            continue
+        mean, std = float(values.mean()), float(values.std())
+        t_mean, t_std = float(bundle.mean[i]), max(float(bundle.std[i]), 1e-6)
+        far = abs(mean - t_mean) / t_std > RANGE_SIGMAS
+        spread = std > 0 and not (1 / RANGE_RATIO <= std / t_std <= RANGE_RATIO)
+        if far or spread:
+            raise InputError(
+                f"{path}: band {band} ({ds.dtypes[band - 1]}) has mean {mean:.4g} and spread "
+                f"{std:.4g}, but the model was trained on mean {t_mean:.4g} and spread "
+                f"{t_std:.4g}; it would predict nonsense: rescale the scene to the training "
+                "range (for a model trained on 8-bit chips: gdal_translate -ot Byte -scale) or "
+                "train on chips of this imagery"
+            )
 
 
 def reduce_heap_fragmentation(threshold: int = 1 << 20) -> bool:
@@ -309,6 +382,7 @@ class _Batch:
     pos: list[tuple[int, int, int, int]]  # (y, x, h, w) in the grid; h, w = valid extent
     done_rows: list[np.ndarray]  # valid masks (n, width) of rows finished by this batch, in order
     final_to: int = 0  # one-row batches: columns < final_to of the row are final after it
+    keep: list[bool] | None = None  # with an area of interest: the windows that touch it
 
 
 _END = object()
@@ -333,8 +407,10 @@ class _Reader:
         pin: bool,
         rows_per_batch: int = 1,
         depth: int = 3,
+        aoi: Any = None,
     ) -> None:
         self.rows_per_batch = rows_per_batch
+        self.aoi = aoi  # a shapely geometry in the grid's CRS, or None
         self.src, self.bands, self.size = src, bands, size
         self.rows, self.cols, self.batch_size, self.pin = rows, cols, batch_size, pin
         self.q: queue.Queue = queue.Queue(maxsize=depth)
@@ -387,24 +463,29 @@ class _Reader:
         xs: list[np.ndarray] = []
         pos: list[tuple[int, int, int, int]] = []
         done: list[np.ndarray] = []
+        keep: list[bool] = []
         first_row = 0
 
         def emit(final_to: int) -> bool:
-            nonlocal xs, pos, done
+            nonlocal xs, pos, done, keep
             x = np.stack(xs)
             if self.pin:
                 import torch
 
                 x = torch.from_numpy(x).pin_memory()
-            ok = self._put(_Batch(x, pos, done, final_to))
-            xs, pos, done = [], [], []
+            ok = self._put(_Batch(x, pos, done, final_to, keep if self.aoi is not None else None))
+            xs, pos, done, keep = [], [], [], []
             return ok
 
         for j, y in enumerate(self.rows):
             h = min(size, H - y)
             win = Window(0, y, W, h)
-            strip = src.read(self.bands, window=win)  # (C, h, W)
+            strip = read_window(src, self.bands, window=win)  # (C, h, W)
             valid = _valid(src, strip, win, self.mask_mode, self.nodata)  # (h, W) bool
+            inside = None
+            if self.aoi is not None:
+                inside = _inside(self.aoi, src, win)  # (h, W) bool
+                valid &= inside
             strip = _as_tensor_dtype(strip)
             if h < size or size > W:
                 strip = _pad_reflect(strip, size)
@@ -418,11 +499,28 @@ class _Reader:
                     first_row = j
                 xs.append(strip[:, :, x0 : x0 + size])
                 pos.append((y, x0, h, min(size, W - x0)))
+                keep.append(inside is None or bool(inside[:, x0 : x0 + size].any()))
             done.append(valid[: nxt - y])
             if self.stop.is_set():
                 return
         if xs:
             emit(W)
+
+
+def _inside(aoi: Any, src: Any, win: Any) -> np.ndarray:
+    """Pixels of window ``win`` of ``src`` that touch the area of interest ``aoi``."""
+    from rasterio.features import rasterize
+    from rasterio.windows import transform as window_transform
+
+    out = rasterize(
+        [(aoi, 1)],
+        out_shape=(int(win.height), int(win.width)),
+        transform=window_transform(win, src.transform),
+        fill=0,
+        all_touched=True,
+        dtype="uint8",
+    )
+    return out.astype(bool)
 
 
 def _mask_mode(src: Any, bands: list[int]) -> tuple[str, Any]:
@@ -446,7 +544,12 @@ def _valid(src: Any, strip: np.ndarray, win: Any, mode: str, nd: Any) -> np.ndar
         if isinstance(nd, float) and math.isnan(nd):
             return ~np.isnan(strip).all(axis=0)
         return (strip != np.asarray(nd, dtype=strip.dtype)).any(axis=0)
-    return src.dataset_mask(window=win) != 0
+    from rasterio.errors import RasterioError
+
+    try:
+        return src.dataset_mask(window=win) != 0
+    except RasterioError as e:
+        raise read_failed(src.name, e, win) from None
 
 
 def _as_tensor_dtype(a: np.ndarray) -> np.ndarray:
@@ -540,8 +643,15 @@ def _predict_grid(
     device: Any,
     progress: ProgressFn,
     label: str = "",
+    aoi: Any = None,
 ) -> _GridStats:
-    """Predict the whole grid of ``src`` into the open datasets ``cls_ds`` (and ``prob_ds``)."""
+    """Predict the whole grid of ``src`` into the open datasets ``cls_ds`` (and ``prob_ds``).
+
+    With an area of interest ``aoi`` (a geometry in ``src``'s CRS), only windows that
+    touch it run through the model; the others add nothing, and every pixel outside
+    the area is written as nodata. Pixels inside get exactly the full run's values,
+    since a window that adds to them touches the area.
+    """
     import torch
 
     size = int(bundle.chip_size)
@@ -573,13 +683,17 @@ def _predict_grid(
     with (
         torch.inference_mode(),
         _Writer(cls_ds, prob_ds, stats, _THREADED_WRITER.get(device.type, False)) as writer,
-        _Reader(src, bands, size, rows, cols, batch_size, cuda, rows_per_batch) as reader,
+        _Reader(src, bands, size, rows, cols, batch_size, cuda, rows_per_batch, aoi=aoi) as reader,
     ):
         for batch in reader:
             xb = batch.x if torch.is_tensor(batch.x) else torch.from_numpy(batch.x)
             xb = xb.to(device, non_blocking=True)
             xb = bundle.normalize(xb.float())
-            probs = _forward(model, xb, tta, autocast)
+            if batch.keep is not None and not all(batch.keep):
+                probs = _forward_kept(model, xb, batch.keep, K, tta, autocast)
+                stats.windows -= batch.keep.count(False)
+            else:
+                probs = _forward(model, xb, tta, autocast)
             if probs.shape[1] != K or probs.shape[-2:] != (size, size):
                 raise InputError(
                     f"the model returned {tuple(probs.shape)} for windows of {size}x{size} "
@@ -592,6 +706,19 @@ def _predict_grid(
     if accumulate.rows_done != H:
         raise RuntimeError(f"internal error: wrote {accumulate.rows_done} of {H} rows")
     return stats
+
+
+def _forward_kept(
+    model: Any, xb: Any, keep: list[bool], K: int, tta: str | None, autocast: Any
+) -> Any:
+    """Probabilities of the kept windows; zeros (adding nothing) for the others."""
+    import torch
+
+    idx = torch.tensor([i for i, k in enumerate(keep) if k], dtype=torch.long, device=xb.device)
+    probs = torch.zeros((xb.shape[0], K, xb.shape[2], xb.shape[3]), device=xb.device)
+    if len(idx):
+        probs[idx] = _forward(model, xb[idx], tta, autocast).float()
+    return probs
 
 
 class _BandAccumulator:
@@ -973,6 +1100,7 @@ def predict_scene(
     bands: Sequence[int] | None = None,
     quicklook: bool = False,
     overview_resampling: str = "MODE",
+    aoi: Any = None,
     progress: ProgressFn | None = None,
 ) -> SceneResult:
     """Predict one scene into the class raster ``out_path`` (uint8 COG, see the module docstring).
@@ -981,6 +1109,8 @@ def predict_scene(
     as ``<stem>_probabilities.tif`` (``<stem>`` from ``out_path`` minus a
     ``_classes`` suffix); with ``quicklook`` a PNG thumbnail ``<stem>_quicklook.png``.
     ``tta="flips"`` averages the four horizontal/vertical flips (4x the compute).
+    ``aoi`` (a polygon file or the frame of :func:`aerialct.geo.vector.read_aoi`, any
+    CRS) limits the work to windows that touch it; pixels outside it are nodata.
     Raises :class:`InputError` / :class:`RasterError` / :class:`OutputExistsError`.
     """
     import rasterio
@@ -998,7 +1128,7 @@ def predict_scene(
     ql_path = out_path.with_name(f"{stem}_quicklook.png") if quicklook else None
     for p in (out_path, prob_path, ql_path):
         if p is not None:
-            check_output(p, overwrite)
+            check_output(p, overwrite, inputs=[scene])
     co = cog_options(creation_options, overview_resampling)
     co_prob = cog_options(creation_options, "AVERAGE")
 
@@ -1015,6 +1145,7 @@ def predict_scene(
         stack.enter_context(_quiet_georef(ds.crs is None))
         stack.enter_context(_gdal_env(ds, int(bundle.chip_size), dev.type == "cuda"))
         chosen = _data_bands(ds, bands, int(bundle.in_chans), scene)
+        check_value_range(ds, chosen, bundle, scene)
         result.width, result.height = ds.width, ds.height
         result.gsd = scene_gsd(ds)
         src = ds
@@ -1025,6 +1156,7 @@ def predict_scene(
                     "north-up CRS; warp it first (gdalwarp -t_srs EPSG:XXXX -tr ...)"
                 )
             if check_gsd(result.gsd, bundle.gsd, scene) is not None:
+                check_resample(result.gsd, float(bundle.gsd), ds, scene)
                 src = stack.enter_context(_training_grid_vrt(ds, float(bundle.gsd)))
                 result.resampled = True
                 log.info("%s: predicting at the training pixel size %g", scene.name, bundle.gsd)
@@ -1033,6 +1165,7 @@ def predict_scene(
             if msg:
                 log.warning(msg)
 
+        aoi_geom = _aoi_for(aoi, src, scene)
         tmp_cls = stack.enter_context(atomic_output(out_path, overwrite))
         tmp_prob = stack.enter_context(atomic_output(prob_path, overwrite)) if prob_path else None
         part_cls = _part_name(tmp_cls, "part")
@@ -1061,6 +1194,7 @@ def predict_scene(
                 device=dev,
                 progress=as_progress(progress),
                 label=scene.name,
+                aoi=aoi_geom,
             )
         result.grid_seconds = time.perf_counter() - t_grid
         hist, nodata = stats.hist, stats.nodata
@@ -1078,7 +1212,9 @@ def predict_scene(
             finish_cog(part_prob, tmp_prob, co_prob)
         if ql_path is not None:
             with atomic_output(ql_path, overwrite) as tmp_ql:
-                write_quicklook(ds, chosen, tmp_cls, tmp_ql, bundle.classes)
+                ckpt = getattr(bundle, "path", None)
+                title = scene.name + (f" · {Path(ckpt).name}" if ckpt else "")
+                write_quicklook(ds, chosen, tmp_cls, tmp_ql, bundle.classes, title=title)
             result.quicklook = ql_path
 
     result.output = out_path
@@ -1092,6 +1228,98 @@ def predict_scene(
     return result
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (shards numbered 1..N) -> (K, N); InputError otherwise."""
+    k_text, sep, n_text = text.partition("/")
+    try:
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        k = n = 0
+    if not sep or n < 1 or not 1 <= k <= n:
+        raise InputError(
+            f"--shard {text}: give K/N with shards numbered 1..N, e.g. --shard 2/8 "
+            "(SLURM: --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT)"
+        )
+    return k, n
+
+
+def shard_scenes(paths: Sequence[Path], shard: tuple[int, int] | None) -> list[Path]:
+    """The scenes of shard ``(K, N)``: every N-th of the paths sorted by name, starting at K.
+
+    Sorting makes the split independent of the order a shell or a file system lists
+    the scenes in, so N machines given the same set cover each scene exactly once.
+    The chosen scenes keep the caller's order.
+    """
+    if shard is None:
+        return list(paths)
+    k, n = shard
+    order = sorted(range(len(paths)), key=lambda i: str(paths[i]))
+    mine = set(order[k - 1 :: n])
+    return [p for i, p in enumerate(paths) if i in mine]
+
+
+def complete_output(scene: Path, out: Path, *, probabilities: bool, quicklook: bool) -> bool:
+    """Whether ``out`` (and the side outputs asked for) is a finished prediction of ``scene``.
+
+    A file is taken as complete only when it opens, carries aerialct's class tag and
+    names this scene as its source, and has the scene's size; a partial or foreign
+    file is not (and ``predict`` then refuses to replace it without ``--overwrite``).
+    """
+    import rasterio
+
+    from aerialct.geo.io import CLASSES_TAG, _no_georef_warning
+
+    paths = output_paths(scene, out.parent)
+    wanted = [out] + ([paths["probabilities"]] if probabilities else [])
+    try:
+        with _no_georef_warning(), rasterio.open(scene) as src:
+            size = (src.width, src.height)
+        for p in wanted:
+            with _no_georef_warning(), rasterio.open(p) as ds:
+                tags = ds.tags()
+                if CLASSES_TAG not in tags or tags.get("AERIALCT_SOURCE") != scene.name:
+                    return False
+                if (ds.width, ds.height) != size:
+                    return False
+    except Exception:
+        return False
+    return not quicklook or paths["quicklook"].is_file()
+
+
+def _aoi_frame(aoi: Any) -> Any:
+    if aoi is None or hasattr(aoi, "geometry"):
+        return aoi
+    from aerialct.geo.vector import read_aoi
+
+    return read_aoi(aoi)
+
+
+def _aoi_for(aoi: Any, src: Any, scene: Path) -> Any:
+    """The area of interest in ``src``'s CRS, or None."""
+    frame = _aoi_frame(aoi)
+    if frame is None:
+        return None
+    if src.crs is None:
+        raise InputError(f"{scene}: has no CRS, so --aoi cannot be placed on it; assign one")
+    from aerialct.geo.vector import aoi_in_crs
+
+    return aoi_in_crs(frame, src.crs)
+
+
+def touches_aoi(scene: Path, aoi: Any) -> bool:
+    """Whether the scene's footprint touches the area of interest (True without one)."""
+    frame = _aoi_frame(aoi)
+    if frame is None:
+        return True
+    import shapely
+
+    from aerialct.geo.io import _no_georef_warning
+
+    with _no_georef_warning(), open_raster(scene) as ds:
+        geom = _aoi_for(frame, ds, scene)
+        return bool(shapely.intersects(shapely.box(*ds.bounds), geom))
+
+
 def predict_scenes(
     bundle: BundleLike,
     scenes: Sequence[str | os.PathLike],
@@ -1099,14 +1327,19 @@ def predict_scenes(
     *,
     rank: int | None = None,
     world_size: int | None = None,
+    shard: tuple[int, int] | None = None,
+    skip_existing: bool = False,
     progress: ProgressFn | None = None,
     **kwargs: Any,
 ) -> BatchResult:
     """Predict many scenes into ``out_dir`` as ``<stem>_classes.tif``; failures are recorded.
 
-    Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes every ``world_size``-th
-    scene starting at its ``RANK``; the result lists this rank's scenes only.
-    Keyword arguments go to :func:`predict_scene`.
+    ``shard=(K, N)`` keeps the K-th of N shares of the scenes (:func:`shard_scenes`),
+    for array jobs. Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank then takes every
+    ``world_size``-th scene starting at its ``RANK``; the result lists this rank's
+    scenes only. With ``skip_existing`` a scene whose complete output exists
+    (:func:`complete_output`) is skipped and reported as such. Keyword arguments go
+    to :func:`predict_scene`.
     """
     if rank is None:
         rank = int(os.environ.get("RANK", "0"))
@@ -1120,12 +1353,37 @@ def predict_scenes(
             f"scenes {', '.join(dup)} share a file name and would write the same output; "
             "predict them into different --out folders"
         )
-    mine = paths[rank::world_size]
+    mine = shard_scenes(paths, shard)[rank::world_size]
+    aoi = _aoi_frame(kwargs.pop("aoi", None))
+    if aoi is not None:
+        kwargs["aoi"] = aoi
     t0 = time.perf_counter()
     results: list[SceneResult] = []
     for p in mine:
         out = output_paths(p, out_dir)["classes"]
+        if skip_existing and complete_output(
+            p,
+            out,
+            probabilities=bool(kwargs.get("probabilities")),
+            quicklook=bool(kwargs.get("quicklook")),
+        ):
+            log.info("%s: complete output %s exists; skipped", p.name, out)
+            side = output_paths(p, out_dir)
+            results.append(
+                SceneResult(
+                    scene=p,
+                    status="skipped",
+                    output=out,
+                    probabilities=side["probabilities"] if kwargs.get("probabilities") else None,
+                    quicklook=side["quicklook"] if kwargs.get("quicklook") else None,
+                )
+            )
+            continue
         try:
+            if not touches_aoi(p, aoi):
+                log.info("%s: outside the area of interest; skipped", p.name)
+                results.append(SceneResult(scene=p, status="skipped", error="outside --aoi"))
+                continue
             results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
         except Exception as e:  # one scene's failure must not stop the batch
             # recorded in the result, which the caller renders; visible with --verbose
@@ -1148,11 +1406,18 @@ def write_quicklook(
     classes: ClassTable,
     max_size: int = 1024,
     alpha: float = 0.45,
+    title: str = "",
 ) -> None:
-    """A PNG thumbnail of the scene (first three bands, 2-98% stretch) with the class colours over it."""
+    """A PNG thumbnail of the scene (first three bands, 2-98% stretch) with the class colours over it.
+
+    The map is framed with ``title`` above it and a legend of the class names and
+    colours beside it (:mod:`aerialct.quicklook`); the title is also the PNG's Title.
+    """
     import rasterio
-    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
     from rasterio.enums import Resampling
+
+    from aerialct.quicklook import frame_with_legend
 
     scale = max(ds.width, ds.height) / max_size
     w = max(1, round(ds.width / max(scale, 1)))
@@ -1170,4 +1435,7 @@ def write_quicklook(
     over = np.moveaxis(lut[ids], -1, 0)
     a = np.where(ids == IGNORE_INDEX, 0.0, alpha)[None]
     out = (img * (1 - a) + over * a).round().clip(0, 255).astype(np.uint8)
-    Image.fromarray(np.moveaxis(out, 0, -1)).save(out_png, format="PNG")
+    meta = PngInfo()
+    meta.add_text("Title", title)
+    framed = frame_with_legend(np.moveaxis(out, 0, -1), classes, title)
+    framed.save(out_png, format="PNG", pnginfo=meta)

@@ -30,7 +30,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,8 +38,18 @@ import numpy as np
 from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
 from aerialct.errors import InputError, RasterError, VectorError
-from aerialct.geo.io import atomic_output, check_output, open_raster, require_same_grid
+from aerialct.geo.io import (
+    FOLDER,
+    atomic_output,
+    check_output,
+    open_raster,
+    read_failed,
+    require_same_grid,
+    verify_output,
+    verify_raster,
+)
 from aerialct.progress import ProgressFn, as_progress
+from aerialct.workers import run_in_workers
 
 log = logging.getLogger("aerialct")
 
@@ -278,6 +287,8 @@ def _load_vector(
     from aerialct.geo.vector import read_polygons
 
     frame = read_polygons(path, layer)
+    if not len(frame) or bool((frame.geometry.isna() | frame.geometry.is_empty).all()):
+        raise VectorError(f"{path}: has no features; give a file with label polygons")
     if frame.crs is None:
         raise VectorError(
             f"{path}: has no CRS; assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg {path})"
@@ -315,6 +326,15 @@ def _attach_vector(scene: _Scene, frame, ids: list[int], background: int) -> Non
     bbox = shapely.box(min(minx, maxx), min(miny, maxy), max(minx, maxx), max(miny, maxy))
     arr = np.asarray(geoms.values, dtype=object)
     hit = shapely.intersects(arr, bbox)
+    if not hit.any():
+        lx0, ly0, lx1, ly1 = (float(v) for v in shapely.total_bounds(arr))
+        bx0, by0, bx1, by1 = bbox.bounds
+        raise InputError(
+            f"{scene.labels or 'the vector labels'}: no polygon touches {scene.image} "
+            f"(labels span {lx0:.1f}, {ly0:.1f} .. {lx1:.1f}, {ly1:.1f}; the image spans "
+            f"{bx0:.1f}, {by0:.1f} .. {bx1:.1f}, {by1:.1f} in {crs.to_string()}); check the "
+            "labels' CRS and that they cover this image"
+        )
     scene.shapes = [(shapely.to_wkb(g), int(i)) for g, i, h in zip(arr, ids, hit, strict=True) if h]
     scene.label_kind = "vector"
     scene.background = background
@@ -384,19 +404,6 @@ def _read_labels(job: _Job, window, band_transform, h: int, w: int) -> tuple[np.
     return ids, unknown
 
 
-def _read_failed(path: str | None, e: Exception) -> RasterError:
-    # rasterio says "see previous exception"; GDAL's own reason is at the end of the chain
-    cause: BaseException = e
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-    text = str(cause) or str(e)
-    first = text.splitlines()[0] if text else type(e).__name__
-    return RasterError(
-        f"{path}: read failed ({first}); the file is corrupt or truncated, re-export or "
-        "re-download it"
-    )
-
-
 def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
     """Read one row band of a scene, cut and write its chips; return index rows and stats.
 
@@ -420,13 +427,13 @@ def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
             data = src.read(window=win)
             valid = src.dataset_mask(window=win) > 0 if sc.has_mask else None
     except RasterioError as e:
-        raise _read_failed(sc.image, e) from None
+        raise read_failed(sc.image, e, win) from None
     labels, unknown = (None, Counter())
     if sc.label_kind is not None:
         try:
             labels, unknown = _read_labels(job, win, band_t, h, sc.width)
         except RasterioError as e:
-            raise _read_failed(sc.labels, e) from None
+            raise read_failed(sc.labels, e, win) from None
         if valid is not None:
             labels[~valid] = IGNORE_INDEX
     crs = rasterio.crs.CRS.from_wkt(sc.crs_wkt)
@@ -467,6 +474,7 @@ def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
         prof = _profile(sc, sc.count, sc.dtype, chip, t, crs, nodata, job.creation_options)
         with rasterio.open(Path(job.out) / image_rel, "w", **prof) as dst:
             dst.write(img)
+        verify_raster(Path(job.out) / image_rel)
         counts = np.zeros(len(job.classes) + 1, dtype=np.int64)
         mask_rel = None
         if lab is not None:
@@ -476,6 +484,7 @@ def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
                 dst.write(lab, 1)
                 dst.write_colormap(1, job.classes.colormap())
                 dst.update_tags(AERIALCT_CLASSES=job.classes_json)
+            verify_raster(Path(job.out) / mask_rel)
             bc = np.bincount(lab.ravel(), minlength=256)
             counts[: len(job.classes)] = bc[: len(job.classes)]
             counts[len(job.classes)] = int(bc[len(job.classes) :].sum())  # 255 (and nothing else)
@@ -560,14 +569,15 @@ def _run(
     warnings: list[str],
     progress: ProgressFn | None,
     started: float,
+    aoi: str | os.PathLike | None = None,
 ) -> TileResult:
     import geopandas as gpd
     import shapely
 
     # windows of `size` scene pixels every `stride` (default: size), written as `resize` px chips
     window = _positive(size, "--size")
-    stride = _positive(stride or size, "--stride")
-    chip = _positive(resize or size, "--resize")
+    stride = _positive(size if stride is None else stride, "--stride")
+    chip = _positive(size if resize is None else resize, "--resize")
     prog = as_progress(progress)
     if not scenes:
         raise InputError("no scenes to tile; give at least one image")
@@ -603,6 +613,10 @@ def _run(
         warnings.append(f"scenes have different pixel sizes ({min(gsds)}..{max(gsds)})")
     co = dict(DEFAULT_CREATION_OPTIONS if creation_options is None else creation_options)
     co = {k.upper(): str(v) for k, v in co.items()}
+    if creation_options:
+        from aerialct.geo.cog import check_creation_options
+
+        check_creation_options("GTiff", co)
 
     grids = [
         (window_offsets(s.height, window, stride), window_offsets(s.width, window, stride))
@@ -611,8 +625,10 @@ def _run(
     splits = _assign_splits(
         scenes, grids, window, val_fraction, val_block or 2 * window, seed, warnings
     )
-    check_output(out, overwrite)
-    total = sum(len(r) * len(c) for r, c in grids)
+    inputs = [s.image for s in scenes] + [s.labels for s in scenes if s.labels]
+    check_output(out, overwrite, kind=FOLDER, inputs=inputs)
+    kept = _windows_in_aoi(scenes, grids, window, aoi) if aoi is not None else None
+    total = sum(len(r) * len(c) for r, c in grids) if kept is None else sum(len(k) for k in kept)
     prog(0, total=total, description="tiling")
     classes_json = json.dumps(classes.to_list())
     reports = [
@@ -620,19 +636,21 @@ def _run(
         for s in scenes
     ]
     rows: list[dict] = []
-    with atomic_output(out, overwrite) as tmp:
-        tmp.mkdir(parents=True)
+    with atomic_output(out, overwrite, kind=FOLDER, inputs=inputs, made_by="tile") as tmp:
         jobs = []
         for k, (sc, (rr, cc)) in enumerate(zip(scenes, grids, strict=True)):
             for r in rr:
+                cols = cc if kept is None else [c for c in cc if (r, c) in kept[k]]
+                if not cols:
+                    continue
                 jobs.append(
                     (
                         k,
                         _Job(
                             scene=sc,
                             row=r,
-                            cols=cc,
-                            splits=[splits[k][(r, c)] for c in cc],
+                            cols=cols,
+                            splits=[splits[k][(r, c)] for c in cols],
                             out=str(tmp),
                             window=window,
                             chip=chip,
@@ -659,24 +677,8 @@ def _run(
             for k, job in jobs:
                 collect(k, job, _tile_band(job))
         else:
-            import multiprocessing as mp
-
-            # fork: workers need no re-import of the caller's __main__ (scripts, notebooks)
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            ctx = mp.get_context(method)
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-                futs = {pool.submit(_tile_band, job): (k, job) for k, job in jobs}
-                try:
-                    pending = set(futs)
-                    while pending:
-                        done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                        for f in done:
-                            k, job = futs[f]
-                            collect(k, job, f.result())
-                except BaseException:
-                    for f in futs:
-                        f.cancel()
-                    raise
+            for k, job, res in run_in_workers(_tile_band, jobs, workers):
+                collect(k, job, res)
 
         if not rows:
             raise InputError(
@@ -691,6 +693,7 @@ def _run(
             geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
             crs=first.crs_wkt,
         )
+        _warn_one_sided(frame["split"].to_numpy(), counts, [*classes.names, "ignore"], warnings)
         for i, name in enumerate(classes.names):
             frame[f"px_{name}"] = counts[:, i].astype(np.int64)
         frame["px_ignore"] = counts[:, len(classes)].astype(np.int64)
@@ -699,6 +702,7 @@ def _run(
         import pyogrio
 
         pyogrio.write_dataframe(frame, tmp / "index.gpkg", layer="chips", driver="GPKG")
+        verify_output(tmp / "index.gpkg", "gpkg")
 
         split_counts = {s: int((frame["split"] == s).sum()) for s in SPLITS}
         for s in sorted(set(frame["split"]) - set(SPLITS)):
@@ -739,6 +743,7 @@ def _run(
             "aerialct_version": __version__,
         }
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+        verify_output(tmp / "dataset.json", "json")
 
     for rep in reports:
         if rep.unknown_pixels:
@@ -773,6 +778,58 @@ def _run(
         warnings=warnings,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _windows_in_aoi(
+    scenes: list[_Scene], grids: list, window: int, aoi: str | os.PathLike
+) -> list[set[tuple[int, int]]]:
+    """Per scene, the (row, col) offsets of windows that touch the area of interest."""
+    import shapely
+    from affine import Affine
+    from pyproj import CRS
+
+    from aerialct.geo.vector import aoi_in_crs, read_aoi
+
+    frame = read_aoi(aoi)
+    out: list[set[tuple[int, int]]] = []
+    for sc, (rr, cc) in zip(scenes, grids, strict=True):
+        geom = aoi_in_crs(frame, CRS.from_wkt(sc.crs_wkt))
+        t = Affine(*sc.transform)
+        r = np.repeat(np.asarray(rr, dtype=np.float64), len(cc))
+        c = np.tile(np.asarray(cc, dtype=np.float64), len(rr))
+        x0, y0 = t * (c, r)
+        x1, y1 = t * (c + window, r + window)
+        boxes = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1),
+                            np.maximum(y0, y1))  # fmt: skip
+        hit = shapely.intersects(boxes, geom)
+        out.append({(int(a), int(b)) for a, b, h in zip(r, c, hit, strict=True) if h})
+    if not any(out):
+        raise InputError(
+            f"--aoi {aoi}: touches no window of {', '.join(s.image for s in scenes)}; check "
+            "its CRS and that it covers the scenes"
+        )
+    return out
+
+
+ONE_SIDED_SHARE = 0.95
+"""A split whose label pixels are more than this share one class (or ignore) is warned about."""
+
+
+def _warn_one_sided(
+    splits: np.ndarray, counts: np.ndarray, names: list[str], warnings: list[str]
+) -> None:
+    for split in sorted(set(splits.tolist())):
+        per_class = counts[splits == split].sum(axis=0)
+        total = int(per_class.sum())
+        if not total:
+            continue
+        top = int(per_class.argmax())
+        share = per_class[top] / total
+        if share > ONE_SIDED_SHARE:
+            warnings.append(
+                f"split {split}: {share:.1%} of the label pixels are {names[top]}; a model "
+                "cannot learn from that: check the labels (their CRS, --class-field, --background)"
+            )
 
 
 def _top(d: dict[str, int], n: int = 3) -> str:
@@ -822,6 +879,7 @@ def tile_scenes(
     workers: int = 2,
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
+    aoi: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
 ) -> TileResult:
     """Cut GeoTIFFs into chips (general mode).
@@ -835,6 +893,7 @@ def tile_scenes(
     written (image bilinear, mask nearest). Windows with a nodata share above
     ``nodata_threshold`` are skipped. Chips go to ``split`` (default train), or with
     ``val_fraction`` whole blocks of ``val_block`` px (default 2 x size) go to val.
+    With ``aoi`` (a polygon file, any CRS) only windows that touch it are cut.
     """
     started = time.perf_counter()
     warnings: list[str] = []
@@ -868,8 +927,8 @@ def tile_scenes(
                 raise InputError(f"--background {background!r}: {e}") from e
         frame, ids = _load_vector(Path(labels_vector), class_field or "", classes, vector_layer)
         for sc in scenes:
-            _attach_vector(sc, frame, ids, bg)
             sc.labels = str(labels_vector)
+            _attach_vector(sc, frame, ids, bg)
     return _run(
         scenes,
         Path(out),
@@ -888,6 +947,7 @@ def tile_scenes(
         warnings=warnings,
         progress=progress,
         started=started,
+        aoi=aoi,
     )
 
 
@@ -957,6 +1017,7 @@ def tile_potsdam(
     workers: int = 2,
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
+    aoi: str | os.PathLike | None = None,
     progress: ProgressFn | None = None,
 ) -> TileResult:
     """Cut the ISPRS Potsdam release (or a folder laid out like it) into chips.
@@ -1036,6 +1097,7 @@ def tile_potsdam(
         warnings=warnings,
         progress=progress,
         started=started,
+        aoi=aoi,
     )
 
 

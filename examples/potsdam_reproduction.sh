@@ -14,7 +14,9 @@
 #   DEVICE=cuda|cpu|auto      where to train and predict (default auto)
 #   AERIALCT_SET="k=v k=v"    config overrides for every run (e.g. "train.epochs=1")
 #   TILE_ARGS="..."           extra arguments for `aerialct tile`
-# A finished step is not redone: rerunning after a failure continues where it stopped.
+# A finished step is not redone: rerunning after a failure or a kill continues where it
+# stopped. A preset whose training was interrupted resumes from its last.pt (--resume);
+# an interrupted prediction continues with the scenes not yet written (--skip-existing).
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
@@ -48,15 +50,20 @@ fi
 for preset in "${presets[@]}"; do
   run="$out/runs/$preset"
   if [[ ! -f "$run.train.json" ]]; then
-    aerialct --quiet train --config "$configs/$preset.yaml" --data "$out/chips" --out "$run" \
-      --device "$device" --overwrite ${sets[@]+"${sets[@]}"} --json > "$run.train.json.tmp"
+    if [[ -f "$run/last.pt" ]]; then
+      start=(--resume)   # killed mid-training: continue from its last checkpoint
+    else
+      start=(--config "$configs/$preset.yaml" --overwrite)  # nothing to keep yet
+    fi
+    aerialct --quiet train "${start[@]}" --data "$out/chips" --out "$run" \
+      --device "$device" ${sets[@]+"${sets[@]}"} --json > "$run.train.json.tmp"
     mv "$run.train.json.tmp" "$run.train.json"
   fi
   ckpt=$(json_get "$run.train.json" best_checkpoint)
   [[ -n "$ckpt" ]] || ckpt=$(json_get "$run.train.json" last_checkpoint)
   if [[ ! -f "$run.eval.json" ]]; then
     aerialct --quiet predict "$ckpt" "$out"/chips/test/images/*.tif --out "$out/pred/$preset" \
-      --device "$device" --overwrite --json > "$out/pred/$preset.json"
+      --device "$device" --skip-existing --json > "$out/pred/$preset.json"
     aerialct --quiet evaluate "$out/pred/$preset" --index "$out/chips" --split test \
       --report "$run.eval.json" --overwrite --json > /dev/null
   fi

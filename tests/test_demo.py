@@ -72,5 +72,5 @@ def test_demo_overwrite_only_replaces_demo_folders(cli, tmp_path):
     (out / "precious.tif").write_bytes(b"data")
     r = cli("demo", "--out", out, "--overwrite", "--epochs", "1")
     assert r.code == 1
-    assert "not a folder made by aerialct demo" in r.err
+    assert "a folder aerialct did not make" in r.err
     assert (out / "precious.tif").read_bytes() == b"data"

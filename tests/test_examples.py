@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -104,10 +105,87 @@ def test_delivery_to_buildings_partial_failure(tmp_path, tiny_checkpoint):
     import pyogrio
 
     layers = [name for name, _ in pyogrio.list_layers(out / "buildings.gpkg")]
-    assert layers == ["building"]
+    assert layers == ["building_epsg32633"]
     frame = pyogrio.read_dataframe(out / "buildings.gpkg")
     delivered = {str(out / "classes" / "a_classes.tif"), str(out / "classes" / "b_classes.tif")}
     assert set(frame["source"]) <= delivered
+
+
+def _popen(args: list, **extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        ["bash", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=_env(**extra), start_new_session=True,
+    )  # fmt: skip
+
+
+def _kill_when(p: subprocess.Popen, cond, timeout: float = 240.0) -> None:
+    """SIGKILL the script and everything it started once ``cond()`` holds (or it ends)."""
+    import signal
+    import time
+
+    t0 = time.time()
+    while not cond() and p.poll() is None and time.time() - t0 < timeout:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(p.pid, signal.SIGKILL)
+    p.communicate()
+
+
+def test_delivery_in_two_crss_survives_a_kill_and_reruns(tmp_path, tiny_checkpoint):
+    import pyogrio
+
+    from aerialct.data.synth import synth_scene
+
+    scenes = tmp_path / "delivery"
+    scenes.mkdir()
+    synth_scene(scenes / "a.tif", size=256, gsd=0.25, seed=1)
+    synth_scene(scenes / "b.tif", size=256, gsd=0.25, seed=2, crs="EPSG:32632",
+                origin=(700000.0, 5808000.0))  # fmt: skip
+    synth_scene(scenes / "c.tif", size=256, gsd=0.25, seed=3, origin=(369000.0, 5808000.0))
+    out = tmp_path / "out"
+    script = [EXAMPLES / "delivery_to_buildings.sh", tiny_checkpoint, scenes, out]
+    p = _popen(script, DEVICE="cpu")
+    _kill_when(p, lambda: (out / "classes" / "a_classes.tif").exists())
+    assert not (out / "buildings.gpkg").exists()  # never a partial layer under the final name
+    done = {f.name: f.stat().st_mtime_ns for f in (out / "classes").glob("*_classes.tif")}
+    r = _run(script, DEVICE="cpu")
+    assert r.returncode == 0, r.stderr
+    for name, mtime in done.items():  # finished scenes were not predicted again
+        assert (out / "classes" / name).stat().st_mtime_ns == mtime
+    layers = sorted(name for name, _ in pyogrio.list_layers(out / "buildings.gpkg"))
+    assert layers == ["building_epsg32632", "building_epsg32633"]
+    sources = set(
+        pyogrio.read_dataframe(out / "buildings.gpkg", layer="building_epsg32633")["source"]
+    )
+    assert sources <= {str(out / "classes" / f"{s}_classes.tif") for s in ("a", "c")}
+    r2 = _run(script, DEVICE="cpu")  # a rerun of a finished delivery changes nothing
+    assert r2.returncode == 0, r2.stderr
+    assert (
+        not (out / "buildings.incomplete.gpkg").exists() and (out / "failed.txt").read_text() == ""
+    )
+
+
+def test_potsdam_reproduction_resumes_a_killed_training(tmp_path):
+    from aerialct.data.synth import synth_potsdam
+
+    root = tmp_path / "potsdam"
+    synth_potsdam(root, tiles=["2_10", "2_11", "2_13"], size=192, gsd=0.25, seed=3)
+    out = tmp_path / "repro"
+    script = [EXAMPLES / "potsdam_reproduction.sh", root, out, "tiny-cpu"]
+    env = {
+        "DEVICE": "cpu",
+        "AERIALCT_SET": " ".join([*TINY[1:], "train.epochs=4"]),
+        "TILE_ARGS": "--size 64 --resize 64 --workers 1",
+    }
+    p = _popen(script, **env)
+    last = out / "runs" / "tiny-cpu" / "last.pt"
+    _kill_when(p, last.exists)
+    assert last.exists() and not (out / "runs" / "tiny-cpu.train.json").exists()
+    r = _run(script, **env)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "runs" / "tiny-cpu.train.json").read_text())
+    assert summary["resumed_from_step"] and summary["resumed_from_step"] > 0
+    assert "| tiny-cpu |" in (out / "results.md").read_text()
 
 
 def test_delivery_refuses_empty_folder(tmp_path, tiny_checkpoint):

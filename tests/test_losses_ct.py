@@ -20,6 +20,7 @@ from aerialct.losses.ct import (
     ct_infonce_loss,
     mine_hard_pairs,
     pack_valid_first,
+    released_class_losses,
     sample_per_class,
 )
 
@@ -291,3 +292,159 @@ def test_pooled_counts_equal_direct_counts():
     assert torch.equal(pool_counts(fine, 4), token_class_counts(mask, 8, 3, IGN))
     assert fine.sum().item() == mask.numel()  # every pixel in exactly one bin
     assert fine[..., 3].sum().item() == int((mask == IGN).sum())
+
+
+# ---------------------------------------------------------------------------
+# released mode: the authors' code's formulas, from hand-made inputs
+
+
+def test_block_labels_released_rule():
+    pos, neg = block_labels(quadrant_mask(), 4, 3, IGN, rule="released")  # (1, 3, 2, 2)
+    # token order TL (all 0), TR (1 + one ignore), BL (all ignore), BR (0/2/ignore mix)
+    assert pos[0].flatten(1).tolist() == [
+        [True, False, False, False],  # class 0: TL
+        [False, False, False, False],  # class 1: TR holds an ignore pixel -> dropped
+        [False, False, False, False],
+    ]
+    assert neg[0].flatten(1).tolist() == [
+        [False, True, True, False],  # class 0: TR and the all-ignore BL are negatives
+        [True, False, True, True],
+        [True, True, True, False],
+    ]
+
+
+def packed(*groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-class sample sets (N_c, D) valid-first into (S, K, D) + validity."""
+    s = max(g.shape[0] for g in groups)
+    d = groups[0].shape[1]
+    emb = torch.zeros(s, len(groups), d, dtype=groups[0].dtype)
+    valid = torch.zeros(s, len(groups), dtype=torch.bool)
+    for c, g in enumerate(groups):
+        emb[: g.shape[0], c] = g
+        valid[: g.shape[0], c] = True
+    return emb, valid
+
+
+def released_cl_pair(cos: float, positive: bool, eps: float = 0.1) -> float:
+    """Soft CE (smoothing eps) of the logits [1 - s, s], s = (cos + 1) / 2."""
+    s = (cos + 1) / 2
+    q = math.exp(s) / (math.exp(1 - s) + math.exp(s))  # softmax(...)[1]
+    hi, lo = 1 - eps / 2, eps / 2
+    if positive:
+        return -(hi * math.log(q) + lo * math.log(1 - q))
+    return -(lo * math.log(q) + hi * math.log(1 - q))
+
+
+def test_released_cl_keeps_the_first_pairs_without_mining():
+    # 10 positives: pairs (i, 5 + i), 5 pairs -> the first floor(2.5) = 2 are kept, whatever
+    # their similarity (the released sort runs over a length-1 axis)
+    pos = unit(0, 0, 0, 0, 0, 5, 170, 90, 90, 90)
+    neg = unit(30, 60, 179, 10, 20, 40)  # 6 negatives: pairs k < 6 -> the first 3 kept
+    p, pv = packed(pos)
+    n, nv = packed(neg)
+    loss, ok = released_class_losses(p, pv, n, nv, "cl", 0.5, 0.1)
+    want_neg = sum(released_cl_pair(math.cos(math.radians(a)), False) for a in (30, 60, 179)) / 3
+    want_pos = sum(released_cl_pair(math.cos(math.radians(a)), True) for a in (5, 170)) / 2
+    assert ok.tolist() == [True]
+    assert loss.item() == pytest.approx(want_neg + want_pos, rel=1e-12)
+    # with 5..9 positives only the negative term remains
+    p7, pv7 = packed(pos[:7])
+    loss7, _ = released_class_losses(p7, pv7, n, nv, "cl", 0.5, 0.1)
+    assert loss7.item() == pytest.approx(want_neg, rel=1e-12)
+    # fewer than 5 positives: the group is skipped
+    p4, pv4 = packed(pos[:4])
+    loss4, ok4 = released_class_losses(p4, pv4, n, nv, "cl", 0.5, 0.1)
+    assert ok4.tolist() == [False] and loss4.item() == 0.0
+
+
+def test_released_infonce_mines_on_negative_pairs_and_needs_ten():
+    pos = unit(0, 10, 20, 30, 40, 50, 60, 70, 80, 90)
+    neg_deg = (
+        100,
+        15,
+        190,
+        38,
+        60,
+        170,
+        74,
+        230,
+        110,
+        230,
+    )  # gaps 100 5 170 8 20 120 14 160 30 140
+    neg = unit(*neg_deg)
+    p, pv = packed(pos)
+    n, nv = packed(neg)
+    t = 0.1
+    loss, ok = released_class_losses(p, pv, n, nv, "infonce", 0.5, 0.1, t)
+    # negative pairs (p_k, n_k) sorted by cos descending; keep L = floor(0.5 * 10) = 5
+    pos_deg = range(0, 100, 10)
+    gaps = [abs((nd - pd + 180) % 360 - 180) for pd, nd in zip(pos_deg, neg_deg, strict=True)]
+    top = sorted(range(10), key=lambda k: gaps[k])[:5]
+    queries, keys, negs = top[:2], top[2:4], top
+    want = 0.0
+    for qi, ki in zip(queries, keys, strict=True):
+        s_pos = float(pos[qi] @ pos[ki]) / t
+        s_neg = [float(pos[qi] @ neg[j]) / t for j in negs]
+        want += math.log(math.exp(s_pos) + sum(math.exp(v) for v in s_neg)) - s_pos
+    assert ok.tolist() == [True]
+    assert loss.item() == pytest.approx(want / 2, rel=1e-10)
+    # 5..9 positives: the released function computes a loss and returns 0
+    p9, pv9 = packed(pos[:9])
+    loss9, ok9 = released_class_losses(p9, pv9, n, nv, "infonce", 0.5, 0.1, t)
+    assert ok9.tolist() == [True] and loss9.item() == 0.0
+
+
+def test_released_module_averages_over_stages_times_classes_present():
+    # 8x8 masks at stride 2 -> 16 tokens per image; image 0 all class 0 (tokens e1),
+    # image 1 all class 1 (tokens e2) but one pixel of class 2 (its block is dropped for
+    # class 1 and 2, a negative for class 0). Classes present: 3; one stage.
+    mask = torch.stack([torch.zeros(8, 8), torch.ones(8, 8)]).long()
+    mask[1, 0, 0] = 2
+    feats = torch.zeros(2, 2, 4, 4)
+    feats[0, 0] = 1.0
+    feats[1, 1] = 1.0
+    loss = identity_heads(PatchContrastLoss([2], [2], 3, stages=(0,), rule="released"))
+    value, groups = loss([feats], mask)
+    # class 0 and 1: negative pairs cos 0, positive pairs cos 1, P >= 10 -> both terms
+    per_group = released_cl_pair(0.0, False) + released_cl_pair(1.0, True)
+    assert groups == 2
+    assert value.item() == pytest.approx(2 * per_group / (1 * 3), rel=1e-6)
+    paper = identity_heads(PatchContrastLoss([2], [2], 3, stages=(0,)))
+    assert paper([feats], mask)[1] == 2  # the paper mode averages over the 2 groups instead
+
+
+def test_released_clamp_has_no_gradient_above_one():
+    big = torch.tensor(4.0, requires_grad=True)
+    out = cap_loss(big, 1.0, "released")
+    out.backward()
+    assert out.item() == 1.0 and big.grad.item() == 0.0
+    small = torch.tensor(0.5, requires_grad=True)
+    out = cap_loss(small, 1.0, "released")
+    out.backward()
+    assert out.item() == 0.5 and small.grad.item() == 1.0
+
+
+def test_released_rule_is_validated():
+    with pytest.raises(ConfigError, match="ct_mode"):
+        PatchContrastLoss([3], [4], 2, stages=(0,), rule="code")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rule", ["paper", "released"])
+@pytest.mark.parametrize("mode", ["cl", "infonce"])
+def test_patch_loss_float64_gradcheck(rule, mode):
+    # the whole module follows the input dtype: a float64 finite-difference check
+    g = torch.Generator().manual_seed(2)
+    mask = torch.zeros(2, 8, 8, dtype=torch.long)  # 12 / 12 / 8 tokens of class 0 / 1 / 2
+    mask[:, :, 4:] = 1
+    mask[1, 4:] = 2
+    f = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    loss = PatchContrastLoss([3], [2], 3, mode=mode, stages=(0,), rule=rule, hidden=4, dim=3)
+    loss = loss.double()
+
+    def run(x):
+        value, _ = loss([x], mask, generator=torch.Generator().manual_seed(0))
+        return value
+
+    value = run(f)
+    assert value.dtype == torch.float64 and value.item() > 0
+    assert torch.autograd.gradcheck(run, (f,), fast_mode=True)

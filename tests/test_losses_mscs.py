@@ -38,11 +38,12 @@ def k_mask() -> torch.Tensor:
 @pytest.mark.parametrize(
     ("max_k", "max_total", "k"), [(2500, 10000, 6), (4, 10000, 4), (2500, 10, 3)]
 )
-def test_balanced_sample_k_and_membership(max_k, max_total, k):
+def test_balanced_sample_per_image_class_k_and_membership(max_k, max_total, k):
+    # the released code's budget: K per (image, class) pair
     labels = k_mask()
     s = balanced_sample(
         labels, 3, IGN, min_pixels=5, max_k=max_k, max_total=max_total,
-        generator=torch.Generator().manual_seed(1),
+        generator=torch.Generator().manual_seed(1), rule="per-image-class",
     )  # fmt: skip
     # eligible pairs: (0, 0): 10, (0, 1): 6, (1, 2): 13 -> K = min(6, max_k, max_total // 3)
     assert s.pairs.item() == 3 and s.k.item() == k
@@ -55,6 +56,50 @@ def test_balanced_sample_k_and_membership(max_k, max_total, k):
     got = sorted(zip(image.tolist(), lab.tolist(), strict=True))
     want = sorted([(0, 0)] * k + [(0, 1)] * k + [(1, 2)] * k)
     assert got == want  # class 0 of image 1 (3 pixels) and ignore never drawn
+
+
+@pytest.mark.parametrize(
+    ("max_k", "max_total", "k", "split"),
+    [(2500, 10000, 6, [(3, 3)]), (4, 10000, 4, [(2, 2)]), (2500, 10, 3, [(2, 1), (1, 2)])],
+)
+def test_balanced_sample_per_class_k_and_split(max_k, max_total, k, split):
+    # the paper's budget: class totals 0: 10 + 3 = 13, 1: 6, 2: 13 -> K = min(6, caps)
+    # anchors per class, split evenly among the images holding the class (class 0: both,
+    # image 1's 3 pixels included although fewer than min_pixels: the class total counts)
+    labels = k_mask()
+    for seed in range(4):
+        s = balanced_sample(
+            labels, 3, IGN, min_pixels=5, max_k=max_k, max_total=max_total,
+            generator=torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        assert s.pairs.item() == 3 and s.k.item() == k
+        drawn, lab = s.index[s.valid], s.label[s.valid]
+        assert drawn.unique().numel() == drawn.numel() == 3 * k
+        assert torch.equal(labels.reshape(-1)[s.index], s.label)
+        image = drawn // 16
+        per_image = tuple(int(((lab == 0) & (image == i)).sum()) for i in (0, 1))
+        assert per_image in split
+        assert int((lab == 1).sum()) == int((lab == 2).sum()) == k
+
+
+def test_balanced_sample_per_class_fills_from_larger_images():
+    # class 0: 1 pixel in image 0, 20 in image 1; class 1: 12 pixels in image 0
+    labels = torch.full((2, 4, 8), IGN, dtype=torch.long)
+    labels[0, 0, 0] = 0
+    labels[1, :, :5] = 0
+    labels[0, 1:, :4] = 1
+    s = balanced_sample(labels, 2, IGN, min_pixels=5, generator=torch.Generator().manual_seed(0))
+    assert s.k.item() == 12  # smallest class total: 12 (class 1), class 0 has 21
+    drawn, lab = s.index[s.valid], s.label[s.valid]
+    image = drawn // 32
+    # image 0 gives its only class-0 pixel, image 1 the other 11
+    assert int(((lab == 0) & (image == 0)).sum()) == 1
+    assert int(((lab == 0) & (image == 1)).sum()) == 11
+
+
+def test_balanced_sample_rejects_unknown_rule():
+    with pytest.raises(ConfigError, match="mscs_anchors"):
+        balanced_sample(k_mask(), 3, rule="per-image")  # type: ignore[arg-type]
 
 
 def test_balanced_sample_is_random_within_groups():
@@ -72,10 +117,12 @@ def test_balanced_sample_empty():
 
 
 def direct_supcon(z, y, zc, yc, t, same):
+    """Eq. 1: mean over every anchor; one without a positive or a negative adds 0."""
     total, n = 0.0, 0
     for i in range(len(z)):
         pos = [j for j in range(len(zc)) if yc[j] == y[i] and not (same and j == i)]
         neg = [j for j in range(len(zc)) if yc[j] != y[i]]
+        n += 1
         if not pos or not neg:
             continue
         negsum = sum(math.exp(float(z[i] @ zc[j]) / t) for j in neg)
@@ -84,14 +131,13 @@ def direct_supcon(z, y, zc, yc, t, same):
             e = math.exp(float(z[i] @ zc[p]) / t)
             terms.append(-math.log(e / (e + negsum)))
         total += sum(terms) / len(terms)
-        n += 1
     return total / n
 
 
 def test_supcon_matches_formula_same_set():
     g = torch.Generator().manual_seed(0)
     z = F.normalize(torch.randn(9, 4, generator=g, dtype=torch.float64), dim=1)
-    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3])  # class 3 has no positive -> left out
+    y = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 3])  # class 3 has no positive: adds 0, counts
     got = supervised_contrastive_loss(z, y, temperature=0.1)
     assert got.item() == pytest.approx(direct_supcon(z, y, z, y, 0.1, True), rel=1e-9)
 
@@ -103,6 +149,24 @@ def test_supcon_matches_formula_cross_set():
     y, yc = torch.tensor([0, 1, 1, 2, 0]), torch.tensor([1, 0, 0, 1, 2, 2])
     got = supervised_contrastive_loss(z, y, zc, yc, temperature=0.5)
     assert got.item() == pytest.approx(direct_supcon(z, y, zc, yc, 0.5, False), rel=1e-9)
+
+
+def test_cross_scale_anchor_without_coarse_class_counts_as_zero():
+    # Fine-scale anchors: class 0 at 0 deg, class 1 at 90 deg. Coarse samples: class 0 at
+    # 0 deg, class 2 at 180 deg; class 1 has no sample there. t = 1.
+    # anchor 0: P = {0 deg} (cos 1), N = {180 deg} (cos -1): -log(e / (e + 1/e)) = log(1 + e^-2)
+    # anchor 1: no positive -> 0, and it stays in the denominator (eq. 1): mean = half of it
+    def unit(*deg):
+        a = torch.tensor(deg, dtype=torch.float64) * math.pi / 180
+        return torch.stack([a.cos(), a.sin()], 1)
+
+    za, ya = unit(0, 90), torch.tensor([0, 1])
+    zc, yc = unit(0, 180), torch.tensor([0, 2])
+    got = supervised_contrastive_loss(za, ya, zc, yc, temperature=1.0)
+    assert got.item() == pytest.approx(math.log1p(math.exp(-2)) / 2, rel=1e-12)
+    # an anchor with positives but no negative adds 0 as well: -log(e / e)
+    only0 = supervised_contrastive_loss(unit(0, 30), torch.tensor([0, 0]), zc[:1], yc[:1], 1.0)
+    assert only0.item() == 0.0
 
 
 def test_supcon_is_stable_at_tiny_temperature():
@@ -225,3 +289,45 @@ def test_supcon_analytic_backward_gradcheck():
 
     assert torch.autograd.gradcheck(same, (z,))
     assert torch.autograd.gradcheck(cross, (z, zc))
+
+
+def test_projector_depth_and_mode_settings():
+    from torch import nn
+
+    from aerialct.losses import LossConfig
+    from aerialct.losses.mscs import Projector
+
+    paper = Projector(8, 4)  # two Conv1x1-ReLU-BN layers, then a linear layer to d
+    kinds = [type(m) for m in paper.pre]
+    assert paper.layers == 2 and kinds == [nn.Linear, nn.ReLU, nn.BatchNorm1d] * 2
+    assert paper.out.out_features == 4
+    assert Projector(8, 4, layers=1).layers == 1
+    with pytest.raises(ConfigError, match="mscs_proj_layers"):
+        Projector(8, 4, layers=0)
+    assert LossConfig().mscs_settings() == ("per-class", 2)
+    assert LossConfig(mscs_mode="released").mscs_settings() == ("per-image-class", 1)
+    mixed = LossConfig(mscs_mode="released", mscs_proj_layers=2, mscs_anchors="per-class")
+    assert mixed.mscs_settings() == ("per-class", 2)
+    loss = MultiScaleContrastLoss([4] * 4, [4, 8, 16, 32], 3, proj_layers=1)
+    assert all(p.layers == 1 for p in loss.projectors.values())
+    with pytest.raises(ConfigError, match="mscs_anchors"):
+        MultiScaleContrastLoss([4] * 4, [4, 8, 16, 32], 3, anchors="per-pixel")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("anchors", ["per-class", "per-image-class"])
+def test_mscs_module_float64_gradcheck(anchors):
+    # the whole module runs in the input's dtype, so float64 finite differences apply
+    feats, mask = scale_features(size=32, grad=False)
+    feats = [f.double() for f in feats]
+    loss = MultiScaleContrastLoss([4] * 4, [4, 8, 16, 32], 3, anchors=anchors).double()
+
+    def run(f2, f3):
+        g = torch.Generator().manual_seed(5)  # the same draws on every call
+        ms, cs = loss([feats[0], feats[1], f2, f3], mask, generator=g)
+        return ms + cs
+
+    f2 = feats[2].clone().requires_grad_()
+    f3 = feats[3].clone().requires_grad_()
+    value = run(f2, f3)
+    assert value.dtype == torch.float64 and value.item() > 0
+    assert torch.autograd.gradcheck(run, (f2, f3), fast_mode=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from aerialct.inference import (
     weight_sum_1d,
     window_starts,
 )
+from aerialct.quicklook import legend_swatch_boxes
 from tests.predict_helpers import (
     CRS,
     TRANSFORM,
@@ -223,6 +225,12 @@ def test_existing_output_is_refused_then_overwritten(tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         predict_scene(oracle_bundle(32), scene, out)
     assert out.read_bytes() == b"keep"
+    # --overwrite replaces only a class raster aerialct wrote, never another file
+    with pytest.raises(OutputExistsError, match="not a GeoTIFF written by aerialct"):
+        predict_scene(oracle_bundle(32), scene, out, overwrite=True)
+    assert out.read_bytes() == b"keep"
+    out.unlink()
+    predict_scene(oracle_bundle(32), scene, out)
     predict_scene(oracle_bundle(32), scene, out, overwrite=True)
     np.testing.assert_array_equal(read_class_raster(out)[0], oracle_classes(img))
 
@@ -283,8 +291,21 @@ def test_quicklook_png(tmp_path):
     write_scene(scene, random_image(60, 90, seed=21))
     res = predict_scene(oracle_bundle(32), scene, tmp_path / "q_classes.tif", quicklook=True)
     assert res.quicklook == tmp_path / "q_quicklook.png"
+    title = "q.tif"  # the oracle bundle has no checkpoint path
+    map_box, swatches, size = legend_swatch_boxes((90, 60), POTSDAM, title)
     with Image.open(res.quicklook) as im:
-        assert im.size == (90, 60) and im.mode == "RGB"
+        assert im.size == size and im.mode == "RGB" and im.text["Title"] == title
+        px = np.asarray(im)
+    x0, y0, x1, y1 = map_box
+    assert (x1 - x0, y1 - y0) == (90, 60)
+    with rasterio.open(res.output) as c:  # class colours shine through the map
+        ids = c.read(1)
+    lut = np.array([ci.color for ci in POTSDAM], dtype=float)
+    dist = np.abs(px[y0:y1, x0:x1].astype(float)[:, :, None] - lut[None, None]).sum(-1)
+    assert (dist.argmin(-1) == ids).mean() > 0.5
+    for ci, (sx0, sy0, sx1, sy1) in zip(POTSDAM, swatches, strict=True):  # the legend
+        assert tuple(px[(sy0 + sy1) // 2, (sx0 + sx1) // 2]) == ci.color
+        assert sx0 >= x1  # beside the map
 
 
 def test_batch_goes_on_after_a_failed_scene(tmp_path):
@@ -345,8 +366,11 @@ def test_cli_single_scene_errors_exit_1(oracle_cli, tmp_path):
     assert oracle_cli("predict", "x.pt", scene, "--out", out).code == 0
     r = oracle_cli("predict", "x.pt", scene, "--out", out)
     assert r.code == 1 and "--overwrite" in r.err
-    r = oracle_cli("predict", "x.pt", scene, "--out", out, "--overwrite", "--co", "BLOCKSIZE=64")
+    r = oracle_cli("predict", "x.pt", scene, "--out", out, "--overwrite", "--co", "BLOCKSIZE=128")
     assert r.code == 0, r.err
+    # GDAL's COG driver takes no blocks under 128: refused, not silently ignored
+    r = oracle_cli("predict", "x.pt", scene, "--out", out, "--overwrite", "--co", "BLOCKSIZE=64")
+    assert r.code == 1 and "--co BLOCKSIZE=64" in r.err and ">= 128" in r.err
 
 
 def test_cli_usage_errors_exit_2(oracle_cli, tmp_path):
@@ -451,3 +475,75 @@ def test_cuda_path_is_exact(tmp_path, hw):
     expected = oracle_classes(img)
     expected[(img == 0).all(axis=0)] = IGNORE_INDEX
     np.testing.assert_array_equal(read_class_raster(out)[0], expected)
+
+
+def test_skip_existing_takes_only_complete_outputs_of_that_scene(oracle_cli, tmp_path):
+    scenes = []
+    for i in range(3):
+        scenes.append(tmp_path / f"s{i}.tif")
+        write_scene(scenes[-1], random_image(40, 40, seed=40 + i))
+    out = tmp_path / "pred"
+    r = oracle_cli("predict", "x.pt", scenes[0], "--out", out, "--json")
+    assert r.code == 0, r.err
+    before = (out / "s0_classes.tif").stat().st_mtime_ns
+    (out / "s1_classes.tif").write_bytes(b"partial")  # a partial or foreign file
+    r = oracle_cli("predict", "x.pt", *scenes, "--out", out, "--skip-existing", "--json")
+    assert r.code == 3, r.err  # s1: refused (not complete, not ours), s2: predicted
+    res = json.loads(r.out)
+    assert [s["status"] for s in res["scenes"]] == ["skipped", "failed", "ok"]
+    assert res["skipped"] == 1 and "output exists" in res["scenes"][1]["error"]
+    assert (out / "s0_classes.tif").stat().st_mtime_ns == before
+    assert (out / "s1_classes.tif").read_bytes() == b"partial"
+    (out / "s1_classes.tif").unlink()
+    r = oracle_cli("predict", "x.pt", *scenes, "--out", out, "--skip-existing", "--json")
+    assert [s["status"] for s in json.loads(r.out)["scenes"]] == ["skipped", "ok", "skipped"]
+    # with --probabilities the side output is part of "complete"
+    r = oracle_cli("predict", "x.pt", scenes[0], "--out", out, "--skip-existing",
+                   "--probabilities", "--json")  # fmt: skip
+    assert r.code == 1 and "output exists" in r.err
+
+
+def test_shards_cover_each_scene_exactly_once(oracle_cli, tmp_path):
+    scenes = []
+    for i in range(7):
+        scenes.append(tmp_path / f"t{i}.tif")
+        write_scene(scenes[-1], random_image(20, 20, seed=60 + i))
+    done = []
+    for k in (1, 2, 3):
+        order = scenes[::-1] if k == 2 else scenes  # another machine lists them otherwise
+        r = oracle_cli("predict", "x.pt", *order, "--out", tmp_path / "p", "--shard", f"{k}/3",
+                       "--json")  # fmt: skip
+        assert r.code == 0, r.err
+        done += [Path(s["scene"]).name for s in json.loads(r.out)["scenes"]]
+    assert sorted(done) == sorted(p.name for p in scenes)
+    for bad in ("0/3", "4/3", "x", "1/0"):
+        r = oracle_cli("predict", "x.pt", *scenes, "--out", tmp_path / "p", "--shard", bad)
+        assert r.code == 2 and "--shard" in r.err
+
+
+def test_aoi_runs_only_touching_windows_and_writes_nodata_outside(tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    img = random_image(200, 200, seed=70)
+    scene = tmp_path / "a.tif"
+    write_scene(scene, img)
+    full = predict_scene(oracle_bundle(32), scene, tmp_path / "full_classes.tif")
+    with rasterio.open(scene) as ds:
+        b, t = ds.bounds, ds.transform
+    # the area: columns 20..80, rows 30..90 of the scene, given in WGS84
+    area = box(b.left + 20 * t.a, b.top + 90 * t.e, b.left + 80 * t.a, b.top + 30 * t.e)
+    gpd.GeoDataFrame(geometry=[area], crs=ds.crs).to_crs("EPSG:4326").to_file(tmp_path / "aoi.gpkg")
+    part = predict_scene(oracle_bundle(32), scene, tmp_path / "part_classes.tif",
+                         aoi=tmp_path / "aoi.gpkg")  # fmt: skip
+    assert 0 < part.windows < full.windows
+    got, _ = read_class_raster(tmp_path / "part_classes.tif")
+    want, _ = read_class_raster(tmp_path / "full_classes.tif")
+    inside = got != 255
+    assert inside[35:85, 25:75].all() and not inside[150:, 150:].any()
+    np.testing.assert_array_equal(got[inside], want[inside])
+    # a scene the area does not touch is skipped, not written
+    far = gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs="EPSG:4326")
+    far.to_file(tmp_path / "far.gpkg")
+    res = predict_scenes(oracle_bundle(32), [scene], tmp_path / "p", aoi=tmp_path / "far.gpkg")
+    assert res.scenes[0].status == "skipped" and not (tmp_path / "p" / "a_classes.tif").exists()

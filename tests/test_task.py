@@ -204,3 +204,78 @@ def test_ddp_gather_pools_contrastive_samples_across_ranks(tmp_path):
     assert r0["ms"] == pytest.approx(r1["ms"])  # ... the pooled contrastive ones agree
     assert r0["ct"] == pytest.approx(r1["ct"])
     assert g0 > 0 and g1 > 0
+
+
+def test_released_modes_clamp_ct_and_use_released_mscs(models):
+    cfg = LossConfig(
+        contrast="ct-cl+mscs",
+        ct_mode="released",
+        mscs_mode="released",
+        ct_min_samples=2,
+        mscs_min_pixels=2,
+        ct_lambda=2.0,
+    )
+    task = SegmentationTask(models["tiny_cnn"], cfg, K)
+    assert task.heads["ct"].rule == "released"
+    mscs = task.heads["mscs"]
+    assert mscs.anchors == "per-image-class"
+    assert all(p.layers == 1 for p in mscs.projectors.values())
+    out = task(*batch())
+    total = out["ce"] + out["dice"] + 2.0 * out["ct"].clamp(max=1.0)
+    total = total + cfg.ms_lambda * out["ms"] + cfg.cs_lambda * out["cs"]
+    assert out["loss"].item() == pytest.approx(total.item(), rel=1e-5)
+    paper = SegmentationTask(models["tiny_cnn"], LossConfig(contrast="mscs"), K)
+    assert paper.heads["mscs"].anchors == "per-class"
+    assert all(p.layers == 2 for p in paper.heads["mscs"].projectors.values())
+
+
+def test_loss_modes_are_validated(models):
+    for key in ("ct_mode", "mscs_mode"):
+        cfg = LossConfig(contrast="ct-cl+mscs", **{key: "code"})  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=rf"loss\.{key}"):
+            SegmentationTask(models["tiny_cnn"], cfg, K)
+    cfg = LossConfig(contrast="mscs", mscs_features="neck")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"loss\.mscs_features"):
+        SegmentationTask(models["tiny_cnn"], cfg, K)
+
+
+def test_mode_keys_load_from_config_overrides():
+    from aerialct.config import load_config
+
+    cfg = load_config(
+        None,
+        [
+            "loss.ct_mode=released",
+            "loss.mscs_anchors=per-image-class",
+            "loss.mscs_proj_layers=3",
+            "loss.mscs_features=decoder",
+        ],
+    )
+    assert cfg.loss.ct_mode == "released" and cfg.loss.mscs_mode == "paper"
+    assert cfg.loss.mscs_settings() == ("per-image-class", 3)
+    with pytest.raises(ConfigError):
+        load_config(None, ["loss.mscs_anchors=per-pixel"])
+
+
+@pytest.mark.parametrize("decoder", ["fpn", "dcswin", "unetformer"])
+def test_mscs_on_decoder_features(decoder):
+    torch.manual_seed(0)
+    model = build_model(
+        ModelConfig(backbone="tiny_cnn", decoder=decoder, decoder_channels=8, img_size=64), K
+    )
+    cfg = LossConfig(contrast="mscs", mscs_features="decoder", mscs_min_pixels=2, ms_lambda=1.0)
+    task = SegmentationTask(model, cfg, K)
+    # projectors sized for the decoder's maps (8 channels), not the encoder's
+    assert all(p.pre[0].in_features == 8 for p in task.heads["mscs"].projectors.values())
+    images, masks = batch()
+    _, enc, dec = model.forward_with_decoder_features(images)
+    assert [d.shape[-2:] for d in dec] == [e.shape[-2:] for e in enc]
+    ms, cs = task.heads["mscs"](dec, masks)
+    assert ms > 0 and cs > 0
+    model.zero_grad(set_to_none=True)
+    (ms + cs).backward()
+    # the contrast alone trains the decoder's multi-scale layers
+    grads = [p.grad for n, p in model.decoder.named_parameters() if p.grad is not None]
+    assert grads and sum(float(g.abs().sum()) for g in grads) > 0
+    out = task(images, masks)
+    assert torch.isfinite(out["loss"]) and out["ms"] > 0

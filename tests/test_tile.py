@@ -466,3 +466,30 @@ def test_cli_usage_errors(scene, tmp_path, cli):
     r = cli("tile", scene / "city.tif", "--out", tmp_path / "o", "--split-file", "x.json")
     assert r.code == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_aoi_keeps_only_windows_that_touch_it(tmp_path):
+    import geopandas as gpd
+    import pyogrio
+    from shapely.geometry import box
+
+    from aerialct.data.synth import synth_scene
+    from aerialct.tiling import tile_scenes
+
+    image, labels = tmp_path / "s.tif", tmp_path / "s_labels.tif"
+    synth_scene(image, labels, size=256, gsd=0.5, seed=3)
+    full = tile_scenes([image], tmp_path / "all", labels=[labels], size=64, workers=1)
+    with rasterio.open(image) as ds:
+        b, crs = ds.bounds, ds.crs
+    area = box(b.left + 10, b.top - 40, b.left + 50, b.top - 10)  # inside the top-left 2x2 windows
+    gpd.GeoDataFrame(geometry=[area], crs=crs).to_crs("EPSG:4326").to_file(tmp_path / "aoi.gpkg")
+    part = tile_scenes([image], tmp_path / "part", labels=[labels], size=64, workers=1,
+                       aoi=tmp_path / "aoi.gpkg")  # fmt: skip
+    assert full.chips == 16 and part.chips == 4
+    index = pyogrio.read_dataframe(tmp_path / "part" / "index.gpkg")
+    assert sorted(zip(index["row_off"], index["col_off"], strict=True)) == [
+        (0, 0), (0, 64), (64, 0), (64, 64)
+    ]  # fmt: skip
+    gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs="EPSG:4326").to_file(tmp_path / "far.gpkg")
+    with pytest.raises(InputError, match="touches no window"):
+        tile_scenes([image], tmp_path / "none", labels=[labels], size=64, aoi=tmp_path / "far.gpkg")

@@ -139,6 +139,9 @@ def test_existing_run_needs_resume_or_overwrite(chips, tmp_path):
     # Resuming with another model is refused, naming what differs.
     with pytest.raises(CheckpointError, match=r"model.decoder"):
         train(tiny_cfg("model.decoder=unetformer"), chips, run, resume=True)
+    with pytest.raises(CheckpointError, match=r"empty: no run exists there"):
+        train(tiny_cfg(), chips, tmp_path / "empty", resume=True)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=r"nothing to resume"):
         train(tiny_cfg(), chips, tmp_path / "empty", resume=True)
     # A config that names its classes refuses chips with another table.

@@ -323,7 +323,11 @@ def test_overwrite_append_and_formats(tmp_path):
         vectorize(src, out)
     vectorize(src, out, classes=["car"], append=True)  # a new layer
     assert sorted(name for name, _ in pyogrio.list_layers(out)) == ["building", "car"]
-    vectorize(src, out, append=True)  # more features in the same layer, ids continue
+    src2 = write_classes(tmp_path / "d.tif", a)
+    vectorize(src2, out, append=True)  # more features in the same layer, ids continue
+    assert read(out, "building")["id"].tolist() == [1, 2]
+    with pytest.raises(InputError, match="already holds the polygons of"):
+        vectorize(src, out, append=True)  # the same raster again would duplicate polygons
     assert read(out, "building")["id"].tolist() == [1, 2]
     vectorize(src, out, overwrite=True)
     assert [name for name, _ in pyogrio.list_layers(out)] == ["building"]
@@ -373,3 +377,61 @@ def test_cli_vectorize(cli, tmp_path):
     assert r.code == 1 and "no such file" in r.err
     r = cli("vectorize", src, "--out", out, "--overwrite", "--min-area", "1", "--simplify", "0.5")
     assert r.code == 0 and "building" in r.out
+
+
+def test_many_rasters_in_one_process(cli, tmp_path):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(3):
+        a = blank(20, 20)
+        a[2 : 5 + i, 2:5] = BUILDING
+        a[10:12, 10:15] = BUILDING
+        write_classes(pred / f"s{i}_classes.tif", a)
+    r = cli("vectorize", pred, "-o", tmp_path / "all.gpkg", "--json")
+    assert r.code == 0, r.err
+    frame = read(tmp_path / "all.gpkg")
+    assert frame["id"].tolist() == list(range(1, 7))
+    assert sorted(set(frame["source"])) == sorted(str(p) for p in pred.glob("*.tif"))
+    r = cli("vectorize", f"{pred}/s*_classes.tif", "-o", tmp_path / "each", "--format", "fgb")
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in (tmp_path / "each").iterdir()) == [
+        "s0_classes.fgb", "s1_classes.fgb", "s2_classes.fgb"
+    ]  # fmt: skip
+    # one broken raster: reported, the others written, exit 3
+    write_raster_rgb = np.zeros((3, 8, 8), np.uint8)
+    with rasterio.open(pred / "rgb.tif", "w", driver="GTiff", width=8, height=8, count=3,
+                       dtype="uint8") as ds:  # fmt: skip
+        ds.write(write_raster_rgb)
+    r = cli("vectorize", pred, "-o", tmp_path / "partial.gpkg")
+    assert r.code == 3 and "rgb.tif" in r.err
+    assert len(read(tmp_path / "partial.gpkg")) == 6
+    # several CRSs cannot share one layer
+    other = tmp_path / "utm32"
+    other.mkdir()
+    write_classes(other / "x_classes.tif", blank(8, 8), crs="EPSG:32632")
+    r = cli(
+        "vectorize", pred / "s0_classes.tif", other / "x_classes.tif", "-o", tmp_path / "m.gpkg"
+    )
+    assert r.code == 1 and "one layer holds one CRS" in r.err
+    assert not (tmp_path / "m.gpkg").exists()
+
+
+def test_the_vectorize_command_does_not_load_pandas(tmp_path):
+    """Shell loops pay start-up per file: the verb skips pyogrio's pandas imports."""
+    import subprocess
+    import sys
+
+    a = blank(20, 20)
+    a[2:5, 2:5] = BUILDING
+    src = write_classes(tmp_path / "c.tif", a)
+    code = (
+        "import sys, atexit; "
+        "atexit.register(lambda: print('HEAVY', [m for m in ('pandas', 'geopandas') "
+        "if m in sys.modules])); "
+        f"sys.argv = ['aerialct', 'vectorize', {str(src)!r}, '-o', {str(tmp_path / 'b.gpkg')!r}]; "
+        "from aerialct.cli.main import main; main()"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "HEAVY []"
+    assert len(read(tmp_path / "b.gpkg")) == 1

@@ -20,6 +20,8 @@ from aerialct import __version__
 class GlobalState:
     verbose: bool = False
     quiet: bool = False
+    own_process: bool = False
+    """True when the ``aerialct`` command runs (``main``), not an in-process ``run`` call."""
 
 
 state = GlobalState()
@@ -29,7 +31,8 @@ app = typer.Typer(
     help="Mapping from aerial imagery: tile, train (CT / MS-CS contrast), predict, vectorize, evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=None,
+    add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

@@ -40,6 +40,16 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
+    # GDAL's own chatter (rasterio logs every CPLError) reaches the user as aerialct's one-line
+    # errors; the raw lines ("_tiffWriteProc: No space left on device") only with --verbose.
+    gdal = logging.getLogger("rasterio")
+    gdal.handlers.clear()
+    gdal.addHandler(handler if verbose else logging.NullHandler())
+    gdal.propagate = False
+    if quiet:  # the libraries' own warnings (torch, rasterio, ...) are not the user's business
+        import warnings
+
+        warnings.simplefilter("ignore")
 
 
 def show_progress() -> bool:

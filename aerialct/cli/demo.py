@@ -43,6 +43,12 @@ def demo(
 
     Runs in a few minutes on a 2-core CPU with no data and no network. Use
     --config dcswin-ct-cl --device cuda --city-size 6000 for a longer GPU run.
+
+    Examples:
+
+    \b
+      aerialct demo --out demo-run
+      aerialct demo --out demo-run --epochs 60 --overwrite
     """
     from aerialct.demo import run_demo
 

@@ -65,10 +65,29 @@ def evaluate(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write the result as JSON to this file.")
     ] = None,
+    score_field: Annotated[
+        str,
+        typer.Option(
+            "--score-field",
+            help="Polygon confidence attribute for building AP (vectorize --probabilities).",
+        ),
+    ] = "mean_confidence",
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
-    """Score predictions against references: pixel IoU/F1 for rasters, building F1 for polygons."""
+    """Score predictions against references: pixel IoU/F1 for rasters, building F1 for polygons.
+
+    Polygons with a confidence attribute (vectorize --probabilities) also get
+    COCO-style AP@0.5 and AP@[.5:.95]; layers with a `class` attribute on both
+    sides are matched class by class.
+
+    Examples:
+
+    \b
+      aerialct evaluate pred/scene_classes.tif labels.tif --report pixels.json
+      aerialct evaluate buildings.gpkg reference.gpkg --review review.gpkg
+      aerialct evaluate preds/ --index chips --split test
+    """
     from aerialct.evaluate import evaluate as run_evaluate
 
     if not 0 < iou_threshold <= 1:
@@ -97,6 +116,7 @@ def evaluate(
             report=report,
             overwrite=overwrite,
             progress=progress,
+            score_field=score_field,
         )
     if json_out:
         console.print_json(result.to_dict())  # the same object as the --report file
@@ -153,6 +173,18 @@ def _building_table(result) -> None:
             ]
         ],
     )
+    if result.ap is not None:
+        per = result.ap_per_class
+        rows = [[name, d["ap50"], d["ap75"], d["ap"], d["predicted"], d["reference"]]
+                for name, d in per.items()]  # fmt: skip
+        if len(per) > 1:
+            rows.append(["mean over classes", result.ap50, result.ap75, result.ap, "", ""])
+        console.print_table(
+            f"average precision from {result.score_field} (COCO, 101 recall points)"
+            + (", class-aware" if result.class_aware else ""),
+            ["class", "AP@0.5", "AP@0.75", "AP@[.5:.95]", "predicted", "reference"],
+            rows,
+        )
     if result.reprojected:
         console.warn(f"the prediction was reprojected to the reference CRS ({result.crs})")
     if result.review:

@@ -19,7 +19,14 @@ def info(
     ],
     json_out: Json = False,
 ) -> None:
-    """Show a checkpoint's config, classes, normalisation, progress and metrics."""
+    """Show a checkpoint's config, classes, normalisation, progress and metrics.
+
+    Examples:
+
+    \b
+      aerialct info runs/x/best.pt
+      aerialct info runs/x/best.pt --json
+    """
     from aerialct.engine.checkpoint import checkpoint_info
 
     ci = checkpoint_info(checkpoint)

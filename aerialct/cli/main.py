@@ -6,13 +6,18 @@ traceback only with --verbose), 2 usage error, 3 partial failure in a batch.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import signal
 import sys
+from collections.abc import Iterator
 
 import typer
 
 from aerialct.cli import (  # noqa: F401  (each module registers its command)
     demo,
     evaluate,
+    export,
     info,
     pack,
     predict,
@@ -24,22 +29,26 @@ from aerialct.cli import (  # noqa: F401  (each module registers its command)
 from aerialct.cli.app import app, state
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+INTERRUPTED = "{}; outputs under their final names are complete, temporary files were removed"
 
 # typer may carry its own copy of click; take the exception classes from typer itself.
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 def main(argv: list[str] | None = None) -> None:
+    state.own_process = True
     sys.exit(run(argv))
 
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return the exit status instead of exiting."""
     from aerialct.cli import console
-    from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.errors import AerialctError, PartialFailure, Terminated
 
     try:
-        rv = app(args=argv, prog_name="aerialct", standalone_mode=False)
+        with _signals_unwind():
+            rv = app(args=argv, prog_name="aerialct", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK
     except _UsageError as e:
         e.show()
@@ -49,14 +58,20 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except typer.Exit as e:
         return e.exit_code
+    except SystemExit as e:  # typer's --show-completion / --install-completion exit directly
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_ERROR)
     except PartialFailure as e:
         console.error(str(e))
         return EXIT_PARTIAL
     except KeyboardInterrupt:
-        console.error(
-            "interrupted; outputs under their final names are complete, temporary files were removed"
-        )
-        return 130
+        console.error(INTERRUPTED.format("interrupted"))
+        return EXIT_SIGINT
+    except Terminated as e:
+        if e.signum == signal.SIGINT:
+            console.error(INTERRUPTED.format("interrupted"))
+            return EXIT_SIGINT
+        console.error(INTERRUPTED.format("terminated"))
+        return EXIT_SIGTERM
     except (AerialctError, OSError, ValueError) as e:
         if state.verbose:
             console.stderr.print_exception()
@@ -71,6 +86,42 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+@contextlib.contextmanager
+def _signals_unwind() -> Iterator[None]:
+    """Turn SIGTERM and SIGINT into :class:`Terminated`, so every ``with`` block cleans up.
+
+    Not KeyboardInterrupt: typer would swallow that into a bare exit status. An ignored
+    SIGINT (``nohup``, a shell's background job) stays ignored.
+    """
+    from aerialct.errors import Terminated
+
+    def handler(signum: int, frame: object) -> None:
+        # a second signal must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) is not signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and e.filename:
+        return f"{e.filename}: no space left on device; free space there and run again"
+    if isinstance(e, OSError) and e.errno is not None and e.filename and e.strerror:
+        return f"{e.filename}: {e.strerror.lower()}"
     text = str(e).strip() or type(e).__name__
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the error line
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
     return " ".join(text.split())

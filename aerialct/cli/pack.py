@@ -24,12 +24,16 @@ def pack(
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
-    """Pack chips into images.npy + masks.npy + a small index, read without rasterio/pyogrio.
+    """Pack chips into one memory-mapped array + a small index (no GDAL to read).
 
-    `aerialct train --data PACKED` reads the packed folder as it reads the chips folder,
-    with the same results for the same seed.
+    `aerialct train --data PACKED` reads it as it reads the chips folder, with the
+    same results for the same seed.
 
-    Example: aerialct pack chips --out chips.packed
+    Examples:
+
+    \b
+      aerialct pack chips --out chips.packed
+      aerialct pack chips --json
     """
     from aerialct.data.packed import pack_chips
 

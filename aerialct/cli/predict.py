@@ -35,7 +35,13 @@ def _parse_bands(text: str | None) -> list[int] | None:
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `aerialct train`.")],
+    checkpoint: Annotated[
+        Path,
+        typer.Argument(
+            help="Checkpoint written by `aerialct train`, or a model from `aerialct export` "
+            "(.onnx runs on the CPU through onnxruntime)."
+        ),
+    ],
     scenes: Annotated[list[Path], typer.Argument(help="One or more GeoTIFF scenes.")],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: <scene>_classes.tif per scene.")
@@ -74,12 +80,43 @@ def predict(
             help="Predict at the checkpoint's pixel size when the scene's differs by >25%.",
         ),
     ] = False,
+    aoi: Annotated[
+        Path | None,
+        typer.Option(
+            "--aoi",
+            help="Polygons of the area of interest (any CRS): only windows touching it run; "
+            "pixels outside are nodata.",
+        ),
+    ] = None,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Skip scenes whose complete output is already there (reruns continue).",
+        ),
+    ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            metavar="K/N",
+            help="Predict only the K-th of N shares of the scenes (array jobs; K = 1..N).",
+        ),
+    ] = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
     """Predict class rasters (uint8 COG, colour table, input CRS/grid, nodata 255) for scenes.
 
-    Under torchrun the scenes are shared out across ranks (WORLD_SIZE, RANK).
+    Under torchrun the scenes are shared out across ranks (WORLD_SIZE, RANK). With
+    --shard K/N, N machines (or array tasks) given the same scenes cover each once.
+
+    Examples:
+
+    \b
+      aerialct predict runs/x/best.pt scene.tif --out pred --quicklook
+      aerialct predict model.onnx tiles/*.tif --out pred --probabilities
+      aerialct predict best.pt tiles/*.tif -o pred --skip-existing --shard 3/8
     """
     if tta not in (None, "flips"):
         raise typer.BadParameter(f"{tta!r}: use 'flips'", param_hint="--tta")
@@ -87,17 +124,30 @@ def predict(
         raise typer.BadParameter(f"{overlap}: must be in [0, 1)", param_hint="--overlap")
     if batch_size < 1:
         raise typer.BadParameter(f"{batch_size}: must be at least 1", param_hint="--batch-size")
+    if skip_existing and overwrite:
+        raise typer.BadParameter(
+            "--skip-existing keeps outputs, --overwrite replaces them; pick one",
+            param_hint="--skip-existing",
+        )
     creation = parse_creation_options(co)
     band_list = _parse_bands(bands)
 
-    from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.errors import AerialctError, InputError, PartialFailure
     from aerialct.inference import (
+        parse_shard,
         predict_scenes,
         reduce_heap_fragmentation,
         resolve_device_name,
     )
 
+    try:
+        shard_kn = parse_shard(shard) if shard is not None else None
+    except InputError as e:
+        raise typer.BadParameter(str(e), param_hint="--shard") from None
+
     reduce_heap_fragmentation()
+    if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
+        device = "cpu"  # onnxruntime's CPU provider
     dev = resolve_device_name(device)
     bundle = _load_bundle(checkpoint, dev)
     with console.progress("predicting") as progress:
@@ -116,6 +166,9 @@ def predict(
             resample_to_training_gsd=resample_to_training_gsd,
             bands=band_list,
             quicklook=quicklook,
+            shard=shard_kn,
+            skip_existing=skip_existing,
+            aoi=aoi,
             progress=progress,
         )
     single_failure = len(result.scenes) == 1 and not result.ok
@@ -141,10 +194,14 @@ def predict(
         console.print_table(
             title, ["scene", "status", "size", "s", "Mpx/s", "output / error"], rows
         )
+    if result.skipped:
+        console.info(
+            f"{len(result.skipped)} of {len(result.scenes)} scenes skipped: complete outputs exist"
+        )
     failed = result.failed
     if not failed:
         return
-    if not result.ok:
+    if len(failed) == len(result.scenes):
         first = failed[0]
         if len(result.scenes) == 1 and first.exception is not None:
             raise first.exception

@@ -49,11 +49,12 @@ def synth(
 
     Examples:
 
+    \b
       aerialct synth data --size 2048 --seed 0 --buildings
-
       aerialct synth potsdam_like --potsdam --size 1000 --tiles 2_10,2_11,2_13
     """
     from aerialct.data.synth import synth_potsdam, synth_scene
+    from aerialct.errors import InputError
 
     with console.progress("synthesising") as progress:
         if potsdam:
@@ -73,6 +74,11 @@ def synth(
                 progress=progress,
             )
         else:
+            if out_dir.exists() and not out_dir.is_dir():
+                raise InputError(
+                    f"{out_dir}: exists and is not a folder; synth writes its files into a "
+                    "folder: give a folder path"
+                )
             out_dir.mkdir(parents=True, exist_ok=True)
             result = synth_scene(
                 out_dir / f"{name}.tif",

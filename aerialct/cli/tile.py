@@ -54,15 +54,17 @@ def tile(
     ] = None,
     size: Annotated[
         int | None,
-        typer.Option("--size", help="Window in scene pixels (default 512; potsdam 500)."),
+        typer.Option("--size", min=1, help="Window in scene pixels (default 512; potsdam 500)."),
     ] = None,
     stride: Annotated[
-        int | None, typer.Option("--stride", help="Step between windows (default: --size).")
+        int | None,
+        typer.Option("--stride", min=1, help="Step between windows (default: --size)."),
     ] = None,
     resize: Annotated[
         int | None,
         typer.Option(
             "--resize",
+            min=1,
             help="Chip size written (image bilinear, mask nearest) (default none; potsdam 512).",
         ),
     ] = None,
@@ -97,7 +99,14 @@ def tile(
         typer.Option("--no-eroded", help="Potsdam: use full labels for test, not _noBoundary."),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")] = 0,
-    workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes.")] = 2,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 2,
+    aoi: Annotated[
+        Path | None,
+        typer.Option(
+            "--aoi",
+            help="Polygons of the area of interest (any CRS): only windows touching it are cut.",
+        ),
+    ] = None,
     pack: Annotated[
         bool,
         typer.Option(
@@ -113,10 +122,9 @@ def tile(
 
     Examples:
 
-      aerialct tile scene.tif --labels labels.tif --out chips --size 512 --stride 384 --val-fraction 0.2
-
-      aerialct tile '*.tif' --labels-vector buildings.gpkg --class-field class --out chips
-
+    \b
+      aerialct tile a.tif --labels a_labels.tif --out chips --val-fraction 0.2
+      aerialct tile '*.tif' --labels-vector buildings.gpkg --out chips
       aerialct tile --dataset potsdam /data/Potsdam --out chips
     """
     creation = parse_creation_options(co) or None
@@ -145,17 +153,17 @@ def tile(
 
     packed_out = out.with_name(out.name + ".packed")
     if pack:
-        from aerialct.geo.io import check_output
+        from aerialct.geo.io import FOLDER, check_output
 
-        check_output(packed_out, overwrite)  # refuse before tiling, not after
+        check_output(packed_out, overwrite, kind=FOLDER)  # refuse before tiling, not after
     with console.progress("tiling") as progress:
         if dataset is not None:
             result = tile_potsdam(
                 inputs[0],
                 out,
-                size=size or 500,
+                size=500 if size is None else size,
                 stride=stride,
-                resize=None if no_resize else (resize or 512),
+                resize=None if no_resize else (512 if resize is None else resize),
                 split_file=split_file,
                 eroded_for_test=not no_eroded,
                 nodata_threshold=nodata_threshold,
@@ -165,6 +173,7 @@ def tile(
                 workers=workers,
                 creation_options=creation,
                 overwrite=overwrite,
+                aoi=aoi,
                 progress=progress,
             )
         else:
@@ -176,7 +185,7 @@ def tile(
                 class_field=class_field,
                 vector_layer=layer,
                 background=background,
-                size=size or 512,
+                size=512 if size is None else size,
                 stride=stride,
                 resize=None if no_resize else resize,
                 nodata_threshold=nodata_threshold,
@@ -187,6 +196,7 @@ def tile(
                 workers=workers,
                 creation_options=creation,
                 overwrite=overwrite,
+                aoi=aoi,
                 progress=progress,
             )
     packed = None

@@ -62,6 +62,12 @@ def train(
 
     Under torchrun (torchrun --nproc_per_node N -m aerialct train ...) every process
     trains a shard with DDP and rank 0 writes the run folder.
+
+    Examples:
+
+    \b
+      aerialct train --config tiny-cpu --data chips --out runs/tiny
+      aerialct train --data chips --out runs/tiny --resume --set train.epochs=60
     """
     from aerialct.config import load_config, resolve_config_path
     from aerialct.engine.train import train as run_training

@@ -14,13 +14,20 @@ from aerialct.cli.options import Json, Overwrite
 
 @app.command()
 def vectorize(
-    raster: Annotated[Path, typer.Argument(help="Class raster (uint8 class ids, nodata 255).")],
+    rasters: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RASTER...",
+            help="Class rasters (uint8 class ids, nodata 255), folders or quoted glob patterns.",
+        ),
+    ],
     out: Annotated[
         Path,
         typer.Option(
             "--out",
             "-o",
-            help="Output vector file; the driver follows the extension: .gpkg, .geojson or .fgb.",
+            help="Output vector file (.gpkg, .geojson or .fgb; several rasters go into one "
+            "layer), or a folder for one file per raster.",
         ),
     ],
     class_: Annotated[
@@ -60,9 +67,14 @@ def vectorize(
         Path | None,
         typer.Option(
             "--probabilities",
-            help="Probability raster from predict: adds mean_confidence and min_confidence.",
+            help="Probability raster from predict (or, for several rasters, the folder holding "
+            "<stem>_probabilities.tif): adds mean_confidence and min_confidence.",
         ),
     ] = None,
+    file_format: Annotated[
+        str,
+        typer.Option("--format", help="File format when --out is a folder: gpkg, geojson, fgb."),
+    ] = "gpkg",
     layer: Annotated[
         str | None, typer.Option("--layer", help="Layer name. Default: the class name.")
     ] = None,
@@ -82,8 +94,24 @@ def vectorize(
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
-    """Polygonise classes of a class raster into a vector layer, merged exactly across windows."""
+    """Polygonise classes of a class raster into a vector layer, merged exactly across windows.
+
+    Examples:
+
+    \b
+      aerialct vectorize pred/a_classes.tif --out buildings.gpkg --min-area 2
+      aerialct vectorize classes.tif --probabilities probs.tif --out b.gpkg
+      aerialct vectorize pred/ --probabilities pred/ --out buildings.gpkg
+      aerialct vectorize 'pred/*_classes.tif' --out polygons/ --format fgb
+    """
+    from aerialct.cli.app import state
+
+    if state.own_process:  # a process of its own: skip pyogrio's pandas imports
+        from aerialct.geo.vector import import_pyogrio_lean
+
+        import_pyogrio_lean()
     from aerialct.errors import InputError
+    from aerialct.geo.io import expand_inputs
     from aerialct.vectorize import parse_morph
     from aerialct.vectorize import vectorize as run_vectorize
 
@@ -97,9 +125,15 @@ def vectorize(
         ops = parse_morph(morph)
     except InputError as e:
         raise typer.BadParameter(str(e), param_hint="--morph") from None
+    paths = expand_inputs(rasters)
+    if len(paths) > 1 or Path(rasters[0]).is_dir():
+        _vectorize_many(paths, out, class_ or ["building"], min_area, fill_holes, simplify,
+                        regularize, ops, probabilities, layer, connectivity, window_size,
+                        file_format, overwrite, append, json_out)  # fmt: skip
+        return
     with console.progress("vectorising") as progress:
         result = run_vectorize(
-            raster,
+            paths[0],
             out,
             classes=class_ or ["building"],
             min_area=min_area,
@@ -128,3 +162,42 @@ def vectorize(
         f"{result.dropped_small} below --min-area dropped, {result.seam_merges} merged across "
         f"{result.windows} windows, {result.seconds:.1f} s"
     )
+
+
+def _vectorize_many(
+    paths: list[str], out: Path, classes: list[str], min_area: float, fill_holes: float,
+    simplify: float, regularize: bool, ops: list, probabilities: Path | None, layer: str | None,
+    connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
+    json_out: bool,
+) -> None:  # fmt: skip
+    from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.vectorize import vectorize_many
+
+    if append:
+        raise typer.BadParameter(
+            "--append takes one raster; several rasters are written together", param_hint="--append"
+        )
+    with console.progress("vectorising") as progress:
+        batch = vectorize_many(
+            paths, out, classes=classes, min_area=min_area, fill_holes=fill_holes,
+            simplify=simplify, regularize=regularize, morph=ops, probabilities=probabilities,
+            layer=layer, connectivity=connectivity, window_size=window_size,
+            file_format=file_format, overwrite=overwrite, progress=progress,
+        )  # fmt: skip
+    if json_out:
+        console.print_json(batch.to_dict())
+    else:
+        console.print_table(
+            f"{len(batch.results)} rasters -> {batch.output}",
+            ["raster", "output", "layer", "polygons"],
+            [[r.source, r.output, r.layer, r.count] for r in batch.results]
+            + [[raster, "failed", "", error] for raster, error in batch.failed],
+        )
+    if batch.failed and not batch.results:
+        raise AerialctError(f"all {len(batch.failed)} rasters failed; first: {batch.failed[0][1]}")
+    if batch.failed:
+        raise PartialFailure(
+            f"{len(batch.failed)} of {len(paths)} rasters failed: "
+            + ", ".join(Path(r).name for r, _ in batch.failed),
+            batch,
+        )

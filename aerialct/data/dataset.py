@@ -263,13 +263,21 @@ def _check_headers(
 def read_chip(image: Path, mask: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Read one chip: image (C, H, W) float32 raw values, mask (H, W) int64 or None."""
     import rasterio
+    from rasterio.errors import RasterioError
 
-    with rasterio.open(image) as ds:
-        img = ds.read(out_dtype="float32")
-    msk = None
-    if mask is not None:
-        with rasterio.open(mask) as ds:
-            msk = ds.read(1).astype(np.int64)
+    from aerialct.geo.io import read_failed, read_window
+
+    path = image
+    try:
+        with rasterio.open(image) as ds:
+            img = read_window(ds, out_dtype="float32")
+        msk = None
+        if mask is not None:
+            path = mask
+            with rasterio.open(mask) as ds:
+                msk = read_window(ds, 1).astype(np.int64)
+    except RasterioError as e:
+        raise read_failed(path, e) from None
     return img, msk
 
 

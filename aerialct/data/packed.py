@@ -255,7 +255,7 @@ def pack_chips(
     import rasterio
 
     from aerialct.data.index import read_index
-    from aerialct.geo.io import atomic_output, check_output
+    from aerialct.geo.io import FOLDER, atomic_output, check_output
 
     started = time.perf_counter()
     index = read_index(chips_dir)
@@ -263,7 +263,7 @@ def pack_chips(
     dest = Path(out) if out is not None else root.with_name(root.name + ".packed")
     if dest.resolve() == root.resolve():
         raise InputError(f"{dest}: the packed folder must differ from the chips folder")
-    check_output(dest, overwrite)
+    check_output(dest, overwrite, kind=FOLDER, inputs=[root])
     frame = index.frame
     n = len(frame)
     k = len(index.classes)
@@ -280,8 +280,7 @@ def pack_chips(
     counts = np.zeros((n, k + 1), dtype=np.int64)
     stats: dict[str, dict[str, Any]] = {}
 
-    with atomic_output(dest, overwrite) as tmp:
-        tmp.mkdir(parents=True)
+    with atomic_output(dest, overwrite, kind=FOLDER, inputs=[root], made_by="pack") as tmp:
         images = np.lib.format.open_memmap(
             tmp / IMAGES, mode="w+", dtype=np.dtype(dtype), shape=(n, bands, h, w)
         )

@@ -50,7 +50,14 @@ from scipy import ndimage
 from aerialct.classes import IGNORE_INDEX, POTSDAM
 from aerialct.data import potsdam as pots
 from aerialct.errors import InputError
-from aerialct.geo.io import atomic_output, check_output
+from aerialct.geo.io import (
+    CLASSES_TAG,
+    FOLDER,
+    WRITER_TAG,
+    atomic_output,
+    check_output,
+    verify_raster,
+)
 from aerialct.progress import ProgressFn, as_progress
 
 log = logging.getLogger("aerialct")
@@ -814,13 +821,16 @@ def write_labels(
             prof = _profile(h, w, 3, crs, transform, compress)
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(data)
+                dst.update_tags(**{WRITER_TAG: "aerialct synth"})
         else:
             prof = _profile(h, w, 1, crs, transform, compress)
             prof["nodata"] = IGNORE_INDEX
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(labels, 1)
                 dst.write_colormap(1, POTSDAM.colormap())
-                dst.update_tags(AERIALCT_CLASSES=json.dumps(POTSDAM.to_list()))
+                dst.update_tags(
+                    **{CLASSES_TAG: json.dumps(POTSDAM.to_list()), WRITER_TAG: "aerialct synth"}
+                )
     return Path(path)
 
 
@@ -861,6 +871,7 @@ def synth_scene(
     prof = _profile(h, w, 3, crs, scene.transform, compress)
     with atomic_output(out_image, overwrite) as tmp, rasterio.open(tmp, "w", **prof) as dst:
         dst.write(scene.image)
+        dst.update_tags(**{WRITER_TAG: "aerialct synth"})
     if out_labels is not None:
         write_labels(
             out_labels,
@@ -938,9 +949,7 @@ def synth_potsdam(
     import rasterio
 
     root = Path(root)
-    if root.is_dir() and not any(root.iterdir()):
-        root.rmdir()  # an empty folder is no output to protect
-    check_output(root, overwrite)
+    check_output(root, overwrite, kind=FOLDER)
     for t in tiles:
         parts = t.split("_")
         if len(parts) != 2 or not all(p.isdigit() for p in parts):
@@ -948,7 +957,7 @@ def synth_potsdam(
     prog = as_progress(progress)
     prog(0, total=len(tiles), description="synthesising Potsdam tiles")
     res = SynthPotsdamResult(root, list(tiles), [], [], [], [], size, label_crs)
-    with atomic_output(root, overwrite) as tmp:
+    with atomic_output(root, overwrite, kind=FOLDER, made_by="synth") as tmp:
         (tmp / "2_Ortho_RGB").mkdir(parents=True)
         (tmp / "5_Labels_all").mkdir()
         if eroded:
@@ -963,6 +972,8 @@ def synth_potsdam(
             prof = _profile(size, size, 3, crs, scene.transform, compress)
             with rasterio.open(img, "w", **prof) as dst:
                 dst.write(scene.image)
+                dst.update_tags(**{WRITER_TAG: "aerialct synth"})
+            verify_raster(img)
             lab_crs = crs if label_crs else None
             lab = tmp / "5_Labels_all" / pots.label_name(t)
             write_labels(lab, scene.labels, crs=lab_crs, transform=scene.transform, rgb=True,

@@ -230,7 +230,7 @@ def check_resume_compatible(
 class InferenceBundle:
     """An eval-mode model plus everything needed to feed it raw pixels."""
 
-    model: nn.Module
+    model: nn.Module  # or a runner of an exported model (aerialct.export.OnnxRunner)
     classes: ClassTable
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -265,13 +265,20 @@ class InferenceBundle:
 def load_inference_model(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> InferenceBundle:
-    """Load a checkpoint into an eval-mode model on ``device`` (no projection heads)."""
+    """Load a checkpoint into an eval-mode model on ``device`` (no projection heads).
+
+    An exported ``.onnx`` or TorchScript model (``aerialct export``) gives a bundle
+    whose ``model`` is a runner called the same way (:mod:`aerialct.export`).
+    """
     import torch
 
     from aerialct.config import config_from_dict
+    from aerialct.export import is_torchscript, load_exported_model
     from aerialct.models import build_model
 
     p = Path(path)
+    if p.suffix.lower() == ".onnx" or is_torchscript(p):
+        return load_exported_model(p, device=str(device))
     ckpt = load_checkpoint(p, map_location="cpu")
     try:
         cfg = config_from_dict(ckpt["config"])

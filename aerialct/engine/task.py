@@ -13,6 +13,16 @@ terms selected by ``loss.contrast``:
 ``ct-infonce+mscs``    both
 =====================  ===============================================
 
+``loss.ct_mode`` / ``loss.mscs_mode`` choose the paper's rules (default) or the
+authors' released code's (see :mod:`aerialct.losses.ct` and :mod:`aerialct.losses.mscs`);
+in ``released`` CT mode the CT term is clamped at 1.0 instead of rescaled.
+``loss.mscs_features: decoder`` contrasts the decoder's multi-scale maps instead of
+the encoder's.
+
+The losses run with autocast off, on the features promoted to at least float32
+(bf16 / fp16 maps are upcast, float64 stays float64); the loss modules themselves
+follow their input's dtype.
+
 The projection heads live in ``task.heads`` (saved as the checkpoint's
 ``"heads"``); ``task.model`` is the inference model alone.
 
@@ -39,6 +49,12 @@ from aerialct.losses.segmentation import SegmentationLoss
 GatherFn = Callable[[Tensor], Tensor]
 
 CONTRAST_MODES = ("none", "ct-cl", "ct-infonce", "mscs", "ct-cl+mscs", "ct-infonce+mscs")
+LOSS_MODES = ("paper", "released")
+MSCS_FEATURES = ("encoder", "decoder")
+
+
+def _at_least_float32(t: Tensor) -> Tensor:
+    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 class SegmentationTask(nn.Module):
@@ -63,6 +79,16 @@ class SegmentationTask(nn.Module):
         mode = loss_cfg.contrast
         if mode not in CONTRAST_MODES:
             raise ConfigError(f"loss.contrast {mode!r} is not one of {', '.join(CONTRAST_MODES)}")
+        for key in ("ct_mode", "mscs_mode"):
+            if getattr(loss_cfg, key) not in LOSS_MODES:
+                raise ConfigError(
+                    f"loss.{key} {getattr(loss_cfg, key)!r} is not one of {', '.join(LOSS_MODES)}"
+                )
+        if loss_cfg.mscs_features not in MSCS_FEATURES:
+            raise ConfigError(
+                f"loss.mscs_features {loss_cfg.mscs_features!r} is not one of "
+                f"{', '.join(MSCS_FEATURES)}"
+            )
         self.model = model
         self.cfg = loss_cfg
         self.num_classes = num_classes
@@ -87,10 +113,23 @@ class SegmentationTask(nn.Module):
                 max_samples=loss_cfg.ct_max_samples,
                 smoothing=loss_cfg.ct_smoothing,
                 temperature=loss_cfg.ct_temperature,
+                rule=loss_cfg.ct_mode,
             )
+        self.mscs_on_decoder = mode.endswith("mscs") and loss_cfg.mscs_features == "decoder"
         if mode.endswith("mscs"):
+            mscs_channels = channels
+            if self.mscs_on_decoder:
+                dec = getattr(model, "decoder_feature_channels", None)
+                if not dec or len(dec) != len(channels):
+                    raise ConfigError(
+                        "loss.mscs_features 'decoder': this model's decoder has no multi-scale "
+                        "maps at the encoder's strides; use decoder fpn, dcswin or unetformer, "
+                        "or mscs_features 'encoder'"
+                    )
+                mscs_channels = list(dec)
+            anchors, layers = loss_cfg.mscs_settings()
             self.heads["mscs"] = MultiScaleContrastLoss(
-                channels,
+                mscs_channels,
                 reductions,
                 num_classes,
                 ignore_index=ignore_index,
@@ -101,23 +140,30 @@ class SegmentationTask(nn.Module):
                 min_pixels=loss_cfg.mscs_min_pixels,
                 max_k=loss_cfg.mscs_max_k,
                 max_total=loss_cfg.mscs_max_total,
+                anchors=anchors,  # type: ignore[arg-type]
+                proj_layers=layers,
             )
 
     def forward(self, images: Tensor, masks: Tensor) -> dict[str, Tensor]:
-        logits, feats = self.model.forward_with_features(images)  # type: ignore[operator]
+        if self.mscs_on_decoder:
+            logits, feats, dec = self.model.forward_with_decoder_features(images)  # type: ignore[operator]
+        else:
+            logits, feats = self.model.forward_with_features(images)  # type: ignore[operator]
+            dec = feats
         cfg = self.cfg
         out: dict[str, Tensor] = {}
-        # Losses in float32 even under autocast: logsumexp / log at t = 0.1 need the range.
+        # Losses with autocast off, in at least float32: logsumexp / log at t = 0.1 need
+        # the range. The modules follow their input's dtype (float64 stays float64).
         with torch.autocast(device_type=images.device.type, enabled=False):
-            logits32 = logits.float()
-            total, ce, dice = self.seg_loss(logits32, masks)
+            total, ce, dice = self.seg_loss(_at_least_float32(logits), masks)
             out["ce"], out["dice"] = ce.detach(), dice.detach()
             if "ct" in self.heads:
-                ct, _ = self.heads["ct"](feats, masks, self.gather)
-                total = total + cfg.ct_lambda * cap_loss(ct, 1.0)
+                ct, _ = self.heads["ct"]([_at_least_float32(f) for f in feats], masks, self.gather)
+                total = total + cfg.ct_lambda * cap_loss(ct, 1.0, cfg.ct_mode)
                 out["ct"] = ct.detach()
             if "mscs" in self.heads:
-                ms, cs = self.heads["mscs"](feats, masks, self.gather)
+                maps = [_at_least_float32(f) for f in dec]
+                ms, cs = self.heads["mscs"](maps, masks, self.gather)
                 total = total + cfg.ms_lambda * ms + cfg.cs_lambda * cs
                 out["ms"], out["cs"] = ms.detach(), cs.detach()
         out["loss"] = total

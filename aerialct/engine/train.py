@@ -10,6 +10,7 @@ run folder::
     RUN_DIR/best.pt        the state with the best validation mean IoU
     RUN_DIR/metrics.csv    one row per epoch: loss terms, lr, images/s, IoU/F1 per class, mIoU, OA
     RUN_DIR/loss.png, iou.png, confusion.png
+    RUN_DIR/events.out.tfevents.*  TensorBoard scalars, when tensorboard is installed
     RUN_DIR/summary.json   the final :class:`TrainResult`
 
 Every file is written atomically. ``resume=True`` continues from ``last.pt``
@@ -50,25 +51,17 @@ from aerialct.engine.distributed import (
     gather_with_grad,
     init_distributed,
 )
-from aerialct.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
+from aerialct.engine.run_dir import RunFolder
+from aerialct.errors import CheckpointError, ConfigError, TrainingError
 from aerialct.geo.io import atomic_output
 from aerialct.progress import ProgressFn, as_progress
+from aerialct.workers import worker_signals
 
 log = logging.getLogger("aerialct")
 
 __all__ = ["TrainResult", "lr_factor", "resolve_device", "train"]
 
 LOSS_TERMS = ("loss", "ce", "dice", "ct", "ms", "cs")
-RUN_FILES = (
-    "config.yaml",
-    "last.pt",
-    "best.pt",
-    "metrics.csv",
-    "loss.png",
-    "iou.png",
-    "confusion.png",
-    "summary.json",
-)
 
 
 @dataclass
@@ -218,28 +211,6 @@ def _local_count(n: int, world: int) -> int:
 # Run folder
 
 
-def _prepare_run_dir(out: Path, resume: bool, overwrite: bool, info: DistInfo) -> None:
-    last = out / "last.pt"
-    if resume:
-        if not last.exists():
-            raise CheckpointError(
-                f"{last}: nothing to resume (no last.pt in {out}); start without --resume"
-            )
-        return
-    existing = [name for name in RUN_FILES if (out / name).exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(
-            out,
-            f"it holds a run ({', '.join(existing)}); pass --resume to continue it or "
-            "--overwrite to start again",
-        )
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in existing:
-            (out / name).unlink()
-    barrier(info)
-
-
 def _write_text(path: Path, text: str) -> None:
     with atomic_output(path, overwrite=True) as tmp:
         tmp.write_text(text)
@@ -309,7 +280,12 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
     info = init_distributed(dev)
     try:
-        _prepare_run_dir(out, resume, overwrite, info)
+        run = RunFolder(out, resume=resume, overwrite=overwrite, is_main=info.is_main)
+        barrier(info)
+    except BaseException:
+        cleanup_distributed(info)
+        raise
+    try:
         ckpt = load_checkpoint(out / "last.pt", for_training=True) if resume else None
         if ckpt is not None:
             # Normalisation is part of the model: a resumed run keeps the checkpoint's.
@@ -318,7 +294,13 @@ def train(
                 cfg,
                 data=replace(cfg.data, mean=tuple(norm["mean"]), std=tuple(norm["std"])),
             )
-        return _train(cfg, Path(data_dir), out, ckpt, dev, info, progress, check_resume_compatible)
+        return _train(
+            cfg, Path(data_dir), out, ckpt, dev, info, progress, check_resume_compatible,
+            on_checkpoint=run.checkpointed,
+        )  # fmt: skip
+    except BaseException:
+        run.failed()
+        raise
     finally:
         cleanup_distributed(info)
 
@@ -332,6 +314,7 @@ def _train(
     info: DistInfo,
     progress: ProgressFn | None,
     check_resume_compatible: Callable[..., None],
+    on_checkpoint: Callable[[], None] = lambda: None,
 ) -> TrainResult:
     from aerialct.data.dataset import open_chip_splits
     from aerialct.data.transforms import JointAugment, Normalize
@@ -377,6 +360,8 @@ def _train(
     val_ds = splits.dataset("val", normalize, None, num_classes=k) if splits.val else None
     if info.is_main:
         _write_text(out / "config.yaml", dump_yaml(cfg))
+    # sized to this machine here, not in cfg: the saved config keeps the value asked for
+    dc = replace(dc, num_workers=loader_workers(dc.num_workers))
 
     # Model, task, optimiser -----------------------------------------------------
     _seed_everything(tc.seed)
@@ -488,6 +473,7 @@ def _train(
         if name_best:
             with atomic_output(out / "best.pt", overwrite=True) as tmp:
                 shutil.copyfile(out / "last.pt", tmp)
+        on_checkpoint()
 
     log.info(
         "training %s on %d chips (%d validation) on %s%s: %d steps of %d images",
@@ -502,6 +488,12 @@ def _train(
     t_start = time.perf_counter()
     prog(0, total=total_steps, description="training")
     prog(state.step)
+    events = None
+    if info.is_main:
+        from aerialct.engine.events import EventLog
+
+        # events after the checkpoint's step belong to a killed or replaced run
+        events = EventLog(out, purge_step=state.step + 1 if ckpt is not None else 0)
     images_total = 0
     train_time = 0.0
     train_bs = tc.batch_size
@@ -522,6 +514,7 @@ def _train(
             pin_memory=pin,
             generator=gen,
             persistent_workers=False,
+            worker_init_fn=worker_signals,
         )
         net.train()
         losses = _LossLog(epoch, out, info)
@@ -632,11 +625,15 @@ def _train(
             save(name_best=improved)
         if info.is_main:
             _write_csv(out / "metrics.csv", state.history)
+            if events is not None:
+                events.add(row)
             if keep:
                 _draw(out, state, classes)
         log.info(_epoch_line(row, tc.epochs))
         barrier(info)
 
+    if events is not None:
+        events.close()
     elapsed = time.perf_counter() - t_start
     final = state.history[-1] if state.history else {}
     result = TrainResult(
@@ -664,6 +661,22 @@ def _train(
     if info.is_main:
         _write_text(out / "summary.json", json.dumps(_jsonable(asdict(result)), indent=2) + "\n")
     return result
+
+
+def loader_workers(asked: int) -> int:
+    """DataLoader workers: ``asked``, at most the CPUs this process may run on.
+
+    More workers than CPUs only adds processes that compete for the same cores
+    (and PyTorch warns about it in every DataLoader).
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cpus = os.cpu_count() or 1
+    if asked > cpus:
+        log.info("data.num_workers=%d lowered to %d, the CPUs available here", asked, cpus)
+        return cpus
+    return asked
 
 
 def _validate_train_config(cfg: ExperimentConfig) -> None:
@@ -788,6 +801,7 @@ def _validate(model, dataset, info: DistInfo, dev, batch_size, amp_dtype, names,
         batch_size=batch_size,
         shuffle=False,
         num_workers=dc.num_workers,
+        worker_init_fn=worker_signals,
     )
     cm = torch.zeros(k * k, dtype=torch.float64, device=dev)
     ce = torch.zeros(2, dtype=torch.float64, device=dev)

@@ -9,6 +9,7 @@ GDAL then never re-reads and re-compresses a half-written tile.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -53,7 +54,70 @@ def cog_options(
         if key == "BLOCKSIZE" and (not str(v).isdigit() or int(v) % 16):
             raise InputError(f"--co {k}={v}: block size must be a multiple of 16, e.g. 512")
         out[key] = str(v)
+    check_creation_options("COG", out)
     return out
+
+
+def check_creation_options(driver: str, options: Mapping[str, str]) -> None:
+    """Refuse ``--co`` names or values that ``driver`` (GTiff or COG) does not accept.
+
+    GDAL itself is the judge: a 16x16 dataset is created in memory with the
+    options, and the warnings GDAL gives when it checks them against the driver's
+    creation-option list (an unknown name, a value outside a choice, a number out
+    of range) become an InputError instead of a silently ignored option.
+    """
+    if not options:
+        return
+    import logging
+    import uuid
+
+    import rasterio
+    from rasterio.shutil import copy as rio_copy
+    from rasterio.shutil import delete as rio_delete
+
+    class _Collect(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            msg = record.getMessage()
+            if "CPLE_NotSupported" in msg or "CPLE_IllegalArg" in msg:
+                self.messages.append(msg.split(" in ", 1)[-1])
+
+    gdal_log = logging.getLogger("rasterio._env")
+    handler = _Collect()
+    gdal_log.addHandler(handler)
+    src = f"/vsimem/aerialct-co-{uuid.uuid4().hex}.tif"
+    dst = src.replace(".tif", "-dst.tif")
+    opts = {str(k).upper(): str(v) for k, v in options.items()}
+    prof = {"driver": "GTiff", "width": 16, "height": 16, "count": 1, "dtype": "uint8"}
+    try:
+        from aerialct.geo.io import _no_georef_warning
+
+        with _no_georef_warning():
+            if driver == "COG":
+                with rasterio.open(src, "w", **prof) as ds:
+                    ds.write(np.zeros((1, 16, 16), np.uint8))
+                rio_copy(src, dst, driver="COG", **opts)
+            else:
+                with rasterio.open(src, "w", **{**prof, "driver": driver}, **opts) as ds:
+                    ds.write(np.zeros((1, 16, 16), np.uint8))
+    except Exception as e:
+        handler.messages.append(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    finally:
+        gdal_log.removeHandler(handler)
+        for path in (src, dst):
+            with contextlib.suppress(Exception):
+                rio_delete(path)
+    if handler.messages:
+        first = handler.messages[0]
+        named = [f"--co {k}={v}" for k, v in opts.items() if k in first]
+        given = named[0] if named else " ".join(f"--co {k}={v}" for k, v in opts.items())
+        raise InputError(
+            f"{given}: refused by GDAL's {driver} driver ({handler.messages[0].rstrip('.')}); "
+            f"see the {driver} creation options (gdalinfo --format {driver})"
+        )
 
 
 def finish_cog(

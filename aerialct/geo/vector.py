@@ -54,6 +54,38 @@ class Layer:
         return cls(np.asarray(frame.geometry.values, dtype=object), fields, frame.crs)
 
 
+_NOT_ON_THIS_PATH = ("geopandas", "pandas", "pyarrow")
+
+
+def import_pyogrio_lean() -> None:
+    """Import pyogrio without the pandas stack it would pull in (a CLI start-up saving).
+
+    pyogrio imports geopandas and pandas when they are installed, although its raw
+    array API, which ``write_layers`` uses, needs neither; that costs about half a
+    second per process, paid per file by shell loops. Only the ``aerialct`` command
+    calls this, in a process of its own; afterwards pyogrio's DataFrame functions
+    are unavailable in that process, so a library caller never should.
+    """
+    import importlib.abc
+    import sys
+
+    if "pyogrio" in sys.modules or any(m in sys.modules for m in _NOT_ON_THIS_PATH):
+        return
+
+    class _Skip(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+            if name.split(".")[0] in _NOT_ON_THIS_PATH:
+                raise ImportError(f"{name} is not needed on this path")
+            return None
+
+    skip = _Skip()
+    sys.meta_path.insert(0, skip)
+    try:
+        import pyogrio.raw  # noqa: F401
+    finally:
+        sys.meta_path.remove(skip)
+
+
 def crs_wkt(crs: Any) -> str | None:
     """WKT of a CRS given as an object with ``to_wkt``, a WKT/EPSG string, or None."""
     if crs is None:
@@ -137,6 +169,27 @@ def read_polygons(path: str | os.PathLike, layer: str | None = None) -> gpd.GeoD
     if "geometry" not in frame or frame.geometry is None:
         raise VectorError(f"{p}: layer has no geometry column; give a polygon layer")
     return frame
+
+
+def read_aoi(path: str | os.PathLike) -> gpd.GeoDataFrame:
+    """An area of interest: the polygons of ``path`` (any CRS), refused when empty or CRS-less."""
+    frame = read_polygons(path)
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if not len(frame):
+        raise VectorError(f"{path}: has no features; --aoi needs polygons of the area of interest")
+    if frame.crs is None:
+        raise VectorError(
+            f"{path}: has no CRS; assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg {path})"
+        )
+    return frame
+
+
+def aoi_in_crs(frame: gpd.GeoDataFrame, crs: Any) -> Any:
+    """The union of an area of interest reprojected into ``crs`` (a shapely geometry)."""
+    import shapely
+
+    geoms = frame.geometry if same_crs(frame.crs, crs) else frame.geometry.to_crs(crs)
+    return shapely.union_all(np.asarray(geoms.values, dtype=object))
 
 
 def write_layers(

@@ -9,6 +9,8 @@ from aerialct.losses.ct import (
     ct_cl_loss,
     ct_infonce_loss,
     mine_hard_pairs,
+    released_class_losses,
+    released_labels_from_counts,
 )
 from aerialct.losses.mscs import (
     MultiScaleContrastLoss,
@@ -34,6 +36,8 @@ __all__ = [
     "dice_loss",
     "downsample_labels",
     "mine_hard_pairs",
+    "released_class_losses",
+    "released_labels_from_counts",
     "soft_cross_entropy",
     "supervised_contrastive_loss",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 ContrastMode = Literal["none", "ct-cl", "ct-infonce", "mscs", "ct-cl+mscs", "ct-infonce+mscs"]
+LossMode = Literal["paper", "released"]
 
 
 @dataclass
@@ -14,6 +15,9 @@ class LossConfig:
     ce_smoothing: float = 0.1
     dice_weight: float = 1.0
     # CT (DESIGN section 4)
+    ct_mode: LossMode = "paper"
+    """``paper``: the paper's rules (our documented choices where it is silent);
+    ``released``: the authors' released code, quirks included (see aerialct.losses.ct)."""
     ct_lambda: float = 1.0
     ct_stages: tuple[int, ...] = (0, 1, 2, 3)
     ct_proj_hidden: int = 128
@@ -26,6 +30,19 @@ class LossConfig:
     ct_smoothing: float = 0.1
     ct_temperature: float = 0.1
     # MS/CS (DESIGN section 5)
+    mscs_mode: LossMode = "paper"
+    """``paper``: K anchors per class and the two-layer projector; ``released``: K anchors
+    per (image, class) and a one-layer projector, as in the authors' code."""
+    mscs_anchors: Literal["per-class", "per-image-class"] | None = None
+    """Anchor budget: ``per-class`` (the paper: K per class, split among the images that
+    contain it) or ``per-image-class`` (the released code: K per (image, class) pair).
+    None: what ``mscs_mode`` says."""
+    mscs_proj_layers: int | None = None
+    """Conv1x1-ReLU-BN layers before the projector's last linear layer (paper 2, released
+    code 1). None: what ``mscs_mode`` says."""
+    mscs_features: Literal["encoder", "decoder"] = "encoder"
+    """Which multi-scale maps MS/CS contrast: the encoder stages, or the decoder's maps
+    at the same strides (fpn, dcswin, unetformer)."""
     mscs_dim: int = 256
     mscs_temperature: float = 0.1
     ms_weights: tuple[float, ...] = (1.0, 0.7, 0.4, 0.1)
@@ -35,3 +52,12 @@ class LossConfig:
     mscs_min_pixels: int = 5
     mscs_max_k: int = 2500
     mscs_max_total: int = 10000
+
+    def mscs_settings(self) -> tuple[str, int]:
+        """The (anchor rule, projector layers) in force: explicit values, else the mode's."""
+        released = self.mscs_mode == "released"
+        anchors = self.mscs_anchors or ("per-image-class" if released else "per-class")
+        layers = (
+            self.mscs_proj_layers if self.mscs_proj_layers is not None else 1 if released else 2
+        )
+        return anchors, layers

@@ -1,5 +1,46 @@
 """CT: patch contrastive learning on the encoder's innate patches (DESIGN section 4).
 
+Two modes (``loss.ct_mode``): ``paper`` (default) follows the paper and, where it
+is silent, the choices stated below; ``released`` reproduces the authors' released
+code, quirks included. Closed forms, with ``cos`` the cosine of a pair,
+``eps`` the label smoothing, ``hi = 1 - eps / 2``, ``lo = eps / 2``:
+
+paper
+    Blocks: positive when every *labelled* pixel is ``c`` (ignore pixels allowed),
+    negative when no pixel is ``c`` and at least one is labelled; all-ignore and
+    mixed blocks are neither. A (stage, class) group needs at least ``min_samples``
+    positives and negatives. Positive pairs ``(p_i, p_{m+i})``, ``m = P // 2``: keep
+    the ``max(1, floor(keep * m))`` with the lowest cos; negative pairs
+    ``(p_k, n_k)``, ``k < min(P, M)``: keep the ``max(1, floor(keep * n))`` with the
+    highest cos. CL with ``s = (cos + 1) / 2``::
+
+        L_g = 1 / (|Pk| + |Nk|) * ( sum_{Pk} -[hi log s + lo log(1 - s)]
+                                  + sum_{Nk} -[lo log s + hi log(1 - s)] )
+
+    one mean over *all* kept pairs (so negatives weigh about 2:1 when P ~ M: our
+    choice, the paper gives no reduction). InfoNCE: the kept positive pairs are
+    (query, key), the kept negatives the negative set, ``mean_q -log softmax``.
+    ``L = mean over the valid (stage, class) groups of L_g`` (our choice), and the
+    total uses ``L / max(1, L.detach())`` (the 1.0 cap that keeps a gradient).
+released
+    Blocks: positive when *every* pixel is ``c`` (a ``c`` + ignore block is dropped),
+    negative when no pixel is ``c`` (all-ignore blocks are negatives). A group needs
+    ``P >= min_samples`` and ``M >= min_samples`` (5). CL: the code's sort runs over a
+    length-1 axis, so no mining happens: the *first* ``floor(keep * n)`` negative and
+    ``floor(keep * m)`` positive pairs (random order) are kept, and ``[1 - s, s]`` is
+    fed to a softmax as logits, i.e. ``q = softmax([1 - s, s])_1 = sigmoid(cos)``::
+
+        L_g = mean_{Nk} -[lo log q + hi log(1 - q)] + [P >= 10] mean_{Pk} -[hi log q + lo log(1 - q)]
+
+    InfoNCE: 0 unless ``P >= 10`` and ``M >= 10``; then ``n = min(P, M, 2000)``
+    negative pairs are sorted by cos (descending), the top ``J = floor(keep * n)``
+    indices ``T`` give queries ``p_{T[:J//2]}``, keys ``p_{T[J//2 : 2(J//2)]}`` and
+    negatives ``n_{T[:J]}``. ``L = sum_g L_g / (stages x classes present in the mask)``
+    and the total uses ``clamp(L, 0, 1)`` (no gradient above 1).
+
+In both modes a group's positives and negatives are first drawn at random, at most
+``max_samples`` of each (``loss.ct_max_samples``; 0: no limit, as the released code).
+
 At a stage with reduction ``r`` every token covers an ``r x r`` pixel block. For
 class ``c`` a block whose labelled pixels are all ``c`` is a *positive*, a block
 with no pixel of ``c`` is a *negative*; mixed blocks that contain ``c`` and
@@ -79,6 +120,20 @@ def labels_from_counts(counts: Tensor) -> tuple[Tensor, Tensor]:
     return pos, neg
 
 
+def released_labels_from_counts(counts: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Positive / negative blocks by the released code's rule, from counts with the ignore bin.
+
+    Positive: every pixel of the block is ``c`` (ignore pixels make it neither);
+    negative: no pixel is ``c`` (all-ignore blocks included).
+
+    Shape:
+        counts ``(..., K + 1)`` (last bin: ignore); returns ``(pos, neg)`` ``(..., K)`` bool.
+    """
+    total = counts.sum(-1, keepdim=True)  # (..., 1) pixels per block
+    cls = counts[..., :num_classes]  # (..., K)
+    return cls == total, cls == 0
+
+
 def block_class_counts(mask: Tensor, reduction: int, num_classes: int, ignore_index: int) -> Tensor:
     """Pixels of each class in every block, ignore excluded.
 
@@ -90,15 +145,22 @@ def block_class_counts(mask: Tensor, reduction: int, num_classes: int, ignore_in
 
 
 def block_labels(
-    mask: Tensor, reduction: int, num_classes: int, ignore_index: int = 255
+    mask: Tensor,
+    reduction: int,
+    num_classes: int,
+    ignore_index: int = 255,
+    rule: Literal["paper", "released"] = "paper",
 ) -> tuple[Tensor, Tensor]:
-    """Positive and negative blocks per class (mixed and all-ignore blocks are neither).
+    """Positive and negative blocks per class (``rule``: see the module docstring).
 
     Shape:
         mask ``(B, H, W)``; returns ``(pos, neg)``, each ``(B, K, H / r, W / r)`` bool.
     """
     counts = token_class_counts(mask, reduction, num_classes, ignore_index)  # (B, h, w, K+1)
-    pos, neg = labels_from_counts(counts[..., :num_classes])  # (B, h, w, K)
+    if rule == "released":
+        pos, neg = released_labels_from_counts(counts, num_classes)  # (B, h, w, K)
+    else:
+        pos, neg = labels_from_counts(counts[..., :num_classes])  # (B, h, w, K)
     return pos.permute(0, 3, 1, 2), neg.permute(0, 3, 1, 2)
 
 
@@ -181,11 +243,17 @@ def ct_infonce_loss(
     return F.cross_entropy(logits, target)
 
 
-def cap_loss(loss: Tensor, cap: float = 1.0) -> Tensor:
-    """Rescale so the value never exceeds ``cap``: ``loss / max(1, loss / cap)`` (detached).
+def cap_loss(
+    loss: Tensor, cap: float = 1.0, mode: Literal["paper", "released"] = "paper"
+) -> Tensor:
+    """Bound the CT term by ``cap``.
 
-    Unlike a clamp, the gradient above the cap is scaled down, not zeroed.
+    ``paper``: rescale, ``loss / max(1, loss / cap)`` (detached): above the cap the
+    gradient is scaled down, not zeroed. ``released``: the released code's value
+    clamp ``clamp(loss, 0, cap)``, whose gradient is 0 above the cap.
     """
+    if mode == "released":
+        return loss.clamp(0.0, cap)
     return loss / torch.clamp(loss.detach() / cap, min=1.0)
 
 
@@ -331,12 +399,99 @@ def batched_class_losses(
     return torch.where(eligible, loss, 0), eligible
 
 
+RELEASED_FULL = 10
+"""Released code: the positive CL term and InfoNCE need at least this many samples."""
+RELEASED_INFONCE_MAX = 2000
+"""Released code: InfoNCE pairs at most this many (positive, negative) rows."""
+
+
+def released_class_losses(
+    pos: Tensor,
+    pos_valid: Tensor,
+    neg: Tensor,
+    neg_valid: Tensor,
+    mode: Literal["cl", "infonce"] = "cl",
+    keep_fraction: float = 0.5,
+    smoothing: float = 0.1,
+    temperature: float = 0.1,
+    min_samples: int = 5,
+) -> tuple[Tensor, Tensor]:
+    """CT loss of every class by the released code's formulas (module docstring, ``released``).
+
+    Samples must be packed valid-first per class, in random order (the code's
+    shuffle). Where ``floor(keep * n)`` would be 0 (only for tiny ``keep``) one pair
+    is kept; the released code would take the mean of nothing.
+
+    Shape:
+        pos ``(S, K, D)``, pos_valid ``(S, K)``, neg ``(T, K, D)``, neg_valid ``(T, K)``;
+        returns ``loss (K,)`` (0 where not eligible) and ``eligible (K,)`` bool
+        (at least ``min_samples`` positives and negatives: the groups the code visits).
+    """
+    s, t = pos.shape[0], neg.shape[0]
+    dev = pos.device
+    n_pos = pos_valid.sum(0)  # (K,)
+    n_neg = neg_valid.sum(0)  # (K,)
+    eligible = (n_pos >= min_samples) & (n_neg >= min_samples)  # (K,)
+    full = max(RELEASED_FULL, min_samples)
+    if mode == "cl":
+        hi, lo = 1 - smoothing / 2, smoothing / 2
+        # negative pairs (p_k, n_k), k < min(P, M): the first floor(keep * n), no mining
+        u = max(min(s, t), 1)
+        n = torch.minimum(n_pos, n_neg)  # (K,)
+        keep_n = (n * keep_fraction).floor().long().clamp(min=1)  # (K,)
+        kept_n = torch.arange(u, device=dev)[:, None] < torch.minimum(keep_n, n)  # (U, K)
+        cos_n = (pos[:u] * neg[:u]).sum(-1)  # (U, K)
+        # softmax([1 - s, s])_1 = sigmoid(2s - 1) = sigmoid(cos)
+        bce_n = -(lo * F.logsigmoid(cos_n) + hi * F.logsigmoid(-cos_n))  # (U, K)
+        l_neg = torch.where(kept_n, bce_n, 0).sum(0) / keep_n  # (K,)
+        # positive pairs (p_i, p_{m+i}), i < m = P // 2: the first floor(keep * m)
+        h = max(s // 2, 1)
+        m = n_pos // 2  # (K,)
+        keep_p = (m * keep_fraction).floor().long().clamp(min=1)  # (K,)
+        i = torch.arange(h, device=dev)[:, None]  # (H, 1)
+        kept_p = i < torch.minimum(keep_p, m)  # (H, K)
+        b = pos.gather(0, (i + m).clamp(max=s - 1)[..., None].expand(h, *pos.shape[1:]))
+        cos_p = (pos[:h] * b).sum(-1)  # (H, K)
+        bce_p = -(hi * F.logsigmoid(cos_p) + lo * F.logsigmoid(-cos_p))  # (H, K)
+        l_pos = torch.where(kept_p, bce_p, 0).sum(0) / keep_p  # (K,)
+        loss = l_neg + torch.where(n_pos >= full, l_pos, 0)
+        return torch.where(eligible, loss, 0), eligible
+    # InfoNCE: mining on the negative pairs picks the positives too
+    gate = eligible & (n_pos >= full) & (n_neg >= full)  # (K,) else the code returns 0
+    u = max(min(s, t, RELEASED_INFONCE_MAX), 1)
+    n = torch.minimum(n_pos, n_neg).clamp(max=RELEASED_INFONCE_MAX)  # (K,)
+    cos_n = (pos[:u] * neg[:u]).sum(-1)  # (U, K)
+    ok = torch.arange(u, device=dev)[:, None] < n  # (U, K)
+    order = cos_n.masked_fill(~ok, float("-inf")).argsort(0, descending=True)  # (U, K)
+    keep = (n * keep_fraction).floor().long().clamp(min=2)  # (K,) L
+    half = keep // 2  # (K,) queries
+    lmax = max(2, min(u, int(u * keep_fraction) + 1))
+    top = order[:lmax]  # (Lm, K) T
+    qmax = max(1, lmax // 2)
+    j = torch.arange(qmax, device=dev)[:, None]  # (Q, 1)
+    q_rows = top[:qmax]  # (Q, K)
+    k_rows = top.gather(0, (j + half).clamp(max=lmax - 1))  # (Q, K)
+    q = pos.gather(0, q_rows[..., None].expand(qmax, *pos.shape[1:]))  # (Q, K, D)
+    key = pos.gather(0, k_rows[..., None].expand(qmax, *pos.shape[1:]))  # (Q, K, D)
+    negs = neg[:u].gather(0, top[..., None].expand(lmax, *neg.shape[1:]))  # (Lm, K, D)
+    kept = torch.arange(lmax, device=dev)[:, None] < keep  # (Lm, K)
+    l_pos = (q * key).sum(-1).T[..., None] / temperature  # (K, Q, 1)
+    l_neg = torch.einsum("qkd,nkd->kqn", q, negs) / temperature  # (K, Q, Lm)
+    l_neg = l_neg.masked_fill(~kept.T[:, None, :], float("-inf"))
+    per_q = torch.logsumexp(torch.cat([l_pos, l_neg], 2), 2) - l_pos[..., 0]  # (K, Q)
+    per_q = torch.where((j < half).T, per_q, 0)
+    loss = per_q.sum(1) / half.clamp(min=1)  # (K,)
+    return torch.where(gate, loss, 0), eligible
+
+
 class PatchContrastLoss(nn.Module):
     """The CT loss over several encoder stages with its projection heads.
 
-    ``forward`` returns the *uncapped* mean over the (stage, class) terms that had
-    enough samples (0, still connected to the graph, when none had) and the number
-    of such terms as a tensor. Shapes are static and nothing waits on the device.
+    ``forward`` returns the *uncapped* CT value and the number of (stage, class)
+    groups with enough samples, as a tensor. ``rule="paper"``: the mean over those
+    groups (0, still connected to the graph, when none); ``rule="released"``: their
+    sum divided by (stages x classes present in the mask). Shapes are static and
+    nothing waits on the device. Computed in the dtype of the features (and heads).
     """
 
     def __init__(
@@ -355,8 +510,11 @@ class PatchContrastLoss(nn.Module):
         max_samples: int = 2048,
         smoothing: float = 0.1,
         temperature: float = 0.1,
+        rule: Literal["paper", "released"] = "paper",
     ) -> None:
         super().__init__()
+        if rule not in ("paper", "released"):
+            raise ConfigError(f"loss.ct_mode {rule!r} is not one of paper, released")
         for s in stages:
             if not 0 <= s < len(channels):
                 raise ConfigError(
@@ -376,6 +534,7 @@ class PatchContrastLoss(nn.Module):
         self.max_samples = max_samples
         self.smoothing = smoothing
         self.temperature = temperature
+        self.rule = rule
 
     def forward(
         self,
@@ -387,6 +546,7 @@ class PatchContrastLoss(nn.Module):
         k = self.num_classes
         emb_p, emb_n, ok_p, ok_n = [], [], [], []
         counts: Tensor | None = None
+        present: Tensor | None = None
         prev_r = 0
         for head, s, r in sorted(
             zip(self.heads, self.stages, self.reductions, strict=True), key=lambda x: x[2]
@@ -402,15 +562,19 @@ class PatchContrastLoss(nn.Module):
                     f"stage {s}: feature map {tuple(f.shape[-2:])} does not match the "
                     f"{r}x{r} blocks of the mask {tuple(counts.shape[1:3])}"
                 )
-            pos, neg = labels_from_counts(counts[..., :k])  # (B, h, w, K) in token order
+            if present is None:  # classes with a labelled pixel anywhere in the mask
+                present = counts[..., :k].sum((0, 1, 2)) > 0  # (K,)
+            if self.rule == "released":
+                pos, neg = released_labels_from_counts(counts, k)  # (B, h, w, K) token order
+            else:
+                pos, neg = labels_from_counts(counts[..., :k])  # (B, h, w, K) in token order
             flags = torch.cat([pos, neg], -1).view(-1, 2 * k)  # (N, 2K)
             idx, valid = sample_per_class(flags, self.max_samples, generator)  # (S, 2K)
             tokens = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])  # (N, C)
             rows = idx.reshape(-1)  # (S*2K,) a token recurs once per class
-            if tokens.shape[0] <= rows.numel():  # fewer tokens than draws: project each once
-                both = head(tokens.float())[rows]  # (S*2K, D)
-            else:
-                both = head(tokens[rows].float())  # (S*2K, D)
+            # fewer tokens than draws: project each token once, then index
+            few = tokens.shape[0] <= rows.numel()
+            both = head(tokens)[rows] if few else head(tokens[rows])  # (S*2K, D)
             both = both.view(idx.shape[0], 2 * k, -1)  # (S, 2K, D)
             emb_p.append(both[:, :k])
             emb_n.append(both[:, k:])
@@ -424,7 +588,11 @@ class PatchContrastLoss(nn.Module):
             vp, vn = gather(vp.to(torch.uint8)).bool(), gather(vn.to(torch.uint8)).bool()
             ep, vp = pack_valid_first(ep, vp, generator)
             en, vn = pack_valid_first(en, vn, generator)
-        loss, ok = batched_class_losses(
+            if self.rule == "released":  # classes present on any rank
+                assert present is not None
+                present = gather(present[None].to(torch.uint8)).bool().any(0)
+        losses = released_class_losses if self.rule == "released" else batched_class_losses
+        loss, ok = losses(
             ep,
             vp,
             en,
@@ -436,6 +604,10 @@ class PatchContrastLoss(nn.Module):
             self.min_samples,
         )  # (G,), (G,)
         count = ok.sum()
+        if self.rule == "released":
+            assert present is not None
+            denom = (present.sum() * len(self.stages)).clamp(min=1)  # stages x classes present
+            return loss.sum() / denom, count
         return loss.sum() / count.clamp(min=1), count
 
 

@@ -1,21 +1,34 @@
 """MS/CS: multi-scale and cross-scale supervised contrastive losses (DESIGN section 5).
 
-At each encoder scale the labels are downsampled by nearest neighbour (every
-r-th pixel), a class-balanced set of anchor pixels is drawn, their features go
-through a projector (1x1 conv -> ReLU -> BN -> 1x1 conv to 256, L2-normalised),
-and a supervised InfoNCE loss is computed stably with log-sum-exp.
+At each scale (encoder stages, or the decoder's multi-scale maps) the labels are
+downsampled by nearest neighbour (every r-th pixel), a class-balanced set of anchor
+pixels is drawn, their features go through a projector (``layers`` x [1x1 conv ->
+ReLU -> BN], then a 1x1 conv to 256, L2-normalised), and a supervised InfoNCE loss
+is computed stably with log-sum-exp. For an anchor set A and a contrast set C::
 
     L(i) = mean_{p in P(i)} -log( e^{z_i.z_p/t} / (e^{z_i.z_p/t} + sum_{n in N(i)} e^{z_i.z_n/t}) )
          = mean_{p in P(i)} softplus( LSE_{n in N(i)}(z_i.z_n/t) - z_i.z_p/t )
+    L(A, C) = 1 / |A| * sum_{i in A} L(i)
 
-Multi-scale: ``L_ms = sum_s w_s L_s`` (w = 1, 0.7, 0.4, 0.1 for strides 4..32).
-Cross-scale: anchors of one scale against the samples of another
-(``(4, 32)``, ``(4, 16)``), gradients into both; ``L_cs`` sums the pairs.
+with ``P(i)`` the same-class members of C (not i) and ``N(i)`` the others. An anchor
+with no positive or no negative adds 0 and *stays in the denominator* (eq. 1 of the
+paper, and the released code): in the cross-scale term a fine-scale anchor whose
+class has no sample at the coarse scale counts as 0.
+
+Multi-scale: ``L_ms = sum_s w_s L(A_s, A_s)`` (w = 1, 0.7, 0.4, 0.1 for strides 4..32).
+Cross-scale: ``L_cs = L(A_4, A_32) + L(A_4, A_16)``, gradients into both scales.
+
+Modes (``loss.mscs_mode``): ``paper`` (default) draws K anchors *per class*, split
+evenly among the images containing it, and uses the paper's two-layer projector;
+``released`` draws K anchors per (image, class) pair and uses the released configs'
+one-layer projector. ``loss.mscs_anchors`` and ``loss.mscs_proj_layers`` override
+either choice.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +46,10 @@ def downsample_labels(mask: Tensor, reduction: int) -> Tensor:
     return mask[:, ::reduction, ::reduction]
 
 
+AnchorRule = Literal["per-class", "per-image-class"]
+ANCHOR_RULES = ("per-class", "per-image-class")
+
+
 @dataclass
 class BalancedSample:
     """Pixels drawn by :func:`balanced_sample` (static shape: ``S = min(max_total, N)`` slots)."""
@@ -44,9 +61,9 @@ class BalancedSample:
     valid: Tensor
     """(S,) bool: the slot holds a drawn pixel (``pairs * k`` of them)."""
     k: Tensor
-    """() samples per (image, class) pair."""
+    """() samples per group (a class, or an (image, class) pair)."""
     pairs: Tensor
-    """() number of (image, class) pairs with at least ``min_pixels`` pixels."""
+    """() number of groups (classes, or (image, class) pairs) with at least ``min_pixels``."""
 
 
 def balanced_sample(
@@ -57,17 +74,28 @@ def balanced_sample(
     max_k: int = 2500,
     max_total: int = 10000,
     generator: torch.Generator | None = None,
+    rule: AnchorRule = "per-class",
 ) -> BalancedSample:
-    """Draw K pixels (without replacement) from every (image, class) pair with >= min_pixels.
+    """Draw a class-balanced set of anchor pixels (without replacement).
 
-    ``K = min(smallest such count, max_k, max_total // pairs)`` is chosen on the fly.
+    ``per-class`` (the paper): every class with at least ``min_pixels`` pixels in the
+    batch gets ``K = min(smallest such class count, max_k, max_total // classes)``
+    anchors, split evenly among the images that contain it (round robin over the
+    images in random order; an image with fewer pixels than its share gives them
+    all and the others make up the rest).
+    ``per-image-class`` (the released code): every (image, class) pair with at least
+    ``min_pixels`` pixels gets ``K = min(smallest such count, max_k, max_total // pairs)``.
+
     Vectorised and free of host syncs: a random key within each (image, class)
-    group, one sort, a rank cut, then one ``topk`` packs the drawn pixels into
-    ``min(max_total, N)`` slots (``pairs * K <= max_total`` always fits).
+    group, one sort, a rank cut (per-class: a second sort by (class, rank)), then
+    one ``topk`` packs the drawn pixels into ``min(max_total, N)`` slots
+    (``groups * K <= max_total`` always fits).
 
     Shape:
         labels ``(B, h, w)`` int64; returns :class:`BalancedSample`.
     """
+    if rule not in ANCHOR_RULES:
+        raise ConfigError(f"loss.mscs_anchors {rule!r} is not one of {', '.join(ANCHOR_RULES)}")
     b = labels.shape[0]
     dev = labels.device
     flat = labels.reshape(-1)  # (N,)
@@ -78,18 +106,38 @@ def balanced_sample(
     group = torch.where(valid, image * num_classes + flat, nk)  # (N,), nk = not drawable
     counts = torch.zeros(nk + 1, dtype=torch.long, device=dev)
     counts.scatter_add_(0, group, torch.ones_like(group))  # (B*K + 1,)
-    eligible = counts >= min_pixels
-    eligible[nk] = False
-    pairs = eligible.sum()
-    smallest = torch.where(eligible, counts, n + 1).min()
-    k = torch.clamp(torch.minimum(smallest, max_total // pairs.clamp(min=1)), max=max_k)
-    k = torch.where(pairs > 0, k, 0)
     noise = torch.rand(n, device=dev, generator=generator, dtype=torch.float64)  # (N,)
     order = torch.argsort(group.double() + noise)  # grouped, random within each group
     g_sorted = group[order]
     starts = torch.cumsum(counts, 0) - counts  # (B*K + 1,)
-    rank = torch.arange(n, device=dev) - starts[g_sorted]  # (N,)
-    chosen = eligible[g_sorted] & (rank < k)  # (N,) in sorted order
+    rank = torch.arange(n, device=dev) - starts[g_sorted]  # (N,) rank within (image, class)
+    if rule == "per-image-class":
+        eligible = counts >= min_pixels
+        eligible[nk] = False
+        pairs = eligible.sum()
+        smallest = torch.where(eligible, counts, n + 1).min()
+        k = torch.clamp(torch.minimum(smallest, max_total // pairs.clamp(min=1)), max=max_k)
+        k = torch.where(pairs > 0, k, 0)
+        chosen = eligible[g_sorted] & (rank < k)  # (N,) in sorted order
+    else:
+        per_class = counts[:nk].view(b, num_classes).sum(0)  # (K,)
+        eligible_c = per_class >= min_pixels  # (K,)
+        pairs = eligible_c.sum()
+        smallest = torch.where(eligible_c, per_class, n + 1).min()
+        k = torch.clamp(torch.minimum(smallest, max_total // pairs.clamp(min=1)), max=max_k)
+        k = torch.where(pairs > 0, k, 0)
+        cls = torch.where(g_sorted < nk, g_sorted % num_classes, num_classes)  # (N,)
+        # round robin over the images: rank r of every image before rank r + 1 of any,
+        # images in a random order (one key per (image, class) group)
+        tie = torch.rand(nk + 1, device=dev, generator=generator, dtype=torch.float64)
+        key = cls.double() * (n + 1) + rank.double() + tie[g_sorted]
+        order2 = torch.argsort(key)  # (N,) by class, then round robin
+        c_counts = torch.cat([per_class, (g_sorted == nk).sum()[None]])  # (K + 1,)
+        c_starts = torch.cumsum(c_counts, 0) - c_counts
+        c_rank = torch.empty_like(rank)
+        c_rank[order2] = torch.arange(n, device=dev) - c_starts[cls[order2]]
+        ok_c = torch.cat([eligible_c, eligible_c.new_zeros(1)])  # (K + 1,)
+        chosen = ok_c[cls] & (c_rank < k)  # (N,) in sorted order
     slots = min(max_total, n)
     key = chosen.float() + 0.5 * torch.rand(n, device=dev, generator=generator)
     top = key.topk(slots).indices  # (S,) every chosen pixel first
@@ -155,7 +203,8 @@ class _SupCon(torch.autograd.Function):
         nneg = class_n[k] - class_n[lab[:, 0]]  # (A,)
         has = a_ok & (npos > 0) & (nneg > 0)
         per = (t_all - (s_sum - npos * m_all)) / npos.clamp(min=1)  # (A,)
-        count = has.sum().clamp(min=1)
+        # every valid anchor counts; one without a positive or a negative adds 0 (eq. 1)
+        count = a_ok.sum().clamp(min=1)
         ctx.save_for_backward(a_s, c, a_lab, c_lab, y, m_all, ns_all, npos, has, count)
         ctx.same, ctx.temperature, ctx.step, ctx.k = same, temperature, step, k
         return torch.where(has, per, 0).sum() / count
@@ -203,11 +252,12 @@ def supervised_contrastive_loss(
     chunk_elements: int = 1 << 25,
     num_classes: int | None = None,
 ) -> Tensor:
-    """Supervised InfoNCE, stable via log-sum-exp (formula in the module docstring).
+    """Supervised InfoNCE ``L(A, C)``, stable via log-sum-exp (module docstring).
 
     With ``contrast`` None the anchors are contrasted with each other (self pairs
-    excluded). Invalid rows take no part; anchors without a positive or without a
-    negative are left out; with none left the result is 0 (still on the graph).
+    excluded). Invalid rows take no part; an anchor without a positive or without a
+    negative adds 0 and still counts in the mean over the valid anchors; with no
+    valid anchor the result is 0 (still on the graph).
     Anchors are processed in chunks of at most ``chunk_elements`` similarities and
     the backward pass recomputes them, so memory stays O(chunk), not O(A * M).
 
@@ -233,20 +283,32 @@ def supervised_contrastive_loss(
 
 
 class Projector(nn.Module):
-    """``Conv1x1 -> ReLU -> BN -> Conv1x1`` to ``dim``, L2-normalised.
+    """``layers`` x [Conv1x1 -> ReLU -> BN], then a Conv1x1 (linear) to ``dim``, L2-normalised.
 
-    The first three layers run on the whole feature map (BatchNorm statistics over
-    every pixel of the batch, as a conv on the map has them); the last 1x1 conv is
-    a linear layer applied to the sampled pixels only.
+    The paper's projector has ``layers=2``; the released configs use one. The hidden
+    layers run on the whole feature map (BatchNorm statistics over every pixel of the
+    batch, as a conv on the map has them); the last 1x1 conv is a linear layer
+    applied to the sampled pixels only.
     """
 
-    def __init__(self, in_dim: int, dim: int = 256, hidden: int | None = None) -> None:
+    def __init__(
+        self, in_dim: int, dim: int = 256, hidden: int | None = None, layers: int = 2
+    ) -> None:
         super().__init__()
+        if layers < 1:
+            raise ConfigError(f"loss.mscs_proj_layers {layers} must be at least 1")
         hidden = hidden or in_dim
-        self.pre = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(hidden)
-        )
+        blocks: list[nn.Module] = []
+        width = in_dim
+        for _ in range(layers):
+            blocks += [nn.Linear(width, hidden), nn.ReLU(inplace=True), nn.BatchNorm1d(hidden)]
+            width = hidden
+        self.pre = nn.Sequential(*blocks)
         self.out = nn.Linear(hidden, dim)
+
+    @property
+    def layers(self) -> int:
+        return len(self.pre) // 3
 
     def forward(self, tokens: Tensor, index: Tensor | None = None) -> Tensor:
         h = self.pre(tokens)  # (N, hidden)
@@ -254,12 +316,21 @@ class Projector(nn.Module):
             h = h[index]  # (S, hidden)
         return F.normalize(self.out(h), dim=-1)  # (S, dim)
 
+    def forward_without_norm(self, tokens: Tensor) -> Tensor:
+        """The projection with the BatchNorm layers skipped (for a one-pixel map)."""
+        h = tokens
+        for m in self.pre:
+            if not isinstance(m, nn.BatchNorm1d):
+                h = m(h)
+        return F.normalize(self.out(h), dim=-1)
+
 
 class MultiScaleContrastLoss(nn.Module):
-    """MS and CS losses over the backbone stages, with one projector per stage.
+    """MS and CS losses over the scales of a feature pyramid, with one projector per scale.
 
     ``forward`` returns ``(L_ms, L_cs)``, each 0 (on the graph) when no anchor had
-    both a positive and a negative. Static shapes, no host syncs.
+    both a positive and a negative. Static shapes, no host syncs. Computed in the
+    dtype of the features (and projectors).
     """
 
     def __init__(
@@ -276,8 +347,14 @@ class MultiScaleContrastLoss(nn.Module):
         min_pixels: int = 5,
         max_k: int = 2500,
         max_total: int = 10000,
+        anchors: AnchorRule = "per-class",
+        proj_layers: int = 2,
     ) -> None:
         super().__init__()
+        if anchors not in ANCHOR_RULES:
+            raise ConfigError(
+                f"loss.mscs_anchors {anchors!r} is not one of {', '.join(ANCHOR_RULES)}"
+            )
         if len(ms_weights) > len(channels):
             raise ConfigError(
                 f"loss.ms_weights has {len(ms_weights)} values, the backbone has "
@@ -296,7 +373,10 @@ class MultiScaleContrastLoss(nn.Module):
             s for pair in self.cs_stage_pairs for s in pair
         }
         self.stages = sorted(used)
-        self.projectors = nn.ModuleDict({str(s): Projector(channels[s], dim) for s in self.stages})
+        self.projectors = nn.ModuleDict(
+            {str(s): Projector(channels[s], dim, layers=proj_layers) for s in self.stages}
+        )
+        self.anchors = anchors
         self.reductions = list(reductions)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
@@ -327,11 +407,12 @@ class MultiScaleContrastLoss(nn.Module):
             self.max_k,
             self.max_total,
             generator,
+            self.anchors,
         )
-        tokens = feat.float().permute(0, 2, 3, 1).reshape(-1, feat.shape[1])  # (B*h*w, C)
+        tokens = feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])  # (B*h*w, C)
         proj = self.projectors[str(s)]
         if tokens.shape[0] < 2 and proj.training:  # BatchNorm cannot train on one pixel
-            emb = F.normalize(proj.out(proj.pre[0](tokens[smp.index])), dim=-1)
+            emb = proj.forward_without_norm(tokens[smp.index])
             valid = torch.zeros_like(smp.valid)
         else:
             emb, valid = proj(tokens, smp.index), smp.valid  # (S, dim), (S,)
@@ -346,14 +427,15 @@ class MultiScaleContrastLoss(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         emb = {s: self.embed_stage(s, feats[s], mask, gather, generator) for s in self.stages}
         t = self.temperature
-        ms = feats[0].new_zeros((), dtype=torch.float32)
+        dtype = next(iter(emb.values()))[0].dtype if emb else feats[0].dtype
+        ms = feats[0].new_zeros((), dtype=dtype)
         for s, w in enumerate(self.ms_weights):
             if w:
                 z, y, ok = emb[s]
                 ms = ms + w * supervised_contrastive_loss(
                     z, y, temperature=t, anchor_valid=ok, num_classes=self.num_classes
                 )
-        cs = feats[0].new_zeros((), dtype=torch.float32)
+        cs = feats[0].new_zeros((), dtype=dtype)
         for a, b in self.cs_stage_pairs:
             (za, ya, oka), (zb, yb, okb) = emb[a], emb[b]
             cs = cs + supervised_contrastive_loss(

@@ -32,7 +32,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     # PoolFormer-S12 (MetaFormer v1: pooling token mixer, 12 blocks, dims 64-128-320-512).
     "poolformer_s12": ("poolformer_s12", {}),
-    # Tiny encoders for tests and smoke runs.
+    # Tiny encoders for tests and smoke runs. With CT at 64 px chips, tiny_swin's last stage
+    # (stride 32) has 2x2 tokens per image: in the tests' 2-image batches a class never has
+    # 5 positive and 5 negative tokens there, so that stage's (stage, class) groups are always
+    # skipped and its 16 of the 65 backbone tensors get no contrastive gradient (the
+    # segmentation loss still trains them). Use ct_stages (0, 1, 2) or larger chips/batches
+    # for a CT signal on every stage.
     "tiny_swin": (
         SWIN_BASE,
         {"embed_dim": 16, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 2, 2), "window_size": 4},

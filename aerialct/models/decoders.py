@@ -2,7 +2,9 @@
 
 Every decoder takes the list of stage maps from the backbone adapter (finest
 first) and returns class logits at the finest stage's resolution; the model
-upsamples them to the input size.
+upsamples them to the input size. ``forward_features`` also returns the
+decoder's own multi-scale maps (finest first, ``dim`` channels each, at the
+encoder stages' strides), which MS/CS can contrast (``loss.mscs_features: decoder``).
 """
 
 from __future__ import annotations
@@ -64,12 +66,18 @@ class FPNDecoder(nn.Module):
         self.fuse = conv_bn_relu(dim, dim, 3)
         self.classifier = nn.Conv2d(dim, num_classes, 1)
 
-    def forward(self, feats: list[Tensor]) -> Tensor:
+        self.feature_channels = [dim] * len(channels)
+
+    def forward_features(self, feats: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         lat = [m(f) for m, f in zip(self.lateral, feats, strict=True)]  # (B, D, h_i, w_i)
         for i in range(len(lat) - 2, -1, -1):
             lat[i] = lat[i] + _up(lat[i + 1], lat[i])
-        out = sum(_up(m(p), lat[0]) for m, p in zip(self.smooth, lat, strict=True))
-        return self.classifier(self.fuse(out))  # (B, K, h_0, w_0)
+        maps = [m(p) for m, p in zip(self.smooth, lat, strict=True)]  # (B, D, h_i, w_i)
+        out = sum(_up(p, lat[0]) for p in maps)
+        return self.classifier(self.fuse(out)), maps  # (B, K, h_0, w_0)
+
+    def forward(self, feats: list[Tensor]) -> Tensor:
+        return self.forward_features(feats)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -143,7 +151,12 @@ class DCSwinDecoder(nn.Module):
             nn.Conv2d(dim, num_classes, 1),
         )
 
+        self.feature_channels = [dim] * n
+
     def forward(self, feats: list[Tensor]) -> Tensor:
+        return self.forward_features(feats)[0]
+
+    def forward_features(self, feats: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         lat = [m(f) for m, f in zip(self.lateral, feats, strict=True)]  # (B, D, h_i, w_i)
         n = len(lat)
         dec: list[Tensor] = [lat[-1]] * n
@@ -154,7 +167,7 @@ class DCSwinDecoder(nn.Module):
         fused = torch.cat([dec[0], *(_up(d, dec[0]) for d in dec[1:])], 1)  # (B, n*D, h_0, w_0)
         x = self.head[0](fused)
         x = self.head_attention(x)
-        return self.head[1:](x)  # (B, K, h_0, w_0)
+        return self.head[1:](x), dec  # (B, K, h_0, w_0), [(B, D, h_i, w_i)]
 
 
 # ---------------------------------------------------------------------------
@@ -287,13 +300,18 @@ class UNetFormerDecoder(nn.Module):
             conv_bn_relu(dim, dim, 3), nn.Dropout2d(0.1), nn.Conv2d(dim, num_classes, 1)
         )
 
+        self.feature_channels = [dim] * 4
+
     def forward(self, feats: list[Tensor]) -> Tensor:
+        return self.forward_features(feats)[0]
+
+    def forward_features(self, feats: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         r1, r2, r3, r4 = feats
-        x = self.b4(self.pre(r4))  # (B, D, H/32, W/32)
-        x = self.b3(self.f3(x, r3))  # (B, D, H/16, W/16)
-        x = self.b2(self.f2(x, r2))  # (B, D, H/8, W/8)
-        x = self.frh(x, r1)  # (B, D, H/4, W/4)
-        return self.head(x)  # (B, K, H/4, W/4)
+        x32 = self.b4(self.pre(r4))  # (B, D, H/32, W/32)
+        x16 = self.b3(self.f3(x32, r3))  # (B, D, H/16, W/16)
+        x8 = self.b2(self.f2(x16, r2))  # (B, D, H/8, W/8)
+        x4 = self.frh(x8, r1)  # (B, D, H/4, W/4)
+        return self.head(x4), [x4, x8, x16, x32]  # (B, K, H/4, W/4)
 
 
 DECODERS = {"dcswin": DCSwinDecoder, "unetformer": UNetFormerDecoder, "fpn": FPNDecoder}

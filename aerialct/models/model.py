@@ -37,6 +37,12 @@ class SegmentationModel(nn.Module):
     def feature_reductions(self) -> list[int]:
         return list(self.backbone.reductions)
 
+    @property
+    def decoder_feature_channels(self) -> list[int] | None:
+        """Channels of the decoder's multi-scale maps (at ``feature_reductions``), if any."""
+        ch = getattr(self.decoder, "feature_channels", None)
+        return list(ch) if ch is not None else None
+
     def check_input_size(self, h: int, w: int) -> None:
         self.backbone.check_input_size(h, w)
 
@@ -48,6 +54,13 @@ class SegmentationModel(nn.Module):
         logits = self.decoder(feats)  # (B, K, H/r_0, W/r_0)
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return logits, feats  # (B, K, H, W)
+
+    def forward_with_decoder_features(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Logits, encoder maps and the decoder's multi-scale maps (finest first)."""
+        feats = self.backbone(x)
+        logits, dec = self.decoder.forward_features(feats)  # type: ignore[operator]
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, feats, dec
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_features(x)[0]

@@ -1,0 +1,388 @@
+"""Model export for deployment (``aerialct export``) and loading of exported models.
+
+A training checkpoint holds the inference model plus everything needed to resume
+(projection heads, optimiser, scheduler, RNG states, the metric history). For
+deployment only the inference model and what feeds it are kept:
+
+* ``pt``: a slim aerialct checkpoint (model weights, config, class table,
+  normalisation, chip size, GSD, final metrics) that
+  :func:`aerialct.engine.checkpoint.load_inference_model` and ``predict`` read
+  like any checkpoint; ``train --resume`` refuses it.
+* ``onnx``: the network as an ONNX graph, batch size free, windows of the chip
+  size. Input ``image``: normalised float32 ``(B, C, S, S)`` = ``(raw - mean) / std``;
+  output ``logits``: float32 ``(B, K, S, S)``. The metadata (``metadata_props``)
+  holds the class table, mean/std, chip size and GSD (:func:`export_metadata`).
+  ``predict`` runs it on the CPU through onnxruntime (:class:`OnnxRunner`).
+* ``torchscript``: the traced network, same input and output, with the same
+  metadata as the extra file ``aerialct.json``.
+
+No format carries the projection heads: they exist only for the training loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import json
+import os
+import time
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.errors import CheckpointError, InputError
+
+if TYPE_CHECKING:
+    import torch
+
+    from aerialct.engine.checkpoint import InferenceBundle
+
+FORMATS = ("onnx", "torchscript", "pt")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "pt": ".pt"}
+METADATA_FORMAT = "aerialct-export"
+EXTRA_FILE = "aerialct.json"
+ONNX_OPSET = 17
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+
+__all__ = [
+    "FORMATS",
+    "ExportResult",
+    "OnnxRunner",
+    "export_metadata",
+    "export_model",
+    "is_torchscript",
+    "load_exported_model",
+    "slim_checkpoint",
+]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_model` wrote."""
+
+    source: str
+    output: str
+    format: str
+    source_bytes: int
+    output_bytes: int
+    parameters: int
+    chip_size: int
+    classes: list[str]
+    max_abs_diff: float | None  # exported vs torch logits on a random batch (onnx, torchscript)
+    seconds: float
+
+    @property
+    def size_ratio(self) -> float:
+        return self.output_bytes / self.source_bytes if self.source_bytes else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**vars(self), "size_ratio": round(self.size_ratio, 4)}
+
+
+def export_metadata(bundle: InferenceBundle, source: str | None = None) -> dict[str, str]:
+    """Everything needed to feed the exported network, as ``{str: str}`` (JSON values)."""
+    from aerialct import __version__
+
+    meta: dict[str, Any] = {
+        "aerialct_format": METADATA_FORMAT,
+        "aerialct_version": __version__,
+        "classes": bundle.classes.to_list(),
+        "ignore_index": int(bundle.ignore_index),
+        "mean": [float(v) for v in bundle.mean],
+        "std": [float(v) for v in bundle.std],
+        "in_chans": int(bundle.in_chans),
+        "chip_size": int(bundle.chip_size),
+        "gsd": None if bundle.gsd is None else float(bundle.gsd),
+        "input": f"{INPUT_NAME}: float32 (B, in_chans, chip_size, chip_size), (raw - mean) / std",
+        "output": f"{OUTPUT_NAME}: float32 (B, classes, chip_size, chip_size); argmax = class id",
+        "source": source or (bundle.path.name if bundle.path else ""),
+    }
+    if bundle.config is not None:
+        from aerialct.config import to_dict
+
+        meta["model"] = to_dict(bundle.config.model)
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def _parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
+    if meta.get("aerialct_format") != METADATA_FORMAT:
+        raise CheckpointError(
+            f"{path}: no aerialct metadata in this model; export it with `aerialct export`"
+        )
+    try:
+        out = {k: v if k in ("aerialct_format", "aerialct_version", "input", "output", "source")
+               else json.loads(v) for k, v in meta.items()}  # fmt: skip
+        out["classes_table"] = ClassTable.from_list(out["classes"])
+        missing = [k for k in ("mean", "std", "in_chans", "chip_size") if k not in out]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{path}: the aerialct metadata is incomplete or invalid ({e}); export it again"
+        ) from e
+    if len(out["mean"]) != out["in_chans"] or len(out["std"]) != out["in_chans"]:
+        raise CheckpointError(f"{path}: metadata has no mean/std per band; export it again")
+    return out
+
+
+def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The inference part of a checkpoint: no heads, optimiser, scheduler, scaler or RNG."""
+    from aerialct.engine.checkpoint import make_checkpoint
+
+    metrics = ckpt.get("metrics") or {}
+    norm = ckpt["normalization"]
+    slim = make_checkpoint(
+        config=ckpt["config"],
+        classes=ClassTable.from_list(ckpt["classes"]),
+        mean=norm["mean"],
+        std=norm["std"],
+        in_chans=ckpt["in_chans"],
+        chip_size=ckpt["chip_size"],
+        model_state=ckpt["model"],
+        gsd=ckpt.get("gsd"),
+        ignore_index=ckpt.get("ignore_index", IGNORE_INDEX),
+        step=ckpt.get("step") or 0,
+        epoch=ckpt.get("epoch") or 0,
+        best_miou=ckpt.get("best_miou"),
+        metrics={k: metrics[k] for k in ("last", "best_epoch") if k in metrics},
+    )
+    slim["exported"] = True
+    return slim
+
+
+def export_model(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    format: str = "onnx",
+    *,
+    overwrite: bool = False,
+    opset: int = ONNX_OPSET,
+    check: bool = True,
+) -> ExportResult:
+    """Export ``checkpoint`` (a ``best.pt``/``last.pt``) to ``out`` as ``format``.
+
+    ``check`` runs the exported network on a random batch and records the largest
+    absolute difference of its logits from the torch model's (``max_abs_diff``).
+    """
+    import torch
+
+    from aerialct.engine.checkpoint import load_checkpoint, load_inference_model
+    from aerialct.geo.io import atomic_output, check_output
+
+    t0 = time.perf_counter()
+    fmt = (format or "").strip().lower()
+    if fmt not in FORMATS:
+        raise InputError(f"--format {format!r}: unknown; use one of {', '.join(FORMATS)}")
+    src, dst = Path(checkpoint), Path(out)
+    if (fmt == "onnx") != (dst.suffix.lower() == ".onnx"):
+        raise InputError(
+            f"{dst}: an {fmt} model "
+            + ("needs a .onnx name" if fmt == "onnx" else "must not be named .onnx")
+            + "; predict tells ONNX models by that suffix"
+        )
+    if src.resolve() == dst.resolve():
+        raise InputError(f"{dst}: is the checkpoint itself; give another output file")
+    check_output(dst, overwrite)
+    diff: float | None = None
+    if fmt == "pt":
+        slim = slim_checkpoint(load_checkpoint(src))
+        with atomic_output(dst, overwrite) as tmp, open(tmp, "wb") as f:
+            torch.save(slim, f)
+        bundle = load_inference_model(dst)  # proves the slim file loads for predict
+    else:
+        bundle = load_inference_model(src)
+        meta = export_metadata(bundle, src.name)
+        model = bundle.model.eval().float()
+        S, C = int(bundle.chip_size), int(bundle.in_chans)
+        gen = torch.Generator().manual_seed(0)
+        example = torch.randn(2, C, S, S, generator=gen)
+        with torch.inference_mode():
+            expected = model(example)
+        with atomic_output(dst, overwrite) as tmp:
+            if fmt == "onnx":
+                _write_onnx(model, example, tmp, meta, opset)
+                if check:
+                    got = OnnxRunner(tmp)(example)
+            else:
+                _write_torchscript(model, example, tmp, meta)
+                if check:
+                    with warnings.catch_warnings(), torch.inference_mode():
+                        warnings.simplefilter("ignore", FutureWarning)
+                        got = torch.jit.load(str(tmp), map_location="cpu")(example)
+            if check:
+                diff = float((got - expected).abs().max())
+    params = sum(p.numel() for p in bundle.model.parameters())
+    return ExportResult(
+        source=str(src),
+        output=str(dst),
+        format=fmt,
+        source_bytes=src.stat().st_size,
+        output_bytes=dst.stat().st_size,
+        parameters=int(params),
+        chip_size=int(bundle.chip_size),
+        classes=bundle.classes.names,
+        max_abs_diff=diff,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _write_onnx(model: Any, example: Any, path: Path, meta: dict[str, str], opset: int) -> None:
+    import onnx
+    import torch
+
+    kwargs: dict[str, Any] = {}
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
+        kwargs["dynamo"] = False  # the tracing exporter: no onnxscript needed, fixed-size windows
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's deprecation and tracing notes
+        torch.onnx.export(
+            model,
+            (example,),
+            buf,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            **kwargs,
+        )
+    proto = onnx.load_model_from_string(buf.getvalue())
+    onnx.helper.set_model_props(proto, meta)
+    proto.doc_string = "aerialct segmentation model; see the metadata for classes and inputs"
+    onnx.checker.check_model(proto)
+    onnx.save_model(proto, str(path))
+
+
+def _write_torchscript(model: Any, example: Any, path: Path, meta: dict[str, str]) -> None:
+    import torch
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings, torch.jit's deprecation notice
+        traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(meta)})
+
+
+# ---------------------------------------------------------------------------
+# Loading exported models (the model runners ``predict`` calls like a torch module)
+
+
+class OnnxRunner:
+    """An ONNX model behind onnxruntime on the CPU, called like the torch model.
+
+    ``runner(x)`` takes a normalised float tensor ``(B, C, S, S)`` and returns the
+    logits as a tensor, so the streaming core of ``predict`` (weighting, blending,
+    argmax) runs unchanged. ``to``/``eval``/``parameters`` answer as a CPU module does.
+    """
+
+    training = False
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        import onnxruntime as ort
+        import torch
+
+        self.path = Path(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        # no busy-waiting between runs: blending and argmax need the same cores meanwhile
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            first = (str(e).splitlines() or ["unreadable"])[0][:160]
+            raise CheckpointError(
+                f"{self.path}: onnxruntime cannot load this model ({first}); "
+                "export it again with `aerialct export --format onnx`"
+            ) from e
+        self.input_name = self.session.get_inputs()[0].name
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        arr = np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+        (logits,) = self.session.run([OUTPUT_NAME], {self.input_name: arr})
+        return torch.from_numpy(logits)
+
+    def to(self, device: Any) -> OnnxRunner:
+        import torch
+
+        if torch.device(device).type != "cpu":
+            raise InputError(
+                f"{self.path}: ONNX models run on the CPU through onnxruntime; use --device cpu "
+                "(or predict on the GPU with the .pt checkpoint)"
+            )
+        return self
+
+    def eval(self) -> OnnxRunner:
+        return self
+
+    def parameters(self) -> Any:
+        return iter(())
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """True for a TorchScript archive written by ``aerialct export --format torchscript``."""
+    p = Path(path)
+    if not p.is_file() or not zipfile.is_zipfile(p):
+        return False
+    with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(p) as z:
+        return any(n.endswith(f"/extra/{EXTRA_FILE}") for n in z.namelist())
+    return False
+
+
+def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> InferenceBundle:
+    """An :class:`InferenceBundle` around an exported ``.onnx`` or TorchScript model."""
+    import torch
+
+    from aerialct.engine.checkpoint import InferenceBundle
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such model file; give a .onnx or .pt file")
+    model: Any
+    if p.suffix.lower() == ".onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            raise CheckpointError(
+                f"{p}: predicting with an ONNX model needs onnxruntime; pip install onnxruntime"
+            ) from e
+        model = OnnxRunner(p)
+        meta = _parse_metadata(model.metadata, p)
+        model.to(device)
+    else:
+        extra = {EXTRA_FILE: ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+                model = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+        except Exception as e:
+            first = (str(e).splitlines() or ["unreadable"])[0][:160]
+            raise CheckpointError(f"{p}: not a readable TorchScript model ({first})") from e
+        try:
+            raw = json.loads(extra[EXTRA_FILE] or "{}")
+        except ValueError:
+            raw = {}
+        meta = _parse_metadata(raw, p)
+        model.eval().to(torch.device(device))
+    return InferenceBundle(
+        model=model,
+        classes=meta["classes_table"],
+        mean=tuple(float(v) for v in meta["mean"]),
+        std=tuple(float(v) for v in meta["std"]),
+        in_chans=int(meta["in_chans"]),
+        chip_size=int(meta["chip_size"]),
+        gsd=None if meta.get("gsd") is None else float(meta["gsd"]),
+        config=None,
+        path=p,
+        ignore_index=int(meta.get("ignore_index", IGNORE_INDEX)),
+    )
