@@ -151,8 +151,10 @@ def tile(
 
     from aerialct.tiling import tile_potsdam, tile_scenes
 
-    packed_out = out.with_name(out.name + ".packed")
+    packed_out = None
     if pack:
+        base = out if out.name else out.resolve()  # `-o .` has no name of its own
+        packed_out = base.with_name(base.name + ".packed")
         from aerialct.geo.io import FOLDER, check_output
 
         check_output(packed_out, overwrite, kind=FOLDER)  # refuse before tiling, not after

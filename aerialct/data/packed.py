@@ -260,7 +260,8 @@ def pack_chips(
     started = time.perf_counter()
     index = read_index(chips_dir)
     root = Path(index.root)
-    dest = Path(out) if out is not None else root.with_name(root.name + ".packed")
+    named = root if root.name else root.resolve()  # `aerialct pack .` has no name of its own
+    dest = Path(out) if out is not None else named.with_name(named.name + ".packed")
     if dest.resolve() == root.resolve():
         raise InputError(f"{dest}: the packed folder must differ from the chips folder")
     check_output(dest, overwrite, kind=FOLDER, inputs=[root])
