@@ -77,8 +77,13 @@ class TrainConfig:
     """Write ``last.pt`` every N optimiser steps as well as at each epoch end (0: epochs only)."""
     val_every: int = 1
     """Validate every N epochs."""
+    save_every: int = 1
+    """Write ``last.pt`` and the plots every N epochs (and at every best and the final epoch)."""
     find_unused_parameters: bool = False
     """DDP option for models with parameters that some steps do not use (slower when on)."""
+    compile: bool = False
+    """Compile the model's forward with ``torch.compile`` (the losses stay eager). Pays on
+    GPUs for long runs; the first steps are slower while it compiles (needs a C compiler)."""
 
 
 @dataclass

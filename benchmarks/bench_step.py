@@ -99,10 +99,16 @@ def run_one(preset: str, mode: str, args) -> dict:
     )
     task = SegmentationTask(model, LossConfig(**MODES[mode]), NUM_CLASSES).to(device)  # type: ignore[arg-type]
     task.train()
+    if args.channels_last:
+        task = task.to(memory_format=torch.channels_last)
+    if args.compile:  # what train.compile=true does in the engine
+        task.model.forward_with_features = torch.compile(model.forward_with_features)
     opt = torch.optim.AdamW(task.parameters(), lr=8e-5, weight_decay=0.01)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     images, masks = synthetic_batch(args.batch, args.size, device)
+    if args.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     terms: dict[str, float] = {}
 
     def step() -> None:
@@ -170,6 +176,8 @@ def run_isolated(preset: str, mode: str, args) -> dict:
         "--iters",
         str(args.iters),
         "--tf32" if args.tf32 else "--no-tf32",
+        *(["--channels-last"] if args.channels_last else []),
+        *(["--compile"] if args.compile else []),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -199,7 +207,9 @@ def render(rows: list[dict], args, elapsed: float) -> str:
         f"Machine: {platform.system()} {platform.release()}, {machine}; Python "
         f"{platform.python_version()}, torch {torch.__version__}  ",
         f"Setting: device {dev}, input {args.size}x{args.size}, batch {args.batch}, "
-        f"amp {args.amp}, TF32 {'on' if args.tf32 else 'off'}, {NUM_CLASSES} classes, "
+        f"amp {args.amp}, TF32 {'on' if args.tf32 else 'off'}, "
+        f"channels_last {'on' if args.channels_last else 'off'}, "
+        f"torch.compile of the model {'on' if args.compile else 'off'}, {NUM_CLASSES} classes, "
         "AdamW + grad clip 1.0; "
         f"{args.warmup} warm-up step(s), median of {args.iters} timed step(s)"
         + (" (quick mode)" if args.quick else "")
@@ -262,6 +272,10 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="allow TF32 for the float32 matmuls (loss heads, similarities); default: on for cuda",
+    )
+    ap.add_argument("--channels-last", action="store_true", help="model and input channels_last")
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile the model forward (train.compile)"
     )
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)

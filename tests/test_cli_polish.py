@@ -15,7 +15,18 @@ from train_helpers import tiled_synth
 from aerialct.cli.app import app
 from aerialct.engine import train as train_mod
 
-VERBS = ["demo", "evaluate", "export", "info", "predict", "synth", "tile", "train", "vectorize"]
+VERBS = [
+    "demo",
+    "evaluate",
+    "export",
+    "info",
+    "pack",
+    "predict",
+    "synth",
+    "tile",
+    "train",
+    "vectorize",
+]
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -233,3 +233,23 @@ def test_tiny_preset_learns_buildings(tmp_path):
     )
     assert building > 0.6
     assert math.isclose(scores.mean_iou, res.best_miou, rel_tol=1e-4)
+
+
+def test_save_every_writes_last_pt_and_plots_every_n_epochs(chips, tmp_path, monkeypatch):
+    from aerialct.engine import checkpoint
+
+    saved = []
+    real_save = checkpoint.save_checkpoint
+
+    def spy(path, ck):  # train() imports save_checkpoint from the module when it runs
+        saved.append(int(ck["epoch"]))
+        return real_save(path, ck)
+
+    monkeypatch.setattr(checkpoint, "save_checkpoint", spy)
+    res = train(tiny_cfg("train.epochs=5", "train.save_every=2", "train.val_every=5"), chips,
+                tmp_path / "run")  # fmt: skip
+    assert saved == [2, 4, 5] and res.epochs == 5
+    assert len(read_metrics(tmp_path / "run")) == 5  # metrics.csv still every epoch
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 5
+    with pytest.raises(ConfigError, match="save_every"):
+        train(tiny_cfg("train.save_every=0"), chips, tmp_path / "bad")

@@ -19,6 +19,7 @@ from aerialct.cli import (  # noqa: F401  (each module registers its command)
     evaluate,
     export,
     info,
+    pack,
     predict,
     synth,
     tile,

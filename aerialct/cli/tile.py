@@ -107,6 +107,13 @@ def tile(
             help="Polygons of the area of interest (any CRS): only windows touching it are cut.",
         ),
     ] = None,
+    pack: Annotated[
+        bool,
+        typer.Option(
+            "--pack",
+            help="Also pack the chips into OUT.packed (aerialct pack), for training without GDAL.",
+        ),
+    ] = False,
     co: CreationOptions = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
@@ -144,6 +151,13 @@ def tile(
 
     from aerialct.tiling import tile_potsdam, tile_scenes
 
+    packed_out = None
+    if pack:
+        base = out if out.name else out.resolve()  # `-o .` has no name of its own
+        packed_out = base.with_name(base.name + ".packed")
+        from aerialct.geo.io import FOLDER, check_output
+
+        check_output(packed_out, overwrite, kind=FOLDER)  # refuse before tiling, not after
     with console.progress("tiling") as progress:
         if dataset is not None:
             result = tile_potsdam(
@@ -187,8 +201,14 @@ def tile(
                 aoi=aoi,
                 progress=progress,
             )
+    packed = None
+    if pack:
+        from aerialct.data.packed import pack_chips
+
+        with console.progress("packing") as progress:
+            packed = pack_chips(result.out, packed_out, overwrite=overwrite, progress=progress)
     if json_out:
-        console.print_json(result)
+        console.print_json(result if packed is None else {"tile": result, "pack": packed})
         return
     total = sum(result.class_pixels.values()) or 1
     console.print_table(
@@ -204,3 +224,7 @@ def tile(
         )
     if result.skipped_nodata:
         console.info(f"{result.skipped_nodata} windows skipped (nodata above the threshold)")
+    if packed is not None:
+        from aerialct.cli.pack import render
+
+        render(packed)

@@ -17,7 +17,11 @@ from aerialct.cli.options import Json, Overwrite
 def train(
     data: Annotated[
         Path,
-        typer.Option("--data", "-d", help="Chips folder written by `aerialct tile` (index.gpkg)."),
+        typer.Option(
+            "--data",
+            "-d",
+            help="Chips folder written by `aerialct tile` (index.gpkg), or a packed folder (`aerialct pack`).",
+        ),
     ],
     out: Annotated[
         Path,

@@ -3,6 +3,9 @@
 :func:`open_chip_splits` reads the index written by ``aerialct tile``, checks
 that every chip has the same size and band count (one line naming two
 disagreeing files otherwise), and picks the training and validation splits.
+It reads a packed folder (``aerialct pack``, :mod:`aerialct.data.packed`) too;
+then ``train``/``val`` hold chip numbers and nothing imports rasterio or pyogrio.
+Use :meth:`ChipSplits.dataset` and :meth:`ChipSplits.band_stats` for either form.
 :func:`compute_band_stats` computes the per-band mean/std from training chips;
 the trainer stores them in the checkpoint so prediction normalises the same way.
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +33,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aerialct")
 
-__all__ = ["ChipDataset", "ChipSplits", "compute_band_stats", "open_chip_splits", "read_chip"]
+__all__ = [
+    "ChipDataset",
+    "ChipSplits",
+    "band_stats_from",
+    "compute_band_stats",
+    "open_chip_splits",
+    "read_chip",
+]
 
 
 @dataclass
@@ -50,6 +60,34 @@ class ChipSplits:
     gsd: float | None
     skipped_unlabelled: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    packed: Any = None
+    """The :class:`~aerialct.data.packed.PackedChips` when read from a packed folder
+    (``train``/``val`` are then chip numbers), else None."""
+
+    def dataset(
+        self,
+        which: str,
+        normalize: Normalize,
+        augment: JointAugment | None = None,
+        num_classes: int | None = None,
+    ) -> Dataset:
+        """The torch dataset of ``which`` ('train' or 'val') for either form."""
+        items = self.train if which == "train" else self.val
+        if self.packed is not None:
+            from aerialct.data.packed import PackedChipDataset
+
+            return PackedChipDataset(self.packed, items, normalize, augment, num_classes)  # type: ignore[return-value]
+        return ChipDataset(items, normalize, augment, num_classes)
+
+    def band_stats(
+        self, max_chips: int = 256, progress: ProgressFn | None = None
+    ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-band mean/std of the training chips (same chips and values for either form)."""
+        if self.packed is not None:
+            from aerialct.data.packed import packed_band_stats
+
+            return packed_band_stats(self.packed, self.train, max_chips, progress)
+        return compute_band_stats(self.train, max_chips, progress)
 
 
 def _is_null(v: Any) -> bool:
@@ -79,30 +117,22 @@ def open_chip_splits(
 
     ``check_files`` opens every chip's header to catch mixed sizes and band counts.
     """
+    from aerialct.data.packed import is_packed
+
+    if is_packed(data_dir):
+        return _open_packed_splits(data_dir, cfg)
     from aerialct.data.index import read_index
 
     index = read_index(data_dir)
     root = Path(index.root)
     names = _split_names(index)
-    if cfg.train_split not in names:
-        raise InputError(
-            f"{root}: the chip index has no {cfg.train_split!r} split (it has {names or 'none'}); "
-            "tile training data into it or set data.train_split"
-        )
-    train, unlabelled = _pairs(index, cfg.train_split)
-    if not train:
-        raise InputError(
-            f"{root}: the {cfg.train_split!r} split has no labelled chips; tile with labels "
-            "(aerialct tile ... --labels) before training"
-        )
-    val_split: str | None = None
-    val: list[tuple[Path, Path]] = []
-    for cand in (cfg.val_split, "test"):
-        if cand in names and cand != cfg.train_split:
-            pairs, _ = _pairs(index, cand)
-            if pairs:
-                val_split, val = cand, pairs
-                break
+    unlabelled = {}
+
+    def labelled(split: str) -> list[tuple[Path, Path]]:
+        pairs, unlabelled[split] = _pairs(index, split)
+        return pairs
+
+    train, val_split, val = _choose_splits(root, names, cfg, labelled)
     if val_split is None:
         log.warning("%s: no labelled validation chips; best.pt will follow the last epoch", root)
     elif val_split != cfg.val_split:
@@ -128,7 +158,58 @@ def open_chip_splits(
         chip_size=shape[0],
         chip_shape=shape,
         gsd=None if gsd is None else float(gsd),
-        skipped_unlabelled=unlabelled,
+        skipped_unlabelled=unlabelled.get(cfg.train_split, 0),
+    )
+
+
+def _choose_splits(root: Path, names: list[str], cfg: DataConfig, labelled: Callable) -> tuple:
+    """(train items, val split name or None, val items) by the rules of open_chip_splits."""
+    if cfg.train_split not in names:
+        raise InputError(
+            f"{root}: the chip index has no {cfg.train_split!r} split (it has {names or 'none'}); "
+            "tile training data into it or set data.train_split"
+        )
+    train = labelled(cfg.train_split)
+    if not train:
+        raise InputError(
+            f"{root}: the {cfg.train_split!r} split has no labelled chips; tile with labels "
+            "(aerialct tile ... --labels) before training"
+        )
+    for cand in (cfg.val_split, "test"):
+        if cand in names and cand != cfg.train_split:
+            val = labelled(cand)
+            if val:
+                return train, cand, val
+    return train, None, []
+
+
+def _open_packed_splits(data_dir: str | Path, cfg: DataConfig) -> ChipSplits:
+    """open_chip_splits for a packed folder: numpy only, shapes checked at open."""
+    from aerialct.data.packed import open_packed
+
+    packed = open_packed(data_dir)
+    root = packed.root
+    train, val_split, val = _choose_splits(root, packed.split_names, cfg, packed.split)
+    if val_split is None:
+        log.warning("%s: no labelled validation chips; best.pt will follow the last epoch", root)
+    elif val_split != cfg.val_split:
+        log.warning("%s: no %r split; validating on %r instead", root, cfg.val_split, val_split)
+    n_train = len(packed.split(cfg.train_split, labelled_only=False))
+    _, bands, h, w = packed.images.shape
+    gsd = packed.meta.get("gsd")
+    return ChipSplits(
+        root=root,
+        classes=packed.classes,
+        meta=dict(packed.meta),
+        train=train,
+        val=val,
+        val_split=val_split,
+        in_chans=int(bands),
+        chip_size=int(h),
+        chip_shape=(int(h), int(w)),
+        gsd=None if gsd is None else float(gsd),
+        skipped_unlabelled=n_train - len(train),
+        packed=packed,
     )
 
 
@@ -206,9 +287,21 @@ def compute_band_stats(
     progress: ProgressFn | None = None,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-band mean and std (raw pixel units) over up to ``max_chips`` evenly spaced chips."""
-    if not pairs:
+    return band_stats_from(
+        len(pairs), lambda i: read_chip(pairs[i][0], None)[0], max_chips, progress
+    )
+
+
+def band_stats_from(
+    n: int,
+    read: Callable[[int], np.ndarray],
+    max_chips: int = 256,
+    progress: ProgressFn | None = None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean/std over up to ``max_chips`` evenly spaced of ``n`` chips; ``read(i)``
+    returns chip i as (C, H, W) float32."""
+    if not n:
         raise InputError("no training chips to compute normalisation statistics from")
-    n = len(pairs)
     take = np.unique(np.linspace(0, n - 1, min(n, max(1, max_chips))).round().astype(int))
     prog = as_progress(progress)
     prog(0, total=len(take), description="band statistics")
@@ -216,7 +309,7 @@ def compute_band_stats(
     total_sq = None
     count = 0
     for i in take:
-        img, _ = read_chip(pairs[int(i)][0], None)
+        img = read(int(i))
         flat = img.reshape(img.shape[0], -1).astype(np.float64)
         s, sq = flat.sum(axis=1), (flat * flat).sum(axis=1)
         total = s if total is None else total + s

@@ -316,7 +316,7 @@ def _train(
     check_resume_compatible: Callable[..., None],
     on_checkpoint: Callable[[], None] = lambda: None,
 ) -> TrainResult:
-    from aerialct.data.dataset import ChipDataset, compute_band_stats, open_chip_splits
+    from aerialct.data.dataset import open_chip_splits
     from aerialct.data.transforms import JointAugment, Normalize
     from aerialct.engine.checkpoint import make_checkpoint, save_checkpoint
     from aerialct.engine.task import SegmentationTask
@@ -344,7 +344,7 @@ def _train(
     if dc.mean is None or dc.std is None:
         stats = None
         if info.is_main:
-            stats = compute_band_stats(splits.train, dc.stats_chips)
+            stats = splits.band_stats(dc.stats_chips)
         mean, std = broadcast_object(stats, info)  # type: ignore[misc]
         cfg = replace(cfg, data=replace(dc, mean=tuple(mean), std=tuple(std)))
         dc = cfg.data
@@ -356,8 +356,8 @@ def _train(
     assert dc.mean is not None and dc.std is not None
     normalize = Normalize(dc.mean, dc.std)
     augment = JointAugment(dc.hflip, dc.vflip, dc.rot90, dc.scale_range)
-    train_ds = ChipDataset(splits.train, normalize, augment, num_classes=k)
-    val_ds = ChipDataset(splits.val, normalize, None, num_classes=k) if splits.val else None
+    train_ds = splits.dataset("train", normalize, augment, num_classes=k)
+    val_ds = splits.dataset("val", normalize, None, num_classes=k) if splits.val else None
     if info.is_main:
         _write_text(out / "config.yaml", dump_yaml(cfg))
     # sized to this machine here, not in cfg: the saved config keeps the value asked for
@@ -384,6 +384,9 @@ def _train(
                     f"{out / 'last.pt'}: projection heads do not fit the loss config "
                     f"({str(e).splitlines()[0][:120]}); keep the checkpoint's loss settings"
                 ) from e
+    if tc.compile:
+        # An instance attribute: forward() and the task both call it; state_dict is unchanged.
+        task.model.forward_with_features = torch.compile(task.model.forward_with_features)  # type: ignore[method-assign]
     decay = [p for p in task.parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for p in task.parameters() if p.requires_grad and p.ndim < 2]
     optimizer = torch.optim.AdamW(
@@ -514,7 +517,7 @@ def _train(
             worker_init_fn=worker_signals,
         )
         net.train()
-        sums = torch.zeros(len(LOSS_TERMS), 2, dtype=torch.float64)
+        losses = _LossLog(epoch, out, info)
         t0 = time.perf_counter()
         n_images = 0
         optimizer.zero_grad(set_to_none=True)
@@ -537,38 +540,19 @@ def _train(
                     f"{train_bs} and {h}x{w} chips; lower it (--set train.batch_size="
                     f"{max(1, train_bs // 2)}) and raise train.accumulate to keep the effective batch"
                 ) from e
-            # One host sync per step: the loss (summed over ranks, so every rank stops
-            # together on a NaN) and the named terms for the epoch means.
-            terms = [result.get(name) for name in LOSS_TERMS]
-            zero = loss.detach().float().new_zeros(())
-            vec = torch.stack(
-                [loss.detach().float()] + [zero if t is None else t.detach().float() for t in terms]
-            )
-            all_reduce_sum(vec[:1], info)
-            host = vec.double().cpu()
-            if not math.isfinite(float(host[0])):
-                last = out / "last.pt"
-                kept = (
-                    f"the last good checkpoint is {last}"
-                    if last.exists()
-                    else "no checkpoint was written yet"
-                )
-                raise TrainingError(
-                    f"loss became {float(host[0])} at step {state.step + 1} (epoch {epoch + 1}); "
-                    f"stopped, {kept}; lower train.lr or check the chips for bad values"
-                )
-            for i, t in enumerate(terms):
-                if t is not None:
-                    sums[i, 0] += host[i + 1]
-                    sums[i, 1] += 1
+            # Kept on the device; read back (one host sync) every _LossLog.every batches and
+            # before any checkpoint, so a NaN never reaches a checkpoint.
+            if losses.push(result, state.step + 1):
+                prog(0, description=losses.flush(tc.epochs))
             pending += 1
             state.batch_in_epoch += 1
             if pending == tc.accumulate:
                 _optimizer_step(task, optimizer, scaler, scheduler, tc.grad_clip)
                 pending = 0
                 state.step += 1
-                prog(1, description=f"epoch {epoch + 1}/{tc.epochs} loss {float(host[1]):.4f}")
+                prog(1, description=losses.line(tc.epochs))
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
+                    prog(0, description=losses.flush(tc.epochs))
                     save(name_best=False)
                 if state.step >= total_steps:
                     break
@@ -576,12 +560,13 @@ def _train(
             _optimizer_step(task, optimizer, scaler, scheduler, tc.grad_clip)
             state.step += 1
             prog(1)
+        prog(0, description=losses.flush(tc.epochs))
         dt = time.perf_counter() - t0
         train_time += dt
         _sync_buffers(task, info)
         images_total += n_images
         # Collectives on the training device (NCCL reduces CUDA tensors only).
-        sums = all_reduce_sum(sums.to(dev), info).cpu()
+        sums = all_reduce_sum(losses.sums.to(dev), info).cpu()
         counts = all_reduce_sum(
             torch.tensor([n_images], dtype=torch.float64, device=dev), info
         ).cpu()
@@ -633,12 +618,17 @@ def _train(
         elif val_ds is None:
             improved, state.best_epoch = True, state.epoch
         state.history.append(row)
-        save(name_best=improved)
+        # last.pt and the plots every train.save_every epochs (short epochs: each write of a
+        # paper model with its AdamW state is ~170 MB), and always at a best or final epoch.
+        keep = improved or last_epoch or state.epoch % tc.save_every == 0
+        if keep:
+            save(name_best=improved)
         if info.is_main:
             _write_csv(out / "metrics.csv", state.history)
             if events is not None:
                 events.add(row)
-            _draw(out, state, classes)
+            if keep:
+                _draw(out, state, classes)
         log.info(_epoch_line(row, tc.epochs))
         barrier(info)
 
@@ -691,7 +681,7 @@ def loader_workers(asked: int) -> int:
 
 def _validate_train_config(cfg: ExperimentConfig) -> None:
     tc = cfg.train
-    for name in ("epochs", "batch_size", "accumulate", "val_every"):
+    for name in ("epochs", "batch_size", "accumulate", "val_every", "save_every"):
         if getattr(tc, name) < 1:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(tc, name)}")
     if tc.lr <= 0:
@@ -707,6 +697,72 @@ def _validate_train_config(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"data.scale_range must be [low, high] with 0 < low <= high, got {list(sr)}"
         )
+
+
+class _LossLog:
+    """The named loss terms of each batch, kept on the device and read back in one sync.
+
+    ``push`` stacks a batch's terms (no host sync) and says when ``every`` batches are
+    waiting; ``flush`` sums the losses over ranks (every rank flushes at the same batches),
+    copies them to the host once, raises TrainingError at the first non-finite loss (naming
+    its step) and adds the terms to the epoch sums. On a GPU this removes the per-step stall
+    that kept the device idle while the host read the loss.
+    """
+
+    every = 16
+
+    def __init__(self, epoch: int, out: Path, info: DistInfo) -> None:
+        self.epoch, self.out, self.info = epoch, out, info
+        self.rows: list[torch.Tensor] = []
+        self.steps: list[int] = []
+        self.present: list[bool] | None = None
+        self.sums = torch.zeros(len(LOSS_TERMS), 2, dtype=torch.float64)
+        self.last: float | None = None
+
+    def push(self, result: dict[str, torch.Tensor], step: int) -> bool:
+        loss = result["loss"].detach().float()
+        terms = [result.get(name) for name in LOSS_TERMS]
+        self.present = [t is not None for t in terms]
+        zero = loss.new_zeros(())
+        self.rows.append(
+            torch.stack([loss] + [zero if t is None else t.detach().float() for t in terms])
+        )
+        self.steps.append(step)
+        return len(self.rows) >= self.every
+
+    def flush(self, epochs: int) -> str | None:
+        """Check and sum the waiting batches; the progress line (None when nothing waited)."""
+        if not self.rows:
+            return None
+        vec = torch.stack(self.rows)  # (batches, 1 + terms)
+        total = all_reduce_sum(vec[:, 0].contiguous(), self.info)
+        host = torch.cat([total[:, None], vec[:, 1:]], dim=1).double().cpu()
+        steps, self.rows, self.steps = self.steps, [], []
+        bad = (~torch.isfinite(host[:, 0])).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            last = self.out / "last.pt"
+            kept = (
+                f"the last good checkpoint is {last}"
+                if last.exists()
+                else "no checkpoint was written yet"
+            )
+            raise TrainingError(
+                f"loss became {float(host[i, 0])} at step {steps[i]} (epoch {self.epoch + 1}); "
+                f"stopped, {kept}; lower train.lr or check the chips for bad values"
+            )
+        assert self.present is not None
+        for j, present in enumerate(self.present):
+            if present:
+                self.sums[j, 0] += float(host[:, j + 1].sum())
+                self.sums[j, 1] += len(host)
+        self.last = float(host[-1, 1])
+        return self.line(epochs)
+
+    def line(self, epochs: int) -> str:
+        """The progress line with the loss read back last (no sync)."""
+        loss = "" if self.last is None else f" loss {self.last:.4f}"
+        return f"epoch {self.epoch + 1}/{epochs}{loss}"
 
 
 def _sync_buffers(task: torch.nn.Module, info: DistInfo) -> None:

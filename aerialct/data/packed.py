@@ -1,0 +1,426 @@
+"""Packed chips: one memory-mapped array of chips plus a small index, read with numpy alone.
+
+``aerialct pack chips/`` (or ``aerialct tile ... --pack``) turns a chips folder
+into a packed folder that training reads without rasterio, pyogrio or geopandas
+(machines without GDAL, and thousands of small GeoTIFF opens per epoch avoided)::
+
+    PACKED/packed.json   format, version, class table, ignore index, chip size,
+                         bands, dtype, GSD, CRS (text), splits, per-split class pixel
+                         counts, per-split band statistics (sum, sum of squares, count,
+                         mean, std) and the source chips folder
+    PACKED/images.npy    (N, C, H, W) chips in their own dtype (uint8 for RGB)
+    PACKED/masks.npy     (N, H, W) uint8 class ids, 255 = ignore (uint16 past 255 classes)
+    PACKED/index.npz     per chip: split, scene, chip_id, image (source path), row_off,
+                         col_off, labelled (bool), counts (N, K+1: per class, then ignore)
+
+Chips keep the order of ``index.gpkg``, so a run on the packed form sees the
+same chips in the same order as on the folder and, with the same seed, trains to
+the same weights. Readers here import numpy (and torch for the dataset) only;
+:func:`pack_chips` alone needs the GDAL stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.errors import InputError
+from aerialct.progress import ProgressFn, as_progress
+
+if TYPE_CHECKING:
+    import torch
+
+    from aerialct.data.transforms import JointAugment, Normalize
+
+__all__ = [
+    "FORMAT",
+    "PackResult",
+    "PackedChipDataset",
+    "PackedChips",
+    "is_packed",
+    "open_packed",
+    "pack_chips",
+]
+
+FORMAT = "aerialct-packed"
+VERSION = 1
+META = "packed.json"
+IMAGES = "images.npy"
+MASKS = "masks.npy"
+INDEX = "index.npz"
+_FIX = "make one with `aerialct pack CHIPS --out DIR` or `aerialct tile ... --pack`"
+
+
+@dataclass
+class PackResult:
+    """What :func:`pack_chips` wrote."""
+
+    out: Path
+    source: str
+    chips: int
+    labelled: int
+    chip_size: int
+    bands: int
+    dtype: str
+    splits: dict[str, int]
+    bytes: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PackedChips:
+    """An opened packed folder: metadata, the memory-mapped arrays and the per-chip index."""
+
+    root: Path
+    meta: dict
+    classes: ClassTable
+    images: np.ndarray
+    """(N, C, H, W), memory-mapped read-only."""
+    masks: np.ndarray
+    """(N, H, W), memory-mapped read-only."""
+    index: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def split_names(self) -> list[str]:
+        return sorted(set(self.index["split"].tolist()))
+
+    def split(self, name: str, labelled_only: bool = True) -> list[int]:
+        """Chip numbers of one split, in index order."""
+        sel = self.index["split"] == name
+        if labelled_only:
+            sel &= self.index["labelled"]
+        return np.flatnonzero(sel).tolist()
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers started by spawn get the paths, not a copy of the chips.
+        state = dict(self.__dict__)
+        state["images"] = state["masks"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.images = np.load(self.root / IMAGES, mmap_mode="r", allow_pickle=False)
+        self.masks = np.load(self.root / MASKS, mmap_mode="r", allow_pickle=False)
+
+    def describe(self, i: int) -> str:
+        """A chip's name for messages: its source image path inside the packed folder."""
+        return f"{self.root / MASKS}[{i}] ({self.index['image'][i]})"
+
+
+def is_packed(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder holding a packed dataset (``packed.json``)."""
+    return (Path(path) / META).is_file()
+
+
+def open_packed(path: str | os.PathLike) -> PackedChips:
+    """Open a packed folder (numpy only); InputError naming the file and the fix otherwise."""
+    root = Path(path)
+    meta_path = root / META
+    if not meta_path.is_file():
+        raise InputError(f"{root}: not a packed chips folder (no {META}); {_FIX}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{meta_path}: unreadable ({e}); {_FIX}") from e
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{meta_path}: format is {meta.get('format')!r}, not {FORMAT!r}; {_FIX}")
+    if meta.get("version") != VERSION:
+        raise InputError(
+            f"{meta_path}: packed format version {meta.get('version')} is not {VERSION}; "
+            "re-pack with this aerialct version"
+        )
+    arrays = {}
+    for name in (IMAGES, MASKS):
+        try:
+            arrays[name] = np.load(root / name, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise InputError(f"{root / name}: unreadable ({e}); re-pack the chips") from e
+    try:
+        with np.load(root / INDEX, allow_pickle=False) as z:
+            index = {k: z[k] for k in z.files}
+        classes = ClassTable.from_list(meta["classes"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{root}: corrupt packed index ({e}); re-pack the chips") from e
+    images, masks = arrays[IMAGES], arrays[MASKS]
+    n = images.shape[0]
+    missing = [k for k in ("split", "labelled", "image") if k not in index]
+    if missing:
+        raise InputError(f"{root / INDEX}: no {', '.join(missing)} in the index; re-pack the chips")
+    if images.ndim != 4 or masks.ndim != 3 or masks.shape[0] != n or len(index["split"]) != n:
+        raise InputError(
+            f"{root}: images {images.shape}, masks {masks.shape} and index "
+            f"({len(index['split'])} chips) disagree; re-pack the chips"
+        )
+    if images.shape[2:] != masks.shape[1:]:
+        raise InputError(f"{root}: image chips are {images.shape[2:]} but masks {masks.shape[1:]}")
+    if n == 0:
+        raise InputError(f"{root}: the packed dataset has no chips; {_FIX}")
+    return PackedChips(root, meta, classes, images, masks, index)
+
+
+class PackedChipDataset:
+    """(image, mask) pairs from packed chips: image (C, H, W) float32 normalised, mask int64.
+
+    The same values, in the same order of operations, as :class:`ChipDataset` gives for
+    the GeoTIFF chips they were packed from.
+    """
+
+    def __init__(
+        self,
+        packed: PackedChips,
+        indices: Sequence[int],
+        normalize: Normalize,
+        augment: JointAugment | None = None,
+        num_classes: int | None = None,
+    ) -> None:
+        self.packed = packed
+        self.indices = list(indices)
+        self.normalize = normalize
+        self.augment = augment
+        self.num_classes = num_classes
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        j = self.indices[i]
+        img = np.asarray(self.packed.images[j], dtype=np.float32)
+        msk = np.asarray(self.packed.masks[j], dtype=np.int64)
+        if self.num_classes is not None:
+            bad = (msk != IGNORE_INDEX) & (msk >= self.num_classes)
+            if bad.any():
+                raise InputError(
+                    f"{self.packed.describe(j)}: mask holds class id {int(msk[bad][0])} but the "
+                    f"class table has {self.num_classes} classes; re-tile with the right class table"
+                )
+        image = self.normalize(torch.from_numpy(img))
+        mask = torch.from_numpy(msk)
+        if self.augment is not None:
+            image, mask = self.augment(image, mask)
+        return image, mask
+
+
+def packed_band_stats(
+    packed: PackedChips,
+    indices: Sequence[int],
+    max_chips: int = 256,
+    progress: ProgressFn | None = None,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-band mean/std over up to ``max_chips`` evenly spaced chips of ``indices``.
+
+    The same chips and the same arithmetic as :func:`aerialct.data.dataset.compute_band_stats`
+    on the chips folder, so both forms normalise alike.
+    """
+    from aerialct.data.dataset import band_stats_from
+
+    return band_stats_from(
+        len(indices),
+        lambda k: np.asarray(packed.images[indices[k]], dtype=np.float32),
+        max_chips,
+        progress,
+    )
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def pack_chips(
+    chips_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> PackResult:
+    """Pack the chips folder ``chips_dir`` (index.gpkg + GeoTIFFs) into ``out``.
+
+    ``out`` defaults to ``<chips_dir>.packed`` beside it. Every chip must have the
+    same size and band count, and every mask id must be in the class table (one
+    InputError naming the file otherwise). Written under a temporary sibling and
+    renamed when complete.
+    """
+    import rasterio
+
+    from aerialct.data.index import read_index
+    from aerialct.geo.io import FOLDER, atomic_output, check_output
+
+    started = time.perf_counter()
+    index = read_index(chips_dir)
+    root = Path(index.root)
+    named = root if root.name else root.resolve()  # `aerialct pack .` has no name of its own
+    dest = Path(out) if out is not None else named.with_name(named.name + ".packed")
+    if dest.resolve() == root.resolve():
+        raise InputError(f"{dest}: the packed folder must differ from the chips folder")
+    check_output(dest, overwrite, kind=FOLDER, inputs=[root])
+    frame = index.frame
+    n = len(frame)
+    k = len(index.classes)
+    meta_in = dict(index.meta)
+    prog = as_progress(progress)
+    prog(0, total=n, description="packing")
+
+    first_img = index.image_path(frame.iloc[0])
+    with rasterio.open(first_img) as ds:
+        bands, h, w, dtype = ds.count, ds.height, ds.width, ds.dtypes[0]
+    mask_dtype = np.uint8 if k < IGNORE_INDEX else np.uint16
+    splits = _text(frame["split"])
+    labelled = np.zeros(n, dtype=bool)
+    counts = np.zeros((n, k + 1), dtype=np.int64)
+    stats: dict[str, dict[str, Any]] = {}
+
+    with atomic_output(dest, overwrite, kind=FOLDER, inputs=[root], made_by="pack") as tmp:
+        images = np.lib.format.open_memmap(
+            tmp / IMAGES, mode="w+", dtype=np.dtype(dtype), shape=(n, bands, h, w)
+        )
+        masks = np.lib.format.open_memmap(tmp / MASKS, mode="w+", dtype=mask_dtype, shape=(n, h, w))
+        for i, (_, row) in enumerate(frame.iterrows()):
+            img_path, msk_path = index.image_path(row), index.mask_path(row)
+            img = _read(img_path, None, bands, (h, w), first_img)
+            images[i] = img
+            if msk_path is None:
+                masks[i] = IGNORE_INDEX
+            else:
+                msk = _read(msk_path, 1, 1, (h, w), first_img)[0]
+                bad = (msk != IGNORE_INDEX) & (msk >= k)
+                if bad.any():
+                    raise InputError(
+                        f"{msk_path}: mask holds class id {int(msk[bad][0])} but the class table "
+                        f"has {k} classes; re-tile with the right class table"
+                    )
+                masks[i] = msk
+                labelled[i] = True
+                hist = np.bincount(msk.ravel().astype(np.int64), minlength=IGNORE_INDEX + 1)
+                counts[i, :k] = hist[:k]
+                counts[i, k] = hist[IGNORE_INDEX]
+            s = stats.setdefault(
+                splits[i], {"count": 0, "sum": np.zeros(bands), "sumsq": np.zeros(bands)}
+            )
+            flat = img.reshape(bands, -1).astype(np.float64)
+            s["count"] += flat.shape[1]
+            s["sum"] += flat.sum(axis=1)
+            s["sumsq"] += (flat * flat).sum(axis=1)
+            prog(1)
+        images.flush()
+        masks.flush()
+        del images, masks
+
+        def col(name: str, default: Any) -> np.ndarray:
+            return frame[name].to_numpy() if name in frame else np.full(n, default)
+
+        def text(name: str) -> np.ndarray:
+            return _text(frame[name]) if name in frame else np.full(n, "")
+
+        np.savez(
+            tmp / INDEX,
+            split=splits,
+            scene=text("scene"),
+            chip_id=text("chip_id"),
+            image=text("image"),
+            row_off=col("row_off", -1).astype(np.int64),
+            col_off=col("col_off", -1).astype(np.int64),
+            labelled=labelled,
+            counts=counts,
+        )
+        names = [*index.classes.names, "ignore"]
+        class_pixels = {
+            sp: {nm: int(counts[splits == sp, j].sum()) for j, nm in enumerate(names)}
+            for sp in sorted(set(splits.tolist()))
+        }
+        band_stats = {}
+        for sp, s in sorted(stats.items()):
+            mean = s["sum"] / s["count"]
+            std = np.sqrt(np.maximum(s["sumsq"] / s["count"] - mean * mean, 0.0))
+            band_stats[sp] = {
+                "count": int(s["count"]),
+                "sum": s["sum"].tolist(),
+                "sumsq": s["sumsq"].tolist(),
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+            }
+        from aerialct import __version__
+
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "classes": index.classes.to_list(),
+            "ignore_index": int(meta_in.get("ignore_index", IGNORE_INDEX)),
+            "chip_size": h,
+            "chip_shape": [h, w],
+            "bands": bands,
+            "dtype": str(np.dtype(dtype)),
+            "mask_dtype": str(np.dtype(mask_dtype)),
+            "gsd": meta_in.get("gsd"),
+            "crs": meta_in.get("crs"),
+            "chips": n,
+            "labelled": int(labelled.sum()),
+            "splits": {sp: int((splits == sp).sum()) for sp in sorted(set(splits.tolist()))},
+            "class_pixels": class_pixels,
+            "band_stats": band_stats,
+            "source": str(root),
+            "source_meta": {
+                key: meta_in.get(key)
+                for key in ("source", "label_mode", "window", "stride", "scenes")
+                if key in meta_in
+            },
+            "files": {"images": IMAGES, "masks": MASKS, "index": INDEX},
+            "aerialct_version": __version__,
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        size = sum(p.stat().st_size for p in tmp.iterdir())
+    return PackResult(
+        out=dest,
+        source=str(root),
+        chips=n,
+        labelled=int(labelled.sum()),
+        chip_size=h,
+        bands=bands,
+        dtype=str(np.dtype(dtype)),
+        splits=meta["splits"],
+        bytes=size,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _text(values: Any) -> np.ndarray:
+    """A fixed-width unicode array (loads with allow_pickle=False, unlike object arrays)."""
+    return np.array([str(v) for v in values], dtype=str)
+
+
+def _read(path: Path, band: int | None, bands: int, shape: tuple[int, int], first: Path):
+    """One chip as (bands, H, W) in its dtype; InputError when missing, unreadable or off-size."""
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    if not path.exists():
+        raise InputError(f"{path}: chip listed in the index is missing; re-run aerialct tile")
+    try:
+        with rasterio.open(path) as ds:
+            hw, count = (ds.height, ds.width), ds.count
+            if hw != shape:
+                raise InputError(
+                    f"{path}: chip is {hw[0]}x{hw[1]} px but {first} is {shape[0]}x{shape[1]}; "
+                    "chips of mixed sizes cannot be packed, re-tile with one --size"
+                )
+            if band is None and count != bands:
+                raise InputError(
+                    f"{path}: chip has {count} bands but {first} has {bands}; use chips with "
+                    "one band count (re-tile with the same --bands)"
+                )
+            if band is not None and count != 1:
+                raise InputError(f"{path}: a mask chip must have 1 band, it has {count}")
+            return ds.read() if band is None else ds.read([band])
+    except RasterioIOError as e:
+        raise InputError(f"{path}: unreadable chip ({e}); re-run aerialct tile") from e

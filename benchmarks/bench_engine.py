@@ -1,0 +1,309 @@
+"""Training engine throughput: `aerialct train` on packed chips vs a bare loop, side by side.
+
+The peer is the least a training loop can do: the same model, task (loss + CT/MS-CS heads),
+AdamW parameter groups and gradient clipping, on the training chips already normalised and
+resident as one tensor, batches drawn by index, no augmentation, no data loader, no metrics,
+no host sync. The engine runs as a user runs it (`train()` on a packed folder from
+`aerialct pack`, its preset's data loader, augmentation, per-step loss bookkeeping).
+Both report training images/s per epoch (the engine's own ``images_per_s`` column, which
+excludes validation and checkpoint writing); the first epoch of each is a warm-up and left
+out. Runs alternate (bare, engine, bare, engine, ...) so that load from other jobs on a shared
+machine falls on both. Goal (issue 15): engine >= 0.95x the bare loop on the CPU.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_engine.py   # CPU, tiny-cpu, 48 training chips of 64 px
+    python benchmarks/bench_engine.py --quick              # 2 rounds of 3 epochs
+    python benchmarks/bench_engine.py --device cuda --preset dcswin --chip 512 --city-size 4096 \\
+        --gsd 0.1 --set train.batch_size=16 --name engine_gpu
+
+Writes ``benchmarks/results/<name>.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+class StepClock:
+    """Wall and CPU time stamps after every optimiser step, tagged with the epoch.
+
+    Used as the engine's progress callback (called after each step) and by the bare loop,
+    so both are timed the same way. Step times are differences between consecutive stamps
+    of the same epoch: per-epoch work (data loader start, validation, checkpoints) falls
+    between epochs and is left out; the epoch rates below include it.
+    """
+
+    def __init__(self) -> None:
+        self.stamps: list[tuple[str | None, float, float]] = []
+
+    def __call__(self, advance: int = 1, *, total=None, description: str | None = None) -> None:
+        if advance > 0:
+            epoch = (
+                description.split()[1] if description and description.startswith("epoch") else None
+            )
+            self.stamps.append((epoch, time.perf_counter(), time.process_time()))
+
+    def step_times(self, skip_first_epoch: bool = True) -> tuple[list[float], list[float]]:
+        """(wall s, CPU s) per step, first epoch left out."""
+        epochs = [e for e, _, _ in self.stamps if e is not None]
+        first = epochs[0] if epochs else None
+        wall, cpu = [], []
+        for (e0, t0, c0), (e1, t1, c1) in zip(self.stamps, self.stamps[1:], strict=False):
+            if e0 is None or e0 != e1 or (skip_first_epoch and e0 == first):
+                continue
+            wall.append(t1 - t0)
+            cpu.append(c1 - c0)
+        return wall, cpu
+
+
+def bare_loop(cfg, splits, device, epochs: int, clock: StepClock) -> list[float]:
+    """Images/s per epoch of the minimal loop over resident tensors (same model, loss, optimiser)."""
+    import torch
+
+    from aerialct.data.transforms import Normalize
+    from aerialct.engine.task import SegmentationTask
+    from aerialct.engine.train import _amp_setup, _seed_everything
+    from aerialct.models import build_model
+
+    tc = cfg.train
+    k = len(splits.classes)
+    if device.type == "cuda":  # as train() sets it
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    norm = Normalize(*splits.band_stats(cfg.data.stats_chips))
+    ds = splits.dataset("train", norm, None, k)
+    images = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
+    masks = torch.stack([ds[i][1] for i in range(len(ds))]).to(device)
+    _seed_everything(tc.seed)
+    model = build_model(cfg.model, num_classes=k, in_chans=splits.in_chans)
+    task = SegmentationTask(model, cfg.loss, num_classes=k).to(device)
+    task.train()
+    params = [p for p in task.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": tc.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=tc.lr,
+    )
+    amp_dtype, _ = _amp_setup(tc.amp, device)
+    bs = tc.batch_size
+    steps = len(ds) // bs
+    rates = []
+    for epoch in range(epochs):
+        order = torch.randperm(len(ds), device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for s in range(steps):
+            idx = order[s * bs : (s + 1) * bs]
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                out = task(images[idx], masks[idx])
+            out["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            clock(1, description=f"epoch {epoch + 1}/{epochs}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        rates.append(steps * bs / (time.perf_counter() - t0))
+    return rates
+
+
+def engine_run(
+    cfg, data: Path, run: Path, device: str, clock: StepClock | None = None
+) -> tuple[list[float], list[float]]:
+    """(images/s per epoch, wall s per epoch incl. validation and checkpoints) of train()."""
+    import csv
+
+    from aerialct.engine.train import train
+
+    train(cfg, data, run, device=device, overwrite=True, progress=clock)
+
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    ips = [float(r["images_per_s"]) for r in rows]
+    el = [float(r["elapsed_s"]) for r in rows]
+    wall = [b - a for a, b in zip([0.0, *el[:-1]], el, strict=True)]
+    return ips, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--preset", default="tiny-cpu")
+    ap.add_argument("--city-size", type=int, default=512)
+    ap.add_argument("--gsd", type=float, default=0.5)
+    ap.add_argument("--chip", type=int, default=None, help="chip size (default: preset img_size)")
+    ap.add_argument("--epochs", type=int, default=4, help="epochs per run (first is warm-up)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating bare/engine rounds")
+    ap.add_argument("--set", action="append", default=[], help="extra config override")
+    ap.add_argument("--no-folder", action="store_true", help="skip the GeoTIFF-folder engine run")
+    ap.add_argument(
+        "--packed",
+        type=Path,
+        default=None,
+        help="use this packed folder (or gpu_evidence.py's city.tar.gz) instead of synthesising "
+        "a city; needs no rasterio (the GPU machine)",
+    )
+    ap.add_argument("--out-dir", type=Path, default=HERE / "results", help="where <name>.md goes")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--work", default=str(ROOT / "bench-out" / "engine"))
+    ap.add_argument("--name", default="engine")
+    args = ap.parse_args()
+    if args.quick:
+        args.epochs, args.rounds = 3, 2
+
+    import torch
+
+    from aerialct.config import load_config, resolve_config_path
+    from aerialct.data.dataset import open_chip_splits
+    from aerialct.engine.train import resolve_device
+
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    overrides = [f"train.epochs={args.epochs}", *args.set]
+    cfg = load_config(resolve_config_path(args.preset), overrides)
+    if args.packed is not None:
+        from gpu_evidence import open_data
+
+        packed_dir = open_data(args.packed, work)
+        args.no_folder = True
+        source = f"packed chips from {args.packed}"
+    else:
+        from aerialct.data.packed import pack_chips
+        from aerialct.data.synth import synth_scene
+        from aerialct.tiling import tile_scenes
+
+        chip = args.chip or getattr(cfg.model, "img_size", 64)
+        city = synth_scene(
+            work / "city.tif", work / "city_labels.tif", size=args.city_size, gsd=args.gsd, seed=0
+        )
+        tiled = tile_scenes(
+            [city.image], work / "chips", labels=[city.labels], size=chip, val_fraction=0.25, seed=0
+        )
+        packed_dir = pack_chips(work / "chips", work / "chips.packed").out
+        source = (
+            f"synthetic city {args.city_size}² px at {args.gsd} m, tiled into {tiled.chips} chips"
+            f" of {chip} px and packed"
+        )
+    device = resolve_device(args.device)
+    splits = open_chip_splits(packed_dir, cfg.data)
+    chip = splits.chip_size
+
+    bare_all: list[float] = []
+    eng_all: list[float] = []
+    wall_all: list[float] = []
+    steps_of: dict[str, tuple[list[float], list[float]]] = {
+        "bare": ([], []),
+        "engine": ([], []),
+        "folder": ([], []),
+    }
+
+    def add(name: str, clock: StepClock) -> None:
+        w, c = clock.step_times()
+        steps_of[name][0].extend(w)
+        steps_of[name][1].extend(c)
+
+    for r in range(args.rounds):
+        cb, ce = StepClock(), StepClock()
+        b = bare_loop(cfg, splits, device, args.epochs, cb)
+        e, w = engine_run(cfg, packed_dir, work / f"run{r}", args.device, ce)
+        add("bare", cb)
+        add("engine", ce)
+        print(f"round {r}: bare {b}, engine {e}", file=sys.stderr, flush=True)
+        bare_all += b[1:]
+        eng_all += e[1:]
+        wall_all += w[1:]
+    folder = None
+    if not args.no_folder:
+        cf = StepClock()
+        folder, _ = engine_run(cfg, work / "chips", work / "run-folder", args.device, cf)
+        add("folder", cf)
+    bare_m, eng_m = statistics.median(bare_all), statistics.median(eng_all)
+    bs = cfg.train.batch_size
+
+    def per_step(name: str) -> tuple[float, float, float]:
+        """(images/s from the median wall step, median wall ms, median CPU ms)."""
+        w, c = steps_of[name]
+        mw = statistics.median(w)
+        return bs / mw, 1000 * mw, 1000 * statistics.median(c)
+
+    sb, se = per_step("bare"), per_step("engine")
+    ratio = se[0] / sb[0]
+    ratio_epoch = eng_m / bare_m
+    n_train = len(splits.train)
+    steps = n_train // cfg.train.batch_size
+    gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## Training engine vs a bare loop (`bench_engine.py`, {args.device}, {args.preset})",
+        "",
+        f"Date: {when}. Machine: {gpu or platform.processor() or platform.machine()}, "
+        f"os.cpu_count() = {os.cpu_count()}, torch {torch.__version__}, torch threads "
+        f"{torch.get_num_threads()}, commit `{commit()}`.",
+        f"Data: {source}; {chip} px chips, {n_train} training chips,"
+        f" batch {cfg.train.batch_size} ({steps} steps per epoch), loss `{cfg.loss.contrast}`,"
+        f" data.num_workers {cfg.data.num_workers}, amp `{cfg.train.amp}`. {args.rounds} alternating"
+        f" rounds of {args.epochs} epochs each; the first epoch of each run is left out; medians of"
+        f" {len(bare_all)} epochs per side.",
+        "",
+        "| loop | median step ms | images/s at the median step | ratio | median CPU ms per step"
+        " | epoch images/s (median, min-max) | epoch ratio |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+        f"| bare loop, resident tensors | {sb[1]:.1f} | {sb[0]:.1f} | 1.00 | {sb[2]:.1f} |"
+        f" {bare_m:.1f} ({min(bare_all):.1f}-{max(bare_all):.1f}) | 1.00 |",
+        f"| `aerialct train`, packed chips | {se[1]:.1f} | {se[0]:.1f} | **{ratio:.2f}** |"
+        f" {se[2]:.1f} | {eng_m:.1f} ({min(eng_all):.1f}-{max(eng_all):.1f}) | {ratio_epoch:.2f} |",
+    ]
+    if folder and len(folder) > 1:
+        fm = statistics.median(folder[1:])
+        sf = per_step("folder")
+        lines.append(
+            f"| `aerialct train`, GeoTIFF chips folder (1 run) | {sf[1]:.1f} | {sf[0]:.1f} |"
+            f" {sf[0] / sb[0]:.2f} | {sf[2]:.1f} | {fm:.1f} ({min(folder[1:]):.1f}-"
+            f"{max(folder[1:]):.1f}) | {fm / bare_m:.2f} |"
+        )
+    lines += [
+        "",
+        "Step times are between consecutive optimiser steps of one epoch (medians are robust to"
+        " bursts of load from other jobs); epoch rates are the engine's `images_per_s` column"
+        " (data loader start and the last read-back included, validation and checkpoints not).",
+        f"Engine on packed chips / bare loop: **{ratio:.2f}x** at the median step, "
+        f"{ratio_epoch:.2f}x by epoch rates (goal >= 0.95x). An engine epoch "
+        f"end to end (training, validation on {len(splits.val)} chips, last.pt/best.pt, "
+        f"metrics.csv and plots) takes {statistics.median(wall_all):.2f} s (median), "
+        f"{n_train / statistics.median(wall_all):.1f} training images per wall second.",
+    ]
+    text = "\n".join(lines) + "\n"
+    out = args.out_dir / f"{args.name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
