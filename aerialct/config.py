@@ -44,8 +44,12 @@ class DataConfig:
     stats_chips: int = 256
     """Training chips sampled (evenly spaced) to compute the per-band mean/std."""
     mean: tuple[float, ...] | None = None
-    """Per-band mean (in raw pixel units); None computes it from training chips."""
+    """Per-band mean (in raw pixel units); None takes the chips' statistics (dataset.json)."""
     std: tuple[float, ...] | None = None
+    low: tuple[float, ...] | None = None
+    """Per-band clip range in raw units (robust percentiles of the training pixels, from
+    dataset.json); values are clipped to [low, high] before ``(x - mean) / std``."""
+    high: tuple[float, ...] | None = None
 
 
 @dataclass

@@ -305,6 +305,65 @@ def match_chips(
     return pairs, missing, chips.classes
 
 
+def rasterize_reference(
+    prediction: Path,
+    reference: Path,
+    out: Path,
+    *,
+    burn: str = "building",
+    layer: str | None = None,
+) -> ClassTable:
+    """Burn reference polygons onto the prediction's grid with its class table; return the table.
+
+    Every polygon is class ``burn``; pixels no polygon covers are the table's
+    ``background`` class, or ignore when the table has none (e.g. Potsdam), so they
+    are not scored. Polygons in another CRS are reprojected.
+    """
+    import rasterio
+    import shapely
+    from rasterio import features
+
+    from aerialct.geo.io import CLASSES_TAG, check_class_raster, open_raster, raster_class_table
+    from aerialct.geo.vector import read_polygons
+
+    with open_raster(prediction) as p:
+        check_class_raster(p, "prediction (class raster)")
+        table = raster_class_table(p)
+        assert table is not None
+        try:
+            value = table.id_of(burn)
+        except ValueError as e:
+            raise InputError(f"{reference}: cannot burn the polygons as {burn!r}: {e}") from e
+        frame = read_polygons(reference, layer)
+        if frame.crs is not None and p.crs is not None and frame.crs != p.crs:
+            frame = frame.to_crs(p.crs)
+        geoms = [g for g in frame.geometry.values if g is not None and not g.is_empty]
+        fill = IGNORE_INDEX if table.background is None else table.background
+        b = p.bounds
+        if not geoms or not shapely.intersects(
+            shapely.union_all(geoms), shapely.box(b.left, b.bottom, b.right, b.top)
+        ):
+            raise InputError(
+                f"{reference}: no polygon touches {prediction}; check the reference's CRS and extent"
+            )
+        data = features.rasterize(
+            [(g, value) for g in geoms],
+            out_shape=(p.height, p.width),
+            transform=p.transform,
+            fill=fill,
+            dtype="uint8",
+        )
+        prof = {
+            "driver": "GTiff", "width": p.width, "height": p.height, "count": 1,
+            "dtype": "uint8", "crs": p.crs, "transform": p.transform, "nodata": IGNORE_INDEX,
+            "compress": "DEFLATE",
+        }  # fmt: skip
+        with rasterio.open(out, "w", **prof) as dst:
+            dst.write(data, 1)
+            dst.update_tags(**{CLASSES_TAG: json.dumps(table.to_list())})
+    return table
+
+
 # --- building level ------------------------------------------------------------
 
 
@@ -498,6 +557,7 @@ def evaluate(
     report: str | os.PathLike | None = None,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    burn: str = "building",
 ) -> PixelEvaluation | BuildingEvaluation:
     """Evaluate by the kind of inputs; write ``report`` (JSON, atomic) when given.
 
@@ -505,6 +565,8 @@ def evaluate(
     - folder + folder: pixel scores of rasters matched by file name;
     - folder + ``index`` (a chips folder or its index.gpkg): pixel scores against
       the chip masks of ``split`` (None: all splits);
+    - raster + vector: pixel scores against the polygons rasterised onto the prediction's
+      grid (:func:`rasterize_reference`: polygons are ``burn``, the rest background);
     - vector + vector: building-level scores.
     """
     from aerialct.geo.io import atomic_output, check_output
@@ -553,7 +615,17 @@ def evaluate(
                 overwrite=overwrite,
                 progress=progress,
             )
-        elif pred.suffix.lower() in VECTOR_SUFFIXES or ref.suffix.lower() in VECTOR_SUFFIXES:
+        elif ref.suffix.lower() in VECTOR_SUFFIXES and pred.suffix.lower() not in VECTOR_SUFFIXES:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="aerialct-ref-") as d:
+                burnt = Path(d) / f"{ref.stem}.tif"
+                table = rasterize_reference(pred, ref, burnt, burn=burn, layer=ref_layer)
+                result = evaluate_pixels(
+                    [(pred, burnt)], exclude=exclude, classes=table, progress=progress
+                )
+            result.pairs[0].reference = str(ref)
+        elif pred.suffix.lower() in VECTOR_SUFFIXES:
             raise InputError(
                 f"{pred} and {ref}: one is a vector, the other a raster; compare rasters with "
                 "rasters (pixel scores) or polygons with polygons (building scores); "

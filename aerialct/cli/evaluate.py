@@ -65,6 +65,14 @@ def evaluate(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write the result as JSON to this file.")
     ] = None,
+    burn: Annotated[
+        str,
+        typer.Option(
+            "--burn",
+            help="A polygon REFERENCE for a class raster: the class its polygons are "
+            "(the rest is background).",
+        ),
+    ] = "building",
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -97,6 +105,7 @@ def evaluate(
             report=report,
             overwrite=overwrite,
             progress=progress,
+            burn=burn,
         )
     if json_out:
         console.print_json(result.to_dict())  # the same object as the --report file

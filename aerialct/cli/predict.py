@@ -36,7 +36,12 @@ def _parse_bands(text: str | None) -> list[int] | None:
 @app.command()
 def predict(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `aerialct train`.")],
-    scenes: Annotated[list[Path], typer.Argument(help="One or more GeoTIFF scenes.")],
+    scenes: Annotated[
+        list[str],
+        typer.Argument(
+            help="Scenes: files, folders, quoted globs, GDAL paths and URLs (/vsicurl/, s3://, https://).",
+        ),
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: <scene>_classes.tif per scene.")
     ],
@@ -91,19 +96,21 @@ def predict(
     band_list = _parse_bands(bands)
 
     from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.geo.io import expand_inputs
     from aerialct.inference import (
         predict_scenes,
         reduce_heap_fragmentation,
         resolve_device_name,
     )
 
+    scene_list = expand_inputs(scenes)
     reduce_heap_fragmentation()
     dev = resolve_device_name(device)
     bundle = _load_bundle(checkpoint, dev)
     with console.progress("predicting") as progress:
         result = predict_scenes(
             bundle,
-            scenes,
+            scene_list,
             out,
             overlap=overlap,
             batch_size=batch_size,

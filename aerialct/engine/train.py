@@ -291,7 +291,13 @@ def train(
             norm = ckpt["normalization"]
             cfg = replace(
                 cfg,
-                data=replace(cfg.data, mean=tuple(norm["mean"]), std=tuple(norm["std"])),
+                data=replace(
+                    cfg.data,
+                    mean=tuple(norm["mean"]),
+                    std=tuple(norm["std"]),
+                    low=tuple(norm["low"]) if norm.get("low") else None,
+                    high=tuple(norm["high"]) if norm.get("high") else None,
+                ),
             )
         return _train(
             cfg, Path(data_dir), out, ckpt, dev, info, progress, check_resume_compatible,
@@ -340,7 +346,21 @@ def _train(
     ignore = int(splits.meta.get("ignore_index", IGNORE_INDEX))
     if ckpt is not None:
         check_resume_compatible(ckpt, cfg, classes, splits.in_chans, out / "last.pt")
-    if dc.mean is None or dc.std is None:
+    chip_stats = splits.meta.get("band_stats") or {}
+    if (dc.mean is None or dc.std is None) and len(chip_stats.get("mean", ())) == splits.in_chans:
+        # robust statistics of the training pixels, computed by `tile` over valid pixels
+        cfg = replace(
+            cfg,
+            data=replace(
+                dc,
+                mean=tuple(chip_stats["mean"]),
+                std=tuple(chip_stats["std"]),
+                low=dc.low or tuple(chip_stats["low"]),
+                high=dc.high or tuple(chip_stats["high"]),
+            ),
+        )
+        dc = cfg.data
+    if dc.mean is None or dc.std is None:  # chips tiled before band_stats existed
         stats = None
         if info.is_main:
             stats = compute_band_stats(splits.train, dc.stats_chips)
@@ -353,7 +373,7 @@ def _train(
             f"have {splits.in_chans} bands; give one value per band or leave them null"
         )
     assert dc.mean is not None and dc.std is not None
-    normalize = Normalize(dc.mean, dc.std)
+    normalize = Normalize(dc.mean, dc.std, dc.low, dc.high)
     augment = JointAugment(dc.hflip, dc.vflip, dc.rot90, dc.scale_range)
     train_ds = ChipDataset(splits.train, normalize, augment, num_classes=k)
     val_ds = ChipDataset(splits.val, normalize, None, num_classes=k) if splits.val else None
@@ -442,6 +462,8 @@ def _train(
             classes=classes,
             mean=dc.mean or (),
             std=dc.std or (),
+            low=dc.low,
+            high=dc.high,
             in_chans=splits.in_chans,
             chip_size=splits.chip_size,
             gsd=splits.gsd,
