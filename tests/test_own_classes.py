@@ -47,8 +47,9 @@ def scene16(tmp_path_factory):
 # --------------------------------------------------------------------------- README
 
 
+@pytest.mark.slow  # trains tiny-cpu for its 30 epochs, as the README command does
 def test_readme_your_own_classes_runs_as_written(cli, scene16, monkeypatch):
-    _, synth = scene16
+    d, synth = scene16
     commands = _readme_commands()
     assert [c.split()[1] for c in commands] == [
         "tile", "train", "predict", "vectorize", "evaluate", "evaluate",
