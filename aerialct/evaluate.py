@@ -93,6 +93,9 @@ class BuildingEvaluation:
     reprojected: bool = False
     review: str | None = None
     seconds: float = 0.0
+    files: list[dict] = field(default_factory=list)
+    """Folders of polygon files: one score per matched file pair (pooled above)."""
+    missing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -540,6 +543,77 @@ def evaluate_buildings(
     )
 
 
+def match_vector_folders(
+    pred_dir: Path, ref_dir: Path
+) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair polygon files of two folders by name: ``<stem>.*`` with ``<stem>[_buildings|_classes].*``."""
+    refs = sorted(p for p in ref_dir.iterdir() if p.suffix.lower() in VECTOR_SUFFIXES)
+    preds = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() in VECTOR_SUFFIXES)
+    by_stem: dict[str, Path] = {}
+    for p in preds:
+        for suffix in ("", "_buildings", "_classes"):
+            if p.stem.endswith(suffix):
+                by_stem.setdefault(p.stem.removesuffix(suffix) if suffix else p.stem, p)
+    pairs, missing = [], []
+    for ref in refs:
+        pred = by_stem.get(ref.stem) or by_stem.get(ref.stem.removesuffix("_buildings"))
+        if pred is None:
+            missing.append(str(ref))
+        else:
+            pairs.append((pred, ref))
+    if not pairs:
+        raise InputError(
+            f"{pred_dir} and {ref_dir}: no polygon files with names in common; name the "
+            "predictions like the references (<name>.gpkg or <name>_buildings.gpkg)"
+        )
+    return pairs, missing
+
+
+def evaluate_building_files(
+    pairs: Sequence[tuple[Path, Path]],
+    *,
+    iou_threshold: float = 0.5,
+    missing: Sequence[str] = (),
+    progress: ProgressFn | None = None,
+    prediction: str = "",
+    reference: str = "",
+) -> BuildingEvaluation:
+    """Building scores of several (prediction, reference) polygon files, pooled into one.
+
+    Each pair is matched on its own; TP, FP and FN are summed, and the pooled mean IoU
+    weighs every match equally. ``files`` holds each pair's own scores.
+    """
+    t0 = time.perf_counter()
+    each = [evaluate_buildings(p, r, iou_threshold=iou_threshold) for p, r in pairs]
+    tp = sum(e.true_positives for e in each)
+    n_pred = sum(e.predicted for e in each)
+    n_ref = sum(e.reference_count for e in each)
+    iou_sum = sum(e.mean_iou * e.true_positives for e in each if e.true_positives)
+    return BuildingEvaluation(
+        kind="building",
+        prediction=prediction,
+        reference=reference,
+        iou_threshold=iou_threshold,
+        predicted=n_pred,
+        reference_count=n_ref,
+        true_positives=tp,
+        false_positives=n_pred - tp,
+        false_negatives=n_ref - tp,
+        precision=tp / n_pred if n_pred else float("nan"),
+        recall=tp / n_ref if n_ref else float("nan"),
+        f1=2 * tp / (n_pred + n_ref) if n_pred + n_ref else float("nan"),
+        mean_iou=iou_sum / tp if tp else float("nan"),
+        crs=each[0].crs if each else None,
+        reprojected=any(e.reprojected for e in each),
+        seconds=time.perf_counter() - t0,
+        files=[
+            {k: v for k, v in e.to_dict().items() if k not in ("files", "missing", "kind")}
+            for e in each
+        ],
+        missing=list(missing),
+    )
+
+
 # --- dispatch and report -----------------------------------------------------------
 
 
@@ -567,7 +641,9 @@ def evaluate(
       the chip masks of ``split`` (None: all splits);
     - raster + vector: pixel scores against the polygons rasterised onto the prediction's
       grid (:func:`rasterize_reference`: polygons are ``burn``, the rest background);
-    - vector + vector: building-level scores.
+    - vector + vector: building-level scores;
+    - folder + folder of polygon files: building scores of files matched by name,
+      pooled, with each file's own scores in ``files``.
     """
     from aerialct.geo.io import atomic_output, check_output
 
@@ -599,7 +675,16 @@ def evaluate(
             raise InputError(
                 f"{pred} and {ref}: one is a folder, the other a file; give two files or two folders"
             )
-        if pred.is_dir():
+        vector_dirs = pred.is_dir() and not any(_is_raster(q) for q in ref.iterdir())
+        if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in ref.iterdir()):
+            vpairs, missing = match_vector_folders(pred, ref)
+            if missing:
+                log.warning("%d references have no prediction in %s", len(missing), pred)
+            result = evaluate_building_files(
+                vpairs, iou_threshold=iou_threshold, missing=missing, progress=progress,
+                prediction=str(pred), reference=str(ref),
+            )  # fmt: skip
+        elif pred.is_dir():
             pairs, missing = match_folders(pred, ref)
             if missing:
                 log.warning("%d references have no prediction in %s", len(missing), pred)

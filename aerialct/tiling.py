@@ -201,7 +201,7 @@ class _Job:
     classes_json: str
 
 
-def _inspect_image(path: Path) -> _Scene:
+def _inspect_image(path: str | Path) -> _Scene:
     from rasterio.enums import ColorInterp, MaskFlags
 
     with _quiet_georef(), open_raster(path) as ds:
@@ -229,8 +229,8 @@ def _inspect_image(path: Path) -> _Scene:
             )
         )
         return _Scene(
-            name=path.stem,
-            image=str(path),
+            name=Path(path).stem,
+            image=os.fspath(path),  # a URL or /vsi path stays as given
             width=ds.width,
             height=ds.height,
             count=ds.count,
@@ -964,7 +964,9 @@ def tile_scenes(
     """
     started = time.perf_counter()
     warnings: list[str] = []
-    imgs = _expand(images)
+    from aerialct.geo.io import expand_inputs
+
+    imgs = expand_inputs(images)  # files, folders, globs, GDAL paths and URLs
     if split is not None and split not in SPLITS:
         raise InputError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     if val_fraction and split not in (None, "train"):

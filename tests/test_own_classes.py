@@ -380,3 +380,41 @@ def test_evaluate_pixels_against_polygons(cli, scene16, tmp_path):
     assert res["per_class"]["building"]["iou"] > 0.98
     r = cli("evaluate", synth.labels, synth.buildings, "--burn", "roof")
     assert r.code == 1 and "'roof'" in r.err
+
+
+def test_evaluate_building_folders_pooled_and_per_file(cli, tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+
+    def write(path, boxes):
+        gpd.GeoDataFrame(geometry=[box(*b) for b in boxes], crs="EPSG:32633").to_file(path)
+
+    write(tmp_path / "ref" / "a.gpkg", [(0, 0, 10, 10), (20, 0, 30, 10)])
+    write(tmp_path / "ref" / "b.geojson", [(0, 0, 10, 10)])
+    write(tmp_path / "ref" / "c.gpkg", [(0, 0, 10, 10)])  # no prediction: listed as missing
+    write(tmp_path / "pred" / "a_buildings.gpkg", [(0, 0, 10, 10)])  # 1 TP, 1 FN
+    write(tmp_path / "pred" / "b.gpkg", [(0, 0, 10, 9), (50, 50, 60, 60)])  # 1 TP, 1 FP
+    r = cli("evaluate", tmp_path / "pred", tmp_path / "ref", "--json")
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert (res["true_positives"], res["false_positives"], res["false_negatives"]) == (2, 1, 1)
+    assert res["f1"] == pytest.approx(2 * 2 / (3 + 3))
+    assert res["mean_iou"] == pytest.approx((1.0 + 0.9) / 2)
+    assert [Path(f["reference"]).name for f in res["files"]] == ["a.gpkg", "b.geojson"]
+    assert [f["f1"] for f in res["files"]] == pytest.approx([2 / 3, 2 / 3])
+    assert [Path(m).name for m in res["missing"]] == ["c.gpkg"]
+    r = cli("evaluate", tmp_path / "pred", tmp_path / "ref")
+    assert r.code == 0 and "per file" in r.out and "pooled over 2 files" in r.out
+
+
+def test_synth_labels_are_not_taken_by_predict_globs(cli, tmp_path):
+    from aerialct.geo.io import expand_inputs
+
+    r = cli("synth", tmp_path / "d", "--size", "64", "--gsd", "0.5")
+    assert r.code == 0, r.err
+    assert (tmp_path / "d" / "labels" / "scene_labels.tif").is_file()
+    assert expand_inputs([str(tmp_path / "d" / "*.tif")]) == [tmp_path / "d" / "scene.tif"]
+    assert expand_inputs([tmp_path / "d"]) == [tmp_path / "d" / "scene.tif"]

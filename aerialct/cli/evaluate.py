@@ -145,9 +145,22 @@ def _pixel_table(result) -> None:
 
 
 def _building_table(result) -> None:
+    cols = ["predicted", "reference", "TP", "FP", "FN", "precision", "recall", "F1", "mean IoU"]
+    if result.files:
+        console.print_table(
+            "buildings per file",
+            ["file", *cols],
+            [
+                [Path(f["reference"]).name, *(f[k] for k in (
+                    "predicted", "reference_count", "true_positives", "false_positives",
+                    "false_negatives", "precision", "recall", "f1", "mean_iou"))]
+                for f in result.files
+            ],
+        )  # fmt: skip
     console.print_table(
-        f"buildings, one-to-one at IoU >= {result.iou_threshold}",
-        ["predicted", "reference", "TP", "FP", "FN", "precision", "recall", "F1", "mean IoU"],
+        f"buildings, one-to-one at IoU >= {result.iou_threshold}"
+        + (f", pooled over {len(result.files)} files" if result.files else ""),
+        cols,
         [
             [
                 result.predicted,

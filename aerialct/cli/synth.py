@@ -102,7 +102,8 @@ def synth(
             out_dir.mkdir(parents=True, exist_ok=True)
             result = synth_scene(
                 out_dir / f"{name}.tif",
-                out_dir / f"{name}_labels.tif",
+                # in a subfolder, so `predict OUT/*.tif` or `predict OUT` takes the scene only
+                out_dir / "labels" / f"{name}_labels.tif",
                 size=size,
                 seed=seed,
                 gsd=gsd,
