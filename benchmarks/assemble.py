@@ -14,7 +14,7 @@ import platform
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["tile", "step", "train", "predict", "vectorize"]
+ORDER = ["tile", "step", "train", "buildings", "predict", "vectorize"]
 
 
 def is_gpu(p: Path) -> bool:

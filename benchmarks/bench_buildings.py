@@ -27,7 +27,7 @@ sys.path.insert(0, str(HERE.parent))
 OVERRIDES = ["loss.class_weights=auto", "data.oversample_rare=2.0"]
 
 
-def run(work: Path, epochs: int = 30, size: int = 1024, overrides: list[str] | None = None) -> dict:
+def run(work: Path, epochs: int = 30, size: int = 768, overrides: list[str] | None = None) -> dict:
     """The whole buildings-only pipeline in ``work``; returns the held-out scores."""
     from aerialct.config import load_config, resolve_config_path
     from aerialct.data.synth import synth_scene
@@ -70,12 +70,15 @@ def run(work: Path, epochs: int = 30, size: int = 1024, overrides: list[str] | N
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--size", type=int, default=1024, help="training city size in px")
+    ap.add_argument("--size", type=int, default=768, help="training city size in px")
+    ap.add_argument("--quick", action="store_true", help="2 epochs on a 256 px town (a run check)")
     ap.add_argument("--work", default=str(HERE.parent / "bench-out" / "buildings"))
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if args.quick:
+        args.epochs, args.size = 2, 256
     cpu0 = time.process_time()
     r = run(Path(args.work), args.epochs, args.size)
     r["cpu_s"] = time.process_time() - cpu0

@@ -47,7 +47,6 @@ def scene16(tmp_path_factory):
 # --------------------------------------------------------------------------- README
 
 
-@pytest.mark.slow  # trains tiny-cpu for its 30 epochs, as the README command does
 def test_readme_your_own_classes_runs_as_written(cli, scene16, monkeypatch):
     d, synth = scene16
     commands = _readme_commands()
@@ -418,3 +417,16 @@ def test_synth_labels_are_not_taken_by_predict_globs(cli, tmp_path):
     assert (tmp_path / "d" / "labels" / "scene_labels.tif").is_file()
     assert expand_inputs([str(tmp_path / "d" / "*.tif")]) == [tmp_path / "d" / "scene.tif"]
     assert expand_inputs([tmp_path / "d"]) == [tmp_path / "d" / "scene.tif"]
+
+
+@pytest.mark.slow
+def test_public_target_buildings_16bit_single_band(tmp_path):
+    """tiny-cpu reaches held-out building IoU >= 0.5 on a ~5% buildings uint16 panchromatic town."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_buildings import run
+
+    r = run(tmp_path, epochs=30, size=768)
+    assert 0.03 < r["building_share"] < 0.08
+    assert r["building_iou"] >= 0.5, r
