@@ -105,9 +105,10 @@ class BuildingEvaluation:
 
 
 def _resolve_exclude(table: ClassTable, exclude: Sequence[str | int] | None) -> list[str]:
-    """Explicit names must exist; the default (clutter) is skipped when absent."""
+    """Explicit names must exist; the default (clutter, and the classes the table marks
+    ``exclude_from_mean``) is skipped when absent."""
     if exclude is None:
-        return [n for n in DEFAULT_EXCLUDE if n in table.names]
+        return [n for n in DEFAULT_EXCLUDE if n in table.names] + table.excluded_from_mean
     out = []
     for e in exclude:
         try:

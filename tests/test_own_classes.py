@@ -430,3 +430,23 @@ def test_public_target_buildings_16bit_single_band(tmp_path):
     r = run(tmp_path, epochs=30, size=768)
     assert 0.03 < r["building_share"] < 0.08
     assert r["building_iou"] >= 0.5, r
+
+
+def test_table_exclusions_reach_the_scores(cli, tmp_path):
+    from affine import Affine
+
+    from aerialct.classes import ClassInfo, ClassTable
+    from aerialct.geo.io import CLASSES_TAG
+
+    table = ClassTable((ClassInfo(0, "a", (1, 1, 1)), ClassInfo(1, "b", (2, 2, 2)),
+                        ClassInfo(2, "shed", (3, 3, 3), exclude_from_mean=True)))  # fmt: skip
+    ids = np.tile(np.array([0, 1, 2, 2], np.uint8), (8, 2))
+    for name in ("p.tif", "r.tif"):
+        with rasterio.open(tmp_path / name, "w", driver="GTiff", width=8, height=8, count=1,
+                           dtype="uint8", crs="EPSG:32633",
+                           transform=Affine(1, 0, 0, 0, -1, 0)) as ds:  # fmt: skip
+            ds.write(ids, 1)
+            ds.update_tags(**{CLASSES_TAG: json.dumps(table.to_list())})
+    r = cli("evaluate", tmp_path / "p.tif", tmp_path / "r.tif", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["excluded"] == ["shed"]

@@ -409,6 +409,10 @@ def _train(
     ignore = int(splits.meta.get("ignore_index", IGNORE_INDEX))
     if ckpt is not None:
         check_resume_compatible(ckpt, cfg, classes, splits.in_chans, out / "last.pt")
+    if classes.excluded_from_mean:  # the class table's own exclusions join the config's
+        excluded = tuple(dict.fromkeys((*dc.exclude_from_mean, *classes.excluded_from_mean)))
+        cfg = replace(cfg, data=replace(dc, exclude_from_mean=excluded))
+        dc = cfg.data
     chip_stats = splits.meta.get("band_stats") or {}
     if (dc.mean is None or dc.std is None) and len(chip_stats.get("mean", ())) == splits.in_chans:
         # robust statistics of the training pixels, computed by `tile` over valid pixels
