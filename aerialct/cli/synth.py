@@ -74,6 +74,13 @@ def synth(
     from aerialct.data.synth import synth_potsdam, synth_scene
     from aerialct.errors import InputError
 
+    imagery = (dtype, bands, classes, built_up) != ("uint8", 3, "potsdam", 1.0)
+    if potsdam and imagery:
+        raise typer.BadParameter(
+            "--potsdam writes the release's uint8 RGB tiles and six classes; drop --dtype, "
+            "--bands, --classes and --built-up",
+            param_hint="--potsdam",
+        )
     with console.progress("synthesising") as progress:
         if potsdam:
             ids = [t.strip() for t in tiles.split(",") if t.strip()]
