@@ -73,6 +73,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=768, help="training city size in px")
     ap.add_argument("--quick", action="store_true", help="2 epochs on a 256 px town (a run check)")
     ap.add_argument("--work", default=str(HERE.parent / "bench-out" / "buildings"))
+    ap.add_argument(
+        "--set", action="append", default=[], help="config override (replaces the defaults)"
+    )
     args = ap.parse_args()
     import torch
 
@@ -80,6 +83,8 @@ def main() -> None:
     if args.quick:
         args.epochs, args.size = 2, 256
     cpu0 = time.process_time()
+    if args.set:
+        OVERRIDES[:] = args.set
     r = run(Path(args.work), args.epochs, args.size)
     r["cpu_s"] = time.process_time() - cpu0
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
