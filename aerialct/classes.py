@@ -1,15 +1,21 @@
-"""Class tables: ids, names and colours of the semantic classes.
+"""Class tables: ids, names and colours of the semantic classes (the one owner).
 
 A class table travels with chips (``dataset.json``), checkpoints and class
-rasters (colour table + band description), so every stage agrees on what an
-id means. ``IGNORE_INDEX`` (255) marks pixels that carry no label; it doubles
-as nodata in class rasters.
+rasters (colour table + category names + the ``AERIALCT_CLASSES`` tag), so every
+stage agrees on what an id means. ``IGNORE_INDEX`` (255) marks pixels that carry
+no label; it doubles as nodata in class rasters.
+
+Tables are chosen by name (:data:`BUILTIN_TABLES`: ``potsdam``, ``buildings``) or
+read from a YAML file (:func:`load_class_table`); :func:`resolve_class_table`
+takes either.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +27,8 @@ class ClassInfo:
     id: int
     name: str
     color: tuple[int, int, int]
+    exclude_from_mean: bool = False
+    """Left out of mean IoU / F1 (as Potsdam's clutter is by the training config)."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,9 @@ class ClassTable:
     """An ordered table of classes with ids 0..n-1."""
 
     classes: tuple[ClassInfo, ...]
+    ignore: int = field(default=IGNORE_INDEX, compare=False)
+    """The value that marks unlabelled pixels in the user's label rasters; chips, masks
+    and class rasters always use ``IGNORE_INDEX`` (255)."""
 
     def __post_init__(self) -> None:
         ids = [c.id for c in self.classes]
@@ -36,6 +47,10 @@ class ClassTable:
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")
+        if len(ids) > IGNORE_INDEX:
+            raise ValueError(f"at most {IGNORE_INDEX} classes (ids 0..254), got {len(ids)}")
+        if not 0 <= self.ignore <= 255 or self.ignore in ids:
+            raise ValueError(f"ignore value {self.ignore} must be 0..255 and not a class id")
 
     def __len__(self) -> int:
         return len(self.classes)
@@ -60,6 +75,19 @@ class ClassTable:
                 return c.id
         raise ValueError(f"unknown class {name_or_id!r}; known classes: {', '.join(self.names)}")
 
+    def has(self, name: str) -> bool:
+        """True when the table has a class of that name (case-insensitive)."""
+        return name.strip().lower() in (n.lower() for n in self.names)
+
+    @property
+    def background(self) -> int | None:
+        """The id of the class named ``background``, else None (uncovered pixels are ignore)."""
+        return self.id_of("background") if self.has("background") else None
+
+    @property
+    def excluded_from_mean(self) -> list[str]:
+        return [c.name for c in self.classes if c.exclude_from_mean]
+
     def ids_of(self, names: Iterable[str | int]) -> list[int]:
         return [self.id_of(n) for n in names]
 
@@ -70,13 +98,37 @@ class ClassTable:
         return cmap
 
     def to_list(self) -> list[dict]:
-        return [{"id": c.id, "name": c.name, "color": list(c.color)} for c in self.classes]
+        """JSON form: ``[{"id", "name", "color"[, "exclude_from_mean": true]}, ...]``."""
+        out = []
+        for c in self.classes:
+            d: dict = {"id": c.id, "name": c.name, "color": list(c.color)}
+            if c.exclude_from_mean:
+                d["exclude_from_mean"] = True
+            out.append(d)
+        return out
 
     @classmethod
-    def from_list(cls, items: Sequence[dict]) -> ClassTable:
+    def from_list(cls, items: Sequence[dict], ignore: int = IGNORE_INDEX) -> ClassTable:
         return cls(
-            tuple(ClassInfo(int(d["id"]), str(d["name"]), tuple(d["color"])) for d in items)  # type: ignore[arg-type]
+            tuple(
+                ClassInfo(
+                    int(d["id"]),
+                    str(d["name"]),
+                    tuple(int(v) for v in d["color"]),  # type: ignore[arg-type]
+                    bool(d.get("exclude_from_mean", False)),
+                )
+                for d in items
+            ),
+            ignore=ignore,
         )
+
+    def category_names(self) -> list[str]:
+        """GDAL category names, index = class id (up to 255 = ignore; gaps are empty)."""
+        names = [""] * (IGNORE_INDEX + 1)
+        for c in self.classes:
+            names[c.id] = c.name
+        names[IGNORE_INDEX] = "ignore"
+        return names
 
     def rgb_to_ids(self, rgb: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int, int], int]]:
         """Convert an RGB-colour label (3, H, W) to class ids (H, W) through the legend.
@@ -127,3 +179,84 @@ POTSDAM = ClassTable(
     )
 )
 """The ISPRS Potsdam legend (DESIGN section 2). Black (0, 0, 0) is ignore."""
+
+BUILDINGS = ClassTable(
+    (
+        ClassInfo(0, "background", (0, 0, 0)),
+        ClassInfo(1, "building", (230, 25, 75)),
+    )
+)
+"""Buildings against everything else (SpaceNet, Inria, WHU, OSM, a cadastre); 255 = ignore."""
+
+BUILTIN_TABLES = {"potsdam": POTSDAM, "buildings": BUILDINGS}
+"""Class tables known by name (``aerialct tile --classes NAME``)."""
+
+
+def load_class_table(path: str | os.PathLike) -> ClassTable:
+    """Read a class table from YAML; ValueError (naming the file and the fix) when invalid.
+
+    Format::
+
+        ignore: 255                # optional: the label value meaning "no label"
+        classes:
+          - {id: 0, name: background, color: [0, 0, 0]}
+          - {id: 1, name: building, color: [255, 0, 0]}
+          - {id: 2, name: shed, color: "#ffaa00", exclude_from_mean: true}
+
+    Ids run 0..n-1 in order; a colour is ``[r, g, b]`` or ``"#rrggbb"``.
+    """
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"{p}: cannot read the class table ({e})") from e
+    example = "write 'classes: [{id: 0, name: background, color: [0, 0, 0]}, ...]'"
+    if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
+        raise ValueError(f"{p}: not a class table; {example}")
+    unknown = set(data) - {"classes", "ignore"}
+    if unknown:
+        raise ValueError(f"{p}: unknown keys {sorted(unknown)}; a table has 'classes' and 'ignore'")
+    items = []
+    for n, d in enumerate(data["classes"]):
+        if not isinstance(d, dict) or not {"id", "name", "color"} <= set(d):
+            raise ValueError(f"{p}: class #{n} needs id, name and color; {example}")
+        extra = set(d) - {"id", "name", "color", "colour", "exclude_from_mean"}
+        if extra:
+            raise ValueError(f"{p}: class {d.get('name')!r}: unknown keys {sorted(extra)}")
+        items.append({**d, "color": _colour(d["color"], p, d["name"])})
+    try:
+        return ClassTable.from_list(items, ignore=int(data.get("ignore", IGNORE_INDEX)))
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{p}: {e}") from e
+
+
+def _colour(v: object, p: Path, name: object) -> list[int]:
+    if isinstance(v, str) and len(v) == 7 and v.startswith("#"):
+        try:
+            return [int(v[i : i + 2], 16) for i in (1, 3, 5)]
+        except ValueError:
+            pass
+    ok = isinstance(v, list | tuple) and len(v) == 3
+    if ok and all(isinstance(x, int) and 0 <= x <= 255 for x in v):  # type: ignore[union-attr]
+        return [int(x) for x in v]  # type: ignore[union-attr]
+    raise ValueError(f"{p}: class {name!r}: color {v!r} is not [r, g, b] (0..255) or '#rrggbb'")
+
+
+def resolve_class_table(name_or_path: str | os.PathLike | ClassTable) -> ClassTable:
+    """A built-in table by name (``potsdam``, ``buildings``) or a YAML file's table."""
+    if isinstance(name_or_path, ClassTable):
+        return name_or_path
+    key = str(name_or_path).strip().lower()
+    if key in BUILTIN_TABLES:
+        return BUILTIN_TABLES[key]
+    p = Path(name_or_path)
+    if p.suffix.lower() in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ValueError(f"{p}: no such class table file; check the path")
+        return load_class_table(p)
+    raise ValueError(
+        f"unknown class table {str(name_or_path)!r}; use {' or '.join(BUILTIN_TABLES)}, "
+        "or a YAML file (see README, 'Your own classes')"
+    )

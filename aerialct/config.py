@@ -42,10 +42,18 @@ class DataConfig:
     num_workers: int = 2
     """DataLoader worker processes (0 reads chips in the training process)."""
     stats_chips: int = 256
+    oversample_rare: float = 1.0
+    """Chips holding a rare class are drawn this many times more often (1: plain shuffling)."""
+    rare_share: float = 0.1
+    """A class is rare below this share of the training split's labelled pixels."""
     """Training chips sampled (evenly spaced) to compute the per-band mean/std."""
     mean: tuple[float, ...] | None = None
-    """Per-band mean (in raw pixel units); None computes it from training chips."""
+    """Per-band mean (in raw pixel units); None takes the chips' statistics (dataset.json)."""
     std: tuple[float, ...] | None = None
+    low: tuple[float, ...] | None = None
+    """Per-band clip range in raw units (robust percentiles of the training pixels, from
+    dataset.json); values are clipped to [low, high] before ``(x - mean) / std``."""
+    high: tuple[float, ...] | None = None
 
 
 @dataclass

@@ -101,6 +101,9 @@ class BuildingEvaluation:
     ap_per_class: dict = field(default_factory=dict)
     score_field: str | None = None
     class_aware: bool = False
+    files: list[dict] = field(default_factory=list)
+    """Folders of polygon files: one score per matched file pair (pooled above)."""
+    missing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(vars(self))
@@ -110,9 +113,10 @@ class BuildingEvaluation:
 
 
 def _resolve_exclude(table: ClassTable, exclude: Sequence[str | int] | None) -> list[str]:
-    """Explicit names must exist; the default (clutter) is skipped when absent."""
+    """Explicit names must exist; the default (clutter, and the classes the table marks
+    ``exclude_from_mean``) is skipped when absent."""
     if exclude is None:
-        return [n for n in DEFAULT_EXCLUDE if n in table.names]
+        return [n for n in DEFAULT_EXCLUDE if n in table.names] + table.excluded_from_mean
     out = []
     for e in exclude:
         try:
@@ -311,6 +315,65 @@ def match_chips(
             "like the masks (<chip>_classes.tif as aerialct predict writes, or <chip>.tif)"
         )
     return pairs, missing, chips.classes
+
+
+def rasterize_reference(
+    prediction: Path,
+    reference: Path,
+    out: Path,
+    *,
+    burn: str = "building",
+    layer: str | None = None,
+) -> ClassTable:
+    """Burn reference polygons onto the prediction's grid with its class table; return the table.
+
+    Every polygon is class ``burn``; pixels no polygon covers are the table's
+    ``background`` class, or ignore when the table has none (e.g. Potsdam), so they
+    are not scored. Polygons in another CRS are reprojected.
+    """
+    import rasterio
+    import shapely
+    from rasterio import features
+
+    from aerialct.geo.io import CLASSES_TAG, check_class_raster, open_raster, raster_class_table
+    from aerialct.geo.vector import read_polygons
+
+    with open_raster(prediction) as p:
+        check_class_raster(p, "prediction (class raster)")
+        table = raster_class_table(p)
+        assert table is not None
+        try:
+            value = table.id_of(burn)
+        except ValueError as e:
+            raise InputError(f"{reference}: cannot burn the polygons as {burn!r}: {e}") from e
+        frame = read_polygons(reference, layer)
+        if frame.crs is not None and p.crs is not None and frame.crs != p.crs:
+            frame = frame.to_crs(p.crs)
+        geoms = [g for g in frame.geometry.values if g is not None and not g.is_empty]
+        fill = IGNORE_INDEX if table.background is None else table.background
+        b = p.bounds
+        if not geoms or not shapely.intersects(
+            shapely.union_all(geoms), shapely.box(b.left, b.bottom, b.right, b.top)
+        ):
+            raise InputError(
+                f"{reference}: no polygon touches {prediction}; check the reference's CRS and extent"
+            )
+        data = features.rasterize(
+            [(g, value) for g in geoms],
+            out_shape=(p.height, p.width),
+            transform=p.transform,
+            fill=fill,
+            dtype="uint8",
+        )
+        prof = {
+            "driver": "GTiff", "width": p.width, "height": p.height, "count": 1,
+            "dtype": "uint8", "crs": p.crs, "transform": p.transform, "nodata": IGNORE_INDEX,
+            "compress": "DEFLATE",
+        }  # fmt: skip
+        with rasterio.open(out, "w", **prof) as dst:
+            dst.write(data, 1)
+            dst.update_tags(**{CLASSES_TAG: json.dumps(table.to_list())})
+    return table
 
 
 # --- building level ------------------------------------------------------------
@@ -570,6 +633,77 @@ def _score_column(
     return scores
 
 
+def match_vector_folders(
+    pred_dir: Path, ref_dir: Path
+) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair polygon files of two folders by name: ``<stem>.*`` with ``<stem>[_buildings|_classes].*``."""
+    refs = sorted(p for p in ref_dir.iterdir() if p.suffix.lower() in VECTOR_SUFFIXES)
+    preds = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() in VECTOR_SUFFIXES)
+    by_stem: dict[str, Path] = {}
+    for p in preds:
+        for suffix in ("", "_buildings", "_classes"):
+            if p.stem.endswith(suffix):
+                by_stem.setdefault(p.stem.removesuffix(suffix) if suffix else p.stem, p)
+    pairs, missing = [], []
+    for ref in refs:
+        pred = by_stem.get(ref.stem) or by_stem.get(ref.stem.removesuffix("_buildings"))
+        if pred is None:
+            missing.append(str(ref))
+        else:
+            pairs.append((pred, ref))
+    if not pairs:
+        raise InputError(
+            f"{pred_dir} and {ref_dir}: no polygon files with names in common; name the "
+            "predictions like the references (<name>.gpkg or <name>_buildings.gpkg)"
+        )
+    return pairs, missing
+
+
+def evaluate_building_files(
+    pairs: Sequence[tuple[Path, Path]],
+    *,
+    iou_threshold: float = 0.5,
+    missing: Sequence[str] = (),
+    progress: ProgressFn | None = None,
+    prediction: str = "",
+    reference: str = "",
+) -> BuildingEvaluation:
+    """Building scores of several (prediction, reference) polygon files, pooled into one.
+
+    Each pair is matched on its own; TP, FP and FN are summed, and the pooled mean IoU
+    weighs every match equally. ``files`` holds each pair's own scores.
+    """
+    t0 = time.perf_counter()
+    each = [evaluate_buildings(p, r, iou_threshold=iou_threshold) for p, r in pairs]
+    tp = sum(e.true_positives for e in each)
+    n_pred = sum(e.predicted for e in each)
+    n_ref = sum(e.reference_count for e in each)
+    iou_sum = sum(e.mean_iou * e.true_positives for e in each if e.true_positives)
+    return BuildingEvaluation(
+        kind="building",
+        prediction=prediction,
+        reference=reference,
+        iou_threshold=iou_threshold,
+        predicted=n_pred,
+        reference_count=n_ref,
+        true_positives=tp,
+        false_positives=n_pred - tp,
+        false_negatives=n_ref - tp,
+        precision=tp / n_pred if n_pred else float("nan"),
+        recall=tp / n_ref if n_ref else float("nan"),
+        f1=2 * tp / (n_pred + n_ref) if n_pred + n_ref else float("nan"),
+        mean_iou=iou_sum / tp if tp else float("nan"),
+        crs=each[0].crs if each else None,
+        reprojected=any(e.reprojected for e in each),
+        seconds=time.perf_counter() - t0,
+        files=[
+            {k: v for k, v in e.to_dict().items() if k not in ("files", "missing", "kind")}
+            for e in each
+        ],
+        missing=list(missing),
+    )
+
+
 # --- dispatch and report -----------------------------------------------------------
 
 
@@ -588,6 +722,7 @@ def evaluate(
     overwrite: bool = False,
     progress: ProgressFn | None = None,
     score_field: str = "mean_confidence",
+    burn: str = "building",
 ) -> PixelEvaluation | BuildingEvaluation:
     """Evaluate by the kind of inputs; write ``report`` (JSON, atomic) when given.
 
@@ -595,7 +730,11 @@ def evaluate(
     - folder + folder: pixel scores of rasters matched by file name;
     - folder + ``index`` (a chips folder or its index.gpkg): pixel scores against
       the chip masks of ``split`` (None: all splits);
-    - vector + vector: building-level scores.
+    - raster + vector: pixel scores against the polygons rasterised onto the prediction's
+      grid (:func:`rasterize_reference`: polygons are ``burn``, the rest background);
+    - vector + vector: building-level scores;
+    - folder + folder of polygon files: building scores of files matched by name,
+      pooled, with each file's own scores in ``files``.
     """
     from aerialct.geo.io import atomic_output, check_output
 
@@ -627,7 +766,16 @@ def evaluate(
             raise InputError(
                 f"{pred} and {ref}: one is a folder, the other a file; give two files or two folders"
             )
-        if pred.is_dir():
+        vector_dirs = pred.is_dir() and not any(_is_raster(q) for q in ref.iterdir())
+        if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in ref.iterdir()):
+            vpairs, missing = match_vector_folders(pred, ref)
+            if missing:
+                log.warning("%d references have no prediction in %s", len(missing), pred)
+            result = evaluate_building_files(
+                vpairs, iou_threshold=iou_threshold, missing=missing, progress=progress,
+                prediction=str(pred), reference=str(ref),
+            )  # fmt: skip
+        elif pred.is_dir():
             pairs, missing = match_folders(pred, ref)
             if missing:
                 log.warning("%d references have no prediction in %s", len(missing), pred)
@@ -644,7 +792,17 @@ def evaluate(
                 progress=progress,
                 score_field=score_field,
             )
-        elif pred.suffix.lower() in VECTOR_SUFFIXES or ref.suffix.lower() in VECTOR_SUFFIXES:
+        elif ref.suffix.lower() in VECTOR_SUFFIXES and pred.suffix.lower() not in VECTOR_SUFFIXES:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="aerialct-ref-") as d:
+                burnt = Path(d) / f"{ref.stem}.tif"
+                table = rasterize_reference(pred, ref, burnt, burn=burn, layer=ref_layer)
+                result = evaluate_pixels(
+                    [(pred, burnt)], exclude=exclude, classes=table, progress=progress
+                )
+            result.pairs[0].reference = str(ref)
+        elif pred.suffix.lower() in VECTOR_SUFFIXES:
             raise InputError(
                 f"{pred} and {ref}: one is a vector, the other a raster; compare rasters with "
                 "rasters (pixel scores) or polygons with polygons (building scores); "

@@ -48,11 +48,14 @@ from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.errors import InputError
 from aerialct.geo.cog import PART_OPTIONS, RowWriter, cog_options, finish_cog
 from aerialct.geo.io import (
+    CLASSES_TAG,
     atomic_output,
     check_output,
     open_raster,
     read_failed,
     read_window,
+    source_path,
+    write_category_names,
 )
 from aerialct.progress import ProgressFn, as_progress
 
@@ -966,14 +969,14 @@ def _part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
 def _tag_class_raster(ds: Any, classes: ClassTable, scene: Path) -> None:
     ds.write_colormap(1, classes.colormap())
     ds.set_band_description(1, "class")
-    ds.update_tags(AERIALCT_CLASSES=json.dumps(classes.to_list()), AERIALCT_SOURCE=scene.name)
+    ds.update_tags(**{CLASSES_TAG: json.dumps(classes.to_list()), "AERIALCT_SOURCE": scene.name})
 
 
 def _tag_prob_raster(ds: Any, classes: ClassTable, scene: Path) -> None:
     for i, name in enumerate(classes.names):
         ds.set_band_description(i + 1, name)
     ds.update_tags(
-        AERIALCT_CLASSES=json.dumps(classes.to_list()),
+        **{CLASSES_TAG: json.dumps(classes.to_list())},
         AERIALCT_PROB_SCALE=str(PROB_SCALE),
         AERIALCT_SOURCE=scene.name,
     )
@@ -1116,6 +1119,7 @@ def predict_scene(
     import rasterio
 
     t_start = time.perf_counter()
+    source = source_path(scene)  # a URL or /vsi path is opened as given
     scene = Path(scene)
     out_path = Path(out_path)
     if tta not in TTA_MODES:
@@ -1141,7 +1145,7 @@ def predict_scene(
     result = SceneResult(scene=scene, device=str(dev))
 
     with contextlib.ExitStack() as stack:
-        ds = stack.enter_context(open_raster(scene, require_crs=not allow_no_crs))
+        ds = stack.enter_context(open_raster(source, require_crs=not allow_no_crs))
         stack.enter_context(_quiet_georef(ds.crs is None))
         stack.enter_context(_gdal_env(ds, int(bundle.chip_size), dev.type == "cuda"))
         chosen = _data_bands(ds, bands, int(bundle.in_chans), scene)
@@ -1217,6 +1221,7 @@ def predict_scene(
                 write_quicklook(ds, chosen, tmp_cls, tmp_ql, bundle.classes, title=title)
             result.quicklook = ql_path
 
+    write_category_names(out_path, bundle.classes)  # gdalinfo / QGIS show the class names
     result.output = out_path
     result.probabilities = prob_path
     result.windows = stats.windows
@@ -1345,8 +1350,8 @@ def predict_scenes(
         rank = int(os.environ.get("RANK", "0"))
     if world_size is None:
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    paths = [Path(s) for s in scenes]
-    stems = [p.stem for p in paths]
+    paths = [source_path(s) for s in scenes]
+    stems = [Path(p).stem for p in paths]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:
         raise InputError(
@@ -1389,7 +1394,9 @@ def predict_scenes(
             # recorded in the result, which the caller renders; visible with --verbose
             log.debug("%s: failed: %s", p, e)
             results.append(
-                SceneResult(scene=p, status="failed", error=" ".join(str(e).split()), exception=e)
+                SceneResult(
+                    scene=Path(p), status="failed", error=" ".join(str(e).split()), exception=e
+                )
             )
     return BatchResult(results, time.perf_counter() - t0, rank, world_size)
 

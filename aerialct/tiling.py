@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from aerialct import __version__
-from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
+from aerialct.classes import IGNORE_INDEX, ClassTable, resolve_class_table
 from aerialct.errors import InputError, RasterError, VectorError
 from aerialct.geo.io import (
     FOLDER,
@@ -98,6 +98,11 @@ class TileResult:
     scenes: list[SceneReport]
     warnings: list[str]
     seconds: float
+    split_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per split: each class's (and ignore's) share of the label pixels."""
+    band_stats: dict = field(default_factory=dict)
+    """Robust per-band statistics of the training pixels (see :func:`band_statistics`)."""
+    classes: list[dict] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- chip grid
@@ -196,7 +201,7 @@ class _Job:
     classes_json: str
 
 
-def _inspect_image(path: Path) -> _Scene:
+def _inspect_image(path: str | Path) -> _Scene:
     from rasterio.enums import ColorInterp, MaskFlags
 
     with _quiet_georef(), open_raster(path) as ds:
@@ -224,8 +229,8 @@ def _inspect_image(path: Path) -> _Scene:
             )
         )
         return _Scene(
-            name=path.stem,
-            image=str(path),
+            name=Path(path).stem,
+            image=os.fspath(path),  # a URL or /vsi path stays as given
             width=ds.width,
             height=ds.height,
             count=ds.count,
@@ -282,8 +287,15 @@ def _attach_label_raster(scene: _Scene, path: Path, warnings: list[str]) -> None
 
 
 def _load_vector(
-    path: Path, class_field: str, classes: ClassTable, layer: str | None
+    path: Path,
+    class_field: str | None,
+    classes: ClassTable,
+    layer: str | None,
+    burn: str | None = None,
+    class_map: dict[str, str] | None = None,
 ) -> tuple[object, list[int]]:
+    """Polygons and their class ids: every polygon ``burn``, or ``class_field`` values that are
+    class names/ids or keys of ``class_map`` (value -> class name)."""
     from aerialct.geo.vector import read_polygons
 
     frame = read_polygons(path, layer)
@@ -293,20 +305,30 @@ def _load_vector(
         raise VectorError(
             f"{path}: has no CRS; assign one (ogr2ogr -a_srs EPSG:XXXX out.gpkg {path})"
         )
+    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+    if burn is not None:
+        return frame, [classes.id_of(burn)] * len(frame)
     if class_field not in frame.columns:
         fields = ", ".join(c for c in frame.columns if c != "geometry")
-        raise InputError(f"{path}: no field {class_field!r}; --class-field is one of: {fields}")
-    frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty]
+        raise InputError(
+            f"{path}: no field {class_field!r}; --class-field is one of: {fields} "
+            "(or burn every polygon as one class with --burn CLASS)"
+        )
+    mapping = {str(k): v for k, v in (class_map or {}).items()}
     ids = []
     lookup: dict[object, int] = {}
     for v in frame[class_field].tolist():
         if v not in lookup:
             try:
-                lookup[v] = classes.id_of(v if isinstance(v, str) else int(v))
+                if str(v) in mapping:
+                    lookup[v] = classes.id_of(mapping[str(v)])
+                else:
+                    lookup[v] = classes.id_of(v if isinstance(v, str) else int(v))
             except (ValueError, TypeError) as e:
                 raise InputError(
                     f"{path}: field {class_field!r} value {v!r} is not a class ({e}); "
-                    f"use one of {', '.join(classes.names)} or ids 0..{len(classes) - 1}"
+                    f"use one of {', '.join(classes.names)}, ids 0..{len(classes) - 1}, or map "
+                    f"it with --class-map {v}=CLASS"
                 ) from e
         ids.append(lookup[v])
     return frame, ids
@@ -395,6 +417,8 @@ def _read_labels(job: _Job, window, band_transform, h: int, w: int) -> tuple[np.
             return ids, unknown
         raw = lab.read(1, window=window)
     nod = raw == sc.label_nodata if sc.label_nodata is not None else np.zeros(raw.shape, bool)
+    if job.classes.ignore != IGNORE_INDEX:  # the table's own "no label" value
+        nod |= raw == job.classes.ignore
     legal = ((raw >= 0) & (raw < k)) | (raw == IGNORE_INDEX) | nod
     ids = np.where(legal & ~nod, raw, IGNORE_INDEX).astype(np.uint8)
     if not legal.all():
@@ -404,8 +428,53 @@ def _read_labels(job: _Job, window, band_transform, h: int, w: int) -> tuple[np.
     return ids, unknown
 
 
-def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
+SAMPLE_PER_CHIP = 2048
+"""Valid pixels per chip kept (evenly strided) for the band statistics."""
+PERCENTILES = (0.5, 99.5)
+"""The robust range of each band: values outside are clipped before normalising."""
+
+
+def _sample(img: np.ndarray, valid: np.ndarray | None, nodata: float | None) -> np.ndarray:
+    """Up to SAMPLE_PER_CHIP valid pixels (C, n) of a chip, evenly strided, as float64."""
+    flat = img.reshape(img.shape[0], -1)
+    ok = np.ones(flat.shape[1], bool) if valid is None else valid.reshape(-1).copy()
+    if nodata is not None:
+        ok &= ~(flat == nodata).all(axis=0) if not np.isnan(nodata) else ~np.isnan(flat).all(0)
+    if np.issubdtype(flat.dtype, np.floating):
+        ok &= np.isfinite(flat).all(axis=0)
+    idx = np.flatnonzero(ok)
+    idx = idx[:: max(1, len(idx) // SAMPLE_PER_CHIP)]
+    return flat[:, idx].astype(np.float64)
+
+
+def band_statistics(samples: np.ndarray, dtype: str) -> dict:
+    """Robust per-band statistics of valid training pixels (C, n), stored in dataset.json.
+
+    ``low``/``high`` are the PERCENTILES of each band (not min/max, so a few hot or
+    dead pixels do not stretch the range); ``mean``/``std`` are those of the pixels
+    clipped to that range. Training and prediction both compute
+    ``(clip(x, low, high) - mean) / std``.
+    """
+    low = np.percentile(samples, PERCENTILES[0], axis=1)
+    high = np.percentile(samples, PERCENTILES[1], axis=1)
+    clipped = np.clip(samples, low[:, None], high[:, None])
+    mean, std = clipped.mean(axis=1), clipped.std(axis=1)
+    std = np.where(std < 1e-6, 1.0, std)  # a constant band: centred, unscaled
+    return {
+        "dtype": dtype,
+        "pixels": int(samples.shape[1]),
+        "percentiles": list(PERCENTILES),
+        "low": [float(v) for v in low],
+        "high": [float(v) for v in high],
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+    }
+
+
+def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int], dict[str, list]]:
     """Read one row band of a scene, cut and write its chips; return index rows and stats.
+
+    The last item holds per split a list of pixel samples (C, n) for the band statistics.
 
     Read errors become RasterError naming the file; write errors (disk full) pass through.
     """
@@ -441,6 +510,7 @@ def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
     scale = size / chip
     rows: list[dict] = []
     skipped = 0
+    samples: dict[str, list] = {}
     made: set[str] = set()
     for col, split in zip(job.cols, job.splits, strict=True):
         w = min(size, sc.width)
@@ -451,6 +521,8 @@ def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
                 continue
         img = data[:, :, col : col + w]
         lab = labels[:, col : col + w] if labels is not None else None
+        vwin = valid[:, col : col + w] if valid is not None else None
+        samples.setdefault(split, []).append(_sample(img, vwin, nodata))
         if h < size or w < size:  # a scene smaller than a window: pad, image with nodata/0
             pad = np.full((sc.count, size, size), nodata if nodata is not None else 0, sc.dtype)
             pad[:, :h, :w] = img
@@ -505,7 +577,7 @@ def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int]]:
                 "bounds": (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)),
             }
         )
-    return rows, skipped, dict(unknown)
+    return rows, skipped, dict(unknown), samples
 
 
 # --------------------------------------------------------------------------- engine
@@ -636,6 +708,7 @@ def _run(
         for s in scenes
     ]
     rows: list[dict] = []
+    samples: dict[str, list] = {}
     with atomic_output(out, overwrite, kind=FOLDER, inputs=inputs, made_by="tile") as tmp:
         jobs = []
         for k, (sc, (rr, cc)) in enumerate(zip(scenes, grids, strict=True)):
@@ -662,9 +735,11 @@ def _run(
                     )
                 )
 
-        def collect(k: int, job: _Job, res: tuple[list[dict], int, dict[str, int]]) -> None:
-            band_rows, skipped, unknown = res
+        def collect(k: int, job: _Job, res: tuple) -> None:
+            band_rows, skipped, unknown, band_samples = res
             rows.extend(band_rows)
+            for s, arrs in band_samples.items():
+                samples.setdefault(s, []).extend(arrs)
             rep = reports[k]
             rep.chips += len(band_rows)
             rep.skipped_nodata += skipped
@@ -694,6 +769,10 @@ def _run(
             crs=first.crs_wkt,
         )
         _warn_one_sided(frame["split"].to_numpy(), counts, [*classes.names, "ignore"], warnings)
+        split_shares = _split_shares(frame["split"].to_numpy(), counts, [*classes.names, "ignore"])
+        pool = samples.get("train") or [a for arrs in samples.values() for a in arrs]
+        stats = band_statistics(np.concatenate(pool, axis=1), first.dtype)
+        stats["split"] = "train" if samples.get("train") else "all"
         for i, name in enumerate(classes.names):
             frame[f"px_{name}"] = counts[:, i].astype(np.int64)
         frame["px_ignore"] = counts[:, len(classes)].astype(np.int64)
@@ -735,6 +814,8 @@ def _run(
             "window": window,
             "stride": stride,
             "nodata_threshold": nodata_threshold,
+            "band_stats": stats,
+            "class_shares": split_shares,
             "creation_options": co,
             "scenes": [
                 {"name": r.name, "image": r.image, "labels": r.labels, "split": r.split}
@@ -777,6 +858,9 @@ def _run(
         scenes=reports,
         warnings=warnings,
         seconds=round(time.perf_counter() - started, 3),
+        split_shares=split_shares,
+        band_stats=stats,
+        classes=classes.to_list(),
     )
 
 
@@ -832,6 +916,21 @@ def _warn_one_sided(
             )
 
 
+def _split_shares(
+    splits: np.ndarray, counts: np.ndarray, names: list[str]
+) -> dict[str, dict[str, float]]:
+    """Per split, each class's share (and ignore's) of the label pixels."""
+    out: dict[str, dict[str, float]] = {}
+    for split in sorted(set(splits.tolist())):
+        per_class = counts[splits == split].sum(axis=0)
+        total = int(per_class.sum())
+        if total:
+            out[split] = {
+                n: round(float(c) / total, 4) for n, c in zip(names, per_class, strict=True)
+            }
+    return out
+
+
 def _top(d: dict[str, int], n: int = 3) -> str:
     items = sorted(d.items(), key=lambda kv: -kv[1])
     text = ", ".join(f"{k}: {v}" for k, v in items[:n])
@@ -867,7 +966,9 @@ def tile_scenes(
     class_field: str | None = None,
     vector_layer: str | None = None,
     background: str | int | None = None,
-    classes: ClassTable = POTSDAM,
+    classes: str | os.PathLike | ClassTable = "potsdam",
+    burn: str | None = None,
+    class_map: dict[str, str] | None = None,
     size: int = 512,
     stride: int | None = None,
     resize: int | None = None,
@@ -884,11 +985,15 @@ def tile_scenes(
 ) -> TileResult:
     """Cut GeoTIFFs into chips (general mode).
 
+    ``classes`` is a class table, a built-in name (``potsdam``, ``buildings``) or a
+    YAML file (:func:`aerialct.classes.resolve_class_table`); it travels with the chips.
     ``labels`` are rasters in the order of ``images`` (1 band of class ids, or 3
     bands of RGB colours converted through ``classes``); or ``labels_vector`` is a
-    polygon file whose ``class_field`` holds class names or ids, rasterised on each
-    image grid (reprojected when its CRS differs; later features win; pixels no
-    polygon covers get ``background``, default ignore). ``size`` is the window in
+    polygon file rasterised on each image grid (reprojected when its CRS differs;
+    later features win): every polygon is class ``burn``, or ``class_field`` holds
+    class names or ids, or values that ``class_map`` maps to class names. Pixels no
+    polygon covers get ``background``; by default the table's ``background`` class
+    when it has one, else ignore. ``size`` is the window in
     scene pixels, ``stride`` its step (default ``size``), ``resize`` the chip size
     written (image bilinear, mask nearest). Windows with a nodata share above
     ``nodata_threshold`` are skipped. Chips go to ``split`` (default train), or with
@@ -897,15 +1002,38 @@ def tile_scenes(
     """
     started = time.perf_counter()
     warnings: list[str] = []
-    imgs = _expand(images)
+    from aerialct.geo.io import expand_inputs
+
+    imgs = expand_inputs(images)  # files, folders, globs, GDAL paths and URLs
     if split is not None and split not in SPLITS:
         raise InputError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     if val_fraction and split not in (None, "train"):
         raise InputError(f"--val-fraction with --split {split}: val is taken from train only")
     if labels and labels_vector:
         raise InputError("give either --labels or --labels-vector, not both")
-    if labels_vector is not None and not class_field:
-        raise InputError(f"{labels_vector}: --class-field NAME is required with --labels-vector")
+    try:
+        classes = resolve_class_table(classes)
+    except ValueError as e:
+        raise InputError(f"--classes: {e}") from e
+    if labels_vector is not None and not (class_field or burn):
+        raise InputError(
+            f"{labels_vector}: say which class each polygon is: --burn CLASS (every polygon, "
+            "e.g. --burn building) or --class-field FIELD (with --class-map VALUE=CLASS)"
+        )
+    if burn is not None and class_field:
+        raise InputError("give --burn or --class-field, not both")
+    if labels_vector is None and (burn or class_field or class_map):
+        raise InputError("--burn, --class-field and --class-map need --labels-vector")
+    if burn is not None:
+        try:
+            classes.id_of(burn)
+        except ValueError as e:
+            raise InputError(f"--burn {burn!r}: {e}") from e
+    for value, name in (class_map or {}).items():
+        try:
+            classes.id_of(name)
+        except ValueError as e:
+            raise InputError(f"--class-map {value}={name}: {e}") from e
     scenes = [_inspect_image(p) for p in imgs]
     for sc in scenes:
         sc.split = split or "train"
@@ -919,13 +1047,17 @@ def tile_scenes(
         for sc, lp in zip(scenes, labs, strict=True):
             _attach_label_raster(sc, lp, warnings)
     elif labels_vector is not None:
-        bg = IGNORE_INDEX
-        if background is not None and str(background).lower() not in ("ignore", "255"):
+        bg = IGNORE_INDEX if classes.background is None else classes.background
+        if background is not None and str(background).lower() in ("ignore", "255"):
+            bg = IGNORE_INDEX
+        elif background is not None:
             try:
                 bg = classes.id_of(background)
             except ValueError as e:
                 raise InputError(f"--background {background!r}: {e}") from e
-        frame, ids = _load_vector(Path(labels_vector), class_field or "", classes, vector_layer)
+        frame, ids = _load_vector(
+            Path(labels_vector), class_field, classes, vector_layer, burn, class_map
+        )
         for sc in scenes:
             sc.labels = str(labels_vector)
             _attach_vector(sc, frame, ids, bg)

@@ -14,7 +14,10 @@ import platform
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["tile", "step", "engine", "train", "evidence", "predict", "export", "vectorize", "startup"]
+ORDER = [
+    "tile", "step", "engine", "train", "buildings", "evidence", "predict", "export", "vectorize",
+    "startup",
+]
 
 
 def is_gpu(p: Path) -> bool:

@@ -258,7 +258,7 @@ def test_cli_evaluate(cli, tmp_path):
     r = cli("evaluate", tmp_path / "p.tif", tmp_path / "r.tif", "--iou-threshold", "1.5")
     assert r.code == 2
     write_polys(tmp_path / "b.gpkg", [box(0, 0)])
-    r = cli("evaluate", tmp_path / "p.tif", tmp_path / "b.gpkg")
+    r = cli("evaluate", tmp_path / "b.gpkg", tmp_path / "p.tif")
     assert r.code == 1 and "vectorise the raster first" in r.err
     r = cli("evaluate", tmp_path / "b.gpkg", tmp_path / "b.gpkg", "--report", tmp_path / "x.json")
     assert r.code == 0 and "F1" in r.out

@@ -72,6 +72,14 @@ def evaluate(
             help="Polygon confidence attribute for building AP (vectorize --probabilities).",
         ),
     ] = "mean_confidence",
+    burn: Annotated[
+        str,
+        typer.Option(
+            "--burn",
+            help="A polygon REFERENCE for a class raster: the class its polygons are "
+            "(the rest is background).",
+        ),
+    ] = "building",
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -117,6 +125,7 @@ def evaluate(
             overwrite=overwrite,
             progress=progress,
             score_field=score_field,
+            burn=burn,
         )
     if json_out:
         console.print_json(result.to_dict())  # the same object as the --report file
@@ -156,9 +165,22 @@ def _pixel_table(result) -> None:
 
 
 def _building_table(result) -> None:
+    cols = ["predicted", "reference", "TP", "FP", "FN", "precision", "recall", "F1", "mean IoU"]
+    if result.files:
+        console.print_table(
+            "buildings per file",
+            ["file", *cols],
+            [
+                [Path(f["reference"]).name, *(f[k] for k in (
+                    "predicted", "reference_count", "true_positives", "false_positives",
+                    "false_negatives", "precision", "recall", "f1", "mean_iou"))]
+                for f in result.files
+            ],
+        )  # fmt: skip
     console.print_table(
-        f"buildings, one-to-one at IoU >= {result.iou_threshold}",
-        ["predicted", "reference", "TP", "FP", "FN", "precision", "recall", "F1", "mean IoU"],
+        f"buildings, one-to-one at IoU >= {result.iou_threshold}"
+        + (f", pooled over {len(result.files)} files" if result.files else ""),
+        cols,
         [
             [
                 result.predicted,

@@ -42,7 +42,12 @@ def predict(
             "(.onnx runs on the CPU through onnxruntime)."
         ),
     ],
-    scenes: Annotated[list[Path], typer.Argument(help="One or more GeoTIFF scenes.")],
+    scenes: Annotated[
+        list[str],
+        typer.Argument(
+            help="Scenes: files, folders, quoted globs, GDAL paths and URLs (/vsicurl/, s3://, https://).",
+        ),
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder: <scene>_classes.tif per scene.")
     ],
@@ -133,6 +138,7 @@ def predict(
     band_list = _parse_bands(bands)
 
     from aerialct.errors import AerialctError, InputError, PartialFailure
+    from aerialct.geo.io import expand_inputs
     from aerialct.inference import (
         parse_shard,
         predict_scenes,
@@ -144,7 +150,7 @@ def predict(
         shard_kn = parse_shard(shard) if shard is not None else None
     except InputError as e:
         raise typer.BadParameter(str(e), param_hint="--shard") from None
-
+    scene_list = expand_inputs(scenes)
     reduce_heap_fragmentation()
     if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
         device = "cpu"  # onnxruntime's CPU provider
@@ -153,7 +159,7 @@ def predict(
     with console.progress("predicting") as progress:
         result = predict_scenes(
             bundle,
-            scenes,
+            scene_list,
             out,
             overlap=overlap,
             batch_size=batch_size,

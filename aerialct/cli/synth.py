@@ -42,6 +42,22 @@ def synth(
     compress: Annotated[
         str, typer.Option("--compress", help="GDAL compression of the rasters (or none).")
     ] = "deflate",
+    dtype: Annotated[
+        str, typer.Option("--dtype", help="Pixel type: uint8, uint16, int16 or float32.")
+    ] = "uint8",
+    bands: Annotated[
+        int, typer.Option("--bands", help="1 (panchromatic), 3 (RGB) or 4 (RGB + NIR).")
+    ] = 3,
+    classes: Annotated[
+        str, typer.Option("--classes", help="Label classes: potsdam (6) or buildings.")
+    ] = "potsdam",
+    built_up: Annotated[
+        float,
+        typer.Option("--built-up", help="Share of built blocks, 0..1 (0.1: ~5% building px)."),
+    ] = 1.0,
+    buildings_format: Annotated[
+        str, typer.Option("--buildings-format", help="Footprint file format: gpkg or geojson.")
+    ] = "gpkg",
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -51,11 +67,19 @@ def synth(
 
     \b
       aerialct synth data --size 2048 --seed 0 --buildings
+      aerialct synth data --dtype uint16 --bands 1 --classes buildings
       aerialct synth potsdam_like --potsdam --size 1000 --tiles 2_10,2_11,2_13
     """
     from aerialct.data.synth import synth_potsdam, synth_scene
     from aerialct.errors import InputError
 
+    imagery = (dtype, bands, classes, built_up) != ("uint8", 3, "potsdam", 1.0)
+    if potsdam and imagery:
+        raise typer.BadParameter(
+            "--potsdam writes the release's uint8 RGB tiles and six classes; drop --dtype, "
+            "--bands, --classes and --built-up",
+            param_hint="--potsdam",
+        )
     with console.progress("synthesising") as progress:
         if potsdam:
             ids = [t.strip() for t in tiles.split(",") if t.strip()]
@@ -79,20 +103,27 @@ def synth(
                     f"{out_dir}: exists and is not a folder; synth writes its files into a "
                     "folder: give a folder path"
                 )
+            if buildings_format not in ("gpkg", "geojson"):
+                raise InputError(f"--buildings-format {buildings_format}: use gpkg or geojson")
             out_dir.mkdir(parents=True, exist_ok=True)
             result = synth_scene(
                 out_dir / f"{name}.tif",
-                out_dir / f"{name}_labels.tif",
+                # in a subfolder, so `predict OUT/*.tif` or `predict OUT` takes the scene only
+                out_dir / "labels" / f"{name}_labels.tif",
                 size=size,
                 seed=seed,
                 gsd=gsd,
                 crs=crs,
                 rgb_labels=rgb_labels,
-                buildings=out_dir / f"{name}_buildings.gpkg" if buildings else None,
+                buildings=out_dir / f"{name}_buildings.{buildings_format}" if buildings else None,
                 label_crs=not label_no_crs,
                 compress=compress,
                 overwrite=overwrite,
                 progress=progress,
+                dtype=dtype,
+                bands=bands,
+                classes=classes,
+                built_up=built_up,
             )
     if json_out:
         console.print_json(result)

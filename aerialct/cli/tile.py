@@ -35,9 +35,27 @@ def tile(
             "--labels-vector", help="Polygons (GeoPackage, ...) rasterised onto each image."
         ),
     ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Class table: potsdam (default), buildings, or a YAML file (README, 'Your own classes').",
+        ),
+    ] = None,
+    burn: Annotated[
+        str | None,
+        typer.Option("--burn", help="Burn every polygon of --labels-vector as this class."),
+    ] = None,
     class_field: Annotated[
         str | None,
         typer.Option("--class-field", help="Field of --labels-vector holding class names or ids."),
+    ] = None,
+    class_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class-map",
+            help="VALUE=CLASS: a --class-field value that is not a class name (repeatable).",
+        ),
     ] = None,
     layer: Annotated[
         str | None, typer.Option("--layer", help="Layer of --labels-vector (default: the first).")
@@ -125,6 +143,8 @@ def tile(
     \b
       aerialct tile a.tif --labels a_labels.tif --out chips --val-fraction 0.2
       aerialct tile '*.tif' --labels-vector buildings.gpkg --out chips
+      aerialct tile a.tif --labels-vector fp.geojson --burn building \\
+          --classes buildings --out chips
       aerialct tile --dataset potsdam /data/Potsdam --out chips
     """
     creation = parse_creation_options(co) or None
@@ -141,6 +161,7 @@ def tile(
             ("--labels", labels),
             ("--labels-vector", labels_vector),
             ("--split", split),
+            ("--classes", classes),
         ):
             if value:
                 raise typer.BadParameter(
@@ -148,6 +169,14 @@ def tile(
                 )
     elif split_file is not None:
         raise typer.BadParameter("--split-file needs --dataset potsdam", param_hint="--split-file")
+    mapping: dict[str, str] = {}
+    for item in class_map or []:
+        value, sep, name = item.partition("=")
+        if not sep or not value or not name:
+            raise typer.BadParameter(
+                f"{item!r}: write VALUE=CLASS, e.g. house=building", param_hint="--class-map"
+            )
+        mapping[value] = name
 
     from aerialct.tiling import tile_potsdam, tile_scenes
 
@@ -185,6 +214,9 @@ def tile(
                 labels=labels,
                 labels_vector=labels_vector,
                 class_field=class_field,
+                classes=classes or "potsdam",
+                burn=burn,
+                class_map=mapping or None,
                 vector_layer=layer,
                 background=background,
                 size=512 if size is None else size,
@@ -217,10 +249,14 @@ def tile(
         [[k, v] for k, v in result.splits.items() if v],
     )
     if result.label_mode:
+        shares = result.split_shares
         console.print_table(
             "label pixels",
-            ["class", "pixels", "share"],
-            [[k, v, v / total] for k, v in result.class_pixels.items()],
+            ["class", "pixels", "share", *(f"share {s}" for s in shares)],
+            [
+                [k, v, v / total, *(shares[s].get(k, 0.0) for s in shares)]
+                for k, v in result.class_pixels.items()
+            ],
         )
     if result.skipped_nodata:
         console.info(f"{result.skipped_nodata} windows skipped (nodata above the threshold)")

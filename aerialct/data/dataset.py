@@ -147,6 +147,7 @@ def open_chip_splits(
     elif not bands or shape is None:
         bands, shape = _check_headers(root, train[:1], None, None)
     gsd = meta.get("gsd")
+    extra = {"train_counts": _label_counts(index, cfg.train_split)}
     return ChipSplits(
         root=root,
         classes=index.classes,
@@ -159,6 +160,7 @@ def open_chip_splits(
         chip_shape=shape,
         gsd=None if gsd is None else float(gsd),
         skipped_unlabelled=unlabelled.get(cfg.train_split, 0),
+        extra=extra,
     )
 
 
@@ -210,7 +212,26 @@ def _open_packed_splits(data_dir: str | Path, cfg: DataConfig) -> ChipSplits:
         gsd=None if gsd is None else float(gsd),
         skipped_unlabelled=n_train - len(train),
         packed=packed,
+        extra={"train_counts": _packed_counts(packed, train, len(packed.classes))},
     )
+
+
+def _packed_counts(packed: Any, chips: Sequence[int], k: int) -> np.ndarray:
+    """Per labelled chip of a packed split (in ``chips`` order), its pixels per class ``(N, K)``."""
+    counts = packed.index.get("counts")
+    if counts is None:
+        return np.zeros((len(chips), k), dtype=np.int64)
+    return np.asarray(counts)[list(chips), :k].astype(np.int64)
+
+
+def _label_counts(index: Any, split: str) -> np.ndarray:
+    """Per labelled chip of ``split`` (in :func:`_pairs` order), its pixels per class ``(N, K)``."""
+    frame = index.split(split)
+    frame = frame[[not _is_null(m) for m in frame["mask"]]]
+    cols = [f"px_{n}" for n in index.classes.names]
+    if not all(c in frame.columns for c in cols):
+        return np.zeros((len(frame), len(cols)), dtype=np.int64)
+    return frame[cols].to_numpy(dtype=np.int64)
 
 
 def _check_headers(

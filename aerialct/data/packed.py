@@ -6,8 +6,10 @@ into a packed folder that training reads without rasterio, pyogrio or geopandas
 
     PACKED/packed.json   format, version, class table, ignore index, chip size,
                          bands, dtype, GSD, CRS (text), splits, per-split class pixel
-                         counts, per-split band statistics (sum, sum of squares, count,
-                         mean, std) and the source chips folder
+                         counts, per-split band statistics (``split_band_stats``: sum,
+                         sum of squares, count, mean, std), tile's robust statistics of the
+                         training pixels (``band_stats``, as in dataset.json: training
+                         normalises with them) and the source chips folder
     PACKED/images.npy    (N, C, H, W) chips in their own dtype (uint8 for RGB)
     PACKED/masks.npy     (N, H, W) uint8 class ids, 255 = ignore (uint16 past 255 classes)
     PACKED/index.npz     per chip: split, scene, chip_id, image (source path), row_off,
@@ -368,7 +370,9 @@ def pack_chips(
             "labelled": int(labelled.sum()),
             "splits": {sp: int((splits == sp).sum()) for sp in sorted(set(splits.tolist()))},
             "class_pixels": class_pixels,
-            "band_stats": band_stats,
+            "split_band_stats": band_stats,
+            # tile's robust statistics of the training pixels, which training applies
+            "band_stats": meta_in.get("band_stats") or {},
             "source": str(root),
             "source_meta": {
                 key: meta_in.get(key)

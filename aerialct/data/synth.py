@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from aerialct.classes import IGNORE_INDEX, POTSDAM
+from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
 from aerialct.data import potsdam as pots
 from aerialct.errors import InputError
 from aerialct.geo.io import (
@@ -57,6 +57,7 @@ from aerialct.geo.io import (
     atomic_output,
     check_output,
     verify_raster,
+    write_category_names,
 )
 from aerialct.progress import ProgressFn, as_progress
 
@@ -233,7 +234,10 @@ def _shape_polygon(kind: str, r0: int, r1: int, c0: int, c1: int, cv: _Canvas):
 
 
 class _Town:
-    def __init__(self, h: int, w: int, rng: np.random.Generator, gsd: float) -> None:
+    def __init__(
+        self, h: int, w: int, rng: np.random.Generator, gsd: float, built_up: float = 1.0
+    ) -> None:
+        self.built_up = built_up
         self.cv = _Canvas(h, w, rng, gsd)
         self.rng = rng
         self.buildings: list[Building] = []
@@ -309,6 +313,10 @@ class _Town:
         small = min(r1 - r0, c1 - c0) * cv.gsd < 30
         kinds = ["residential", "courtyard", "industrial", "park", "parking"]
         p = [0.3, 0.0, 0.2, 0.3, 0.2] if small else [0.45, 0.25, 0.13, 0.08, 0.09]
+        if self.built_up != 1.0:  # fewer built blocks: the rest become parks and parking lots
+            built = [v * self.built_up for v in p[:3]]
+            rest = (1.0 - sum(built)) / (p[3] + p[4])
+            p = [*built, p[3] * rest, p[4] * rest]
         kind = rng.choice(kinds, p=p)
         getattr(self, f"block_{kind}")(r0, r1, c0, c1)
 
@@ -646,10 +654,13 @@ def generate_scene(
     gsd: float = 0.05,
     crs: str = DEFAULT_CRS,
     origin: tuple[float, float] = DEFAULT_ORIGIN,
+    built_up: float = 1.0,
 ) -> SceneArrays:
     """Generate a town in memory. ``size`` is an int (square) or ``(height, width)`` in px.
 
     ``origin`` is the map position of the upper-left corner; pixels are ``gsd`` map units.
+    ``built_up`` scales the chance that a block holds buildings (1: the default town;
+    0.2: a sparse suburb with about 5% building pixels, the rest parks and parking lots).
     """
     from affine import Affine
 
@@ -658,8 +669,10 @@ def generate_scene(
         raise InputError(f"size {h}x{w}: too small; give at least 16 px per side")
     if not (gsd > 0 and math.isfinite(gsd)):
         raise InputError(f"gsd {gsd}: must be a positive number of metres per pixel")
+    if not 0.0 <= built_up <= 1.0:
+        raise InputError(f"built_up {built_up}: must be between 0 and 1")
     rng = np.random.default_rng(seed)
-    town = _Town(h, w, rng, gsd)
+    town = _Town(h, w, rng, gsd, built_up)
     vb, hb = town.roads()
     town.blocks(vb, hb)
     cv = town.cv
@@ -772,24 +785,26 @@ def eroded_boundaries(labels: np.ndarray, radius: int = 3) -> np.ndarray:
     return out
 
 
-def _profile(h: int, w: int, count: int, crs, transform, compress: str | None) -> dict:
+def _profile(
+    h: int, w: int, count: int, crs, transform, compress: str | None, dtype: str = "uint8"
+) -> dict:
     prof = {
         "driver": "GTiff",
         "width": w,
         "height": h,
         "count": count,
-        "dtype": "uint8",
+        "dtype": dtype,
         "crs": crs,
         "transform": transform,
     }
-    if count == 3:
+    if count == 3 and dtype == "uint8":
         prof["photometric"] = "RGB"
     if h >= 256 and w >= 256:
         prof.update(tiled=True, blockxsize=256, blockysize=256)
     if compress and compress.lower() != "none":
         prof.update(compress=compress, num_threads=str(min(2, os.cpu_count() or 1)))
         if compress.lower() in ("deflate", "lzw", "zstd"):
-            prof["predictor"] = 2
+            prof["predictor"] = 3 if dtype == "float32" else 2
     return prof
 
 
@@ -802,10 +817,12 @@ def write_labels(
     rgb: bool = False,
     overwrite: bool = False,
     compress: str | None = "deflate",
+    classes: ClassTable = POTSDAM,
 ) -> Path:
-    """Write class ids (1 band, colour table, nodata 255) or a Potsdam RGB-colour label (3 bands).
+    """Write class ids (1 band, colour table, nodata 255) or an RGB-colour label (3 bands).
 
-    ``crs=None`` writes a label without georeferencing (as some Potsdam labels are).
+    ``labels`` hold ids of ``classes``. ``crs=None`` writes a label without
+    georeferencing (as some Potsdam labels are).
     """
     import rasterio
     from affine import Affine
@@ -817,7 +834,7 @@ def write_labels(
     with atomic_output(path, overwrite) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         if rgb:
-            data = POTSDAM.ids_to_rgb(labels)
+            data = classes.ids_to_rgb(labels)
             prof = _profile(h, w, 3, crs, transform, compress)
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(data)
@@ -827,10 +844,12 @@ def write_labels(
             prof["nodata"] = IGNORE_INDEX
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(labels, 1)
-                dst.write_colormap(1, POTSDAM.colormap())
+                dst.write_colormap(1, classes.colormap())
                 dst.update_tags(
-                    **{CLASSES_TAG: json.dumps(POTSDAM.to_list()), WRITER_TAG: "aerialct synth"}
+                    **{CLASSES_TAG: json.dumps(classes.to_list()), WRITER_TAG: "aerialct synth"}
                 )
+    if not rgb:
+        write_category_names(path, classes)
     return Path(path)
 
 
@@ -849,8 +868,18 @@ def synth_scene(
     compress: str | None = "deflate",
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    dtype: str = "uint8",
+    bands: int = 3,
+    classes: str | ClassTable = "potsdam",
+    built_up: float = 1.0,
 ) -> SynthResult:
-    """Generate a scene and write it: RGB GeoTIFF, optional labels and building GeoPackage.
+    """Generate a scene and write it: GeoTIFF, optional labels and building footprints.
+
+    ``dtype`` (uint8, uint16, int16, float32) and ``bands`` (1 panchromatic, 3 RGB,
+    4 RGB + near infrared) choose the imagery (:func:`convert_image`). ``classes``
+    is ``potsdam`` (six classes) or ``buildings`` (0 background, 1 building).
+    ``built_up`` below 1 makes a sparser town (0.1: about 5% building pixels).
+    ``buildings`` gets the footprints in the format of its extension (.gpkg, .geojson).
 
     ``out_labels`` gets class ids (uint8, colour table, nodata 255) or, with
     ``rgb_labels``, a Potsdam RGB-colour label. ``label_crs=False`` writes the
@@ -860,22 +889,32 @@ def synth_scene(
     """
     import rasterio
 
+    from aerialct.classes import resolve_class_table
+
+    table = _synth_table(classes, resolve_class_table)
+    if dtype not in SYNTH_DTYPES:
+        raise InputError(f"--dtype {dtype}: use one of {', '.join(SYNTH_DTYPES)}")
+    if bands not in (1, 3, 4):
+        raise InputError(f"--bands {bands}: use 1 (panchromatic), 3 (RGB) or 4 (RGB + NIR)")
     outs = [p for p in (out_image, out_labels, buildings) if p is not None]
     for p in outs:
         check_output(p, overwrite)
     prog = as_progress(progress)
     prog(0, total=3, description="synthesising")
-    scene = generate_scene(size, seed, gsd=gsd, crs=crs, origin=origin)
+    scene = generate_scene(size, seed, gsd=gsd, crs=crs, origin=origin, built_up=built_up)
     prog(1)
     h, w = scene.labels.shape
-    prof = _profile(h, w, 3, crs, scene.transform, compress)
+    image = convert_image(scene.image, scene.labels, dtype, bands)
+    prof = _profile(h, w, bands, crs, scene.transform, compress, dtype)
     with atomic_output(out_image, overwrite) as tmp, rasterio.open(tmp, "w", **prof) as dst:
-        dst.write(scene.image)
+        dst.write(image)
         dst.update_tags(**{WRITER_TAG: "aerialct synth"})
+    labels = scene.labels if table is POTSDAM else (scene.labels == BUILDING).astype(np.uint8)
     if out_labels is not None:
         write_labels(
             out_labels,
-            scene.labels,
+            labels,
+            classes=table,
             crs=crs if label_crs else None,
             transform=scene.transform,
             rgb=rgb_labels,
@@ -886,10 +925,8 @@ def synth_scene(
     if buildings is not None:
         write_buildings(buildings, scene, overwrite=overwrite)
     prog(1)
-    counts = np.bincount(scene.labels.ravel(), minlength=len(POTSDAM))[: len(POTSDAM)]
-    fractions = {
-        n: round(float(c) / (h * w), 4) for n, c in zip(POTSDAM.names, counts, strict=True)
-    }
+    counts = np.bincount(labels.ravel(), minlength=len(table))[: len(table)]
+    fractions = {n: round(float(c) / (h * w), 4) for n, c in zip(table.names, counts, strict=True)}
     return SynthResult(
         image=Path(out_image),
         labels=Path(out_labels) if out_labels is not None else None,
@@ -911,10 +948,52 @@ def write_buildings(
     """Write the scene's building footprints to a GeoPackage (layer ``buildings``)."""
     import pyogrio
 
+    from aerialct.geo.vector import driver_for
+
     frame = scene.building_frame()
     with atomic_output(path, overwrite) as tmp:
-        pyogrio.write_dataframe(frame, tmp, layer="buildings", driver="GPKG")
+        pyogrio.write_dataframe(frame, tmp, layer="buildings", driver=driver_for(path))
     return Path(path)
+
+
+SYNTH_DTYPES = ("uint8", "uint16", "int16", "float32")
+"""Pixel types ``synth --dtype`` writes."""
+
+
+def convert_image(rgb: np.ndarray, labels: np.ndarray, dtype: str, bands: int) -> np.ndarray:
+    """The 8-bit RGB town as other sensors would record it.
+
+    ``bands``: 1 is a panchromatic band (luminance), 3 RGB, 4 RGB + a near-infrared
+    band in which vegetation is bright. ``dtype``: uint8 as drawn; uint16 a 12-bit-like
+    sensor (DN = 40 x value + 200, as satellite products store it); int16 the same
+    shifted by -1000; float32 reflectance (value / 255 x 0.6).
+    """
+    x = rgb.astype(np.float32)
+    if bands == 1:
+        x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
+    elif bands == 4:
+        veg = np.isin(labels, (LOW_VEG, TREE)).astype(np.float32)
+        nir = 0.5 * x[0] + 0.3 * x[1] + veg * (90.0 + 0.4 * x[1])
+        x = np.concatenate([x, np.clip(nir, 0, 255)[None]])
+    if dtype == "uint8":
+        return np.rint(x).astype(np.uint8)
+    if dtype == "uint16":
+        return np.rint(x * 40.0 + 200.0).astype(np.uint16)
+    if dtype == "int16":
+        return np.rint(x * 40.0 - 800.0).astype(np.int16)
+    return (x / 255.0 * 0.6).astype(np.float32)
+
+
+def _synth_table(classes, resolve) -> ClassTable:
+    from aerialct.classes import BUILDINGS
+
+    try:
+        table = resolve(classes)
+    except ValueError as e:
+        raise InputError(f"--classes {classes}: {e}") from e
+    if table not in (POTSDAM, BUILDINGS):
+        raise InputError(f"--classes {classes}: synth draws 'potsdam' or 'buildings' labels")
+    return table
 
 
 DEFAULT_POTSDAM_TILES = ("2_10", "2_11", "3_10", "2_13", "2_14")

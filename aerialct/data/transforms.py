@@ -24,17 +24,30 @@ __all__ = ["JointAugment", "Normalize", "random_scale"]
 
 @dataclass
 class Normalize:
-    """Raw pixel values -> ``(x - mean) / std`` per band, as float32."""
+    """Raw pixel values -> ``(clip(x, low, high) - mean) / std`` per band, as float32.
+
+    ``low``/``high`` are the robust percentiles of the training pixels (tile time);
+    without them the values are not clipped (chips tiled before they existed).
+    """
 
     mean: Sequence[float]
     std: Sequence[float]
+    low: Sequence[float] | None = None
+    high: Sequence[float] | None = None
 
     def __post_init__(self) -> None:
         self._mean = torch.tensor(list(self.mean), dtype=torch.float32).view(-1, 1, 1)
         self._std = torch.tensor(list(self.std), dtype=torch.float32).view(-1, 1, 1)
+        self._low = self._high = None
+        if self.low is not None and self.high is not None:
+            self._low = torch.tensor(list(self.low), dtype=torch.float32).view(-1, 1, 1)
+            self._high = torch.tensor(list(self.high), dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return (image.float() - self._mean) / self._std
+        x = image.float()
+        if self._low is not None and self._high is not None:
+            x = torch.maximum(torch.minimum(x, self._high), self._low)
+        return (x - self._mean) / self._std
 
 
 def random_scale(

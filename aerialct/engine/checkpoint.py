@@ -76,6 +76,8 @@ def make_checkpoint(
     rng: dict | None = None,
     best_miou: float | None = None,
     metrics: dict | None = None,
+    low: tuple[float, ...] | list[float] | None = None,
+    high: tuple[float, ...] | list[float] | None = None,
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict in the documented layout."""
     from aerialct import __version__
@@ -88,7 +90,12 @@ def make_checkpoint(
         "config": config if isinstance(config, dict) else to_dict(config),
         "classes": classes.to_list(),
         "ignore_index": int(ignore_index),
-        "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "normalization": {
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
+            **({"low": [float(v) for v in low]} if low else {}),
+            **({"high": [float(v) for v in high]} if high else {}),
+        },
         "in_chans": int(in_chans),
         "chip_size": int(chip_size),
         "gsd": None if gsd is None else float(gsd),
@@ -240,10 +247,16 @@ class InferenceBundle:
     config: ExperimentConfig | None = None
     path: Path | None = None
     ignore_index: int = IGNORE_INDEX
+    low: tuple[float, ...] | None = None
+    """Per-band clip range (robust training percentiles), applied before mean/std."""
+    high: tuple[float, ...] | None = None
     _stats: dict = field(default_factory=dict, repr=False)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw pixel values (B, C, H, W) -> float tensor ``(x - mean) / std`` on x's device."""
+        """Raw pixel values (B, C, H, W) -> ``(clip(x, low, high) - mean) / std`` on x's device.
+
+        The same transform as training's :class:`aerialct.data.transforms.Normalize`.
+        """
         import torch
 
         if x.ndim != 4 or x.shape[1] != self.in_chans:
@@ -257,9 +270,18 @@ class InferenceBundle:
         if key not in self._stats:
             mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
             std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-            self._stats[key] = (mean, std)
-        mean, std = self._stats[key]
-        return (x.float() - mean) / std
+            clip = None
+            if self.low is not None and self.high is not None:
+                clip = tuple(
+                    torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+                    for v in (self.low, self.high)
+                )
+            self._stats[key] = (mean, std, clip)
+        mean, std, clip = self._stats[key]
+        x = x.float()
+        if clip is not None:
+            x = torch.maximum(torch.minimum(x, clip[1]), clip[0])
+        return (x - mean) / std
 
 
 def load_inference_model(
@@ -310,6 +332,8 @@ def load_inference_model(
         config=cfg,
         path=p,
         ignore_index=int(ckpt.get("ignore_index", IGNORE_INDEX)),
+        low=tuple(float(v) for v in norm["low"]) if norm.get("low") else None,
+        high=tuple(float(v) for v in norm["high"]) if norm.get("high") else None,
     )
 
 

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from aerialct.errors import ConfigError
 from aerialct.losses.config import LossConfig
 from aerialct.losses.ct import PatchContrastLoss, cap_loss
+from aerialct.losses.imbalance import focal_loss
 from aerialct.losses.mscs import MultiScaleContrastLoss
 from aerialct.losses.segmentation import SegmentationLoss
 
@@ -74,6 +75,7 @@ class SegmentationTask(nn.Module):
         num_classes: int,
         ignore_index: int = 255,
         gather: GatherFn | None = None,
+        class_weight: Tensor | None = None,
     ) -> None:
         super().__init__()
         mode = loss_cfg.contrast
@@ -94,7 +96,9 @@ class SegmentationTask(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.gather = gather
-        self.seg_loss = SegmentationLoss(ignore_index, loss_cfg.ce_smoothing, loss_cfg.dice_weight)
+        self.seg_loss = SegmentationLoss(
+            ignore_index, loss_cfg.ce_smoothing, loss_cfg.dice_weight, class_weight
+        )
         channels = list(model.feature_channels)  # type: ignore[attr-defined]
         reductions = list(model.feature_reductions)  # type: ignore[attr-defined]
         self.heads = nn.ModuleDict()
@@ -157,6 +161,10 @@ class SegmentationTask(nn.Module):
         with torch.autocast(device_type=images.device.type, enabled=False):
             total, ce, dice = self.seg_loss(_at_least_float32(logits), masks)
             out["ce"], out["dice"] = ce.detach(), dice.detach()
+            if cfg.focal_weight:
+                focal = focal_loss(logits32, masks, cfg.focal_gamma, self.ignore_index)
+                total = total + cfg.focal_weight * focal
+                out["focal"] = focal.detach()
             if "ct" in self.heads:
                 ct, _ = self.heads["ct"]([_at_least_float32(f) for f in feats], masks, self.gather)
                 total = total + cfg.ct_lambda * cap_loss(ct, 1.0, cfg.ct_mode)

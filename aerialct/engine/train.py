@@ -185,10 +185,30 @@ class _EpochSampler(Sampler[int]):
 
     Same order as :class:`torch.utils.data.DistributedSampler` (seeded by run seed and
     epoch, padded so every rank gets the same count and hence the same number of steps).
+    With ``weights`` (one per chip, ``data.oversample_rare``) the epoch's ``n`` indices
+    are drawn with replacement in proportion to them (same seed rule), then shared out.
     """
 
-    def __init__(self, n: int, info: DistInfo, seed: int, epoch: int, skip: int = 0) -> None:
+    def __init__(
+        self,
+        n: int,
+        info: DistInfo,
+        seed: int,
+        epoch: int,
+        skip: int = 0,
+        weights: np.ndarray | None = None,
+    ) -> None:
         from torch.utils.data import DistributedSampler
+
+        if weights is not None:
+            g = torch.Generator().manual_seed(seed + epoch)
+            drawn = torch.multinomial(
+                torch.as_tensor(weights, dtype=torch.float64), n, True, generator=g
+            )
+            per_rank = _local_count(n, info.world_size)
+            padded = drawn.tolist() + drawn.tolist()[: per_rank * info.world_size - n]
+            self.indices = padded[info.rank :: info.world_size][skip:]
+            return
 
         base = DistributedSampler(
             range(n), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed
@@ -201,6 +221,49 @@ class _EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def _class_weights(cfg: ExperimentConfig, splits: Any, k: int) -> torch.Tensor | None:
+    """Cross-entropy class weights: given (``loss.class_weight_values``), from the training
+    split's pixel counts (``loss.class_weights: auto``), or None."""
+    from aerialct.losses.imbalance import class_weights_from_counts
+
+    lc = cfg.loss
+    if lc.class_weight_values is not None:
+        if len(lc.class_weight_values) != k or min(lc.class_weight_values) < 0:
+            raise ConfigError(
+                f"loss.class_weight_values has {len(lc.class_weight_values)} values; give {k} "
+                f"non-negative weights, one per class ({', '.join(splits.classes.names)})"
+            )
+        w = np.asarray(lc.class_weight_values, dtype=np.float64)
+    elif lc.class_weights == "auto":
+        w = class_weights_from_counts(splits.extra["train_counts"].sum(axis=0))
+    else:
+        return None
+    log.info(
+        "class weights: %s",
+        ", ".join(f"{n} {v:.3g}" for n, v in zip(splits.classes.names, w, strict=True)),
+    )
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def _rare_chip_weights(dc: Any, splits: Any) -> np.ndarray | None:
+    """Sampling weights of the training chips for ``data.oversample_rare`` (None when 1)."""
+    from aerialct.losses.imbalance import rare_chip_weights
+
+    if dc.oversample_rare == 1.0:
+        return None
+    if dc.oversample_rare <= 0 or not 0 < dc.rare_share < 1:
+        raise ConfigError(
+            f"data.oversample_rare {dc.oversample_rare} must be > 0 and data.rare_share "
+            f"{dc.rare_share} in (0, 1)"
+        )
+    w = rare_chip_weights(splits.extra["train_counts"], dc.rare_share, dc.oversample_rare)
+    log.info(
+        "oversampling %d of %d training chips (rare classes) %gx",
+        int((w != 1.0).sum()), len(w), dc.oversample_rare,
+    )  # fmt: skip
+    return w
 
 
 def _local_count(n: int, world: int) -> int:
@@ -292,7 +355,13 @@ def train(
             norm = ckpt["normalization"]
             cfg = replace(
                 cfg,
-                data=replace(cfg.data, mean=tuple(norm["mean"]), std=tuple(norm["std"])),
+                data=replace(
+                    cfg.data,
+                    mean=tuple(norm["mean"]),
+                    std=tuple(norm["std"]),
+                    low=tuple(norm["low"]) if norm.get("low") else None,
+                    high=tuple(norm["high"]) if norm.get("high") else None,
+                ),
             )
         return _train(
             cfg, Path(data_dir), out, ckpt, dev, info, progress, check_resume_compatible,
@@ -341,7 +410,25 @@ def _train(
     ignore = int(splits.meta.get("ignore_index", IGNORE_INDEX))
     if ckpt is not None:
         check_resume_compatible(ckpt, cfg, classes, splits.in_chans, out / "last.pt")
-    if dc.mean is None or dc.std is None:
+    if classes.excluded_from_mean:  # the class table's own exclusions join the config's
+        excluded = tuple(dict.fromkeys((*dc.exclude_from_mean, *classes.excluded_from_mean)))
+        cfg = replace(cfg, data=replace(dc, exclude_from_mean=excluded))
+        dc = cfg.data
+    chip_stats = splits.meta.get("band_stats") or {}
+    if (dc.mean is None or dc.std is None) and len(chip_stats.get("mean", ())) == splits.in_chans:
+        # robust statistics of the training pixels, computed by `tile` over valid pixels
+        cfg = replace(
+            cfg,
+            data=replace(
+                dc,
+                mean=tuple(chip_stats["mean"]),
+                std=tuple(chip_stats["std"]),
+                low=dc.low or tuple(chip_stats["low"]),
+                high=dc.high or tuple(chip_stats["high"]),
+            ),
+        )
+        dc = cfg.data
+    if dc.mean is None or dc.std is None:  # chips tiled before band_stats existed
         stats = None
         if info.is_main:
             stats = splits.band_stats(dc.stats_chips)
@@ -354,9 +441,10 @@ def _train(
             f"have {splits.in_chans} bands; give one value per band or leave them null"
         )
     assert dc.mean is not None and dc.std is not None
-    normalize = Normalize(dc.mean, dc.std)
+    normalize = Normalize(dc.mean, dc.std, dc.low, dc.high)
     augment = JointAugment(dc.hflip, dc.vflip, dc.rot90, dc.scale_range)
     train_ds = splits.dataset("train", normalize, augment, num_classes=k)
+    chip_weights = _rare_chip_weights(dc, splits)
     val_ds = splits.dataset("val", normalize, None, num_classes=k) if splits.val else None
     if info.is_main:
         _write_text(out / "config.yaml", dump_yaml(cfg))
@@ -368,9 +456,11 @@ def _train(
     model = build_model(cfg.model, num_classes=k, in_chans=splits.in_chans)
     h, w = splits.chip_shape
     model.check_input_size(h, w)
+    class_weight = _class_weights(cfg, splits, k)
     task = SegmentationTask(
         model, cfg.loss, num_classes=k, ignore_index=ignore,
         gather=gather_with_grad if info.enabled else None,
+        class_weight=class_weight,
     )  # fmt: skip
     task.to(dev)
     heads = getattr(task, "heads", None)
@@ -448,6 +538,8 @@ def _train(
             classes=classes,
             mean=dc.mean or (),
             std=dc.std or (),
+            low=dc.low,
+            high=dc.high,
             in_chans=splits.in_chans,
             chip_size=splits.chip_size,
             gsd=splits.gsd,
@@ -503,7 +595,9 @@ def _train(
     while state.epoch < tc.epochs and state.step < total_steps:
         epoch = state.epoch
         skip = state.batch_in_epoch * train_bs
-        sampler = _EpochSampler(len(train_ds), info, tc.seed, epoch, skip=skip)
+        sampler = _EpochSampler(
+            len(train_ds), info, tc.seed, epoch, skip=skip, weights=chip_weights
+        )
         gen = torch.Generator().manual_seed(tc.seed * 100_003 + epoch * 101 + info.rank)
         loader = DataLoader(
             train_ds,

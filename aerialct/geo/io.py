@@ -195,6 +195,48 @@ def is_gdal_path(path: str | os.PathLike) -> bool:
     return s.startswith("/vsi") or "://" in s
 
 
+def source_path(path: str | os.PathLike) -> str | Path:
+    """A raster input as GDAL should see it: GDAL paths and URLs untouched, files as Paths.
+
+    ``Path("https://host/a.tif")`` would become ``https:/host/a.tif``; this keeps it.
+    """
+    return os.fspath(path) if is_gdal_path(path) else Path(path)
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+"""What a folder given as raster input contributes (``predict dir``, ``tile dir``)."""
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str | Path]:
+    """Scene inputs as users give them: files, folders, quoted globs and GDAL paths/URLs.
+
+    A folder gives its rasters (:data:`RASTER_SUFFIXES`, sorted, not recursive); a
+    pattern with ``* ? [`` that names no file is expanded as a glob (``**`` recursive);
+    GDAL virtual paths and URLs pass untouched. InputError when a pattern or folder
+    matches nothing.
+    """
+    out: list[str | Path] = []
+    for item in paths:
+        s = os.fspath(item)
+        if is_gdal_path(s):
+            out.append(s)
+            continue
+        p = Path(s)
+        if p.is_dir():
+            hits = sorted(q for q in p.iterdir() if q.suffix.lower() in RASTER_SUFFIXES)
+            if not hits:
+                raise InputError(f"{p}: folder holds no rasters ({', '.join(RASTER_SUFFIXES)})")
+            out.extend(hits)
+        elif not p.exists() and any(ch in s for ch in "*?["):
+            found = sorted(glob.glob(s, recursive=True))
+            if not found:
+                raise InputError(f"{s}: the pattern matches no file; check the path")
+            out.extend(Path(h) for h in found)
+        else:
+            out.append(p)
+    return out
+
+
 def temp_path_for(path: str | os.PathLike) -> Path:
     """A temporary sibling of ``path`` that keeps its suffix (drivers look at it).
 
@@ -401,10 +443,10 @@ def open_raster(path: str | os.PathLike, *, require_crs: bool = False) -> raster
     import rasterio
     from rasterio.errors import RasterioIOError
 
-    p = Path(path)
-    if not p.exists():
+    p: Any = os.fspath(path) if is_gdal_path(path) else Path(path)  # URLs pass untouched
+    if isinstance(p, Path) and not p.exists():
         raise RasterError(f"{p}: no such file; check the path")
-    if p.is_dir():
+    if isinstance(p, Path) and p.is_dir():
         raise RasterError(f"{p}: is a folder, not a raster; give a GeoTIFF file")
     try:
         ds = rasterio.open(p)
@@ -465,6 +507,32 @@ def raster_class_table(
             f"{ds.name}: tag {CLASSES_TAG} is not a class table ({e}); "
             "rewrite it or remove the tag to use the Potsdam classes"
         ) from e
+
+
+def write_category_names(path: str | os.PathLike, table: ClassTable) -> Path:
+    """Give a class raster GDAL category names, so ``gdalinfo`` and QGIS show class names.
+
+    GeoTIFF (and COG) keep category names in GDAL's PAM sidecar ``<path>.aux.xml``
+    (rasterio has no setter); it is written next to the finished raster, under a
+    temporary name renamed into place, replacing a sidecar of an earlier run.
+    """
+    from xml.sax.saxutils import escape
+
+    final = Path(str(path) + ".aux.xml")
+    cats = "".join(f"<Category>{escape(n)}</Category>" for n in table.category_names())
+    xml = (
+        '<PAMDataset>\n  <PAMRasterBand band="1">\n'
+        f"    <CategoryNames>{cats}</CategoryNames>\n"
+        "  </PAMRasterBand>\n</PAMDataset>\n"
+    )
+    tmp = final.with_name(f"{final.name}{TMP_MARK}-{os.getpid()}")
+    try:
+        tmp.write_text(xml)
+        os.replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+    return final
 
 
 CLASS_RASTER = (

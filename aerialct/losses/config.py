@@ -52,6 +52,14 @@ class LossConfig:
     mscs_min_pixels: int = 5
     mscs_max_k: int = 2500
     mscs_max_total: int = 10000
+    # class imbalance (aerialct.losses.imbalance)
+    class_weights: Literal["none", "auto"] = "none"
+    """``auto``: cross-entropy weighted by the training split's pixel counts (inverse sqrt)."""
+    class_weight_values: tuple[float, ...] | None = None
+    """Given cross-entropy weights, one per class (wins over ``class_weights``)."""
+    focal_weight: float = 0.0
+    """Weight of an added focal term (0: none)."""
+    focal_gamma: float = 2.0
 
     def mscs_settings(self) -> tuple[str, int]:
         """The (anchor rule, projector layers) in force: explicit values, else the mode's."""

@@ -8,9 +8,15 @@ from torch import Tensor, nn
 
 
 def soft_cross_entropy(
-    logits: Tensor, target: Tensor, ignore_index: int = 255, smoothing: float = 0.1
+    logits: Tensor,
+    target: Tensor,
+    ignore_index: int = 255,
+    smoothing: float = 0.1,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Cross-entropy against label-smoothed one-hot targets, mean over non-ignored pixels.
+
+    With class ``weight`` ``(K,)`` the mean is weighted (divided by the weights' sum).
 
     Shape:
         logits ``(B, K, H, W)``, target ``(B, H, W)`` int64 (``ignore_index`` skipped);
@@ -19,10 +25,15 @@ def soft_cross_entropy(
     total = F.cross_entropy(
         logits.float(),
         target,
+        weight=weight,
         ignore_index=ignore_index,
         label_smoothing=smoothing,
         reduction="sum",
     )
+    if weight is not None:
+        valid = target != ignore_index
+        w = weight[target.clamp(0, len(weight) - 1)] * valid  # (B, H, W)
+        return total / w.sum().clamp(min=1e-6)
     return total / (target != ignore_index).sum().clamp(min=1)  # no host sync
 
 
@@ -50,14 +61,23 @@ def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: floa
 class SegmentationLoss(nn.Module):
     """``CE(smoothing) + dice_weight * Dice``; returns (total, ce, dice)."""
 
-    def __init__(self, ignore_index: int = 255, smoothing: float = 0.1, dice_weight: float = 1.0):
+    def __init__(
+        self,
+        ignore_index: int = 255,
+        smoothing: float = 0.1,
+        dice_weight: float = 1.0,
+        class_weight: Tensor | None = None,
+    ):
         super().__init__()
         self.ignore_index = ignore_index
         self.smoothing = smoothing
         self.dice_weight = dice_weight
+        self.register_buffer("class_weight", class_weight, persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        ce = soft_cross_entropy(logits, target, self.ignore_index, self.smoothing)
+        ce = soft_cross_entropy(
+            logits, target, self.ignore_index, self.smoothing, self.class_weight
+        )
         dice = (
             dice_loss(logits, target, self.ignore_index)
             if self.dice_weight
