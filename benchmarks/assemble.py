@@ -15,7 +15,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = [
-    "tile", "step", "engine", "train", "buildings", "evidence", "predict", "export", "vectorize",
+    "tile",
+    "step",
+    "engine",
+    "train",
+    "buildings",
+    "evidence",
+    "predict",
+    "export",
+    "vectorize",
     "startup",
 ]
 

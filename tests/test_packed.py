@@ -54,8 +54,12 @@ def test_pack_holds_every_chip_in_index_order(chips, packed):
     assert meta["splits"] == {"train": 12, "val": 4}
     assert meta["class_pixels"]["val"]["building"] == int(index.split("val")["px_building"].sum())
     train_imgs = p.images[p.split("train")].astype(np.float64)
-    np.testing.assert_allclose(meta["split_band_stats"]["train"]["mean"], train_imgs.mean(axis=(0, 2, 3)))
-    np.testing.assert_allclose(meta["split_band_stats"]["train"]["std"], train_imgs.std(axis=(0, 2, 3)))
+    np.testing.assert_allclose(
+        meta["split_band_stats"]["train"]["mean"], train_imgs.mean(axis=(0, 2, 3))
+    )
+    np.testing.assert_allclose(
+        meta["split_band_stats"]["train"]["std"], train_imgs.std(axis=(0, 2, 3))
+    )
 
 
 def test_splits_datasets_and_stats_match_the_folder(chips, packed):

@@ -159,7 +159,8 @@ class SegmentationTask(nn.Module):
         # Losses with autocast off, in at least float32: logsumexp / log at t = 0.1 need
         # the range. The modules follow their input's dtype (float64 stays float64).
         with torch.autocast(device_type=images.device.type, enabled=False):
-            total, ce, dice = self.seg_loss(_at_least_float32(logits), masks)
+            logits32 = _at_least_float32(logits)
+            total, ce, dice = self.seg_loss(logits32, masks)
             out["ce"], out["dice"] = ce.detach(), dice.detach()
             if cfg.focal_weight:
                 focal = focal_loss(logits32, masks, cfg.focal_gamma, self.ignore_index)

@@ -603,33 +603,3 @@ def read_failed(path: object, e: BaseException, window: Any = None) -> RasterErr
         f"{path}: read failed{where} ({first}); the file is corrupt or truncated: re-export "
         "or re-download it (gdalinfo -checksum shows the damage)"
     )
-
-
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
-
-
-def expand_inputs(
-    items: Sequence[str | os.PathLike], suffixes: Sequence[str] = RASTER_SUFFIXES
-) -> list[str]:
-    """Paths as given, a folder as its files with ``suffixes`` (sorted), a quoted glob
-    pattern as its matches; GDAL paths and URLs pass through untouched."""
-    out: list[str] = []
-    for item in items:
-        s = os.fspath(item)
-        if is_gdal_path(s):
-            out.append(s)
-            continue
-        p = Path(s)
-        if p.is_dir():
-            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in suffixes)
-            if not found:
-                raise InputError(f"{p}: no {'/'.join(suffixes)} files in this folder")
-            out.extend(found)
-        elif not p.exists() and any(ch in s for ch in "*?["):
-            hits = sorted(glob.glob(s, recursive=True))
-            if not hits:
-                raise InputError(f"{s}: the pattern matches no file; check the path")
-            out.extend(hits)
-        else:
-            out.append(s)
-    return out
