@@ -448,8 +448,13 @@ def open_raster(path: str | os.PathLike, *, require_crs: bool = False) -> raster
         raise RasterError(f"{p}: no such file; check the path")
     if isinstance(p, Path) and p.is_dir():
         raise RasterError(f"{p}: is a folder, not a raster; give a GeoTIFF file")
+    env = {}
+    if not isinstance(p, Path) and "GDAL_DISABLE_READDIR_ON_OPEN" not in os.environ:
+        # a remote scene: no listing of its folder and probing for sidecars, one request each
+        env["GDAL_DISABLE_READDIR_ON_OPEN"] = "EMPTY_DIR"
     try:
-        ds = rasterio.open(p)
+        with rasterio.Env(**env):
+            ds = rasterio.open(p)
     except RasterioIOError as e:
         first = str(e).splitlines()[0] if str(e) else "unreadable"
         raise RasterError(
