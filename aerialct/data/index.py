@@ -52,6 +52,26 @@ class ChipIndex:
         return self.root / str(m)
 
 
+def read_format_json(meta_path: Path, fmt: str, version: int, fix: str, redo: str) -> dict:
+    """A format-tagged JSON header (chips ``dataset.json``, packed ``packed.json``), checked.
+
+    InputError naming the file when it is unreadable, of another format, or of another
+    version (``redo`` says how to make it again).
+    """
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{meta_path}: unreadable ({e}); {fix}") from e
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise InputError(f"{meta_path}: format is {got!r}, not {fmt!r}; {fix}")
+    if meta.get("version") != version:
+        raise InputError(
+            f"{meta_path}: {fmt} format version {meta.get('version')} is not {version}; {redo}"
+        )
+    return meta
+
+
 def read_index(chips_dir: str | os.PathLike) -> ChipIndex:
     """Open a chips folder; InputError (naming the folder and the fix) when it is not one."""
     import pyogrio
@@ -62,17 +82,7 @@ def read_index(chips_dir: str | os.PathLike) -> ChipIndex:
     meta_path, index_path = root / "dataset.json", root / "index.gpkg"
     if not meta_path.is_file() or not index_path.is_file():
         raise InputError(f"{root}: not a chips folder (no dataset.json / index.gpkg); {_FIX}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{meta_path}: unreadable ({e}); {_FIX}") from e
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{meta_path}: format is {meta.get('format')!r}, not {FORMAT!r}; {_FIX}")
-    if meta.get("version") != VERSION:
-        raise InputError(
-            f"{meta_path}: chips format version {meta.get('version')} is not {VERSION}; "
-            "re-tile with this aerialct version"
-        )
+    meta = read_format_json(meta_path, FORMAT, VERSION, _FIX, "re-tile with this aerialct version")
     try:
         classes = ClassTable.from_list(meta["classes"])
         frame = pyogrio.read_dataframe(index_path, layer="chips")

@@ -132,17 +132,9 @@ def open_packed(path: str | os.PathLike) -> PackedChips:
     meta_path = root / META
     if not meta_path.is_file():
         raise InputError(f"{root}: not a packed chips folder (no {META}); {_FIX}")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{meta_path}: unreadable ({e}); {_FIX}") from e
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{meta_path}: format is {meta.get('format')!r}, not {FORMAT!r}; {_FIX}")
-    if meta.get("version") != VERSION:
-        raise InputError(
-            f"{meta_path}: packed format version {meta.get('version')} is not {VERSION}; "
-            "re-pack with this aerialct version"
-        )
+    from aerialct.data.index import read_format_json
+
+    meta = read_format_json(meta_path, FORMAT, VERSION, _FIX, "re-pack with this aerialct version")
     arrays = {}
     for name in (IMAGES, MASKS):
         try:
