@@ -188,7 +188,11 @@ def test_an_overwrite_killed_outright_is_repaired_by_the_next_run(tmp_path):
     old.mkdir()
     (old / "last.pt").write_bytes(b"old run")
     run.mkdir()
-    (run / "config.yaml").write_text("new run, killed before its first checkpoint")
+    (run / "config.yaml").write_text("my own notes, not a run aerialct made")
+    with pytest.raises(Exception, match=r"--resume|holds a run"):
+        RunFolder(run, resume=False, overwrite=False)
+    assert old.exists() and (run / "config.yaml").exists()  # not ours: both left alone
+    (run / MARKER).write_text("{}")  # the new run, killed before its first checkpoint
     with pytest.raises(Exception, match="--resume"):
         RunFolder(run, resume=False, overwrite=False)
     assert (run / "last.pt").read_bytes() == b"old run" and not old.exists()

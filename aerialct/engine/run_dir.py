@@ -131,8 +131,16 @@ class RunFolder:
             if out.is_dir() and any((out / c).exists() for c in CHECKPOINTS):
                 shutil.rmtree(old, ignore_errors=True)
                 log.warning("removed %s, the old run an interrupted --overwrite replaced", old)
+            elif out.exists() and not (out / MARKER).is_file():
+                log.warning(
+                    "%s: an interrupted --overwrite left the old run in %s, but %s is not the "
+                    "run that replaced it; move one of them yourself",
+                    out,
+                    old,
+                    out,
+                )
             else:
-                if out.exists():
+                if out.exists():  # the new run (it holds the marker) that never checkpointed
                     shutil.rmtree(out, ignore_errors=True)
                 os.replace(old, out)
                 log.warning(
