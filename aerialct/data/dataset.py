@@ -367,15 +367,28 @@ class ChipDataset(Dataset):
         img_path, mask_path = self.pairs[i]
         img, msk = read_chip(img_path, mask_path)
         assert msk is not None
-        if self.num_classes is not None:
-            bad = (msk != IGNORE_INDEX) & ((msk < 0) | (msk >= self.num_classes))
-            if bad.any():
-                raise InputError(
-                    f"{mask_path}: mask holds class id {int(msk[bad][0])} but the class table has "
-                    f"{self.num_classes} classes; re-tile with the right class table"
-                )
-        image = self.normalize(torch.from_numpy(img))
-        mask = torch.from_numpy(msk)
-        if self.augment is not None:
-            image, mask = self.augment(image, mask)
-        return image, mask
+        return chip_sample(img, msk, str(mask_path), self.num_classes, self.normalize, self.augment)
+
+
+def chip_sample(
+    img: np.ndarray,
+    msk: np.ndarray,
+    name: str,
+    num_classes: int | None,
+    normalize: Callable,
+    augment: Callable | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training sample from raw chip arrays (either chip form): ids checked against the
+    class table (InputError naming ``name``), image normalised, both augmented together."""
+    if num_classes is not None:
+        bad = (msk != IGNORE_INDEX) & ((msk < 0) | (msk >= num_classes))
+        if bad.any():
+            raise InputError(
+                f"{name}: mask holds class id {int(msk[bad][0])} but the class table has "
+                f"{num_classes} classes; re-tile with the right class table"
+            )
+    image = normalize(torch.from_numpy(img))
+    mask = torch.from_numpy(msk)
+    if augment is not None:
+        image, mask = augment(image, mask)
+    return image, mask

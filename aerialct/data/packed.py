@@ -189,23 +189,14 @@ class PackedChipDataset:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        import torch
+        from aerialct.data.dataset import chip_sample
 
         j = self.indices[i]
         img = np.asarray(self.packed.images[j], dtype=np.float32)
         msk = np.asarray(self.packed.masks[j], dtype=np.int64)
-        if self.num_classes is not None:
-            bad = (msk != IGNORE_INDEX) & (msk >= self.num_classes)
-            if bad.any():
-                raise InputError(
-                    f"{self.packed.describe(j)}: mask holds class id {int(msk[bad][0])} but the "
-                    f"class table has {self.num_classes} classes; re-tile with the right class table"
-                )
-        image = self.normalize(torch.from_numpy(img))
-        mask = torch.from_numpy(msk)
-        if self.augment is not None:
-            image, mask = self.augment(image, mask)
-        return image, mask
+        return chip_sample(
+            img, msk, self.packed.describe(j), self.num_classes, self.normalize, self.augment
+        )
 
 
 def packed_band_stats(
