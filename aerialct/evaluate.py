@@ -29,6 +29,7 @@ import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
 from aerialct.errors import InputError
+from aerialct.geo.io import jsonable
 from aerialct.metrics import PixelScores, confusion_matrix, scores_from_confusion
 from aerialct.progress import ProgressFn, as_progress
 
@@ -335,7 +336,13 @@ def rasterize_reference(
     import shapely
     from rasterio import features
 
-    from aerialct.geo.io import CLASSES_TAG, check_class_raster, open_raster, raster_class_table
+    from aerialct.geo.io import (
+        check_class_raster,
+        class_tags,
+        gtiff_profile,
+        open_raster,
+        raster_class_table,
+    )
     from aerialct.geo.vector import read_polygons
 
     with open_raster(prediction) as p:
@@ -365,14 +372,11 @@ def rasterize_reference(
             fill=fill,
             dtype="uint8",
         )
-        prof = {
-            "driver": "GTiff", "width": p.width, "height": p.height, "count": 1,
-            "dtype": "uint8", "crs": p.crs, "transform": p.transform, "nodata": IGNORE_INDEX,
-            "compress": "DEFLATE",
-        }  # fmt: skip
+        prof = gtiff_profile(p.width, p.height, 1, "uint8", p.crs, p.transform, IGNORE_INDEX,
+                             compress="DEFLATE")  # fmt: skip
         with rasterio.open(out, "w", **prof) as dst:
             dst.write(data, 1)
-            dst.update_tags(**{CLASSES_TAG: json.dumps(table.to_list())})
+            dst.update_tags(**class_tags(table))
     return table
 
 
@@ -814,20 +818,8 @@ def evaluate(
         log.warning("--review applies to building evaluation only; not written")
     if report is not None:
         with atomic_output(report, overwrite, kind="json", inputs=inputs) as tmp:
-            tmp.write_text(json.dumps(_jsonable(result.to_dict()), indent=2) + "\n")
+            tmp.write_text(json.dumps(jsonable(result.to_dict()), indent=2) + "\n")
     return result
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 __all__ = [

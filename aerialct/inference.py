@@ -29,14 +29,12 @@ How a scene is predicted
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
 import queue
 import threading
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,14 +45,18 @@ import numpy as np
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.errors import InputError
 from aerialct.geo.cog import PART_OPTIONS, RowWriter, cog_options, finish_cog
+from aerialct.geo.grid import stride_for, window_starts
 from aerialct.geo.io import (
-    CLASSES_TAG,
     atomic_output,
     check_output,
+    class_tags,
+    gtiff_profile,
+    no_georef_warning,
     open_raster,
     read_failed,
     read_window,
     source_path,
+    tag_class_raster,
     write_category_names,
 )
 from aerialct.progress import ProgressFn, as_progress
@@ -181,25 +183,6 @@ class BatchResult:
 
 # ---------------------------------------------------------------------------
 # Window layout and weights
-
-
-def window_starts(length: int, size: int, stride: int) -> list[int]:
-    """Offsets of windows of ``size`` along an axis of ``length``; the last one ends at the edge.
-
-    A single window at 0 when ``length <= size`` (the caller pads).
-    """
-    if length <= size:
-        return [0]
-    # as few windows as the stride allows, spread evenly: every step is <= stride and
-    # about the same, so overlaps are even and the streaming carry stays S - stride rows
-    n = math.ceil((length - size) / stride) + 1
-    return [round(i * (length - size) / (n - 1)) for i in range(n)]
-
-
-def stride_for(size: int, overlap: float) -> int:
-    if not 0.0 <= overlap < 1.0:
-        raise InputError(f"overlap {overlap}: must be in [0, 1), e.g. 0.25")
-    return max(1, round(size * (1.0 - overlap)))
 
 
 def weight_1d(size: int, floor: float = WEIGHT_FLOOR) -> np.ndarray:
@@ -661,7 +644,8 @@ def _predict_grid(
     K = len(bundle.classes)
     H, W = src.height, src.width
     stride = stride_for(size, overlap)
-    rows, cols = window_starts(H, size, stride), window_starts(W, size, stride)
+    rows = window_starts(H, size, stride, even=True)
+    cols = window_starts(W, size, stride, even=True)
     n_windows = len(rows) * len(cols)
     progress(0, total=n_windows, description=label or None)
 
@@ -949,17 +933,8 @@ def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[s
 
 
 def _part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
-    prof = {
-        "driver": "GTiff",
-        "width": src.width,
-        "height": src.height,
-        "count": count,
-        "dtype": "uint8",
-        "crs": src.crs,
-        "transform": src.transform,
-        "nodata": nodata,
-        **PART_OPTIONS,
-    }
+    prof = gtiff_profile(src.width, src.height, count, "uint8", src.crs, src.transform, nodata,
+                         **PART_OPTIONS)  # fmt: skip
     if src.width < 16 or src.height < 16:
         prof["tiled"] = False
         del prof["blockxsize"], prof["blockysize"]
@@ -967,36 +942,21 @@ def _part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
 
 
 def _tag_class_raster(ds: Any, classes: ClassTable, scene: Path) -> None:
-    ds.write_colormap(1, classes.colormap())
+    tag_class_raster(ds, classes, AERIALCT_SOURCE=scene.name)
     ds.set_band_description(1, "class")
-    ds.update_tags(**{CLASSES_TAG: json.dumps(classes.to_list()), "AERIALCT_SOURCE": scene.name})
 
 
 def _tag_prob_raster(ds: Any, classes: ClassTable, scene: Path) -> None:
     for i, name in enumerate(classes.names):
         ds.set_band_description(i + 1, name)
     ds.update_tags(
-        **{CLASSES_TAG: json.dumps(classes.to_list())},
-        AERIALCT_PROB_SCALE=str(PROB_SCALE),
-        AERIALCT_SOURCE=scene.name,
+        **class_tags(classes, AERIALCT_PROB_SCALE=str(PROB_SCALE), AERIALCT_SOURCE=scene.name)
     )
 
 
 def _part_name(tmp: Path, tag: str) -> Path:
     # named "<tmp>.<tag>.tif" so atomic_output's clean-up of "<tmp>.*" removes it on error
     return tmp.with_name(f"{tmp.name}.{tag}.tif")
-
-
-@contextlib.contextmanager
-def _quiet_georef(enabled: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    from rasterio.errors import NotGeoreferencedWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        yield
 
 
 def _gdal_env(ds: Any, size: int, gpu: bool) -> Any:
@@ -1146,7 +1106,7 @@ def predict_scene(
 
     with contextlib.ExitStack() as stack:
         ds = stack.enter_context(open_raster(source, require_crs=not allow_no_crs))
-        stack.enter_context(_quiet_georef(ds.crs is None))
+        stack.enter_context(no_georef_warning(ds.crs is None))
         stack.enter_context(_gdal_env(ds, int(bundle.chip_size), dev.type == "cuda"))
         chosen = _data_bands(ds, bands, int(bundle.in_chans), scene)
         check_value_range(ds, chosen, bundle, scene)
@@ -1272,15 +1232,15 @@ def complete_output(scene: Path, out: Path, *, probabilities: bool, quicklook: b
     """
     import rasterio
 
-    from aerialct.geo.io import CLASSES_TAG, _no_georef_warning
+    from aerialct.geo.io import CLASSES_TAG, no_georef_warning
 
     paths = output_paths(scene, out.parent)
     wanted = [out] + ([paths["probabilities"]] if probabilities else [])
     try:
-        with _no_georef_warning(), rasterio.open(scene) as src:
+        with no_georef_warning(), rasterio.open(scene) as src:
             size = (src.width, src.height)
         for p in wanted:
-            with _no_georef_warning(), rasterio.open(p) as ds:
+            with no_georef_warning(), rasterio.open(p) as ds:
                 tags = ds.tags()
                 if CLASSES_TAG not in tags or tags.get("AERIALCT_SOURCE") != scene.name:
                     return False
@@ -1318,9 +1278,9 @@ def touches_aoi(scene: Path, aoi: Any) -> bool:
         return True
     import shapely
 
-    from aerialct.geo.io import _no_georef_warning
+    from aerialct.geo.io import no_georef_warning
 
-    with _no_georef_warning(), open_raster(scene) as ds:
+    with no_georef_warning(), open_raster(scene) as ds:
         geom = _aoi_for(frame, ds, scene)
         return bool(shapely.intersects(shapely.box(*ds.bounds), geom))
 

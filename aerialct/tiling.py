@@ -22,14 +22,13 @@ run leaves nothing behind under the output name.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,13 +37,17 @@ import numpy as np
 from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable, resolve_class_table
 from aerialct.errors import InputError, RasterError, VectorError
+from aerialct.geo.grid import window_starts
 from aerialct.geo.io import (
     FOLDER,
     atomic_output,
     check_output,
+    gtiff_profile,
+    no_georef_warning,
     open_raster,
     read_failed,
     require_same_grid,
+    tag_class_raster,
     verify_output,
     verify_raster,
 )
@@ -106,22 +109,6 @@ class TileResult:
 
 
 # --------------------------------------------------------------------------- chip grid
-
-
-def window_offsets(length: int, size: int, stride: int) -> list[int]:
-    """Offsets of windows of ``size`` stepping by ``stride`` along an axis of ``length``.
-
-    The last window is shifted back to end on the edge; an axis shorter than
-    ``size`` gets the single offset 0 (that window is padded later).
-    """
-    if size <= 0 or stride <= 0:
-        raise InputError(f"size {size} / stride {stride}: both must be positive")
-    if length <= size:
-        return [0]
-    offs = list(range(0, length - size + 1, stride))
-    if offs[-1] != length - size:
-        offs.append(length - size)
-    return offs
 
 
 def resize_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -198,13 +185,12 @@ class _Job:
     nodata_threshold: float
     creation_options: dict[str, str]
     classes: ClassTable
-    classes_json: str
 
 
 def _inspect_image(path: str | Path) -> _Scene:
     from rasterio.enums import ColorInterp, MaskFlags
 
-    with _quiet_georef(), open_raster(path) as ds:
+    with no_georef_warning(), open_raster(path) as ds:
         if ds.crs is None:
             raise RasterError(
                 f"{path}: has no CRS; assign one with gdal_edit.py -a_srs EPSG:XXXX {path}"
@@ -243,23 +229,11 @@ def _inspect_image(path: str | Path) -> _Scene:
         )
 
 
-@contextlib.contextmanager
-def _quiet_georef() -> Iterator[None]:
-    """Silence rasterio's NotGeoreferencedWarning: labels without a CRS are handled on purpose."""
-    import warnings as _warnings
-
-    from rasterio.errors import NotGeoreferencedWarning
-
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        yield
-
-
 def _attach_label_raster(scene: _Scene, path: Path, warnings: list[str]) -> None:
     """Check a label raster against its image and record how to read it."""
     from affine import Affine
 
-    with _quiet_georef(), open_raster(path) as lab, open_raster(scene.image) as img:
+    with no_georef_warning(), open_raster(path) as lab, open_raster(scene.image) as img:
         if lab.count == 1:
             kind = "ids"
         elif lab.count >= 3:
@@ -365,24 +339,11 @@ def _attach_vector(scene: _Scene, frame, ids: list[int], background: int) -> Non
 # --------------------------------------------------------------------------- worker
 
 
-def _profile(
-    scene_or_none: _Scene | None, count: int, dtype: str, size: int, transform, crs, nodata, co
-) -> dict:
+def _profile(scene: _Scene | None, count: int, dtype: str, size: int, transform, crs, nodata, co):
     """GTiff creation profile of a chip; ``co`` (creation options) win over the defaults."""
-    prof = {
-        "driver": "GTiff",
-        "width": size,
-        "height": size,
-        "count": count,
-        "dtype": dtype,
-        "crs": crs,
-        "transform": transform,
-        "nodata": nodata,
-    }
-    if scene_or_none is not None and scene_or_none.rgb_photometric and "PHOTOMETRIC" not in co:
-        prof["photometric"] = "RGB"
-    prof.update({k.lower(): v for k, v in co.items()})
-    return prof
+    rgb = scene is not None and scene.rgb_photometric and "PHOTOMETRIC" not in co
+    return gtiff_profile(size, size, count, dtype, crs, transform, nodata,
+                         **({"photometric": "RGB"} if rgb else {}), **co)  # fmt: skip
 
 
 def _read_labels(job: _Job, window, band_transform, h: int, w: int) -> tuple[np.ndarray, Counter]:
@@ -409,7 +370,7 @@ def _read_labels(job: _Job, window, band_transform, h: int, w: int) -> tuple[np.
         return out, unknown
     import rasterio
 
-    with _quiet_georef(), rasterio.open(sc.labels) as lab:
+    with no_georef_warning(), rasterio.open(sc.labels) as lab:
         if sc.label_kind == "rgb":
             ids, colours = job.classes.rgb_to_ids(lab.read([1, 2, 3], window=window))
             for colour, n in colours.items():
@@ -554,8 +515,7 @@ def _tile_band(job: _Job) -> tuple[list[dict], int, dict[str, int], dict[str, li
             mprof = _profile(None, 1, "uint8", chip, t, crs, IGNORE_INDEX, job.creation_options)
             with rasterio.open(Path(job.out) / mask_rel, "w", **mprof) as dst:
                 dst.write(lab, 1)
-                dst.write_colormap(1, job.classes.colormap())
-                dst.update_tags(AERIALCT_CLASSES=job.classes_json)
+                tag_class_raster(dst, job.classes)
             verify_raster(Path(job.out) / mask_rel, whole=False)
             bc = np.bincount(lab.ravel(), minlength=256)
             counts[: len(job.classes)] = bc[: len(job.classes)]
@@ -691,7 +651,7 @@ def _run(
         check_creation_options("GTiff", co)
 
     grids = [
-        (window_offsets(s.height, window, stride), window_offsets(s.width, window, stride))
+        (window_starts(s.height, window, stride), window_starts(s.width, window, stride))
         for s in scenes
     ]
     splits = _assign_splits(
@@ -702,7 +662,6 @@ def _run(
     kept = _windows_in_aoi(scenes, grids, window, aoi) if aoi is not None else None
     total = sum(len(r) * len(c) for r, c in grids) if kept is None else sum(len(k) for k in kept)
     prog(0, total=total, description="tiling")
-    classes_json = json.dumps(classes.to_list())
     reports = [
         SceneReport(s.name, s.image, s.labels, s.split, georef_copied=s.georef_copied)
         for s in scenes
@@ -730,7 +689,6 @@ def _run(
                             nodata_threshold=nodata_threshold,
                             creation_options=co,
                             classes=classes,
-                            classes_json=classes_json,
                         ),
                     )
                 )
@@ -1242,5 +1200,4 @@ __all__ = [
     "resize_nearest",
     "tile_potsdam",
     "tile_scenes",
-    "window_offsets",
 ]

@@ -143,7 +143,8 @@ def whole_scene_predict(bundle, scene: Path, out: Path, overlap: float = 0.25, b
     import rasterio
     import torch
 
-    from aerialct.inference import blend_weights, stride_for, window_starts
+    from aerialct.geo.grid import stride_for, window_starts
+    from aerialct.inference import blend_weights
 
     with rasterio.open(scene) as ds:
         img = ds.read()  # (C, H, W): the whole scene
@@ -153,7 +154,11 @@ def whole_scene_predict(bundle, scene: Path, out: Path, overlap: float = 0.25, b
     stride = stride_for(size, overlap)
     acc = np.zeros((len(bundle.classes), h, w), np.float32)  # the whole-scene accumulator
     weight = torch.from_numpy(blend_weights(size))
-    wins = [(y, x) for y in window_starts(h, size, stride) for x in window_starts(w, size, stride)]
+    wins = [
+        (y, x)
+        for y in window_starts(h, size, stride, even=True)
+        for x in window_starts(w, size, stride, even=True)
+    ]
     with torch.inference_mode():
         for i in range(0, len(wins), batch):
             part = wins[i : i + batch]

@@ -36,7 +36,7 @@ import rasterio
 from rasterio.windows import Window
 
 from aerialct.data.synth import synth_scene
-from aerialct.tiling import window_offsets
+from aerialct.geo.grid import window_starts
 
 GDAL_TRANSLATE = shutil.which("gdal_translate") or "/usr/bin/gdal_translate"
 CHIP = 512
@@ -165,7 +165,7 @@ def main() -> None:
         ds.read()
     t_decode = time.perf_counter() - t
 
-    rows, cols = window_offsets(size, CHIP, CHIP), window_offsets(size, CHIP, CHIP)
+    rows, cols = window_starts(size, CHIP, CHIP), window_starts(size, CHIP, CHIP)
     n = len(rows) * len(cols)
     tables: dict[str, dict[str, float]] = {}
     for compress in args.compress:

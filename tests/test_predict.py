@@ -14,13 +14,12 @@ from affine import Affine
 
 from aerialct.classes import IGNORE_INDEX, POTSDAM
 from aerialct.errors import InputError, OutputExistsError, RasterError
+from aerialct.geo.grid import stride_for, window_starts
 from aerialct.inference import (
     blend_weights,
     predict_scene,
     predict_scenes,
-    stride_for,
     weight_sum_1d,
-    window_starts,
 )
 from aerialct.quicklook import legend_swatch_boxes
 from tests.predict_helpers import (
@@ -42,7 +41,7 @@ def read_class_raster(path):
 @pytest.mark.parametrize("size,stride", [(32, 24), (512, 384), (7, 3)])
 def test_window_starts_cover_the_axis_and_stay_inside(size, stride):
     for length in [1, size - 1, size, size + 1, 3 * stride + size, 1000]:
-        starts = window_starts(length, size, stride)
+        starts = window_starts(length, size, stride, even=True)
         cover = np.zeros(max(length, size), bool)
         for s in starts:
             assert s >= 0 and (s + size <= length or length <= size)
@@ -57,7 +56,7 @@ def test_blend_weights_positive_smooth_and_separable():
     np.testing.assert_allclose(w, w.T)
     np.testing.assert_allclose(w, w[::-1, ::-1])
     assert w[0, 0] < w[16, 16]
-    starts = window_starts(100, 32, 24)
+    starts = window_starts(100, 32, 24, even=True)
     total = weight_sum_1d(100, 32, starts)
     assert total.min() > 0.0
     assert stride_for(512, 0.25) == 384
@@ -70,7 +69,7 @@ def test_streaming_keeps_only_the_overlap_rows_at_full_width():
 
     from aerialct.inference import _RowAccumulator
 
-    rows = window_starts(16000, 512, 384)
+    rows = window_starts(16000, 512, 384, even=True)
     acc = _RowAccumulator(6, 512, 16000, 16000, rows, torch.device("cpu"), None, None)
     assert acc.carry.shape == (6, 512 - min(b - a for a, b in itertools.pairwise(rows)), 16000)
     assert acc.carry.shape[1] <= 512 - 384 + 8
@@ -272,7 +271,9 @@ def test_gsd_far_from_training_warns_or_resamples(tmp_path, caplog):
     out = tmp_path / "r" / "g_classes.tif"
     res = predict_scene(oracle_bundle(32), scene, out, resample_to_training_gsd=True)
     assert res.resampled
-    assert res.windows == len(window_starts(80, 32, 24)) * len(window_starts(128, 32, 24))
+    assert res.windows == len(window_starts(80, 32, 24, even=True)) * len(
+        window_starts(128, 32, 24, even=True)
+    )
     with rasterio.open(out) as ds:
         assert (ds.width, ds.height) == (64, 40) and ds.transform == coarse
         got = ds.read(1)

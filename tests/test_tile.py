@@ -19,12 +19,12 @@ from aerialct.data import potsdam as pots
 from aerialct.data.index import read_index
 from aerialct.data.synth import generate_scene, synth_potsdam, synth_scene
 from aerialct.errors import InputError, RasterError
+from aerialct.geo.grid import window_starts
 from aerialct.tiling import (
     resize_bilinear,
     resize_nearest,
     tile_potsdam,
     tile_scenes,
-    window_offsets,
 )
 
 H, W = 300, 420  # not square, not a multiple of the window
@@ -61,18 +61,18 @@ def leftovers(folder):
 # ------------------------------------------------------------------ grid and georeferencing
 
 
-def test_window_offsets_shift_the_last_window_inside():
-    assert window_offsets(1000, 256, 200) == [0, 200, 400, 600, 744]
-    assert window_offsets(512, 256, 256) == [0, 256]
-    assert window_offsets(100, 256, 128) == [0]
-    assert window_offsets(256, 256, 64) == [0]
+def test_window_starts_shift_the_last_window_inside():
+    assert window_starts(1000, 256, 200) == [0, 200, 400, 600, 744]
+    assert window_starts(512, 256, 256) == [0, 256]
+    assert window_starts(100, 256, 128) == [0]
+    assert window_starts(256, 256, 64) == [0]
 
 
 def test_chips_are_exact_windows_of_the_scene(scene, chips):
     out, res = chips
     idx = read_index(out)
-    rows = window_offsets(H, 128, 100)
-    cols = window_offsets(W, 128, 100)
+    rows = window_starts(H, 128, 100)
+    cols = window_starts(W, 128, 100)
     assert len(idx.frame) == res.chips == len(rows) * len(cols)
     assert sorted(set(idx.frame["row_off"])) == rows and sorted(set(idx.frame["col_off"])) == cols
     assert max(cols) == W - 128 and max(rows) == H - 128  # edge windows shifted inside

@@ -7,13 +7,11 @@ Progress bars are drawn only when stderr is a terminal and ``--quiet`` is off.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -102,28 +100,10 @@ def progress(description: str, total: int | None = None) -> Iterator[Any]:
         yield update
 
 
-def jsonable(obj: Any) -> Any:
-    """Dataclasses, paths, numpy scalars and non-finite floats -> JSON-safe values."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if hasattr(obj, "to_dict") and callable(obj.to_dict):
-        return jsonable(obj.to_dict())
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | set):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if hasattr(obj, "tolist") and callable(obj.tolist):
-        return jsonable(obj.tolist())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def print_json(obj: Any) -> None:
+    """Write ``obj`` to stdout as indented JSON (the ``--json`` output of every verb)."""
+    from aerialct.geo.io import jsonable  # numpy stays out of `aerialct --help`
+
     sys.stdout.write(json.dumps(jsonable(obj), indent=2) + "\n")
     sys.stdout.flush()
 

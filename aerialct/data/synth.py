@@ -35,11 +35,9 @@ with the official ISPRS Potsdam names).
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +49,13 @@ from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
 from aerialct.data import potsdam as pots
 from aerialct.errors import InputError
 from aerialct.geo.io import (
-    CLASSES_TAG,
     FOLDER,
     WRITER_TAG,
     atomic_output,
     check_output,
+    gtiff_profile,
+    no_georef_warning,
+    tag_class_raster,
     verify_raster,
     write_category_names,
 )
@@ -788,15 +788,7 @@ def eroded_boundaries(labels: np.ndarray, radius: int = 3) -> np.ndarray:
 def _profile(
     h: int, w: int, count: int, crs, transform, compress: str | None, dtype: str = "uint8"
 ) -> dict:
-    prof = {
-        "driver": "GTiff",
-        "width": w,
-        "height": h,
-        "count": count,
-        "dtype": dtype,
-        "crs": crs,
-        "transform": transform,
-    }
+    prof = gtiff_profile(w, h, count, dtype, crs, transform)
     if count == 3 and dtype == "uint8":
         prof["photometric"] = "RGB"
     if h >= 256 and w >= 256:
@@ -826,13 +818,11 @@ def write_labels(
     """
     import rasterio
     from affine import Affine
-    from rasterio.errors import NotGeoreferencedWarning
 
     h, w = labels.shape
     if crs is None:
         transform = Affine.identity()
-    with atomic_output(path, overwrite) as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    with atomic_output(path, overwrite) as tmp, no_georef_warning():
         if rgb:
             data = classes.ids_to_rgb(labels)
             prof = _profile(h, w, 3, crs, transform, compress)
@@ -844,10 +834,7 @@ def write_labels(
             prof["nodata"] = IGNORE_INDEX
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(labels, 1)
-                dst.write_colormap(1, classes.colormap())
-                dst.update_tags(
-                    **{CLASSES_TAG: json.dumps(classes.to_list()), WRITER_TAG: "aerialct synth"}
-                )
+                tag_class_raster(dst, classes, **{WRITER_TAG: "aerialct synth"})
     if not rgb:
         write_category_names(path, classes)
     return Path(path)

@@ -93,9 +93,9 @@ def check_creation_options(driver: str, options: Mapping[str, str]) -> None:
     opts = {str(k).upper(): str(v) for k, v in options.items()}
     prof = {"driver": "GTiff", "width": 16, "height": 16, "count": 1, "dtype": "uint8"}
     try:
-        from aerialct.geo.io import _no_georef_warning
+        from aerialct.geo.io import no_georef_warning
 
-        with _no_georef_warning():
+        with no_georef_warning():
             if driver == "COG":
                 with rasterio.open(src, "w", **prof) as ds:
                     ds.write(np.zeros((1, 16, 16), np.uint8))

@@ -122,7 +122,7 @@ def _has_aerialct_tags(path: Path) -> bool:
     try:
         import rasterio
 
-        with _no_georef_warning(), rasterio.open(path) as ds:
+        with no_georef_warning(), rasterio.open(path) as ds:
             return any(k.startswith("AERIALCT") for k in ds.tags())
     except Exception:
         return False
@@ -357,14 +357,18 @@ def verify_raster(path: str | os.PathLike, *, whole: bool = True) -> None:
     """
     import rasterio
 
-    with _no_georef_warning(), rasterio.open(path) as ds:
+    with no_georef_warning(), rasterio.open(path) as ds:
         windows = [win for _, win in ds.block_windows(1)]
         for win in windows if whole else windows[-1:]:
             ds.read(window=win)
 
 
 @contextlib.contextmanager
-def _no_georef_warning() -> Iterator[None]:
+def no_georef_warning(enabled: bool = True) -> Iterator[None]:
+    """Silence rasterio's NotGeoreferencedWarning (labels and chips without a CRS are on purpose)."""
+    if not enabled:
+        yield
+        return
     import warnings
 
     from rasterio.errors import NotGeoreferencedWarning
@@ -372,6 +376,66 @@ def _no_georef_warning() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         yield
+
+
+def gtiff_profile(
+    width: int,
+    height: int,
+    count: int,
+    dtype: str,
+    crs: Any,
+    transform: Any,
+    nodata: float | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """A GTiff creation profile; ``options`` (creation options, any case) win over the defaults."""
+    prof: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
+    prof.update({k.lower(): v for k, v in options.items()})
+    return prof
+
+
+def class_tags(table: ClassTable, **extra: str) -> dict[str, str]:
+    """The dataset tags that make a raster self-describing: its class table, plus ``extra``."""
+    return {CLASSES_TAG: json.dumps(table.to_list()), **extra}
+
+
+def tag_class_raster(ds: Any, table: ClassTable, *, band: int = 1, **extra: str) -> None:
+    """Give an open class raster (ids in ``band``) its colour table and class-table tag."""
+    ds.write_colormap(band, table.colormap())
+    ds.update_tags(**class_tags(table, **extra))
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, numpy values and non-finite floats (-> null) as JSON-safe values."""
+    import dataclasses
+    import math
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "to_dict") and callable(obj.to_dict):
+        return jsonable(obj.to_dict())
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if hasattr(obj, "tolist") and callable(obj.tolist):
+        return jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 @contextlib.contextmanager
