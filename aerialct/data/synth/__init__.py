@@ -20,18 +20,17 @@ from aerialct.data.synth.layout import (
     CLUTTER,
     DEFAULT_CRS,
     DEFAULT_ORIGIN,
-    DEFAULT_POTSDAM_TILES,
     IMPERVIOUS,
     LOW_VEG,
-    SYNTH_DTYPES,
     TREE,
     Building,
-    SceneArrays,
+)
+from aerialct.data.synth.render import SYNTH_DTYPES, SceneArrays, convert_image, generate_scene
+from aerialct.data.synth.write import (
+    DEFAULT_POTSDAM_TILES,
     SynthPotsdamResult,
     SynthResult,
-    convert_image,
     eroded_boundaries,
-    generate_scene,
     synth_potsdam,
     synth_scene,
     write_buildings,

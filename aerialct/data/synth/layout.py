@@ -1,6 +1,6 @@
-"""A synthetic, Potsdam-like city: georeferenced RGB orthophoto + labels + building footprints.
+"""The city plan: roads, blocks, buildings, cars, clutter and trees, painted as objects.
 
-The generator lays out a town in metres and draws it at ``gsd`` metres per pixel:
+The town is laid out in metres and drawn at ``gsd`` metres per pixel:
 
 * a jittered grid of asphalt roads with lane markings and paved sidewalks (impervious);
 * blocks of several kinds: residential parcels with houses in gardens, perimeter blocks
@@ -9,68 +9,36 @@ The generator lays out a town in metres and draws it at ``gsd`` metres per pixel
 * buildings as rectangles, L-shapes, U-shapes and courtyard rings, with roofs that are
   gabled (two shaded halves), tiled (stripes) or flat (with vents and solar panels);
 * cars parked along the roads and in lots, clutter (containers, dirt, bins), low
-  vegetation with a mottled texture, and tree crowns that overhang roads and roofs;
-* cast shadows of buildings and trees (sun from the south-west), a slow illumination
-  gradient and sensor noise.
+  vegetation with a mottled texture, and tree centres (their crowns are drawn by
+  :mod:`aerialct.data.synth.render`, over roads and roofs).
 
-It is learnable but not separable by colour alone: grey roofs have the colour of
-asphalt, light flat roofs the colour of sidewalks, grey cars the colour of roads,
-and trees differ from lawns mostly by texture and shading.
-
-Everything is vectorised with numpy (object loops touch small slices only), so a
-2048x2048 scene takes a few seconds and 512x512 a fraction of one. The same seed
-gives the same scene, bit for bit.
+Every painted region is an object of a :class:`Canvas` with a colour, a texture kind
+and a texture amplitude; :mod:`~aerialct.data.synth.render` turns objects into pixels.
 
 Building footprints are exact: every building is a rectilinear polygon with
 vertices on pixel corners, and its pixels in the label raster are exactly the
 pixels whose centre lies inside it, except where a tree crown overhangs the roof
 (labelled tree, as in Potsdam). Features are sized in metres, so small test scenes
 with many objects use a coarser ``gsd`` (e.g. 0.25 m: 512 px = 128 m).
-
-Library entry points: :func:`generate_scene` (arrays in memory),
-:func:`synth_scene` (GeoTIFFs + GeoPackage) and :func:`synth_potsdam` (a folder
-with the official ISPRS Potsdam names).
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
-import math
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-
-from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
-from aerialct.data import potsdam as pots
-from aerialct.errors import InputError
-from aerialct.geo.io import (
-    FOLDER,
-    WRITER_TAG,
-    atomic_output,
-    check_output,
-    gtiff_profile,
-    no_georef_warning,
-    tag_class_raster,
-    verify_raster,
-    write_category_names,
-)
-from aerialct.progress import ProgressFn, as_progress
-
-log = logging.getLogger("aerialct")
 
 IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
+"""Class ids of the Potsdam table (:data:`aerialct.classes.POTSDAM`) the town is labelled with."""
 
 DEFAULT_CRS = "EPSG:32633"
 DEFAULT_ORIGIN = (368000.0, 5808000.0)
 """Upper-left corner (easting, northing) in UTM 33N, roughly where Potsdam lies."""
 
 # Texture kinds of painted objects.
-_SMOOTH, _GRASS, _ROOF_X, _ROOF_Y, _PAVING, _DIRT = range(6)
+TEX_SMOOTH, TEX_GRASS, TEX_ROOF_X, TEX_ROOF_Y, TEX_PAVING, TEX_DIRT = range(6)
 
 
 @dataclass
@@ -84,75 +52,7 @@ class Building:
     shape: str
 
 
-@dataclass
-class SceneArrays:
-    """A generated scene in memory.
-
-    ``image`` is (3, H, W) uint8 RGB, ``labels`` (H, W) uint8 class ids (POTSDAM),
-    ``transform`` the affine pixel -> map transform, ``buildings`` the footprints.
-    """
-
-    image: np.ndarray
-    labels: np.ndarray
-    transform: object  # affine.Affine
-    crs: str
-    gsd: float
-    buildings: list[Building]
-
-    def building_frame(self):
-        """The footprints as a GeoDataFrame in the scene CRS (columns id, height, roof, shape)."""
-        import geopandas as gpd
-        from shapely import affinity
-
-        t = self.transform
-        coeffs = [t.a, t.b, t.d, t.e, t.c, t.f]
-        return gpd.GeoDataFrame(
-            {
-                "id": np.array([b.id for b in self.buildings], dtype=np.int64),
-                "height": [round(b.height, 2) for b in self.buildings],
-                "roof": [b.roof for b in self.buildings],
-                "shape": [b.shape for b in self.buildings],
-            },
-            geometry=[affinity.affine_transform(b.polygon, coeffs) for b in self.buildings],
-            crs=self.crs,
-        )
-
-
-@dataclass
-class SynthResult:
-    """What :func:`synth_scene` wrote."""
-
-    image: Path
-    labels: Path | None
-    buildings: Path | None
-    width: int
-    height: int
-    seed: int
-    gsd: float
-    crs: str
-    label_mode: str
-    n_buildings: int
-    class_fractions: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class SynthPotsdamResult:
-    """What :func:`synth_potsdam` wrote: one entry per tile."""
-
-    root: Path
-    tiles: list[str]
-    images: list[Path]
-    labels: list[Path]
-    eroded_labels: list[Path]
-    buildings: list[Path]
-    size: int
-    label_crs: bool
-
-
-# --------------------------------------------------------------------------- layout
-
-
-class _Canvas:
+class Canvas:
     """Object-id painting: every painted region gets an object with colour and texture."""
 
     def __init__(self, h: int, w: int, rng: np.random.Generator, gsd: float) -> None:
@@ -160,7 +60,7 @@ class _Canvas:
         self.obj = np.zeros((h, w), dtype=np.int32)
         self.labels = np.full((h, w), LOW_VEG, dtype=np.uint8)
         self.colors: list[tuple[float, float, float]] = [(96.0, 122.0, 70.0)]
-        self.tex: list[int] = [_GRASS]
+        self.tex: list[int] = [TEX_GRASS]
         self.amp: list[float] = [14.0]
 
     def px(self, metres: float) -> int:
@@ -205,7 +105,7 @@ def _intervals(
     return bands
 
 
-def _shape_polygon(kind: str, r0: int, r1: int, c0: int, c1: int, cv: _Canvas):
+def _shape_polygon(kind: str, r0: int, r1: int, c0: int, c1: int, cv: Canvas):
     """A rectilinear building footprint inside the box rows r0:r1, cols c0:c1 (pixel corners)."""
     from shapely.geometry import box
 
@@ -233,12 +133,12 @@ def _shape_polygon(kind: str, r0: int, r1: int, c0: int, c1: int, cv: _Canvas):
     return outer
 
 
-class _Town:
+class Town:
     def __init__(
         self, h: int, w: int, rng: np.random.Generator, gsd: float, built_up: float = 1.0
     ) -> None:
         self.built_up = built_up
-        self.cv = _Canvas(h, w, rng, gsd)
+        self.cv = Canvas(h, w, rng, gsd)
         self.rng = rng
         self.buildings: list[Building] = []
         self.trees: list[tuple[float, float, float, float]] = []  # row, col, radius px, height m
@@ -252,13 +152,13 @@ class _Town:
         walks = [(150, 151, 148), (172, 166, 150), (128, 126, 124), (150, 100, 85)]  # brick too
         walk_color = np.asarray(walks[int(rng.integers(len(walks)))], float)
         for s0, _, _, s1 in vbands:
-            cv.rect(0, cv.h, s0, s1, cv.new(walk_color, _PAVING, 9.0, 5), IMPERVIOUS)
+            cv.rect(0, cv.h, s0, s1, cv.new(walk_color, TEX_PAVING, 9.0, 5), IMPERVIOUS)
         for s0, _, _, s1 in hbands:
-            cv.rect(s0, s1, 0, cv.w, cv.new(walk_color, _PAVING, 9.0, 5), IMPERVIOUS)
+            cv.rect(s0, s1, 0, cv.w, cv.new(walk_color, TEX_PAVING, 9.0, 5), IMPERVIOUS)
         for bands, vertical in ((vbands, True), (hbands, False)):
             for _, r0, r1, _ in bands:
                 grey = rng.uniform(72, 135)
-                o = cv.new((grey, grey + 2, grey + 5), _SMOOTH, 5.0, 3)
+                o = cv.new((grey, grey + 2, grey + 5), TEX_SMOOTH, 5.0, 3)
                 if vertical:
                     cv.rect(0, cv.h, r0, r1, o, IMPERVIOUS)
                 else:
@@ -272,7 +172,7 @@ class _Town:
         half = max(1, cv.px(0.12))
         dash, gap = cv.px(3.0), cv.px(3.0)
         length = cv.h if vertical else cv.w
-        o = cv.new((205, 205, 200), _SMOOTH, 4.0, 6)
+        o = cv.new((205, 205, 200), TEX_SMOOTH, 4.0, 6)
         # a periodic dash pattern along the road, vectorised as a 1-D mask
         along = (np.arange(length) % (dash + gap)) < dash
         if vertical:
@@ -325,7 +225,7 @@ class _Town:
         green = (rng.uniform(62, 118), rng.uniform(88, 145), rng.uniform(42, 85))
         if rng.random() < 0.25:  # dry lawn
             green = (rng.uniform(120, 160), rng.uniform(118, 150), rng.uniform(75, 100))
-        cv.rect(r0, r1, c0, c1, cv.new(green, _GRASS, 16.0, 6), LOW_VEG)
+        cv.rect(r0, r1, c0, c1, cv.new(green, TEX_GRASS, 16.0, 6), LOW_VEG)
 
     def add_building(self, poly, kind: str, height: float | None = None) -> None:
         rng, cv = self.rng, self.cv
@@ -376,7 +276,7 @@ class _Town:
         horizontal = (maxx - minx) >= (maxy - miny)
         obj_sub = cv.obj[s]
         if roof in ("gable", "tiles"):
-            tex = _ROOF_X if horizontal else _ROOF_Y
+            tex = TEX_ROOF_X if horizontal else TEX_ROOF_Y
             a = cv.new(base, tex, 7.0, 10)
             b = cv.new(np.asarray(cv.colors[a]) * rng.uniform(0.62, 0.8), tex, 6.0, 0)
             half = np.zeros(sub_shape, dtype=bool)
@@ -387,9 +287,9 @@ class _Town:
             obj_sub[mask & half] = a
             obj_sub[mask & ~half] = b
         elif roof == "green":
-            obj_sub[mask] = cv.new(base, _GRASS, 14.0, 6)
+            obj_sub[mask] = cv.new(base, TEX_GRASS, 14.0, 6)
         else:
-            o = cv.new(base, _SMOOTH, 5.0, 8)
+            o = cv.new(base, TEX_SMOOTH, 5.0, 8)
             obj_sub[mask] = o
             self._roof_details(s, mask, base)
         cv.labels[s][mask] = BUILDING
@@ -407,14 +307,14 @@ class _Town:
             if not mask[r : r + dh, c : c + dw].all():
                 continue
             shade = rng.uniform(0.6, 1.35)
-            o = cv.new(np.asarray(base) * shade, _SMOOTH, 4.0, 4)
+            o = cv.new(np.asarray(base) * shade, TEX_SMOOTH, 4.0, 4)
             cv.obj[s][r : r + dh, c : c + dw] = o
         if rng.random() < 0.35:  # a field of solar panels
             dh, dw = int(hh * rng.uniform(0.2, 0.4)), int(ww * rng.uniform(0.2, 0.5))
             if dh > 2 and dw > 2:
                 r, c = int(rng.integers(0, hh - dh)), int(rng.integers(0, ww - dw))
                 if mask[r : r + dh, c : c + dw].all():
-                    o = cv.new((45, 52, 75), _ROOF_Y, 10.0, 5)
+                    o = cv.new((45, 52, 75), TEX_ROOF_Y, 10.0, 5)
                     cv.obj[s][r : r + dh, c : c + dw] = o
 
     def block_residential(self, r0: int, r1: int, c0: int, c1: int) -> None:
@@ -446,7 +346,7 @@ class _Town:
                     dw = cv.px(3.0)
                     dc0 = pc0 if bc0 - pc0 > dw else pc1 - dw
                     if (bc0 - pc0 > dw) or (pc1 - (bc0 + w) > dw):
-                        cv.rect(pr0, pr1, dc0, dc0 + dw, cv.new((140, 138, 135), _PAVING, 8), 0)
+                        cv.rect(pr0, pr1, dc0, dc0 + dw, cv.new((140, 138, 135), TEX_PAVING, 8), 0)
                         self.car(pr0 + (pr1 - pr0) // 2, dc0 + dw // 2, vertical=True)
 
     def _garden(self, r0: int, r1: int, c0: int, c1: int) -> None:
@@ -470,9 +370,8 @@ class _Town:
             return
         ring = box(b0, a0, b1, a1).difference(box(b0 + depth, a0 + depth, b1 - depth, a1 - depth))
         # courtyard paving and trees
-        cv.rect(
-            a0 + depth, a1 - depth, b0 + depth, b1 - depth, cv.new((150, 145, 138), _PAVING, 9), 0
-        )
+        yard = cv.new((150, 145, 138), TEX_PAVING, 9)
+        cv.rect(a0 + depth, a1 - depth, b0 + depth, b1 - depth, yard, IMPERVIOUS)
         inner_h, inner_w = a1 - a0 - 2 * depth, b1 - b0 - 2 * depth
         lawn = cv.px(2.0)
         if min(inner_h, inner_w) > 4 * lawn:
@@ -492,7 +391,7 @@ class _Town:
                 r = int(rng.uniform(a0 + depth, a1 - depth - passage))
                 cuts.append(box(b0 - 1, r, b1 + 1, r + passage))
                 paving += [(r, r + passage, b0, b0 + depth), (r, r + passage, b1 - depth, b1)]
-        pave = cv.new((150, 145, 138), _PAVING, 9)
+        pave = cv.new((150, 145, 138), TEX_PAVING, 9)
         for rect in paving:
             cv.rect(*rect, pave, IMPERVIOUS)
         parts = ring
@@ -504,7 +403,7 @@ class _Town:
 
     def block_industrial(self, r0: int, r1: int, c0: int, c1: int) -> None:
         rng, cv = self.rng, self.cv
-        cv.rect(r0, r1, c0, c1, cv.new((128, 126, 122), _PAVING, 10.0, 10), IMPERVIOUS)
+        cv.rect(r0, r1, c0, c1, cv.new((128, 126, 122), TEX_PAVING, 10.0, 10), IMPERVIOUS)
         m = cv.px(rng.uniform(3, 8))
         bh, bw = r1 - r0 - 2 * m, c1 - c0 - 2 * m
         if min(bh, bw) > cv.px(8):
@@ -533,7 +432,7 @@ class _Town:
         pw = cv.px(2.0)
         mid = int(rng.uniform(c0, c1))
         cv.rect(
-            r0, r1, mid - pw // 2, mid + pw // 2, cv.new((160, 150, 130), _DIRT, 10), IMPERVIOUS
+            r0, r1, mid - pw // 2, mid + pw // 2, cv.new((160, 150, 130), TEX_DIRT, 10), IMPERVIOUS
         )
         if rng.random() < 0.5:
             self.clutter(r0, r1, c0, c1)
@@ -546,7 +445,7 @@ class _Town:
             self.block_residential(cut + cv.px(3.0), r1, c0, c1)
             r1 = cut
         grey = rng.uniform(90, 120)
-        cv.rect(r0, r1, c0, c1, cv.new((grey, grey, grey + 3), _SMOOTH, 6.0, 4), IMPERVIOUS)
+        cv.rect(r0, r1, c0, c1, cv.new((grey, grey, grey + 3), TEX_SMOOTH, 6.0, 4), IMPERVIOUS)
         row_pitch = cv.px(rng.uniform(6.0, 7.5))
         slot = cv.px(2.6)
         for rr in range(r0 + cv.px(3.0), r1 - cv.px(3.0), row_pitch):
@@ -566,9 +465,9 @@ class _Town:
         palette = [(225, 225, 228), (170, 172, 175), (105, 107, 110), (35, 36, 40),
                    (150, 30, 30), (30, 50, 120), (40, 70, 50), (200, 180, 150)]  # fmt: skip
         col = palette[int(rng.integers(len(palette)))]
-        body = cv.new(col, _SMOOTH, 5.0, 8)
+        body = cv.new(col, TEX_SMOOTH, 5.0, 8)
         cv.rect(r0, r0 + h, c0, c0 + w, body, CAR)
-        glass = cv.new((30, 35, 40), _SMOOTH, 3.0, 4)
+        glass = cv.new((30, 35, 40), TEX_SMOOTH, 3.0, 4)
         if vertical:
             g0 = r0 + int(h * 0.25)
             cv.rect(g0, g0 + max(1, int(h * 0.18)), c0 + 1, c0 + w - 1, glass, CAR)
@@ -617,443 +516,6 @@ class _Town:
             return
         kind = int(rng.integers(4))
         color = [(120, 95, 70), (190, 60, 40), (60, 110, 160), (200, 200, 80)][kind]
-        cv.rect(
-            rr, rr + h, cc, cc + w, cv.new(color, _DIRT if kind == 0 else _SMOOTH, 14, 25), CLUTTER
-        )
+        o = cv.new(color, TEX_DIRT if kind == 0 else TEX_SMOOTH, 14, 25)
+        cv.rect(rr, rr + h, cc, cc + w, o, CLUTTER)
         self.clutter_boxes.append((rr, rr + h, cc, cc + w))
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: int) -> np.ndarray:
-    """Zero-mean noise with features of about ``cell`` px: coarse grid, upsampled, smoothed."""
-    cell = max(1, int(cell))
-    gh, gw = h // cell + 2, w // cell + 2
-    coarse = rng.standard_normal((gh, gw), dtype=np.float32)
-    up = np.repeat(np.repeat(coarse, cell, axis=0), cell, axis=1)[:h, :w]
-    if cell > 1:
-        up = ndimage.uniform_filter(up, size=cell, mode="nearest")
-    return up / max(float(up.std()), 1e-6)
-
-
-def _shift_or(dst: np.ndarray, mask: np.ndarray, r0: int, c0: int) -> None:
-    """dst[r0:r0+h, c0:c0+w] |= mask, clipped to dst."""
-    h, w = mask.shape
-    H, W = dst.shape
-    a0, a1, b0, b1 = max(r0, 0), min(r0 + h, H), max(c0, 0), min(c0 + w, W)
-    if a0 >= a1 or b0 >= b1:
-        return
-    dst[a0:a1, b0:b1] |= mask[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0]
-
-
-def generate_scene(
-    size: int | tuple[int, int] = 2048,
-    seed: int = 0,
-    *,
-    gsd: float = 0.05,
-    crs: str = DEFAULT_CRS,
-    origin: tuple[float, float] = DEFAULT_ORIGIN,
-    built_up: float = 1.0,
-) -> SceneArrays:
-    """Generate a town in memory. ``size`` is an int (square) or ``(height, width)`` in px.
-
-    ``origin`` is the map position of the upper-left corner; pixels are ``gsd`` map units.
-    ``built_up`` scales the chance that a block holds buildings (1: the default town;
-    0.2: a sparse suburb with about 5% building pixels, the rest parks and parking lots).
-    """
-    from affine import Affine
-
-    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    if h < 16 or w < 16:
-        raise InputError(f"size {h}x{w}: too small; give at least 16 px per side")
-    if not (gsd > 0 and math.isfinite(gsd)):
-        raise InputError(f"gsd {gsd}: must be a positive number of metres per pixel")
-    if not 0.0 <= built_up <= 1.0:
-        raise InputError(f"built_up {built_up}: must be between 0 and 1")
-    rng = np.random.default_rng(seed)
-    town = _Town(h, w, rng, gsd, built_up)
-    vb, hb = town.roads()
-    town.blocks(vb, hb)
-    cv = town.cv
-
-    # tree crowns: irregular discs, painted last so they overhang roads and roofs
-    tree_obj = np.zeros((h, w), dtype=bool)
-    crown_shade = np.ones((h, w), dtype=np.float32)
-    shadow = np.zeros((h, w), dtype=bool)
-    sun = np.array([-0.62, 0.78])  # shadow direction (d_row, d_col): towards north-east
-    k_shadow = 0.5  # shadow length per metre of height (sun elevation ~63 deg)
-    for rr, cc, rad, height in town.trees:
-        rad = max(rad, 1.5)
-        r0, r1 = int(rr - rad * 1.2), int(rr + rad * 1.2) + 1
-        c0, c1 = int(cc - rad * 1.2), int(cc + rad * 1.2) + 1
-        yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-        dy, dx = yy - rr, xx - cc
-        ang = np.arctan2(dy, dx)
-        ph = rng.uniform(0, 2 * np.pi, 3)
-        wobble = 1 + 0.08 * np.sin(3 * ang + ph[0]) + 0.06 * np.sin(5 * ang + ph[1])
-        d = np.sqrt(dx * dx + dy * dy) / (rad * wobble)
-        crown = d <= 1.0
-        shade = (1.05 - 0.35 * d * d).astype(np.float32)
-        length = height * k_shadow / gsd
-        steps = max(1, int(length / max(rad * 0.8, 1)))
-        for t in np.linspace(length / steps, length, steps):
-            _shift_or(shadow, crown, r0 + int(sun[0] * t), c0 + int(sun[1] * t))
-        s = cv.clip(r0, r1, c0, c1)
-        if s is None:
-            continue
-        sub = crown[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
-        shd = shade[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
-        g = rng.uniform(65, 125)
-        leaf = (g * rng.uniform(0.55, 0.85), g, g * rng.uniform(0.45, 0.65))
-        o = cv.new(leaf, _GRASS, 26, 6)
-        cv.obj[s][sub] = o
-        cv.labels[s][sub] = TREE
-        tree_obj[s] |= sub
-        cs = crown_shade[s]
-        cs[sub] = shd[sub]
-
-    # building shadows: union of the footprint shifted along the sun direction
-    from rasterio import features
-
-    step = max(1, int(0.4 / gsd))
-    for b in town.buildings:
-        minx, miny, maxx, maxy = (round(v) for v in b.polygon.bounds)
-        mask = features.rasterize(
-            [(b.polygon, 1)],
-            out_shape=(maxy - miny, maxx - minx),
-            transform=Affine.translation(minx, miny),
-            dtype="uint8",
-        ).astype(bool)
-        length = b.height * k_shadow / gsd
-        n = max(1, int(length / step))
-        for t in np.linspace(length / n, length, n):
-            _shift_or(shadow, mask, miny + int(sun[0] * t), minx + int(sun[1] * t))
-    shadow &= cv.labels != BUILDING
-    shadow &= ~tree_obj
-
-    # colours per object, then textures per kind
-    colors = np.asarray(cv.colors, dtype=np.float32)  # (n, 3)
-    tex = np.asarray(cv.tex, dtype=np.uint8)
-    amp = np.asarray(cv.amp, dtype=np.float32)
-    obj = cv.obj
-    kind = tex[obj]
-    fine = rng.standard_normal((h, w), dtype=np.float32)
-    mottle = _smooth_noise(rng, h, w, int(0.6 / gsd))
-    texture = np.where(kind == _GRASS, 0.55 * mottle + 0.45 * fine, 0.35 * fine)
-    texture += np.where(kind == _DIRT, 0.8 * mottle, 0.0)
-    period = max(2.0, 0.35 / gsd)
-    rows = np.arange(h, dtype=np.float32)[:, None]
-    cols = np.arange(w, dtype=np.float32)[None, :]
-    texture += np.where(kind == _ROOF_X, np.sin(2 * np.pi * rows / period) * 1.2, 0.0)
-    texture += np.where(kind == _ROOF_Y, np.sin(2 * np.pi * cols / period) * 1.2, 0.0)
-    texture += np.where(kind == _PAVING, 0.6 * _smooth_noise(rng, h, w, int(0.4 / gsd)), 0.0)
-    texture *= amp[obj]
-    del fine, mottle, kind
-
-    light = 1.0 + 0.05 * _smooth_noise(rng, h, w, int(40 / gsd))
-    light *= crown_shade
-    light[shadow] *= 0.55
-    del crown_shade
-    image = np.empty((3, h, w), dtype=np.uint8)
-    for band in range(3):
-        v = colors[obj, band]
-        v += texture
-        v *= light
-        if band == 2:
-            v[shadow] += 10.0  # shadows are bluish (sky light)
-        v += rng.standard_normal((h, w), dtype=np.float32) * 5.0
-        np.clip(v, 0, 255, out=v)
-        image[band] = v.astype(np.uint8)
-    transform = Affine(gsd, 0.0, origin[0], 0.0, -gsd, origin[1])
-    return SceneArrays(image, cv.labels, transform, crs, gsd, town.buildings)
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def eroded_boundaries(labels: np.ndarray, radius: int = 3) -> np.ndarray:
-    """Labels with every pixel within ``radius`` px of a class boundary set to IGNORE_INDEX.
-
-    This is how the ISPRS ``_noBoundary`` references are made (black boundaries).
-    """
-    size = 2 * radius + 1
-    lo = ndimage.minimum_filter(labels, size=size, mode="nearest")
-    hi = ndimage.maximum_filter(labels, size=size, mode="nearest")
-    out = labels.copy()
-    out[lo != hi] = IGNORE_INDEX
-    return out
-
-
-def _profile(
-    h: int, w: int, count: int, crs, transform, compress: str | None, dtype: str = "uint8"
-) -> dict:
-    prof = gtiff_profile(w, h, count, dtype, crs, transform)
-    if count == 3 and dtype == "uint8":
-        prof["photometric"] = "RGB"
-    if h >= 256 and w >= 256:
-        prof.update(tiled=True, blockxsize=256, blockysize=256)
-    if compress and compress.lower() != "none":
-        prof.update(compress=compress, num_threads=str(min(2, os.cpu_count() or 1)))
-        if compress.lower() in ("deflate", "lzw", "zstd"):
-            prof["predictor"] = 3 if dtype == "float32" else 2
-    return prof
-
-
-def write_labels(
-    path: str | os.PathLike,
-    labels: np.ndarray,
-    *,
-    crs,
-    transform,
-    rgb: bool = False,
-    overwrite: bool = False,
-    compress: str | None = "deflate",
-    classes: ClassTable = POTSDAM,
-) -> Path:
-    """Write class ids (1 band, colour table, nodata 255) or an RGB-colour label (3 bands).
-
-    ``labels`` hold ids of ``classes``. ``crs=None`` writes a label without
-    georeferencing (as some Potsdam labels are).
-    """
-    import rasterio
-    from affine import Affine
-
-    h, w = labels.shape
-    if crs is None:
-        transform = Affine.identity()
-    with atomic_output(path, overwrite) as tmp, no_georef_warning():
-        if rgb:
-            data = classes.ids_to_rgb(labels)
-            prof = _profile(h, w, 3, crs, transform, compress)
-            with rasterio.open(tmp, "w", **prof) as dst:
-                dst.write(data)
-                dst.update_tags(**{WRITER_TAG: "aerialct synth"})
-        else:
-            prof = _profile(h, w, 1, crs, transform, compress)
-            prof["nodata"] = IGNORE_INDEX
-            with rasterio.open(tmp, "w", **prof) as dst:
-                dst.write(labels, 1)
-                tag_class_raster(dst, classes, **{WRITER_TAG: "aerialct synth"})
-    if not rgb:
-        write_category_names(path, classes)
-    return Path(path)
-
-
-def synth_scene(
-    out_image: str | os.PathLike,
-    out_labels: str | os.PathLike | None = None,
-    *,
-    size: int | tuple[int, int] = 2048,
-    seed: int = 0,
-    gsd: float = 0.05,
-    crs: str = DEFAULT_CRS,
-    origin: tuple[float, float] = DEFAULT_ORIGIN,
-    rgb_labels: bool = False,
-    buildings: str | os.PathLike | None = None,
-    label_crs: bool = True,
-    compress: str | None = "deflate",
-    overwrite: bool = False,
-    progress: ProgressFn | None = None,
-    dtype: str = "uint8",
-    bands: int = 3,
-    classes: str | ClassTable = "potsdam",
-    built_up: float = 1.0,
-) -> SynthResult:
-    """Generate a scene and write it: GeoTIFF, optional labels and building footprints.
-
-    ``dtype`` (uint8, uint16, int16, float32) and ``bands`` (1 panchromatic, 3 RGB,
-    4 RGB + near infrared) choose the imagery (:func:`convert_image`). ``classes``
-    is ``potsdam`` (six classes) or ``buildings`` (0 background, 1 building).
-    ``built_up`` below 1 makes a sparser town (0.1: about 5% building pixels).
-    ``buildings`` gets the footprints in the format of its extension (.gpkg, .geojson).
-
-    ``out_labels`` gets class ids (uint8, colour table, nodata 255) or, with
-    ``rgb_labels``, a Potsdam RGB-colour label. ``label_crs=False`` writes the
-    labels without georeferencing. ``buildings`` gets the exact footprints
-    (layer ``buildings``, one polygon per building, columns id, height, roof, shape).
-    ``compress`` is a GDAL compression (``deflate`` by default, ``none`` for raw).
-    """
-    import rasterio
-
-    from aerialct.classes import resolve_class_table
-
-    table = _synth_table(classes, resolve_class_table)
-    if dtype not in SYNTH_DTYPES:
-        raise InputError(f"--dtype {dtype}: use one of {', '.join(SYNTH_DTYPES)}")
-    if bands not in (1, 3, 4):
-        raise InputError(f"--bands {bands}: use 1 (panchromatic), 3 (RGB) or 4 (RGB + NIR)")
-    outs = [p for p in (out_image, out_labels, buildings) if p is not None]
-    for p in outs:
-        check_output(p, overwrite)
-    prog = as_progress(progress)
-    prog(0, total=3, description="synthesising")
-    scene = generate_scene(size, seed, gsd=gsd, crs=crs, origin=origin, built_up=built_up)
-    prog(1)
-    h, w = scene.labels.shape
-    image = convert_image(scene.image, scene.labels, dtype, bands)
-    prof = _profile(h, w, bands, crs, scene.transform, compress, dtype)
-    with atomic_output(out_image, overwrite) as tmp, rasterio.open(tmp, "w", **prof) as dst:
-        dst.write(image)
-        dst.update_tags(**{WRITER_TAG: "aerialct synth"})
-    labels = scene.labels if table is POTSDAM else (scene.labels == BUILDING).astype(np.uint8)
-    if out_labels is not None:
-        write_labels(
-            out_labels,
-            labels,
-            classes=table,
-            crs=crs if label_crs else None,
-            transform=scene.transform,
-            rgb=rgb_labels,
-            overwrite=overwrite,
-            compress=compress,
-        )
-    prog(1)
-    if buildings is not None:
-        write_buildings(buildings, scene, overwrite=overwrite)
-    prog(1)
-    counts = np.bincount(labels.ravel(), minlength=len(table))[: len(table)]
-    fractions = {n: round(float(c) / (h * w), 4) for n, c in zip(table.names, counts, strict=True)}
-    return SynthResult(
-        image=Path(out_image),
-        labels=Path(out_labels) if out_labels is not None else None,
-        buildings=Path(buildings) if buildings is not None else None,
-        width=w,
-        height=h,
-        seed=seed,
-        gsd=gsd,
-        crs=crs,
-        label_mode="none" if out_labels is None else ("rgb" if rgb_labels else "ids"),
-        n_buildings=len(scene.buildings),
-        class_fractions=fractions,
-    )
-
-
-def write_buildings(
-    path: str | os.PathLike, scene: SceneArrays, *, overwrite: bool = False
-) -> Path:
-    """Write the scene's building footprints to a GeoPackage (layer ``buildings``)."""
-    import pyogrio
-
-    from aerialct.geo.vector import driver_for
-
-    frame = scene.building_frame()
-    with atomic_output(path, overwrite) as tmp:
-        pyogrio.write_dataframe(frame, tmp, layer="buildings", driver=driver_for(path))
-    return Path(path)
-
-
-SYNTH_DTYPES = ("uint8", "uint16", "int16", "float32")
-"""Pixel types ``synth --dtype`` writes."""
-
-
-def convert_image(rgb: np.ndarray, labels: np.ndarray, dtype: str, bands: int) -> np.ndarray:
-    """The 8-bit RGB town as other sensors would record it.
-
-    ``bands``: 1 is a panchromatic band (luminance), 3 RGB, 4 RGB + a near-infrared
-    band in which vegetation is bright. ``dtype``: uint8 as drawn; uint16 a 12-bit-like
-    sensor (DN = 40 x value + 200, as satellite products store it); int16 the same
-    shifted by -1000; float32 reflectance (value / 255 x 0.6).
-    """
-    x = rgb.astype(np.float32)
-    if bands == 1:
-        x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
-    elif bands == 4:
-        veg = np.isin(labels, (LOW_VEG, TREE)).astype(np.float32)
-        nir = 0.5 * x[0] + 0.3 * x[1] + veg * (90.0 + 0.4 * x[1])
-        x = np.concatenate([x, np.clip(nir, 0, 255)[None]])
-    if dtype == "uint8":
-        return np.rint(x).astype(np.uint8)
-    if dtype == "uint16":
-        return np.rint(x * 40.0 + 200.0).astype(np.uint16)
-    if dtype == "int16":
-        return np.rint(x * 40.0 - 800.0).astype(np.int16)
-    return (x / 255.0 * 0.6).astype(np.float32)
-
-
-def _synth_table(classes, resolve) -> ClassTable:
-    from aerialct.classes import BUILDINGS
-
-    try:
-        table = resolve(classes)
-    except ValueError as e:
-        raise InputError(f"--classes {classes}: {e}") from e
-    if table not in (POTSDAM, BUILDINGS):
-        raise InputError(f"--classes {classes}: synth draws 'potsdam' or 'buildings' labels")
-    return table
-
-
-DEFAULT_POTSDAM_TILES = ("2_10", "2_11", "3_10", "2_13", "2_14")
-"""Three training and two test tiles of the standard split."""
-
-
-def synth_potsdam(
-    root: str | os.PathLike,
-    tiles: Sequence[str] = DEFAULT_POTSDAM_TILES,
-    *,
-    size: int = 1024,
-    seed: int = 0,
-    gsd: float = 0.05,
-    crs: str = DEFAULT_CRS,
-    label_crs: bool = True,
-    eroded: bool = True,
-    buildings: bool = False,
-    erosion_radius: int = 3,
-    compress: str | None = "deflate",
-    overwrite: bool = False,
-    progress: ProgressFn | None = None,
-) -> SynthPotsdamResult:
-    """Write a folder laid out like the ISPRS Potsdam release, with synthetic tiles.
-
-    ``root/2_Ortho_RGB/top_potsdam_{a}_{b}_RGB.tif``, ``root/5_Labels_all/..._label.tif``
-    (RGB-colour labels) and, with ``eroded``, ``root/5_Labels_all_noBoundary/
-    ..._label_noBoundary.tif`` (black eroded boundaries). Tile ``a_b`` lies at
-    column ``a``, row ``b`` of a grid of adjacent tiles and gets seed ``seed + i``.
-    ``label_crs=False`` writes labels without georeferencing, as in parts of the release.
-    With ``buildings``, ``root/buildings/top_potsdam_{a}_{b}_buildings.gpkg`` holds the footprints.
-    """
-    import rasterio
-
-    root = Path(root)
-    check_output(root, overwrite, kind=FOLDER)
-    for t in tiles:
-        parts = t.split("_")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise InputError(f"tile {t!r}: not a Potsdam tile id; give ids like 2_10")
-    prog = as_progress(progress)
-    prog(0, total=len(tiles), description="synthesising Potsdam tiles")
-    res = SynthPotsdamResult(root, list(tiles), [], [], [], [], size, label_crs)
-    with atomic_output(root, overwrite, kind=FOLDER, made_by="synth") as tmp:
-        (tmp / "2_Ortho_RGB").mkdir(parents=True)
-        (tmp / "5_Labels_all").mkdir()
-        if eroded:
-            (tmp / "5_Labels_all_noBoundary").mkdir()
-        if buildings:
-            (tmp / "buildings").mkdir()
-        for i, t in enumerate(tiles):
-            a, b = (int(p) for p in t.split("_"))
-            origin = (DEFAULT_ORIGIN[0] + a * size * gsd, DEFAULT_ORIGIN[1] - b * size * gsd)
-            scene = generate_scene(size, seed + i, gsd=gsd, crs=crs, origin=origin)
-            img = tmp / "2_Ortho_RGB" / pots.image_name(t)
-            prof = _profile(size, size, 3, crs, scene.transform, compress)
-            with rasterio.open(img, "w", **prof) as dst:
-                dst.write(scene.image)
-                dst.update_tags(**{WRITER_TAG: "aerialct synth"})
-            verify_raster(img)
-            lab_crs = crs if label_crs else None
-            lab = tmp / "5_Labels_all" / pots.label_name(t)
-            write_labels(lab, scene.labels, crs=lab_crs, transform=scene.transform, rgb=True,
-                         compress=compress)  # fmt: skip
-            res.images.append(root / img.relative_to(tmp))
-            res.labels.append(root / lab.relative_to(tmp))
-            if eroded:
-                ero = tmp / "5_Labels_all_noBoundary" / pots.eroded_label_name(t)
-                write_labels(ero, eroded_boundaries(scene.labels, erosion_radius), crs=lab_crs,
-                             transform=scene.transform, rgb=True, compress=compress)  # fmt: skip
-                res.eroded_labels.append(root / ero.relative_to(tmp))
-            if buildings:
-                gp = tmp / "buildings" / f"top_potsdam_{t}_buildings.gpkg"
-                write_buildings(gp, scene)
-                res.buildings.append(root / gp.relative_to(tmp))
-            prog(1)
-    return res
