@@ -27,8 +27,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from shapely.geometry import Polygon
 
 IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
 """Class ids of the Potsdam table (:data:`aerialct.classes.POTSDAM`) the town is labelled with."""
@@ -46,7 +50,7 @@ class Building:
     """One building: footprint in pixel coordinates (x = column, y = row) and attributes."""
 
     id: int
-    polygon: object  # shapely Polygon in pixel coordinates
+    polygon: Polygon  # in pixel coordinates
     height: float
     roof: str
     shape: str
@@ -64,9 +68,13 @@ class Canvas:
         self.amp: list[float] = [14.0]
 
     def px(self, metres: float) -> int:
+        """A length in metres as a whole number of pixels, at least 1."""
         return max(1, round(metres / self.gsd))
 
-    def new(self, color: Sequence[float], tex: int, amp: float, jitter: float = 8.0) -> int:
+    def new(
+        self, color: Sequence[float] | np.ndarray, tex: int, amp: float, jitter: float = 8.0
+    ) -> int:
+        """A new object: ``color`` (RGB) jittered by ``jitter``, texture kind and amplitude."""
         c = np.clip(np.asarray(color, float) + self.rng.normal(0, jitter, 3), 0, 255)
         self.colors.append((float(c[0]), float(c[1]), float(c[2])))
         self.tex.append(tex)
@@ -74,6 +82,7 @@ class Canvas:
         return len(self.colors) - 1
 
     def clip(self, r0: int, r1: int, c0: int, c1: int) -> tuple[slice, slice] | None:
+        """The slices of rows r0:r1, cols c0:c1 inside the canvas, or None when outside."""
         r0, r1 = max(r0, 0), min(r1, self.h)
         c0, c1 = max(c0, 0), min(c1, self.w)
         if r0 >= r1 or c0 >= c1:
@@ -81,6 +90,7 @@ class Canvas:
         return slice(r0, r1), slice(c0, c1)
 
     def rect(self, r0: int, r1: int, c0: int, c1: int, obj: int, label: int) -> None:
+        """Paint rows r0:r1, cols c0:c1 (clipped) with object ``obj`` and class ``label``."""
         s = self.clip(r0, r1, c0, c1)
         if s is not None:
             self.obj[s] = obj
@@ -134,6 +144,12 @@ def _shape_polygon(kind: str, r0: int, r1: int, c0: int, c1: int, cv: Canvas):
 
 
 class Town:
+    """The plan of a town on a :class:`Canvas`: roads, then blocks, cars, clutter, trees.
+
+    ``buildings`` collects the exact footprints, ``trees`` the crowns that
+    :mod:`~aerialct.data.synth.render` paints last (row, col, radius px, height m).
+    """
+
     def __init__(
         self, h: int, w: int, rng: np.random.Generator, gsd: float, built_up: float = 1.0
     ) -> None:
@@ -146,6 +162,7 @@ class Town:
 
     # ---------------------------------------------------------------- roads
     def roads(self) -> tuple[list, list]:
+        """Paint the road grid; return the vertical and horizontal bands (see ``_intervals``)."""
         cv, rng = self.cv, self.rng
         vbands = _intervals(cv.w, rng, cv.gsd)
         hbands = _intervals(cv.h, rng, cv.gsd)
@@ -188,6 +205,7 @@ class Town:
 
     # ---------------------------------------------------------------- blocks
     def blocks(self, vbands: list, hbands: list) -> None:
+        """Fill every block between the roads, then line the roads with cars, trees and bins."""
         xs = [(a[3], b[0]) for a, b in itertools.pairwise(vbands)]
         ys = [(a[3], b[0]) for a, b in itertools.pairwise(hbands)]
         for r0, r1 in ys:
@@ -209,6 +227,7 @@ class Town:
                 self.clutter(a, b, 0, cv.w, size=1.5)
 
     def block(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        """Fill one block with a kind drawn by its size and ``built_up``."""
         rng, cv = self.rng, self.cv
         small = min(r1 - r0, c1 - c0) * cv.gsd < 30
         kinds = ["residential", "courtyard", "industrial", "park", "parking"]
@@ -228,6 +247,10 @@ class Town:
         cv.rect(r0, r1, c0, c1, cv.new(green, TEX_GRASS, 16.0, 6), LOW_VEG)
 
     def add_building(self, poly, kind: str, height: float | None = None) -> None:
+        """Paint a footprint (pixel corners) with a random roof and record it; skip tiny ones.
+
+        A footprint cut in pieces by the scene border becomes one building per piece.
+        """
         rng, cv = self.rng, self.cv
         if poly.is_empty or poly.area < (2.5 / cv.gsd) ** 2:
             return
@@ -318,6 +341,7 @@ class Town:
                     cv.obj[s][r : r + dh, c : c + dw] = o
 
     def block_residential(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        """Parcels with a house (rectangle, L or U) in a garden, some with a driveway and a car."""
         rng, cv = self.rng, self.cv
         self._yard_ground(r0, r1, c0, c1)
         bh, bw = r1 - r0, c1 - c0
@@ -358,6 +382,7 @@ class Town:
             self.clutter(r0, r1, c0, c1)
 
     def block_courtyard(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        """A perimeter block round a paved courtyard, split into buildings by passages."""
         rng, cv = self.rng, self.cv
         from shapely.geometry import box
 
@@ -402,6 +427,7 @@ class Town:
             self.add_building(g, "courtyard" if len(g.interiors) else "block", height)
 
     def block_industrial(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        """A hall on a paved yard with clutter and a few cars."""
         rng, cv = self.rng, self.cv
         cv.rect(r0, r1, c0, c1, cv.new((128, 126, 122), TEX_PAVING, 10.0, 10), IMPERVIOUS)
         m = cv.px(rng.uniform(3, 8))
@@ -420,6 +446,7 @@ class Town:
                 self.car(rr, cc, vertical=bool(rng.random() < 0.5))
 
     def block_park(self, r0: int, r1: int, c0: int, c1: int) -> None:
+        """A lawn with trees and a footpath."""
         rng, cv = self.rng, self.cv
         self._yard_ground(r0, r1, c0, c1)
         area = (r1 - r0) * (c1 - c0) * cv.gsd**2
@@ -455,6 +482,7 @@ class Town:
 
     # ---------------------------------------------------------------- small objects
     def car(self, rc: float, cc: float, vertical: bool) -> None:
+        """A car centred at (rc, cc) with a windscreen; none where it would touch a building."""
         rng, cv = self.rng, self.cv
         length, width = cv.px(rng.uniform(4.0, 5.0)), cv.px(rng.uniform(1.7, 2.0))
         h, w = (length, width) if vertical else (width, length)
@@ -476,6 +504,7 @@ class Town:
             cv.rect(r0 + 1, r0 + h - 1, g0, g0 + max(1, int(w * 0.18)), glass, CAR)
 
     def street_cars(self, r0: int, r1: int, vertical: bool) -> None:
+        """Cars parked along both sides of the road between r0 and r1."""
         rng, cv = self.rng, self.cv
         length = cv.h if vertical else cv.w
         lane = cv.px(1.4)
@@ -490,6 +519,7 @@ class Town:
                 pos += rng.uniform(5.5, 14.0) / cv.gsd
 
     def street_trees(self, r0: int, r1: int, vertical: bool) -> None:
+        """Half the roads get a row of trees along each sidewalk."""
         rng, cv = self.rng, self.cv
         if rng.random() < 0.5:
             return

@@ -95,6 +95,12 @@ def _shift_or(dst: np.ndarray, mask: np.ndarray, r0: int, c0: int) -> None:
     dst[a0:a1, b0:b1] |= mask[a0 - r0 : a1 - r0, b0 - c0 : b1 - c0]
 
 
+SUN = np.array([-0.62, 0.78])
+"""Direction in which shadows fall (d_row, d_col): towards north-east, the sun in the south-west."""
+K_SHADOW = 0.5
+"""Shadow length per metre of height (sun elevation about 63 degrees)."""
+
+
 def generate_scene(
     size: int | tuple[int, int] = 2048,
     seed: int = 0,
@@ -112,6 +118,32 @@ def generate_scene(
     """
     from affine import Affine
 
+    h, w = _scene_shape(size, gsd, built_up)
+    rng = np.random.default_rng(seed)
+    town = Town(h, w, rng, gsd, built_up)
+    vb, hb = town.roads()
+    town.blocks(vb, hb)
+    cv = town.cv
+
+    shadow = np.zeros((h, w), dtype=bool)
+    tree_obj, crown_shade = _paint_crowns(town, shadow)
+    _cast_building_shadows(town, shadow)
+    shadow &= cv.labels != BUILDING
+    shadow &= ~tree_obj
+    del tree_obj
+
+    texture = _texture(town)
+    light = 1.0 + 0.05 * _smooth_noise(rng, h, w, int(40 / gsd))
+    light *= crown_shade
+    light[shadow] *= 0.55
+    del crown_shade
+    image = _expose(town, texture, light, shadow)
+    transform = Affine(gsd, 0.0, origin[0], 0.0, -gsd, origin[1])
+    return SceneArrays(image, cv.labels, transform, crs, gsd, town.buildings)
+
+
+def _scene_shape(size: int | tuple[int, int], gsd: float, built_up: float) -> tuple[int, int]:
+    """(height, width) of ``size``, after checking the arguments of :func:`generate_scene`."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 16 or w < 16:
         raise InputError(f"size {h}x{w}: too small; give at least 16 px per side")
@@ -119,51 +151,69 @@ def generate_scene(
         raise InputError(f"gsd {gsd}: must be a positive number of metres per pixel")
     if not 0.0 <= built_up <= 1.0:
         raise InputError(f"built_up {built_up}: must be between 0 and 1")
-    rng = np.random.default_rng(seed)
-    town = Town(h, w, rng, gsd, built_up)
-    vb, hb = town.roads()
-    town.blocks(vb, hb)
+    return h, w
+
+
+def _paint_crowns(town: Town, shadow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Paint the tree crowns, last so they overhang roads and roofs; add their shadows.
+
+    Returns the crowns' pixels and their shading (1 outside crowns).
+    """
     cv = town.cv
-
-    # tree crowns: irregular discs, painted last so they overhang roads and roofs
-    tree_obj = np.zeros((h, w), dtype=bool)
-    crown_shade = np.ones((h, w), dtype=np.float32)
-    shadow = np.zeros((h, w), dtype=bool)
-    sun = np.array([-0.62, 0.78])  # shadow direction (d_row, d_col): towards north-east
-    k_shadow = 0.5  # shadow length per metre of height (sun elevation ~63 deg)
+    tree_obj = np.zeros((cv.h, cv.w), dtype=bool)
+    crown_shade = np.ones((cv.h, cv.w), dtype=np.float32)
     for rr, cc, rad, height in town.trees:
-        rad = max(rad, 1.5)
-        r0, r1 = int(rr - rad * 1.2), int(rr + rad * 1.2) + 1
-        c0, c1 = int(cc - rad * 1.2), int(cc + rad * 1.2) + 1
-        yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
-        dy, dx = yy - rr, xx - cc
-        ang = np.arctan2(dy, dx)
-        ph = rng.uniform(0, 2 * np.pi, 3)
-        wobble = 1 + 0.08 * np.sin(3 * ang + ph[0]) + 0.06 * np.sin(5 * ang + ph[1])
-        d = np.sqrt(dx * dx + dy * dy) / (rad * wobble)
-        crown = d <= 1.0
-        shade = (1.05 - 0.35 * d * d).astype(np.float32)
-        length = height * k_shadow / gsd
-        steps = max(1, int(length / max(rad * 0.8, 1)))
-        for t in np.linspace(length / steps, length, steps):
-            _shift_or(shadow, crown, r0 + int(sun[0] * t), c0 + int(sun[1] * t))
-        s = cv.clip(r0, r1, c0, c1)
-        if s is None:
-            continue
-        sub = crown[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
-        shd = shade[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
-        g = rng.uniform(65, 125)
-        leaf = (g * rng.uniform(0.55, 0.85), g, g * rng.uniform(0.45, 0.65))
-        o = cv.new(leaf, TEX_GRASS, 26, 6)
-        cv.obj[s][sub] = o
-        cv.labels[s][sub] = TREE
-        tree_obj[s] |= sub
-        cs = crown_shade[s]
-        cs[sub] = shd[sub]
+        _paint_crown(town, rr, cc, max(rad, 1.5), height, shadow, tree_obj, crown_shade)
+    return tree_obj, crown_shade
 
-    # building shadows: union of the footprint shifted along the sun direction
+
+def _paint_crown(
+    town: Town,
+    rr: float,
+    cc: float,
+    rad: float,
+    height: float,
+    shadow: np.ndarray,
+    tree_obj: np.ndarray,
+    crown_shade: np.ndarray,
+) -> None:
+    """One crown: an irregular disc of radius ``rad`` px centred at (rr, cc), darker at its rim."""
+    cv, rng = town.cv, town.rng
+    r0, r1 = int(rr - rad * 1.2), int(rr + rad * 1.2) + 1
+    c0, c1 = int(cc - rad * 1.2), int(cc + rad * 1.2) + 1
+    yy, xx = np.mgrid[r0:r1, c0:c1].astype(np.float32)
+    dy, dx = yy - rr, xx - cc
+    ang = np.arctan2(dy, dx)
+    ph = rng.uniform(0, 2 * np.pi, 3)
+    wobble = 1 + 0.08 * np.sin(3 * ang + ph[0]) + 0.06 * np.sin(5 * ang + ph[1])
+    d = np.sqrt(dx * dx + dy * dy) / (rad * wobble)
+    crown = d <= 1.0
+    shade = (1.05 - 0.35 * d * d).astype(np.float32)
+    length = height * K_SHADOW / cv.gsd
+    steps = max(1, int(length / max(rad * 0.8, 1)))
+    for t in np.linspace(length / steps, length, steps):
+        _shift_or(shadow, crown, r0 + int(SUN[0] * t), c0 + int(SUN[1] * t))
+    s = cv.clip(r0, r1, c0, c1)
+    if s is None:
+        return
+    sub = crown[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
+    shd = shade[s[0].start - r0 : s[0].stop - r0, s[1].start - c0 : s[1].stop - c0]
+    g = rng.uniform(65, 125)
+    leaf = (g * rng.uniform(0.55, 0.85), g, g * rng.uniform(0.45, 0.65))
+    o = cv.new(leaf, TEX_GRASS, 26, 6)
+    cv.obj[s][sub] = o
+    cv.labels[s][sub] = TREE
+    tree_obj[s] |= sub
+    cs = crown_shade[s]
+    cs[sub] = shd[sub]
+
+
+def _cast_building_shadows(town: Town, shadow: np.ndarray) -> None:
+    """Add each building's shadow: the union of its footprint shifted along the sun direction."""
+    from affine import Affine
     from rasterio import features
 
+    gsd = town.cv.gsd
     step = max(1, int(0.4 / gsd))
     for b in town.buildings:
         minx, miny, maxx, maxy = (round(v) for v in b.polygon.bounds)
@@ -173,19 +223,19 @@ def generate_scene(
             transform=Affine.translation(minx, miny),
             dtype="uint8",
         ).astype(bool)
-        length = b.height * k_shadow / gsd
+        length = b.height * K_SHADOW / gsd
         n = max(1, int(length / step))
         for t in np.linspace(length / n, length, n):
-            _shift_or(shadow, mask, miny + int(sun[0] * t), minx + int(sun[1] * t))
-    shadow &= cv.labels != BUILDING
-    shadow &= ~tree_obj
+            _shift_or(shadow, mask, miny + int(SUN[0] * t), minx + int(SUN[1] * t))
 
-    # colours per object, then textures per kind
-    colors = np.asarray(cv.colors, dtype=np.float32)  # (n, 3)
+
+def _texture(town: Town) -> np.ndarray:
+    """Per-pixel brightness offsets: each object's texture kind, scaled by its amplitude."""
+    cv, rng, gsd = town.cv, town.rng, town.cv.gsd
+    h, w = cv.h, cv.w
     tex = np.asarray(cv.tex, dtype=np.uint8)
     amp = np.asarray(cv.amp, dtype=np.float32)
-    obj = cv.obj
-    kind = tex[obj]
+    kind = tex[cv.obj]
     fine = rng.standard_normal((h, w), dtype=np.float32)
     mottle = _smooth_noise(rng, h, w, int(0.6 / gsd))
     texture = np.where(kind == TEX_GRASS, 0.55 * mottle + 0.45 * fine, 0.35 * fine)
@@ -196,25 +246,25 @@ def generate_scene(
     texture += np.where(kind == TEX_ROOF_X, np.sin(2 * np.pi * rows / period) * 1.2, 0.0)
     texture += np.where(kind == TEX_ROOF_Y, np.sin(2 * np.pi * cols / period) * 1.2, 0.0)
     texture += np.where(kind == TEX_PAVING, 0.6 * _smooth_noise(rng, h, w, int(0.4 / gsd)), 0.0)
-    texture *= amp[obj]
-    del fine, mottle, kind
+    texture *= amp[cv.obj]
+    return texture
 
-    light = 1.0 + 0.05 * _smooth_noise(rng, h, w, int(40 / gsd))
-    light *= crown_shade
-    light[shadow] *= 0.55
-    del crown_shade
-    image = np.empty((3, h, w), dtype=np.uint8)
+
+def _expose(town: Town, texture: np.ndarray, light: np.ndarray, shadow: np.ndarray) -> np.ndarray:
+    """The (3, H, W) uint8 image: object colour + texture, lit, bluish in shadow, with noise."""
+    cv, rng = town.cv, town.rng
+    colors = np.asarray(cv.colors, dtype=np.float32)  # (n, 3)
+    image = np.empty((3, cv.h, cv.w), dtype=np.uint8)
     for band in range(3):
-        v = colors[obj, band]
+        v = colors[cv.obj, band]
         v += texture
         v *= light
         if band == 2:
             v[shadow] += 10.0  # shadows are bluish (sky light)
-        v += rng.standard_normal((h, w), dtype=np.float32) * 5.0
+        v += rng.standard_normal((cv.h, cv.w), dtype=np.float32) * 5.0
         np.clip(v, 0, 255, out=v)
         image[band] = v.astype(np.uint8)
-    transform = Affine(gsd, 0.0, origin[0], 0.0, -gsd, origin[1])
-    return SceneArrays(image, cv.labels, transform, crs, gsd, town.buildings)
+    return image
 
 
 SYNTH_DTYPES = ("uint8", "uint16", "int16", "float32")

@@ -128,7 +128,8 @@ def write_labels(
             prof["nodata"] = IGNORE_INDEX
             with rasterio.open(tmp, "w", **prof) as dst:
                 dst.write(labels, 1)
-                tag_class_raster(dst, classes, **{WRITER_TAG: "aerialct synth"})
+                tag_class_raster(dst, classes)
+                dst.update_tags(**{WRITER_TAG: "aerialct synth"})
     if not rgb:
         write_category_names(path, classes)
     return Path(path)
