@@ -24,6 +24,8 @@ IGNORE_INDEX = 255
 
 @dataclass(frozen=True)
 class ClassInfo:
+    """One class: its id (0..n-1), name, RGB display colour and whether mean scores skip it."""
+
     id: int
     name: str
     color: tuple[int, int, int]
@@ -60,6 +62,7 @@ class ClassTable:
 
     @property
     def names(self) -> list[str]:
+        """The class names in id order."""
         return [c.name for c in self.classes]
 
     def id_of(self, name_or_id: str | int) -> int:
@@ -86,9 +89,11 @@ class ClassTable:
 
     @property
     def excluded_from_mean(self) -> list[str]:
+        """Names of the classes left out of mean IoU / F1."""
         return [c.name for c in self.classes if c.exclude_from_mean]
 
     def ids_of(self, names: Iterable[str | int]) -> list[int]:
+        """:meth:`id_of` for each of ``names``."""
         return [self.id_of(n) for n in names]
 
     def colormap(self) -> dict[int, tuple[int, int, int, int]]:
@@ -109,6 +114,7 @@ class ClassTable:
 
     @classmethod
     def from_list(cls, items: Sequence[dict], ignore: int = IGNORE_INDEX) -> ClassTable:
+        """The table of a :meth:`to_list` JSON form (``exclude_from_mean`` optional)."""
         return cls(
             tuple(
                 ClassInfo(
@@ -238,9 +244,12 @@ def _colour(v: object, p: Path, name: object) -> list[int]:
             return [int(v[i : i + 2], 16) for i in (1, 3, 5)]
         except ValueError:
             pass
-    ok = isinstance(v, list | tuple) and len(v) == 3
-    if ok and all(isinstance(x, int) and 0 <= x <= 255 for x in v):  # type: ignore[union-attr]
-        return [int(x) for x in v]  # type: ignore[union-attr]
+    if (
+        isinstance(v, list | tuple)
+        and len(v) == 3
+        and all(isinstance(x, int) and 0 <= x <= 255 for x in v)
+    ):
+        return [int(x) for x in v]
     raise ValueError(f"{p}: class {name!r}: color {v!r} is not [r, g, b] (0..255) or '#rrggbb'")
 
 

@@ -13,8 +13,10 @@ the tiny model to learn within minutes on two cores.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,8 @@ log = logging.getLogger("aerialct")
 
 @dataclass
 class DemoResult:
+    """What :func:`run_demo` wrote and how well the model did on the held-out district."""
+
     out: Path
     scene: Path
     reference_labels: Path
@@ -77,30 +81,13 @@ def run_demo(
     ``train.epochs``. Refuses an existing ``out`` unless ``overwrite``.
     """
     from aerialct.config import load_config, resolve_config_path
-    from aerialct.data.synth import synth_scene
-    from aerialct.engine.checkpoint import load_inference_model
     from aerialct.engine.train import train
-    from aerialct.evaluate import evaluate
-    from aerialct.inference import predict_scene, resolve_device_name
-    from aerialct.tiling import tile_scenes
-    from aerialct.vectorize import vectorize
 
     prog = as_progress(progress)
     out = Path(out)
-    # an existing folder is replaced only when aerialct made it (it holds the marker)
-    check_output(out, overwrite, kind=FOLDER)
-    if out.exists() and any(out.iterdir()):
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_marker(out, "demo")
+    _fresh_folder(out, overwrite)
     t0 = time.perf_counter()
-    steps: dict[str, float] = {}
-
-    def step(name: str, t: float) -> None:
-        steps[name] = round(time.perf_counter() - t, 2)
-        prog(1, description=f"demo: {name} done")
+    steps = _Steps(prog)
 
     prog(0, total=6, description="demo: synthesising the city")
     overrides = list(overrides)
@@ -108,65 +95,166 @@ def run_demo(
         overrides.append(f"train.epochs={int(epochs)}")
     cfg = load_config(resolve_config_path(config), overrides)
     size = chip_size or getattr(cfg.model, "img_size", None) or 64
+    data = _DemoData.under(out / "data")
 
-    data = out / "data"
-    t = time.perf_counter()
-    city = synth_scene(
-        data / "city.tif", data / "city_labels.tif", size=city_size, seed=seed, gsd=gsd
+    with steps("synth"):
+        _synth(data, city_size=city_size, heldout_size=heldout_size, gsd=gsd, seed=seed)
+    with steps("tile", "demo: tiling"):
+        chips = _tile(data, out / "chips", size=size, seed=seed)
+    with steps("train", "demo: training (tiny preset, CT)"):
+        run_dir = out / "run"
+        trained = train(cfg, chips, run_dir, device=device)
+    checkpoint = Path(trained.best_checkpoint or trained.last_checkpoint)
+    with steps("predict", "demo: predicting the held-out district"):
+        pred = _predict(checkpoint, data.heldout, out / "prediction", device)
+    with steps("vectorize", "demo: vectorising buildings"):
+        buildings = _vectorize(pred, out / "buildings.gpkg")
+    with steps("evaluate", "demo: evaluating"):
+        scores = _evaluate(pred.output, buildings, data, out)
+
+    return DemoResult(
+        out=out,
+        scene=data.heldout,
+        reference_labels=data.heldout_labels,
+        reference_buildings=data.heldout_buildings,
+        chips=chips,
+        run=run_dir,
+        checkpoint=checkpoint,
+        classes_raster=pred.output,
+        probabilities=pred.probabilities,
+        quicklook=pred.quicklook,
+        buildings=buildings,
+        review=scores.review,
+        pixel_report=scores.pixel_report,
+        building_report=scores.building_report,
+        building_iou=scores.per_class_iou.get("building", float("nan")),
+        mean_iou=scores.mean_iou,
+        per_class_iou=scores.per_class_iou,
+        building_precision=scores.precision,
+        building_recall=scores.recall,
+        building_f1=scores.f1,
+        predicted_buildings=scores.predicted,
+        reference_buildings_count=scores.reference_count,
+        train_seconds=steps.seconds["train"],
+        seconds=round(time.perf_counter() - t0, 2),
+        steps=steps.seconds,
     )
-    heldout = synth_scene(
-        data / "heldout.tif",
-        data / "heldout_labels.tif",
+
+
+class _Steps:
+    """Times the demo's steps and advances the progress bar after each."""
+
+    def __init__(self, prog: ProgressFn) -> None:
+        self.prog = prog
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, description: str | None = None) -> Iterator[None]:
+        t = time.perf_counter()
+        if description is not None:
+            self.prog(0, description=description)
+        yield
+        self.seconds[name] = round(time.perf_counter() - t, 2)
+        self.prog(1, description=f"demo: {name} done")
+
+
+def _fresh_folder(out: Path, overwrite: bool) -> None:
+    """Make ``out`` empty and marked as the demo's; an existing folder only if aerialct made it."""
+    check_output(out, overwrite, kind=FOLDER)
+    if out.exists() and any(out.iterdir()):
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, "demo")
+
+
+@dataclass(frozen=True)
+class _DemoData:
+    """Where the synthetic training city and the held-out district go."""
+
+    city: Path
+    city_labels: Path
+    heldout: Path
+    heldout_labels: Path
+    heldout_buildings: Path
+
+    @classmethod
+    def under(cls, folder: Path) -> _DemoData:
+        """The demo's file names in ``folder``."""
+        return cls(
+            city=folder / "city.tif",
+            city_labels=folder / "city_labels.tif",
+            heldout=folder / "heldout.tif",
+            heldout_labels=folder / "heldout_labels.tif",
+            heldout_buildings=folder / "heldout_buildings.gpkg",
+        )
+
+
+def _synth(data: _DemoData, *, city_size: int, heldout_size: int, gsd: float, seed: int) -> None:
+    """A training city and, east of it, a held-out district with its exact footprints."""
+    from aerialct.data.synth import DEFAULT_ORIGIN, synth_scene
+
+    synth_scene(data.city, data.city_labels, size=city_size, seed=seed, gsd=gsd)
+    synth_scene(
+        data.heldout,
+        data.heldout_labels,
         size=heldout_size,
         seed=seed + 1000,
         gsd=gsd,
-        origin=(368000.0 + city_size * gsd + 100.0, 5808000.0),
-        buildings=data / "heldout_buildings.gpkg",
+        origin=(DEFAULT_ORIGIN[0] + city_size * gsd + 100.0, DEFAULT_ORIGIN[1]),
+        buildings=data.heldout_buildings,
     )
-    step("synth", t)
 
-    t = time.perf_counter()
-    prog(0, description="demo: tiling")
-    chips = out / "chips"
+
+def _tile(data: _DemoData, chips: Path, *, size: int, seed: int) -> Path:
+    """Cut the city into non-overlapping chips, a quarter of them for validation."""
+    from aerialct.tiling import tile_scenes
+
     tile_scenes(
-        [city.image],
+        [data.city],
         chips,
-        labels=[city.labels],
+        labels=[data.city_labels],
         size=size,
         stride=size,
         val_fraction=0.25,
         seed=seed,
         workers=2,
     )
-    step("tile", t)
+    return chips
 
-    t = time.perf_counter()
-    prog(0, description="demo: training (tiny preset, CT)")
-    run_dir = out / "run"
-    trained = train(cfg, chips, run_dir, device=device)
-    step("train", t)
-    checkpoint = Path(trained.best_checkpoint or trained.last_checkpoint)
 
-    t = time.perf_counter()
-    prog(0, description="demo: predicting the held-out district")
+def _predict(checkpoint: Path, scene: Path, folder: Path, device: str) -> _Prediction:
+    """Classes, probabilities and a quick look of the held-out district."""
+    from aerialct.engine.checkpoint import load_inference_model
+    from aerialct.inference import predict_scene, resolve_device_name
+
     dev = resolve_device_name(device)
     bundle = load_inference_model(checkpoint, device=dev)
-    pred_dir = out / "prediction"
     pred = predict_scene(
         bundle,
-        heldout.image,
-        pred_dir / "heldout_classes.tif",
+        scene,
+        folder / "heldout_classes.tif",
         probabilities=True,
         quicklook=True,
         device=dev,
     )
     if pred.status != "ok" or pred.output is None:
-        raise InputError(f"{heldout.image}: prediction failed ({pred.error})")
-    step("predict", t)
+        raise InputError(f"{scene}: prediction failed ({pred.error})")
+    return _Prediction(pred.output, pred.probabilities, pred.quicklook)
 
-    t = time.perf_counter()
-    prog(0, description="demo: vectorising buildings")
-    buildings = out / "buildings.gpkg"
+
+@dataclass
+class _Prediction:
+    output: Path
+    probabilities: Path | None
+    quicklook: Path | None
+
+
+def _vectorize(pred: _Prediction, buildings: Path) -> Path:
+    """Building polygons of the predicted classes, with the mean confidence of each."""
+    from aerialct.vectorize import vectorize
+
     vectorize(
         pred.output,
         buildings,
@@ -176,42 +264,41 @@ def run_demo(
         simplify=0.25,
         probabilities=pred.probabilities,
     )
-    step("vectorize", t)
+    return buildings
 
-    t = time.perf_counter()
-    prog(0, description="demo: evaluating")
+
+@dataclass
+class _Scores:
+    pixel_report: Path
+    building_report: Path
+    review: Path
+    per_class_iou: dict[str, float]
+    mean_iou: float
+    precision: float
+    recall: float
+    f1: float
+    predicted: int
+    reference_count: int
+
+
+def _evaluate(classes: Path, buildings: Path, data: _DemoData, out: Path) -> _Scores:
+    """Pixel scores of the class raster and building scores of the polygons, with reports."""
+    from aerialct.evaluate import evaluate
+
     pixel_report = out / "report_pixels.json"
     building_report = out / "report_buildings.json"
     review = out / "review.gpkg"
-    pix: Any = evaluate(pred.output, heldout.labels, report=pixel_report)
-    bld: Any = evaluate(buildings, heldout.buildings, review=review, report=building_report)
-    step("evaluate", t)
-
-    per_class = {name: float(v["iou"]) for name, v in pix.scores.per_class.items()}
-    return DemoResult(
-        out=out,
-        scene=heldout.image,
-        reference_labels=Path(heldout.labels),
-        reference_buildings=Path(heldout.buildings),
-        chips=chips,
-        run=run_dir,
-        checkpoint=checkpoint,
-        classes_raster=pred.output,
-        probabilities=pred.probabilities,
-        quicklook=pred.quicklook,
-        buildings=buildings,
-        review=review,
+    pix: Any = evaluate(classes, data.heldout_labels, report=pixel_report)
+    bld: Any = evaluate(buildings, data.heldout_buildings, review=review, report=building_report)
+    return _Scores(
         pixel_report=pixel_report,
         building_report=building_report,
-        building_iou=per_class.get("building", float("nan")),
+        review=review,
+        per_class_iou={name: float(v["iou"]) for name, v in pix.scores.per_class.items()},
         mean_iou=float(pix.scores.mean_iou),
-        per_class_iou=per_class,
-        building_precision=float(bld.precision),
-        building_recall=float(bld.recall),
-        building_f1=float(bld.f1),
-        predicted_buildings=int(bld.predicted),
-        reference_buildings_count=int(bld.reference_count),
-        train_seconds=steps["train"],
-        seconds=round(time.perf_counter() - t0, 2),
-        steps=steps,
+        precision=float(bld.precision),
+        recall=float(bld.recall),
+        f1=float(bld.f1),
+        predicted=int(bld.predicted),
+        reference_count=int(bld.reference_count),
     )

@@ -12,6 +12,8 @@ from typing import Protocol
 
 
 class ProgressFn(Protocol):
+    """``progress(advance, total=..., description=...)``: see the module docstring."""
+
     def __call__(
         self, advance: int = 1, *, total: int | None = None, description: str | None = None
     ) -> None: ...
@@ -24,4 +26,5 @@ def null_progress(
 
 
 def as_progress(progress: ProgressFn | None) -> ProgressFn:
+    """``progress`` itself, or :func:`null_progress` when it is None."""
     return progress if progress is not None else null_progress

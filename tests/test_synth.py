@@ -185,6 +185,39 @@ def test_cli_synth(cli, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "option", "says"),
+    [
+        (["--size", "8"], "'--size'", "greater than or equal to 16"),
+        (["--bands", "2"], "'--bands'", "'2' is not one of '1', '3', '4'"),
+        (["--built-up", "1.5"], "'--built-up'", "less than or equal to 1"),
+        (["--buildings-format", "shp"], "'--buildings-format'", "'shp' is not one of"),
+        (["--classes", "roads"], "'--classes'", "'roads' is not one of"),
+    ],
+)
+def test_cli_synth_refuses_bad_choices_as_usage_errors(cli, tmp_path, args, option, says):
+    r = cli("synth", tmp_path / "d", *args)
+    assert r.code == 2 and option in r.err and says in r.err, r.err
+    assert not (tmp_path / "d").exists()
+
+
+def test_cli_synth_choices_are_the_librarys(cli, tmp_path):
+    from typing import get_args
+
+    from aerialct.cli import synth as synth_cli
+    from aerialct.data.synth import SYNTH_DTYPES
+    from aerialct.errors import InputError
+
+    assert get_args(synth_cli.Dtype) == SYNTH_DTYPES
+    # the library keeps its own checks for Python callers
+    with pytest.raises(InputError, match="--dtype uint32"):
+        synth_scene(tmp_path / "a.tif", size=32, dtype="uint32")
+    with pytest.raises(InputError, match="--bands 2"):
+        synth_scene(tmp_path / "a.tif", size=32, bands=2)
+    r = cli("synth", tmp_path / "c", "--size", "32", "--classes", "Buildings", "--json")
+    assert r.code == 0 and '"background"' in r.out, r.err
+
+
 def _lut_accuracy(train_codes, train_labels, test_codes, test_labels, n):
     table = np.zeros((n, 6), dtype=np.int64)
     np.add.at(table, (train_codes, train_labels), 1)

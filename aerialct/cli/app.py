@@ -9,15 +9,50 @@ import torch, rasterio, geopandas inside the command body so that
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from aerialct import __version__
+
+if TYPE_CHECKING:
+    from typer._click import Context  # typer carries its own click; the base class takes this
+
+PIPELINE = (
+    "demo",
+    "synth",
+    "tile",
+    "pack",
+    "train",
+    "info",
+    "export",
+    "predict",
+    "vectorize",
+    "evaluate",
+)
+"""The verbs in the order ``aerialct --help`` lists them: the demo (the whole chain in one
+command) first, then the pipeline: make data, cut chips, pack them, train, inspect and
+export the checkpoint, predict, vectorize, evaluate."""
+
+
+class PipelineOrder(TyperGroup):
+    """A command group that lists its commands in :data:`PIPELINE` order.
+
+    typer lists commands in the order they were registered, which is the order
+    ``cli/main.py`` imports the command modules: alphabetical, as the import sorter keeps it.
+    """
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        """The registered verbs in pipeline order; any verb not in PIPELINE last, by name."""
+        rank = {name: i for i, name in enumerate(PIPELINE)}
+        return sorted(super().list_commands(ctx), key=lambda n: (rank.get(n, len(rank)), n))
 
 
 @dataclass
 class GlobalState:
+    """Global options, set by the app's callback and read by the error boundary."""
+
     verbose: bool = False
     quiet: bool = False
     own_process: bool = False
@@ -28,6 +63,7 @@ state = GlobalState()
 
 app = typer.Typer(
     name="aerialct",
+    cls=PipelineOrder,
     help="Mapping from aerial imagery: tile, train (CT / MS-CS contrast), predict, vectorize, evaluate.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

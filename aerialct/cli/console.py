@@ -51,6 +51,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
 
 
 def show_progress() -> bool:
+    """True when progress bars are drawn: stderr is a terminal and ``--quiet`` is off."""
     return not _quiet and stderr.is_terminal
 
 
@@ -115,6 +116,7 @@ def print_table(
     *,
     to_stderr: bool = False,
 ) -> None:
+    """A table of ``rows`` under ``columns`` on stdout (or stderr); floats as 0.1234."""
     table = Table(title=title, show_lines=False)
     for c in columns:
         table.add_column(str(c), overflow="fold")
@@ -124,6 +126,7 @@ def print_table(
 
 
 def fmt(v: Any) -> str:
+    """A table cell: floats with four decimals (``nan`` as is), anything else as ``str``."""
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4f}"
     return str(v)
@@ -136,10 +139,12 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
+    """A ``warning:`` line on stderr (shown even with ``--quiet``)."""
     stderr.print(f"warning: {message}", markup=False, highlight=False, style="yellow")
 
 
 def error(message: str) -> None:
+    """The one ``error:`` line the CLI prints before a non-zero exit."""
     stderr.print(
         f"error: {message}", markup=False, highlight=False, style="bold red", soft_wrap=True
     )

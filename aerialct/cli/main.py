@@ -11,6 +11,7 @@ import errno
 import signal
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -32,11 +33,14 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 INTERRUPTED = "{}; outputs under their final names are complete, temporary files were removed"
 
-# typer may carry its own copy of click; take the exception classes from typer itself.
-_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+if TYPE_CHECKING:  # the class typer vendors today, so the checker knows UsageError.show()
+    from typer._click.exceptions import UsageError as _UsageError
+else:  # typer may carry its own copy of click; take the exception class from typer itself
+    _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``aerialct`` command: run the CLI and exit with its status."""
     state.own_process = True
     sys.exit(run(argv))
 
