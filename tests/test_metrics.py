@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aerialct.errors import InputError
-from aerialct.metrics import confusion_matrix, scores_from_confusion
+from aerialct.evaluate.metrics import confusion_matrix, scores_from_confusion
 
 NAMES = ["a", "b", "c", "clutter"]
 

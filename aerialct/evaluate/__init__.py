@@ -29,8 +29,8 @@ import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
 from aerialct.errors import InputError
+from aerialct.evaluate.metrics import PixelScores, confusion_matrix, scores_from_confusion
 from aerialct.geo.io import jsonable
-from aerialct.metrics import PixelScores, confusion_matrix, scores_from_confusion
 from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ class BuildingEvaluation:
     reprojected: bool = False
     review: str | None = None
     seconds: float = 0.0
-    # object-level AP from per-polygon confidence (COCO style, aerialct.object_scores);
+    # object-level AP from per-polygon confidence (COCO style, aerialct.evaluate.object_scores);
     # None when the prediction has no ``score_field`` attribute
     ap50: float | None = None
     ap75: float | None = None
@@ -477,7 +477,7 @@ def evaluate_buildings(
     When both layers have ``class_field``, only polygons of the same class match
     (multi-class layers). When the prediction has ``score_field`` (written by
     ``vectorize --probabilities``), COCO-style AP@0.5, AP@0.75 and AP@[.5:.95] are
-    computed from it (:mod:`aerialct.object_scores`).
+    computed from it (:mod:`aerialct.evaluate.object_scores`).
     """
     from aerialct.geo.io import check_output
     from aerialct.geo.vector import Layer, read_polygons, write_layers
@@ -534,7 +534,7 @@ def evaluate_buildings(
     scores = _score_column(pf, score_field, p_rows, Path(prediction))
     aps = None
     if scores is not None:
-        from aerialct.object_scores import object_ap
+        from aerialct.evaluate.object_scores import object_ap
 
         aps = object_ap(pred, ref, scores, pred_class, ref_class)
     prog(1)
