@@ -11,13 +11,9 @@ from scipy import ndimage
 
 from aerialct.classes import POTSDAM, ClassInfo, ClassTable
 from aerialct.errors import InputError, OutputExistsError
-from aerialct.vectorize import (
-    _canonical,
-    _union_find,
-    regularize_polygons,
-    trace_polygons,
-    vectorize,
-)
+from aerialct.vectorize import regularize_polygons, trace_polygons, vectorize
+from aerialct.vectorize.geometry import _canonical
+from aerialct.vectorize.merge import _union_find
 
 PX = 0.5  # metres per pixel
 ORIGIN = (500000.0, 5800000.0)
