@@ -73,6 +73,7 @@ def polygonise(
     with open_raster(raster) as ds:
         check_class_raster(ds)
         table = raster_class_table(ds)
+        assert table is not None  # the default is POTSDAM
         try:
             ids = sorted(set(table.ids_of(classes)))
         except ValueError as e:
@@ -179,7 +180,8 @@ def _finish(
         if min_area > 0:
             keep = shapely.area(geoms) >= min_area
         if regularize:
-            geoms = np.where(keep, geoms, None)
+            geoms = geoms.copy()
+            geoms[~keep] = None
             geoms[keep] = regularize_polygons(geoms[keep], max(simplify, math.sqrt(2) * pixel_size))
         elif simplify > 0:
             geoms[keep] = shapely.simplify(geoms[keep], simplify, preserve_topology=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -30,18 +31,7 @@ def regularize_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
     out = simplified.copy()
     for i, (g, e) in enumerate(zip(simplified, env, strict=True)):
         angle = _dominant_angle(e)
-        parts = []
-        for part in shapely.get_parts(g):
-            shell = _orthogonal_ring(np.asarray(part.exterior.coords), angle)
-            if shell is None:
-                parts = None
-                break
-            holes = [
-                h
-                for h in (_orthogonal_ring(np.asarray(r.coords), angle) for r in part.interiors)
-                if h is not None
-            ]
-            parts.append(shapely.Polygon(shell, holes))
+        parts = _orthogonal_parts(g, angle)
         if not parts:
             continue
         cand = shapely.make_valid(parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts))
@@ -50,6 +40,25 @@ def regularize_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
         if a1 > 0 and 0.5 <= a1 / a0 <= 1.5:
             out[i] = cand
     return out
+
+
+def _orthogonal_parts(geom: Any, angle: float) -> list[Any] | None:
+    """The orthogonal polygons of each part of ``geom`` (None when a shell collapses;
+    collapsed holes are dropped)."""
+    import shapely
+
+    parts = []
+    for part in shapely.get_parts(geom):
+        shell = _orthogonal_ring(np.asarray(part.exterior.coords), angle)
+        if shell is None:
+            return None
+        holes = [
+            h
+            for h in (_orthogonal_ring(np.asarray(r.coords), angle) for r in part.interiors)
+            if h is not None
+        ]
+        parts.append(shapely.Polygon(shell, holes))
+    return parts
 
 
 def _dominant_angle(envelope) -> float:

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -75,9 +75,9 @@ def vectorize(
     if overwrite and append:
         raise InputError(f"{out}: --overwrite and --append exclude each other; pick one")
     if not append:
-        check_output(out, overwrite, inputs=[raster, probabilities])
+        check_output(out, overwrite, inputs=[p for p in (raster, probabilities) if p is not None])
     _check_options(min_area, fill_holes, simplify, connectivity, window_size)
-    ops = parse_morph(morph) if morph and isinstance(morph[0], str) else list(morph)  # type: ignore[arg-type]
+    ops = _morph_ops(morph)
     poly = polygonise(
         raster,
         classes=classes,
@@ -106,6 +106,15 @@ def vectorize(
         "connectivity": connectivity,
         "probabilities": str(probabilities) if probabilities else None,
     })  # fmt: skip
+
+
+def _morph_ops(
+    morph: Sequence[tuple[str, int]] | Sequence[str],
+) -> list[tuple[str, int]]:
+    """Morphology as ``(op, radius)`` pairs, from pairs or from ``"op:radius"`` strings."""
+    if morph and isinstance(morph[0], str):
+        return parse_morph(cast("Sequence[str]", morph))
+    return list(cast("Sequence[tuple[str, int]]", morph))
 
 
 def _result(
@@ -205,8 +214,8 @@ def vectorize_many(
         options.get("simplify", 0.0), options.get("connectivity", 8),
         options.get("window_size", 2048),
     )  # fmt: skip
-    if "morph" in options and options["morph"] and isinstance(options["morph"][0], str):
-        options["morph"] = parse_morph(options["morph"])
+    if options.get("morph"):
+        options["morph"] = _morph_ops(options["morph"])
     out = Path(out)
     one_file = out.suffix.lower() in VECTOR_SUFFIXES
     results: list[VectorizeResult] = []
@@ -264,7 +273,7 @@ def vectorize_many(
 def _concat(parts: list[Layer]) -> Layer:
     """One layer of several rasters' polygons, ids numbered 1..N through."""
     keys = list(parts[0].fields)
-    fields = {}
+    fields: dict[str, np.ndarray] = {}
     for k in keys:
         arrays = [p.fields.get(k) for p in parts]
         if any(a is None for a in arrays):
