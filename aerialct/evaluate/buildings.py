@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,8 @@ VECTOR_SUFFIXES = {".gpkg", ".geojson", ".json", ".fgb", ".shp"}
 
 @dataclass
 class BuildingEvaluation:
+    """Building scores of one polygon file pair, or of folders of them pooled (``files``)."""
+
     kind: str  # "building"
     prediction: str
     reference: str
@@ -61,6 +63,7 @@ class BuildingEvaluation:
     missing: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """Every field, as the JSON report holds them."""
         return dict(vars(self))
 
 
@@ -161,7 +164,7 @@ def evaluate_buildings(
     computed from it (:mod:`aerialct.evaluate.object_scores`).
     """
     from aerialct.geo.io import check_output
-    from aerialct.geo.vector import Layer, read_polygons, write_layers
+    from aerialct.geo.vector import read_polygons
 
     t0 = time.perf_counter()
     if not 0 < iou_threshold <= 1:
@@ -173,7 +176,60 @@ def evaluate_buildings(
     pf = read_polygons(prediction, pred_layer)
     rf = read_polygons(reference, ref_layer)
     prog(1)
-    reprojected = False
+    pf, reprojected = _to_reference_crs(pf, rf, prediction, reference)
+    pred, p_rows = _polygon_array(pf, Path(prediction))
+    ref, r_rows = _polygon_array(rf, Path(reference))
+    pred_class, ref_class = _class_columns(
+        pf, rf, p_rows, r_rows, class_field, prediction, reference
+    )
+    m = _Matches(*match_buildings(pred, ref, iou_threshold, pred_class, ref_class))
+    scores = _score_column(pf, score_field, p_rows, Path(prediction))
+    aps = None
+    if scores is not None:
+        from aerialct.evaluate.object_scores import object_ap
+
+        aps = object_ap(pred, ref, scores, pred_class, ref_class)
+    prog(1)
+    tp = len(m.pi)
+    if review is not None:
+        ids = (_ids(pf, p_rows), _ids(rf, r_rows))
+        _write_review(review, overwrite, rf.crs, pred, ref, m, ids, scores, pred_class, ref_class)
+    prog(1)
+    n_pred, n_ref = len(pred), len(ref)
+    return BuildingEvaluation(
+        kind="building",
+        prediction=str(prediction),
+        reference=str(reference),
+        iou_threshold=iou_threshold,
+        predicted=n_pred,
+        reference_count=n_ref,
+        true_positives=tp,
+        false_positives=n_pred - tp,
+        false_negatives=n_ref - tp,
+        precision=tp / n_pred if n_pred else float("nan"),
+        recall=tp / n_ref if n_ref else float("nan"),
+        f1=2 * tp / (n_pred + n_ref) if (n_pred + n_ref) else float("nan"),
+        mean_iou=float(m.iou.mean()) if tp else float("nan"),
+        crs=rf.crs.to_string() if rf.crs is not None else None,
+        reprojected=reprojected,
+        review=str(review) if review is not None else None,
+        seconds=time.perf_counter() - t0,
+        ap50=aps.ap50 if aps else None,
+        ap75=aps.ap75 if aps else None,
+        ap=aps.ap if aps else None,
+        ap_per_class=aps.per_class if aps else {},
+        score_field=score_field if aps else None,
+        class_aware=pred_class is not None,
+    )
+
+
+def _to_reference_crs(
+    pf: gpd.GeoDataFrame,
+    rf: gpd.GeoDataFrame,
+    prediction: str | os.PathLike,
+    reference: str | os.PathLike,
+) -> tuple[gpd.GeoDataFrame, bool]:
+    """The predicted polygons in the reference's CRS, and whether they were reprojected."""
     if (pf.crs is None) != (rf.crs is None):
         which = prediction if pf.crs is None else reference
         raise InputError(
@@ -188,102 +244,93 @@ def evaluate_buildings(
             reference,
             rf.crs.to_string(),
         )
-        pf = pf.to_crs(rf.crs)
-        reprojected = True
-    pred, p_rows = _polygon_array(pf, Path(prediction))
-    ref, r_rows = _polygon_array(rf, Path(reference))
-    class_aware = class_field in pf.columns and class_field in rf.columns
-    pred_class = ref_class = None
-    if class_aware:
-        pred_class = pf[class_field].to_numpy()[p_rows].astype(str).astype(object)
-        ref_class = rf[class_field].to_numpy()[r_rows].astype(str).astype(object)
-        if len(pred_class) and len(ref_class) and not set(pred_class) & set(ref_class):
-            log.warning(
-                "%s and %s share no %r value (%s vs %s), so nothing can match; rename the "
-                "classes to agree or drop the attribute from one layer",
-                prediction, reference, class_field,
-                ", ".join(sorted(set(pred_class))[:5]), ", ".join(sorted(set(ref_class))[:5]),
-            )  # fmt: skip
-    elif class_field in pf.columns or class_field in rf.columns:
-        log.info(
-            "only one layer has a %r attribute: buildings are matched regardless of class",
-            class_field,
-        )
-    pi, ri, iou, best_pred, best_ref = match_buildings(
-        pred, ref, iou_threshold, pred_class, ref_class
-    )
-    scores = _score_column(pf, score_field, p_rows, Path(prediction))
-    aps = None
-    if scores is not None:
-        from aerialct.evaluate.object_scores import object_ap
+        return pf.to_crs(rf.crs), True
+    return pf, False
 
-        aps = object_ap(pred, ref, scores, pred_class, ref_class)
-    prog(1)
-    tp = len(pi)
-    fp = len(pred) - tp
-    fn = len(ref) - tp
-    precision = tp / len(pred) if len(pred) else float("nan")
-    recall = tp / len(ref) if len(ref) else float("nan")
-    f1 = 2 * tp / (len(pred) + len(ref)) if (len(pred) + len(ref)) else float("nan")
-    mean_iou = float(iou.mean()) if tp else float("nan")
 
-    if review is not None:
-        crs = rf.crs
-        matched_p = np.zeros(len(pred), dtype=bool)
-        matched_p[pi] = True
-        matched_r = np.zeros(len(ref), dtype=bool)
-        matched_r[ri] = True
-        fp_i = np.flatnonzero(~matched_p)
-        fn_i = np.flatnonzero(~matched_r)
-        # the prediction's own 1-based ``id`` (as vectorize writes it) and confidence
-        p_id, r_id = _ids(pf, p_rows), _ids(rf, r_rows)
-        tp_f = {"id": p_id[pi], "ref_id": r_id[ri], "iou": iou}
-        fp_f = {"id": p_id[fp_i], "best_iou": best_pred[fp_i]}
-        fn_f = {"ref_id": r_id[fn_i], "best_iou": best_ref[fn_i]}
-        if scores is not None:
-            tp_f["confidence"], fp_f["confidence"] = scores[pi], scores[fp_i]
-        if class_aware:
-            assert pred_class is not None and ref_class is not None
-            tp_f["class"], fp_f["class"], fn_f["class"] = (
-                pred_class[pi],
-                pred_class[fp_i],
-                ref_class[fn_i],
+def _class_columns(
+    pf: gpd.GeoDataFrame,
+    rf: gpd.GeoDataFrame,
+    p_rows: np.ndarray,
+    r_rows: np.ndarray,
+    class_field: str,
+    prediction: str | os.PathLike,
+    reference: str | os.PathLike,
+) -> tuple[np.ndarray, np.ndarray] | tuple[None, None]:
+    """Each polygon's class when both layers have ``class_field`` (class-aware matching)."""
+    if not (class_field in pf.columns and class_field in rf.columns):
+        if class_field in pf.columns or class_field in rf.columns:
+            log.info(
+                "only one layer has a %r attribute: buildings are matched regardless of class",
+                class_field,
             )
-        tp_f |= {"pred_index": pi.astype(np.int64), "ref_index": ri.astype(np.int64)}
-        fp_f["pred_index"] = fp_i.astype(np.int64)
-        fn_f["ref_index"] = fn_i.astype(np.int64)
-        layers = {
-            "tp": Layer(pred[pi], tp_f, crs),
-            "fp": Layer(pred[fp_i], fp_f, crs),
-            "fn": Layer(ref[fn_i], fn_f, crs),
-        }
-        write_layers(review, layers, overwrite=overwrite)
-    prog(1)
-    return BuildingEvaluation(
-        kind="building",
-        prediction=str(prediction),
-        reference=str(reference),
-        iou_threshold=iou_threshold,
-        predicted=len(pred),
-        reference_count=len(ref),
-        true_positives=tp,
-        false_positives=fp,
-        false_negatives=fn,
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        mean_iou=mean_iou,
-        crs=rf.crs.to_string() if rf.crs is not None else None,
-        reprojected=reprojected,
-        review=str(review) if review is not None else None,
-        seconds=time.perf_counter() - t0,
-        ap50=aps.ap50 if aps else None,
-        ap75=aps.ap75 if aps else None,
-        ap=aps.ap if aps else None,
-        ap_per_class=aps.per_class if aps else {},
-        score_field=score_field if aps else None,
-        class_aware=class_aware,
-    )
+        return None, None
+    pred_class = pf[class_field].to_numpy()[p_rows].astype(str).astype(object)
+    ref_class = rf[class_field].to_numpy()[r_rows].astype(str).astype(object)
+    if len(pred_class) and len(ref_class) and not set(pred_class) & set(ref_class):
+        log.warning(
+            "%s and %s share no %r value (%s vs %s), so nothing can match; rename the "
+            "classes to agree or drop the attribute from one layer",
+            prediction, reference, class_field,
+            ", ".join(sorted(set(pred_class))[:5]), ", ".join(sorted(set(ref_class))[:5]),
+        )  # fmt: skip
+    return pred_class, ref_class
+
+
+class _Matches(NamedTuple):
+    """What :func:`match_buildings` returns."""
+
+    pi: np.ndarray
+    ri: np.ndarray
+    iou: np.ndarray
+    best_pred: np.ndarray
+    best_ref: np.ndarray
+
+
+def _write_review(
+    review: str | os.PathLike,
+    overwrite: bool,
+    crs: Any,
+    pred: np.ndarray,
+    ref: np.ndarray,
+    m: _Matches,
+    ids: tuple[np.ndarray, np.ndarray],
+    scores: np.ndarray | None,
+    pred_class: np.ndarray | None,
+    ref_class: np.ndarray | None,
+) -> None:
+    """The tp, fp and fn layers of one building evaluation, for review in QGIS."""
+    from aerialct.geo.vector import Layer, write_layers
+
+    pi, ri, iou = m.pi, m.ri, m.iou
+    matched_p = np.zeros(len(pred), dtype=bool)
+    matched_p[pi] = True
+    matched_r = np.zeros(len(ref), dtype=bool)
+    matched_r[ri] = True
+    fp_i = np.flatnonzero(~matched_p)
+    fn_i = np.flatnonzero(~matched_r)
+    # the prediction's own 1-based ``id`` (as vectorize writes it) and confidence
+    p_id, r_id = ids
+    tp_f = {"id": p_id[pi], "ref_id": r_id[ri], "iou": iou}
+    fp_f = {"id": p_id[fp_i], "best_iou": m.best_pred[fp_i]}
+    fn_f = {"ref_id": r_id[fn_i], "best_iou": m.best_ref[fn_i]}
+    if scores is not None:
+        tp_f["confidence"], fp_f["confidence"] = scores[pi], scores[fp_i]
+    if pred_class is not None and ref_class is not None:
+        tp_f["class"], fp_f["class"], fn_f["class"] = (
+            pred_class[pi],
+            pred_class[fp_i],
+            ref_class[fn_i],
+        )
+    tp_f |= {"pred_index": pi.astype(np.int64), "ref_index": ri.astype(np.int64)}
+    fp_f["pred_index"] = fp_i.astype(np.int64)
+    fn_f["ref_index"] = fn_i.astype(np.int64)
+    layers = {
+        "tp": Layer(pred[pi], tp_f, crs),
+        "fp": Layer(pred[fp_i], fp_f, crs),
+        "fn": Layer(ref[fn_i], fn_f, crs),
+    }
+    write_layers(review, layers, overwrite=overwrite)
 
 
 def _ids(frame: gpd.GeoDataFrame, rows: np.ndarray) -> np.ndarray:

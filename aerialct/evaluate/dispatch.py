@@ -71,14 +71,7 @@ def evaluate(
     if index is not None:
         if reference is not None:
             raise InputError("give either REFERENCE or --index, not both")
-        if not pred.is_dir():
-            raise InputError(f"{pred}: with --index the prediction must be a folder of rasters")
-        pairs, missing, table = match_chips(pred, Path(index), split)
-        if missing:
-            log.warning("%d chips have no prediction in %s; they are skipped", len(missing), pred)
-        result = evaluate_pixels(
-            pairs, exclude=exclude, classes=table, missing=missing, progress=progress
-        )
+        result = _against_chips(pred, Path(index), split, exclude, progress)
     else:
         if reference is None:
             raise InputError("give a REFERENCE (raster, vector or folder) or --index CHIPS")
@@ -89,53 +82,108 @@ def evaluate(
             raise InputError(
                 f"{pred} and {ref}: one is a folder, the other a file; give two files or two folders"
             )
-        vector_dirs = pred.is_dir() and not any(_is_raster(q) for q in ref.iterdir())
-        if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in ref.iterdir()):
-            vpairs, missing = match_vector_folders(pred, ref)
-            if missing:
-                log.warning("%d references have no prediction in %s", len(missing), pred)
-            result = evaluate_building_files(
-                vpairs, iou_threshold=iou_threshold, missing=missing, progress=progress,
-                prediction=str(pred), reference=str(ref),
-            )  # fmt: skip
-        elif pred.is_dir():
-            pairs, missing = match_folders(pred, ref)
-            if missing:
-                log.warning("%d references have no prediction in %s", len(missing), pred)
-            result = evaluate_pixels(pairs, exclude=exclude, missing=missing, progress=progress)
-        elif pred.suffix.lower() in VECTOR_SUFFIXES and ref.suffix.lower() in VECTOR_SUFFIXES:
-            result = evaluate_buildings(
-                pred,
-                ref,
-                iou_threshold=iou_threshold,
-                pred_layer=pred_layer,
-                ref_layer=ref_layer,
-                review=review,
-                overwrite=overwrite,
-                progress=progress,
-                score_field=score_field,
-            )
-        elif ref.suffix.lower() in VECTOR_SUFFIXES and pred.suffix.lower() not in VECTOR_SUFFIXES:
-            import tempfile
-
-            with tempfile.TemporaryDirectory(prefix="aerialct-ref-") as d:
-                burnt = Path(d) / f"{ref.stem}.tif"
-                table = rasterize_reference(pred, ref, burnt, burn=burn, layer=ref_layer)
-                result = evaluate_pixels(
-                    [(pred, burnt)], exclude=exclude, classes=table, progress=progress
-                )
-            result.pairs[0].reference = str(ref)
-        elif pred.suffix.lower() in VECTOR_SUFFIXES:
-            raise InputError(
-                f"{pred} and {ref}: one is a vector, the other a raster; compare rasters with "
-                "rasters (pixel scores) or polygons with polygons (building scores); "
-                "vectorise the raster first (aerialct vectorize)"
-            )
+        if pred.is_dir():
+            result = _folders(pred, ref, exclude, iou_threshold, progress)
         else:
-            result = evaluate_pixels([(pred, ref)], exclude=exclude, progress=progress)
+            result = _files(
+                pred, ref, exclude=exclude, iou_threshold=iou_threshold, pred_layer=pred_layer,
+                ref_layer=ref_layer, review=review, overwrite=overwrite, progress=progress,
+                score_field=score_field, burn=burn,
+            )  # fmt: skip
     if review is not None and result.kind != "building":
         log.warning("--review applies to building evaluation only; not written")
     if report is not None:
         with atomic_output(report, overwrite, kind="json", inputs=inputs) as tmp:
             tmp.write_text(json.dumps(jsonable(result.to_dict()), indent=2) + "\n")
     return result
+
+
+def _against_chips(
+    pred: Path,
+    index: Path,
+    split: str | None,
+    exclude: Sequence[str | int] | None,
+    progress: ProgressFn | None,
+) -> PixelEvaluation:
+    """Pixel scores of a folder of predictions against the chip masks of ``split``."""
+    if not pred.is_dir():
+        raise InputError(f"{pred}: with --index the prediction must be a folder of rasters")
+    pairs, missing, table = match_chips(pred, index, split)
+    if missing:
+        log.warning("%d chips have no prediction in %s; they are skipped", len(missing), pred)
+    return evaluate_pixels(
+        pairs, exclude=exclude, classes=table, missing=missing, progress=progress
+    )
+
+
+def _folders(
+    pred: Path,
+    ref: Path,
+    exclude: Sequence[str | int] | None,
+    iou_threshold: float,
+    progress: ProgressFn | None,
+) -> PixelEvaluation | BuildingEvaluation:
+    """Two folders: building scores of polygon files, else pixel scores of rasters."""
+    vector_dirs = not any(_is_raster(q) for q in ref.iterdir())
+    if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in ref.iterdir()):
+        vpairs, missing = match_vector_folders(pred, ref)
+        if missing:
+            log.warning("%d references have no prediction in %s", len(missing), pred)
+        return evaluate_building_files(
+            vpairs, iou_threshold=iou_threshold, missing=missing, progress=progress,
+            prediction=str(pred), reference=str(ref),
+        )  # fmt: skip
+    pairs, missing = match_folders(pred, ref)
+    if missing:
+        log.warning("%d references have no prediction in %s", len(missing), pred)
+    return evaluate_pixels(pairs, exclude=exclude, missing=missing, progress=progress)
+
+
+def _files(
+    pred: Path,
+    ref: Path,
+    *,
+    exclude: Sequence[str | int] | None,
+    iou_threshold: float,
+    pred_layer: str | None,
+    ref_layer: str | None,
+    review: str | os.PathLike | None,
+    overwrite: bool,
+    progress: ProgressFn | None,
+    score_field: str,
+    burn: str,
+) -> PixelEvaluation | BuildingEvaluation:
+    """Two files: building scores of two vectors, pixel scores of a raster against a raster
+    or against polygons burnt onto its grid."""
+    pred_vector = pred.suffix.lower() in VECTOR_SUFFIXES
+    ref_vector = ref.suffix.lower() in VECTOR_SUFFIXES
+    if pred_vector and ref_vector:
+        return evaluate_buildings(
+            pred,
+            ref,
+            iou_threshold=iou_threshold,
+            pred_layer=pred_layer,
+            ref_layer=ref_layer,
+            review=review,
+            overwrite=overwrite,
+            progress=progress,
+            score_field=score_field,
+        )
+    if ref_vector:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="aerialct-ref-") as d:
+            burnt = Path(d) / f"{ref.stem}.tif"
+            table = rasterize_reference(pred, ref, burnt, burn=burn, layer=ref_layer)
+            result = evaluate_pixels(
+                [(pred, burnt)], exclude=exclude, classes=table, progress=progress
+            )
+        result.pairs[0].reference = str(ref)
+        return result
+    if pred_vector:
+        raise InputError(
+            f"{pred} and {ref}: one is a vector, the other a raster; compare rasters with "
+            "rasters (pixel scores) or polygons with polygons (building scores); "
+            "vectorise the raster first (aerialct vectorize)"
+        )
+    return evaluate_pixels([(pred, ref)], exclude=exclude, progress=progress)

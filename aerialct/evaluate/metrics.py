@@ -83,6 +83,7 @@ class PixelScores:
     pixels: int = 0
 
     def to_dict(self) -> dict:
+        """Plain lists and dicts, for the JSON report."""
         return {
             "classes": list(self.classes),
             "per_class": {k: dict(v) for k, v in self.per_class.items()},

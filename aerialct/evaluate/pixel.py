@@ -32,6 +32,8 @@ RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".img", ".jp2"}
 
 @dataclass
 class PairResult:
+    """The summary scores of one (prediction, reference) raster pair."""
+
     prediction: str
     reference: str
     pixels: int
@@ -52,6 +54,7 @@ class PixelEvaluation:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
+        """The summed scores, the unpredicted count and one line per pair (the JSON report)."""
         return {
             "kind": self.kind,
             **self.scores.to_dict(),

@@ -158,6 +158,7 @@ class VectorizeBatch:
     seconds: float
 
     def to_dict(self) -> dict:
+        """Each raster's result, the failures and the total count (the ``--json`` output)."""
         from dataclasses import asdict
 
         return {
