@@ -61,7 +61,8 @@ def _structure(connectivity: int) -> np.ndarray:
     return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
-def _prob_reader(probs: rasterio.DatasetReader, table: ClassTable):
+def _prob_reader(probs: rasterio.DatasetReader, table: ClassTable) -> float:
+    """The scale of the probability raster (255 for integers) after checking its band count."""
     scale_tag = probs.tags().get("AERIALCT_PROB_SCALE")
     if scale_tag:
         scale = float(scale_tag)
