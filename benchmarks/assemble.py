@@ -24,6 +24,7 @@ ORDER = [
     "predict",
     "export",
     "vectorize",
+    "union_find",
     "startup",
 ]
 

@@ -45,7 +45,7 @@ class _Pieces:
     seam_groups: int
 
 
-# 17x faster than scipy csgraph.connected_components, 0.02 vs 0.37 ms (bench_union_find.py)
+# beats scipy csgraph.connected_components: 0.022 vs 0.37-0.73 ms, 245 pairs (bench_union_find.py)
 def _union_find(pairs: np.ndarray, n: int) -> np.ndarray:
     """Root (the smallest label) of every label 0..n after joining the label ``pairs``.
 
