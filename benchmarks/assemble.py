@@ -24,7 +24,6 @@ ORDER = [
     "predict",
     "export",
     "vectorize",
-    "union_find",
     "startup",
 ]
 

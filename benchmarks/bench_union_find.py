@@ -7,7 +7,7 @@ on them in one process with timeit and must give the same roots.
     python benchmarks/bench_union_find.py               # 3000 and 10000 px masks
     python benchmarks/bench_union_find.py --quick       # 3000 px only
 
-Writes its section to benchmarks/results/union_find.md.
+Writes its section to benchmarks/results/vectorize_union_find.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import aerialct.vectorize.merge as merge
 from aerialct.vectorize import polygonise
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULT = ROOT / "benchmarks" / "results" / "union_find.md"
+RESULT = ROOT / "benchmarks" / "results" / "vectorize_union_find.md"
 
 
 def components(pairs: np.ndarray, n: int) -> np.ndarray:
