@@ -255,8 +255,9 @@ def test_cli_evaluate(cli, tmp_path):
     assert r.code == 0 and "mean IoU" in r.out and "confusion" in r.out
     r = cli("evaluate", tmp_path / "p.tif")
     assert r.code == 2
-    r = cli("evaluate", tmp_path / "p.tif", tmp_path / "r.tif", "--iou-threshold", "1.5")
-    assert r.code == 2
+    for bad in ("1.5", "0", "-0.1"):
+        r = cli("evaluate", tmp_path / "p.tif", tmp_path / "r.tif", "--iou-threshold", bad)
+        assert r.code == 2 and "--iou-threshold" in r.err, (bad, r.err)
     write_polys(tmp_path / "b.gpkg", [box(0, 0)])
     r = cli("evaluate", tmp_path / "b.gpkg", tmp_path / "p.tif")
     assert r.code == 1 and "vectorise the raster first" in r.err

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from aerialct.errors import InputError
-from aerialct.metrics import confusion_matrix, scores_from_confusion
+from aerialct.evaluate.metrics import confusion_matrix, scores_from_confusion
 
 NAMES = ["a", "b", "c", "clutter"]
 
@@ -80,3 +80,17 @@ def test_ignore_and_out_of_range():
     empty = confusion_matrix(np.array([255]), np.array([0]), 2)
     assert empty.sum() == 0
     assert math.isnan(scores_from_confusion(empty, ["a", "b"]).overall_accuracy)
+
+
+def test_metrics_import_is_light():
+    """The training engine imports aerialct.evaluate.metrics: no raster or vector stack with it."""
+    import subprocess
+    import sys
+
+    heavy = ("rasterio", "shapely", "geopandas", "pyogrio", "torch", "scipy")
+    code = (
+        "import sys, aerialct.evaluate.metrics; "
+        f"print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -12,7 +12,7 @@ import pytest
 import shapely
 
 from aerialct.evaluate import evaluate_buildings
-from aerialct.object_scores import average_precision, object_ap
+from aerialct.evaluate.object_scores import average_precision, object_ap
 
 CRS = "EPSG:32633"
 

@@ -211,7 +211,7 @@ def test_tiny_preset_learns_buildings(tmp_path):
     """The proof that it learns: building IoU > 0.6 on held-out chips of a synthetic city."""
     from aerialct.data.dataset import read_chip
     from aerialct.data.index import read_index
-    from aerialct.metrics import confusion_matrix, scores_from_confusion
+    from aerialct.evaluate.metrics import confusion_matrix, scores_from_confusion
 
     chips = tiled_synth(tmp_path / "city", size=1024, seed=1)
     # The preset (30 epochs, ~2 CPU minutes) ends at 0.57-0.65 depending on which blocks are

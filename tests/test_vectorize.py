@@ -11,13 +11,9 @@ from scipy import ndimage
 
 from aerialct.classes import POTSDAM, ClassInfo, ClassTable
 from aerialct.errors import InputError, OutputExistsError
-from aerialct.vectorize import (
-    _canonical,
-    _union_find,
-    regularize_polygons,
-    trace_polygons,
-    vectorize,
-)
+from aerialct.vectorize import regularize_polygons, trace_polygons, vectorize
+from aerialct.vectorize.geometry import _canonical
+from aerialct.vectorize.merge import _union_find
 
 PX = 0.5  # metres per pixel
 ORIGIN = (500000.0, 5800000.0)
@@ -371,6 +367,10 @@ def test_cli_vectorize(cli, tmp_path):
     assert r.code == 2
     r = cli("vectorize", src, "--out", out, "--overwrite", "--morph", "blur:1")
     assert r.code == 2 and "--morph" in r.err
+    for bad in (["--connectivity", "6"], ["--window-size", "8"], ["--min-area", "-1"],
+                ["--format", "shp"]):  # fmt: skip
+        r = cli("vectorize", src, "--out", out, "--overwrite", *bad)
+        assert r.code == 2 and bad[0] in r.err, (bad, r.err)
     r = cli("vectorize", src, "--out", out, "--overwrite", "--class", "castle")
     assert r.code == 1 and "unknown class 'castle'" in r.err
     r = cli("vectorize", tmp_path / "missing.tif", "--out", tmp_path / "m.gpkg")

@@ -11,75 +11,86 @@ from aerialct.cli import console
 from aerialct.cli.app import app
 from aerialct.cli.options import Json, Overwrite
 
+Prediction = Annotated[
+    Path,
+    typer.Argument(
+        help="Predicted class raster, folder of class rasters, or polygon file (.gpkg ...)."
+    ),
+]
+Reference = Annotated[
+    Path | None,
+    typer.Argument(help="Reference label raster, folder (matched by file name) or polygon file."),
+]
+Index = Annotated[
+    Path | None,
+    typer.Option(
+        "--index",
+        help="Chips dataset (folder or its index.gpkg): score PREDICTION (a folder) "
+        "against the chip masks of --split.",
+    ),
+]
+Split = Annotated[
+    str,
+    typer.Option("--split", help="Split of the chips dataset with --index; 'all' for every split."),
+]
+Exclude = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude",
+        help="Class left out of mean IoU/F1 (repeatable). Default: clutter. "
+        "'none' keeps every class.",
+    ),
+]
+IouThreshold = Annotated[
+    float,
+    typer.Option(
+        "--iou-threshold", min=0.0, max=1.0, help="Building match threshold (IoU >= this, > 0)."
+    ),
+]
+PredLayer = Annotated[
+    str | None, typer.Option("--pred-layer", help="Layer of the predicted polygons.")
+]
+RefLayer = Annotated[
+    str | None, typer.Option("--ref-layer", help="Layer of the reference polygons.")
+]
+Review = Annotated[
+    Path | None,
+    typer.Option("--review", help="GeoPackage with tp, fp, fn layers for QGIS (buildings)."),
+]
+Report = Annotated[
+    Path | None, typer.Option("--report", help="Write the result as JSON to this file.")
+]
+ScoreField = Annotated[
+    str,
+    typer.Option(
+        "--score-field",
+        help="Polygon confidence attribute for building AP (vectorize --probabilities).",
+    ),
+]
+Burn = Annotated[
+    str,
+    typer.Option(
+        "--burn",
+        help="A polygon REFERENCE for a class raster: the class its polygons are "
+        "(the rest is background).",
+    ),
+]
+
 
 @app.command()
 def evaluate(
-    prediction: Annotated[
-        Path,
-        typer.Argument(
-            help="Predicted class raster, folder of class rasters, or polygon file (.gpkg ...)."
-        ),
-    ],
-    reference: Annotated[
-        Path | None,
-        typer.Argument(
-            help="Reference label raster, folder (matched by file name) or polygon file."
-        ),
-    ] = None,
-    index: Annotated[
-        Path | None,
-        typer.Option(
-            "--index",
-            help="Chips dataset (folder or its index.gpkg): score PREDICTION (a folder) "
-            "against the chip masks of --split.",
-        ),
-    ] = None,
-    split: Annotated[
-        str,
-        typer.Option(
-            "--split", help="Split of the chips dataset with --index; 'all' for every split."
-        ),
-    ] = "test",
-    exclude: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--exclude",
-            help="Class left out of mean IoU/F1 (repeatable). Default: clutter. "
-            "'none' keeps every class.",
-        ),
-    ] = None,
-    iou_threshold: Annotated[
-        float,
-        typer.Option("--iou-threshold", help="Building match threshold (IoU >= this)."),
-    ] = 0.5,
-    pred_layer: Annotated[
-        str | None, typer.Option("--pred-layer", help="Layer of the predicted polygons.")
-    ] = None,
-    ref_layer: Annotated[
-        str | None, typer.Option("--ref-layer", help="Layer of the reference polygons.")
-    ] = None,
-    review: Annotated[
-        Path | None,
-        typer.Option("--review", help="GeoPackage with tp, fp, fn layers for QGIS (buildings)."),
-    ] = None,
-    report: Annotated[
-        Path | None, typer.Option("--report", help="Write the result as JSON to this file.")
-    ] = None,
-    score_field: Annotated[
-        str,
-        typer.Option(
-            "--score-field",
-            help="Polygon confidence attribute for building AP (vectorize --probabilities).",
-        ),
-    ] = "mean_confidence",
-    burn: Annotated[
-        str,
-        typer.Option(
-            "--burn",
-            help="A polygon REFERENCE for a class raster: the class its polygons are "
-            "(the rest is background).",
-        ),
-    ] = "building",
+    prediction: Prediction,
+    reference: Reference = None,
+    index: Index = None,
+    split: Split = "test",
+    exclude: Exclude = None,
+    iou_threshold: IouThreshold = 0.5,
+    pred_layer: PredLayer = None,
+    ref_layer: RefLayer = None,
+    review: Review = None,
+    report: Report = None,
+    score_field: ScoreField = "mean_confidence",
+    burn: Burn = "building",
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -98,7 +109,7 @@ def evaluate(
     """
     from aerialct.evaluate import evaluate as run_evaluate
 
-    if not 0 < iou_threshold <= 1:
+    if iou_threshold == 0:  # the option has min 0 and max 1; the interval is open at 0
         raise typer.BadParameter("must be in (0, 1]", param_hint="--iou-threshold")
     if index is not None and reference is not None:
         raise typer.BadParameter("give REFERENCE or --index, not both", param_hint="--index")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -11,86 +11,98 @@ from aerialct.cli import console
 from aerialct.cli.app import app
 from aerialct.cli.options import Json, Overwrite
 
+Rasters = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="RASTER...",
+        help="Class rasters (uint8 class ids, nodata 255), folders or quoted glob patterns.",
+    ),
+]
+Out = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Output vector file (.gpkg, .geojson or .fgb; several rasters go into one "
+        "layer), or a folder for one file per raster.",
+    ),
+]
+Classes = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--class", "-c", help="Class name or id to polygonise (repeatable). Default: building."
+    ),
+]
+MinArea = Annotated[
+    float,
+    typer.Option("--min-area", min=0.0, help="Drop polygons smaller than this (map units²)."),
+]
+FillHoles = Annotated[
+    float,
+    typer.Option("--fill-holes", min=0.0, help="Fill holes smaller than this (map units²)."),
+]
+Simplify = Annotated[
+    float,
+    typer.Option(
+        "--simplify", min=0.0, help="Topology-preserving simplification tolerance (map units)."
+    ),
+]
+Regularize = Annotated[
+    bool,
+    typer.Option(
+        "--regularize", help="Right-angled outlines along each building's dominant direction."
+    ),
+]
+Morph = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--morph",
+        metavar="OP:RADIUS",
+        help="Pixel clean-up before polygonising, in order (repeatable): "
+        "open:R, close:R, erode:R, dilate:R, e.g. --morph open:1 --morph close:1.",
+    ),
+]
+Probabilities = Annotated[
+    Path | None,
+    typer.Option(
+        "--probabilities",
+        help="Probability raster from predict (or, for several rasters, the folder holding "
+        "<stem>_probabilities.tif): adds mean_confidence and min_confidence.",
+    ),
+]
+FileFormat = Annotated[
+    Literal["gpkg", "geojson", "fgb"],
+    typer.Option("--format", help="File format when --out is a folder."),
+]
+Layer = Annotated[str | None, typer.Option("--layer", help="Layer name. Default: the class name.")]
+Connectivity = Annotated[
+    Literal[4, 8],
+    typer.Option("--connectivity", help="8: pixels touching at a corner are one building; or 4."),
+]
+WindowSize = Annotated[
+    int, typer.Option("--window-size", min=16, help="Pixels per window side (memory bound).")
+]
+Append = Annotated[
+    bool, typer.Option("--append", help="Add to an existing GeoPackage (layer or features).")
+]
+
 
 @app.command()
 def vectorize(
-    rasters: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="RASTER...",
-            help="Class rasters (uint8 class ids, nodata 255), folders or quoted glob patterns.",
-        ),
-    ],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Output vector file (.gpkg, .geojson or .fgb; several rasters go into one "
-            "layer), or a folder for one file per raster.",
-        ),
-    ],
-    class_: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--class", "-c", help="Class name or id to polygonise (repeatable). Default: building."
-        ),
-    ] = None,
-    min_area: Annotated[
-        float, typer.Option("--min-area", help="Drop polygons smaller than this (map units²).")
-    ] = 0.0,
-    fill_holes: Annotated[
-        float, typer.Option("--fill-holes", help="Fill holes smaller than this (map units²).")
-    ] = 0.0,
-    simplify: Annotated[
-        float,
-        typer.Option(
-            "--simplify", help="Topology-preserving simplification tolerance (map units)."
-        ),
-    ] = 0.0,
-    regularize: Annotated[
-        bool,
-        typer.Option(
-            "--regularize", help="Right-angled outlines along each building's dominant direction."
-        ),
-    ] = False,
-    morph: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--morph",
-            metavar="OP:RADIUS",
-            help="Pixel clean-up before polygonising, in order (repeatable): "
-            "open:R, close:R, erode:R, dilate:R, e.g. --morph open:1 --morph close:1.",
-        ),
-    ] = None,
-    probabilities: Annotated[
-        Path | None,
-        typer.Option(
-            "--probabilities",
-            help="Probability raster from predict (or, for several rasters, the folder holding "
-            "<stem>_probabilities.tif): adds mean_confidence and min_confidence.",
-        ),
-    ] = None,
-    file_format: Annotated[
-        str,
-        typer.Option("--format", help="File format when --out is a folder: gpkg, geojson, fgb."),
-    ] = "gpkg",
-    layer: Annotated[
-        str | None, typer.Option("--layer", help="Layer name. Default: the class name.")
-    ] = None,
-    connectivity: Annotated[
-        int,
-        typer.Option(
-            "--connectivity", help="8: pixels touching at a corner are one building; or 4."
-        ),
-    ] = 8,
-    window_size: Annotated[
-        int, typer.Option("--window-size", help="Pixels per window side (memory bound).")
-    ] = 2048,
-    append: Annotated[
-        bool,
-        typer.Option("--append", help="Add to an existing GeoPackage (layer or features)."),
-    ] = False,
+    rasters: Rasters,
+    out: Out,
+    class_: Classes = None,
+    min_area: MinArea = 0.0,
+    fill_holes: FillHoles = 0.0,
+    simplify: Simplify = 0.0,
+    regularize: Regularize = False,
+    morph: Morph = None,
+    probabilities: Probabilities = None,
+    file_format: FileFormat = "gpkg",
+    layer: Layer = None,
+    connectivity: Connectivity = 8,
+    window_size: WindowSize = 2048,
+    append: Append = False,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -115,8 +127,6 @@ def vectorize(
     from aerialct.vectorize import parse_morph
     from aerialct.vectorize import vectorize as run_vectorize
 
-    if connectivity not in (4, 8):
-        raise typer.BadParameter("must be 4 or 8", param_hint="--connectivity")
     if overwrite and append:
         raise typer.BadParameter(
             "--overwrite and --append exclude each other", param_hint="--append"
@@ -165,7 +175,7 @@ def vectorize(
 
 
 def _vectorize_many(
-    paths: list[str], out: Path, classes: list[str], min_area: float, fill_holes: float,
+    paths: list[str | Path], out: Path, classes: list[str], min_area: float, fill_holes: float,
     simplify: float, regularize: bool, ops: list, probabilities: Path | None, layer: str | None,
     connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
     json_out: bool,

@@ -46,6 +46,7 @@ class Layer:
 
     @classmethod
     def from_frame(cls, frame: gpd.GeoDataFrame) -> Layer:
+        """The geometries, attribute columns and CRS of a GeoDataFrame."""
         fields = {
             str(c): np.asarray(frame[c].to_numpy())
             for c in frame.columns
@@ -131,6 +132,7 @@ def driver_for(path: str | os.PathLike) -> str:
 
 
 def list_layers(path: str | os.PathLike) -> list[str]:
+    """The layer names of a vector file."""
     import pyogrio
 
     try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX
+from aerialct.data.potsdam import EXCLUDED_FROM_MEAN
 from aerialct.errors import InputError
 
 __all__ = ["PixelScores", "confusion_matrix", "scores_from_confusion"]
@@ -82,6 +83,7 @@ class PixelScores:
     pixels: int = 0
 
     def to_dict(self) -> dict:
+        """Plain lists and dicts, for the JSON report."""
         return {
             "classes": list(self.classes),
             "per_class": {k: dict(v) for k, v in self.per_class.items()},
@@ -103,12 +105,12 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 def scores_from_confusion(
     cm: np.ndarray,
     class_names: Sequence[str],
-    exclude: Sequence[str | int] = ("clutter",),
+    exclude: Sequence[str | int] = EXCLUDED_FROM_MEAN,
 ) -> PixelScores:
     """Scores from a confusion matrix (rows = reference, cols = prediction).
 
     ``exclude`` names (or ids) the classes left out of the means; names that are
-    not in ``class_names`` are skipped so the default ("clutter") works with any
+    not in ``class_names`` are skipped so the default (Potsdam's clutter) works with any
     class table. The CLI checks user-given names before calling this.
     """
     cm = np.asarray(cm, dtype=np.int64)

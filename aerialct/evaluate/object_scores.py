@@ -43,6 +43,7 @@ class APScores:
     per_class: dict[str, dict[str, float | int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """The scores as a plain dict."""
         return {"ap50": self.ap50, "ap75": self.ap75, "ap": self.ap, "per_class": self.per_class}
 
 
@@ -139,7 +140,7 @@ def object_ap(
         pred_class = np.zeros(len(pred), dtype=object)
         ref_class = np.zeros(len(ref), dtype=object)
         names = ["all"]
-        labels = {"all": 0}
+        labels: dict[str, object] = {"all": 0}
     else:
         pred_class = np.asarray(pred_class, dtype=object)
         ref_class = np.asarray(ref_class, dtype=object)

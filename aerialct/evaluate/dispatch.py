@@ -1,0 +1,189 @@
+"""``evaluate``: pick pixel or building scores by the kind of inputs; write the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from aerialct.errors import InputError
+from aerialct.evaluate.buildings import (
+    VECTOR_SUFFIXES,
+    BuildingEvaluation,
+    evaluate_building_files,
+    evaluate_buildings,
+    match_vector_folders,
+)
+from aerialct.evaluate.pixel import (
+    PixelEvaluation,
+    _is_raster,
+    evaluate_pixels,
+    match_chips,
+    match_folders,
+)
+from aerialct.evaluate.reference import rasterize_reference
+from aerialct.geo.io import jsonable
+from aerialct.progress import ProgressFn
+
+log = logging.getLogger("aerialct")
+
+
+def evaluate(
+    prediction: str | os.PathLike,
+    reference: str | os.PathLike | None = None,
+    *,
+    index: str | os.PathLike | None = None,
+    split: str | None = "test",
+    exclude: Sequence[str | int] | None = None,
+    iou_threshold: float = 0.5,
+    pred_layer: str | None = None,
+    ref_layer: str | None = None,
+    review: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+    score_field: str = "mean_confidence",
+    burn: str = "building",
+) -> PixelEvaluation | BuildingEvaluation:
+    """Evaluate by the kind of inputs; write ``report`` (JSON, atomic) when given.
+
+    - raster + raster: pixel scores of one pair;
+    - folder + folder: pixel scores of rasters matched by file name;
+    - folder + ``index`` (a chips folder or its index.gpkg): pixel scores against
+      the chip masks of ``split`` (None: all splits);
+    - raster + vector: pixel scores against the polygons rasterised onto the prediction's
+      grid (:func:`rasterize_reference`: polygons are ``burn``, the rest background);
+    - vector + vector: building-level scores;
+    - folder + folder of polygon files: building scores of files matched by name,
+      pooled, with each file's own scores in ``files``.
+    """
+    from aerialct.geo.io import atomic_output, check_output
+
+    inputs = [p for p in (prediction, reference, index) if p is not None]
+    if report is not None:
+        check_output(report, overwrite, kind="json", inputs=inputs)
+    pred = Path(prediction)
+    if not pred.exists():
+        raise InputError(f"{pred}: no such file or folder; check the path")
+    result: PixelEvaluation | BuildingEvaluation
+    if index is not None:
+        if reference is not None:
+            raise InputError("give either REFERENCE or --index, not both")
+        result = _against_chips(pred, Path(index), split, exclude, progress)
+    else:
+        if reference is None:
+            raise InputError("give a REFERENCE (raster, vector or folder) or --index CHIPS")
+        ref = Path(reference)
+        if not ref.exists():
+            raise InputError(f"{ref}: no such file or folder; check the path")
+        if pred.is_dir() != ref.is_dir():
+            raise InputError(
+                f"{pred} and {ref}: one is a folder, the other a file; give two files or two folders"
+            )
+        if pred.is_dir():
+            result = _folders(pred, ref, exclude, iou_threshold, progress)
+        else:
+            result = _files(
+                pred, ref, exclude=exclude, iou_threshold=iou_threshold, pred_layer=pred_layer,
+                ref_layer=ref_layer, review=review, overwrite=overwrite, progress=progress,
+                score_field=score_field, burn=burn,
+            )  # fmt: skip
+    if review is not None and result.kind != "building":
+        log.warning("--review applies to building evaluation only; not written")
+    if report is not None:
+        with atomic_output(report, overwrite, kind="json", inputs=inputs) as tmp:
+            tmp.write_text(json.dumps(jsonable(result.to_dict()), indent=2) + "\n")
+    return result
+
+
+def _against_chips(
+    pred: Path,
+    index: Path,
+    split: str | None,
+    exclude: Sequence[str | int] | None,
+    progress: ProgressFn | None,
+) -> PixelEvaluation:
+    """Pixel scores of a folder of predictions against the chip masks of ``split``."""
+    if not pred.is_dir():
+        raise InputError(f"{pred}: with --index the prediction must be a folder of rasters")
+    pairs, missing, table = match_chips(pred, index, split)
+    if missing:
+        log.warning("%d chips have no prediction in %s; they are skipped", len(missing), pred)
+    return evaluate_pixels(
+        pairs, exclude=exclude, classes=table, missing=missing, progress=progress
+    )
+
+
+def _folders(
+    pred: Path,
+    ref: Path,
+    exclude: Sequence[str | int] | None,
+    iou_threshold: float,
+    progress: ProgressFn | None,
+) -> PixelEvaluation | BuildingEvaluation:
+    """Two folders: building scores of polygon files, else pixel scores of rasters."""
+    vector_dirs = not any(_is_raster(q) for q in ref.iterdir())
+    if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in ref.iterdir()):
+        vpairs, missing = match_vector_folders(pred, ref)
+        if missing:
+            log.warning("%d references have no prediction in %s", len(missing), pred)
+        return evaluate_building_files(
+            vpairs, iou_threshold=iou_threshold, missing=missing, progress=progress,
+            prediction=str(pred), reference=str(ref),
+        )  # fmt: skip
+    pairs, missing = match_folders(pred, ref)
+    if missing:
+        log.warning("%d references have no prediction in %s", len(missing), pred)
+    return evaluate_pixels(pairs, exclude=exclude, missing=missing, progress=progress)
+
+
+def _files(
+    pred: Path,
+    ref: Path,
+    *,
+    exclude: Sequence[str | int] | None,
+    iou_threshold: float,
+    pred_layer: str | None,
+    ref_layer: str | None,
+    review: str | os.PathLike | None,
+    overwrite: bool,
+    progress: ProgressFn | None,
+    score_field: str,
+    burn: str,
+) -> PixelEvaluation | BuildingEvaluation:
+    """Two files: building scores of two vectors, pixel scores of a raster against a raster
+    or against polygons burnt onto its grid."""
+    pred_vector = pred.suffix.lower() in VECTOR_SUFFIXES
+    ref_vector = ref.suffix.lower() in VECTOR_SUFFIXES
+    if pred_vector and ref_vector:
+        return evaluate_buildings(
+            pred,
+            ref,
+            iou_threshold=iou_threshold,
+            pred_layer=pred_layer,
+            ref_layer=ref_layer,
+            review=review,
+            overwrite=overwrite,
+            progress=progress,
+            score_field=score_field,
+        )
+    if ref_vector:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="aerialct-ref-") as d:
+            burnt = Path(d) / f"{ref.stem}.tif"
+            table = rasterize_reference(pred, ref, burnt, burn=burn, layer=ref_layer)
+            result = evaluate_pixels(
+                [(pred, burnt)], exclude=exclude, classes=table, progress=progress
+            )
+        result.pairs[0].reference = str(ref)
+        return result
+    if pred_vector:
+        raise InputError(
+            f"{pred} and {ref}: one is a vector, the other a raster; compare rasters with "
+            "rasters (pixel scores) or polygons with polygons (building scores); "
+            "vectorise the raster first (aerialct vectorize)"
+        )
+    return evaluate_pixels([(pred, ref)], exclude=exclude, progress=progress)
