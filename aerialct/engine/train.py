@@ -884,7 +884,7 @@ def _validate(model, dataset, info: DistInfo, dev, batch_size, amp_dtype, names,
     """Confusion matrix and CE over the validation chips (sharded over ranks, then summed)."""
     import torch.nn.functional as F
 
-    from aerialct.metrics import scores_from_confusion
+    from aerialct.evaluate.metrics import scores_from_confusion
 
     k = len(names)
     was_training = model.training
