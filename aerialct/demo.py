@@ -81,7 +81,7 @@ def run_demo(
     from aerialct.engine.checkpoint import load_inference_model
     from aerialct.engine.train import train
     from aerialct.evaluate import evaluate
-    from aerialct.inference import predict_scene, resolve_device_name
+    from aerialct.predict import predict_scene, resolve_device_name
     from aerialct.tiling import tile_scenes
     from aerialct.vectorize import vectorize
 

@@ -15,13 +15,13 @@ from affine import Affine
 from aerialct.classes import IGNORE_INDEX, POTSDAM
 from aerialct.errors import InputError, OutputExistsError, RasterError
 from aerialct.geo.grid import stride_for, window_starts
-from aerialct.inference import (
+from aerialct.predict import (
     blend_weights,
     predict_scene,
     predict_scenes,
     weight_sum_1d,
 )
-from aerialct.quicklook import legend_swatch_boxes
+from aerialct.predict.quicklook import legend_swatch_boxes
 from tests.predict_helpers import (
     CRS,
     TRANSFORM,
@@ -67,7 +67,7 @@ def test_blend_weights_positive_smooth_and_separable():
 def test_streaming_keeps_only_the_overlap_rows_at_full_width():
     import torch
 
-    from aerialct.inference import _RowAccumulator
+    from aerialct.predict.stream import _RowAccumulator
 
     rows = window_starts(16000, 512, 384, even=True)
     acc = _RowAccumulator(6, 512, 16000, 16000, rows, torch.device("cpu"), None, None)
@@ -112,10 +112,10 @@ def test_oracle_reproduced_exactly_with_georeferencing(tmp_path, hw):
 @pytest.mark.parametrize("hw", [(77, 101), (20, 13), (150, 40)])
 def test_batches_spanning_two_window_rows_are_exact(tmp_path, monkeypatch, hw):
     # the GPU layout (accumulator of S + stride rows, writer thread), exercised on the CPU
-    import aerialct.inference as inference
+    import aerialct.predict.stream as stream
 
-    monkeypatch.setitem(inference._ROWS_PER_BATCH, "cpu", 2)
-    monkeypatch.setitem(inference._THREADED_WRITER, "cpu", True)
+    monkeypatch.setitem(stream._ROWS_PER_BATCH, "cpu", 2)
+    monkeypatch.setitem(stream._THREADED_WRITER, "cpu", True)
     img = random_image(*hw, seed=hw[0] + hw[1])
     scene = tmp_path / "s.tif"
     write_scene(scene, img)

@@ -139,7 +139,7 @@ def predict(
 
     from aerialct.errors import AerialctError, InputError, PartialFailure
     from aerialct.geo.io import expand_inputs
-    from aerialct.inference import (
+    from aerialct.predict import (
         parse_shard,
         predict_scenes,
         reduce_heap_fragmentation,

@@ -1378,13 +1378,13 @@ def write_quicklook(
     """A PNG thumbnail of the scene (first three bands, 2-98% stretch) with the class colours over it.
 
     The map is framed with ``title`` above it and a legend of the class names and
-    colours beside it (:mod:`aerialct.quicklook`); the title is also the PNG's Title.
+    colours beside it (:mod:`aerialct.predict.quicklook`); the title is also the PNG's Title.
     """
     import rasterio
     from PIL.PngImagePlugin import PngInfo
     from rasterio.enums import Resampling
 
-    from aerialct.quicklook import frame_with_legend
+    from aerialct.predict.quicklook import frame_with_legend
 
     scale = max(ds.width, ds.height) / max_size
     w = max(1, round(ds.width / max(scale, 1)))

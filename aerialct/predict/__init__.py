@@ -1,0 +1,41 @@
+"""``aerialct predict``: seamless, streaming, georeferenced sliding-window inference."""
+
+from aerialct.predict.stream import (
+    BatchResult,
+    BundleLike,
+    SceneResult,
+    blend_weights,
+    complete_output,
+    output_paths,
+    parse_shard,
+    predict_scene,
+    predict_scenes,
+    reduce_heap_fragmentation,
+    resolve_device,
+    resolve_device_name,
+    shard_scenes,
+    touches_aoi,
+    weight_1d,
+    weight_sum_1d,
+    write_quicklook,
+)
+
+__all__ = [
+    "BatchResult",
+    "BundleLike",
+    "SceneResult",
+    "blend_weights",
+    "complete_output",
+    "output_paths",
+    "parse_shard",
+    "predict_scene",
+    "predict_scenes",
+    "reduce_heap_fragmentation",
+    "resolve_device",
+    "resolve_device_name",
+    "shard_scenes",
+    "touches_aoi",
+    "weight_1d",
+    "weight_sum_1d",
+    "write_quicklook",
+]
