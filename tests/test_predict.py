@@ -67,10 +67,10 @@ def test_blend_weights_positive_smooth_and_separable():
 def test_streaming_keeps_only_the_overlap_rows_at_full_width():
     import torch
 
-    from aerialct.predict.stream import _RowAccumulator
+    from aerialct.predict.stream import RowAccumulator
 
     rows = window_starts(16000, 512, 384, even=True)
-    acc = _RowAccumulator(6, 512, 16000, 16000, rows, torch.device("cpu"), None, None)
+    acc = RowAccumulator(6, 512, 16000, 16000, rows, torch.device("cpu"), None, None)
     assert acc.carry.shape == (6, 512 - min(b - a for a, b in itertools.pairwise(rows)), 16000)
     assert acc.carry.shape[1] <= 512 - 384 + 8
 
@@ -114,8 +114,8 @@ def test_batches_spanning_two_window_rows_are_exact(tmp_path, monkeypatch, hw):
     # the GPU layout (accumulator of S + stride rows, writer thread), exercised on the CPU
     import aerialct.predict.stream as stream
 
-    monkeypatch.setitem(stream._ROWS_PER_BATCH, "cpu", 2)
-    monkeypatch.setitem(stream._THREADED_WRITER, "cpu", True)
+    monkeypatch.setitem(stream.ROWS_PER_BATCH, "cpu", 2)
+    monkeypatch.setitem(stream.THREADED_WRITER, "cpu", True)
     img = random_image(*hw, seed=hw[0] + hw[1])
     scene = tmp_path / "s.tif"
     write_scene(scene, img)

@@ -1,0 +1,198 @@
+"""Predict one scene: :func:`predict_scene`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aerialct.classes import IGNORE_INDEX
+from aerialct.errors import InputError
+from aerialct.geo.cog import cog_options, finish_cog
+from aerialct.geo.grid import stride_for
+from aerialct.geo.io import (
+    atomic_output,
+    check_output,
+    no_georef_warning,
+    open_raster,
+    source_path,
+    write_category_names,
+)
+from aerialct.predict.checks import (
+    aoi_for,
+    check_gsd,
+    check_resample,
+    check_value_range,
+    data_bands,
+    scene_gsd,
+)
+from aerialct.predict.device import resolve_device
+from aerialct.predict.outputs import (
+    class_histogram,
+    gdal_env,
+    part_name,
+    part_profile,
+    tag_class_part,
+    tag_prob_part,
+    training_grid_vrt,
+    warp_back,
+)
+from aerialct.predict.quicklook import write_quicklook
+from aerialct.predict.results import BundleLike, SceneResult
+from aerialct.predict.stream import predict_grid
+from aerialct.progress import ProgressFn, as_progress
+
+log = logging.getLogger("aerialct")
+
+TTA_MODES = (None, "flips")
+
+
+def predict_scene(
+    bundle: BundleLike,
+    scene: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    overlap: float = 0.25,
+    batch_size: int = 8,
+    probabilities: bool = False,
+    tta: str | None = None,
+    device: str | None = None,
+    creation_options: dict[str, str] | None = None,
+    overwrite: bool = False,
+    allow_no_crs: bool = False,
+    resample_to_training_gsd: bool = False,
+    bands: Sequence[int] | None = None,
+    quicklook: bool = False,
+    overview_resampling: str = "MODE",
+    aoi: Any = None,
+    progress: ProgressFn | None = None,
+) -> SceneResult:
+    """Predict one scene into the class raster ``out_path`` (uint8 COG, see the module docstring).
+
+    With ``probabilities`` a K-band uint8 raster (255 = 1.0) is written beside it
+    as ``<stem>_probabilities.tif`` (``<stem>`` from ``out_path`` minus a
+    ``_classes`` suffix); with ``quicklook`` a PNG thumbnail ``<stem>_quicklook.png``.
+    ``tta="flips"`` averages the four horizontal/vertical flips (4x the compute).
+    ``aoi`` (a polygon file or the frame of :func:`aerialct.geo.vector.read_aoi`, any
+    CRS) limits the work to windows that touch it; pixels outside it are nodata.
+    Raises :class:`InputError` / :class:`RasterError` / :class:`OutputExistsError`.
+    """
+    import rasterio
+
+    t_start = time.perf_counter()
+    source = source_path(scene)  # a URL or /vsi path is opened as given
+    scene = Path(scene)
+    out_path = Path(out_path)
+    if tta not in TTA_MODES:
+        raise InputError(f"--tta {tta}: unknown; use 'flips' or leave it out")
+    if batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be at least 1")
+    stride_for(int(bundle.chip_size), overlap)  # validates overlap
+    stem = out_path.stem.removesuffix("_classes")
+    prob_path = out_path.with_name(f"{stem}_probabilities.tif") if probabilities else None
+    ql_path = out_path.with_name(f"{stem}_quicklook.png") if quicklook else None
+    for p in (out_path, prob_path, ql_path):
+        if p is not None:
+            check_output(p, overwrite, inputs=[scene])
+    co = cog_options(creation_options, overview_resampling)
+    co_prob = cog_options(creation_options, "AVERAGE")
+
+    dev = resolve_device(device, bundle.model)
+    if dev.type == "cuda":  # the CPU cores are free to compress while the GPU works
+        for opts in (co, co_prob):
+            opts.setdefault("NUM_THREADS", "ALL_CPUS")
+    bundle.model.to(dev)
+    bundle.model.eval()
+    result = SceneResult(scene=scene, device=str(dev))
+
+    with contextlib.ExitStack() as stack:
+        ds = stack.enter_context(open_raster(source, require_crs=not allow_no_crs))
+        stack.enter_context(no_georef_warning(ds.crs is None))
+        stack.enter_context(gdal_env(ds, int(bundle.chip_size), dev.type == "cuda"))
+        chosen = data_bands(ds, bands, int(bundle.in_chans), scene)
+        check_value_range(ds, chosen, bundle, scene)
+        result.width, result.height = ds.width, ds.height
+        result.gsd = scene_gsd(ds)
+        src = ds
+        if resample_to_training_gsd and bundle.gsd:
+            if result.gsd is None:
+                raise InputError(
+                    f"{scene}: cannot resample to the training pixel size without a projected, "
+                    "north-up CRS; warp it first (gdalwarp -t_srs EPSG:XXXX -tr ...)"
+                )
+            if check_gsd(result.gsd, bundle.gsd, scene) is not None:
+                check_resample(result.gsd, float(bundle.gsd), ds, scene)
+                src = stack.enter_context(training_grid_vrt(ds, float(bundle.gsd)))
+                result.resampled = True
+                log.info("%s: predicting at the training pixel size %g", scene.name, bundle.gsd)
+        else:
+            msg = check_gsd(result.gsd, bundle.gsd, scene)
+            if msg:
+                log.warning(msg)
+
+        aoi_geom = aoi_for(aoi, src, scene)
+        tmp_cls = stack.enter_context(atomic_output(out_path, overwrite))
+        tmp_prob = stack.enter_context(atomic_output(prob_path, overwrite)) if prob_path else None
+        part_cls = part_name(tmp_cls, "part")
+        part_prob = part_name(tmp_prob, "part") if tmp_prob else None
+        with contextlib.ExitStack() as files:
+            cls_ds = files.enter_context(
+                rasterio.open(part_cls, "w", **part_profile(src, 1, IGNORE_INDEX))
+            )
+            tag_class_part(cls_ds, bundle.classes, scene)
+            prob_ds = None
+            if part_prob is not None:
+                prob_ds = files.enter_context(
+                    rasterio.open(part_prob, "w", **part_profile(src, len(bundle.classes), None))
+                )
+                tag_prob_part(prob_ds, bundle.classes, scene)
+            t_grid = time.perf_counter()
+            stats = predict_grid(
+                bundle,
+                src,
+                chosen,
+                cls_ds,
+                prob_ds,
+                overlap=overlap,
+                batch_size=batch_size,
+                tta=tta,
+                device=dev,
+                progress=as_progress(progress),
+                label=scene.name,
+                aoi=aoi_geom,
+            )
+        result.grid_seconds = time.perf_counter() - t_grid
+        hist, nodata = stats.hist, stats.nodata
+        if result.resampled:
+            back = part_name(tmp_cls, "grid")
+            warp_back(part_cls, ds, back, IGNORE_INDEX, categorical=True)
+            part_cls = back
+            if part_prob is not None:
+                back_p = part_name(tmp_prob, "grid")
+                warp_back(part_prob, ds, back_p, None, categorical=False)
+                part_prob = back_p
+            hist, nodata = class_histogram(part_cls)
+        finish_cog(part_cls, tmp_cls, co)
+        if part_prob is not None:
+            finish_cog(part_prob, tmp_prob, co_prob)
+        if ql_path is not None:
+            with atomic_output(ql_path, overwrite) as tmp_ql:
+                ckpt = getattr(bundle, "path", None)
+                title = scene.name + (f" · {Path(ckpt).name}" if ckpt else "")
+                write_quicklook(ds, chosen, tmp_cls, tmp_ql, bundle.classes, title=title)
+            result.quicklook = ql_path
+
+    write_category_names(out_path, bundle.classes)  # gdalinfo / QGIS show the class names
+    result.output = out_path
+    result.probabilities = prob_path
+    result.windows = stats.windows
+    result.forward_seconds = stats.forward_seconds
+    result.nodata_pixels = nodata
+    result.class_pixels = {name: int(hist[i]) for i, name in enumerate(bundle.classes.names)}
+    result.seconds = time.perf_counter() - t_start
+    result.pixels_per_second = result.width * result.height / max(result.seconds, 1e-9)
+    return result
