@@ -23,7 +23,7 @@ import numpy as np
 from aerialct.classes import IGNORE_INDEX
 from aerialct.errors import InputError
 from aerialct.geo.cog import PART_OPTIONS, RowWriter
-from aerialct.geo.grid import stride_for, window_starts
+from aerialct.geo.grid import window_starts
 from aerialct.predict.reader import Batch, Reader
 from aerialct.predict.results import BundleLike
 from aerialct.progress import ProgressFn
@@ -149,7 +149,7 @@ def predict_grid(
     cls_ds: Any,
     prob_ds: Any | None,
     *,
-    overlap: float,
+    stride: int,
     batch_size: int,
     tta: str | None,
     device: Any,
@@ -169,7 +169,6 @@ def predict_grid(
     size = int(bundle.chip_size)
     K = len(bundle.classes)
     H, W = src.height, src.width
-    stride = stride_for(size, overlap)
     rows = window_starts(H, size, stride, even=True)
     cols = window_starts(W, size, stride, even=True)
     n_windows = len(rows) * len(cols)
