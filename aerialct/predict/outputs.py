@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.geo.cog import PART_OPTIONS
+from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS
 from aerialct.geo.io import class_tags, gtiff_profile, tag_class_raster
 from aerialct.predict.stream import PROB_SCALE
 
@@ -67,7 +67,7 @@ def gdal_env(ds: Any, size: int, gpu: bool) -> Any:
         # one window row of input (the next one overlaps it) and a block row of output
         rows = max(size, (ds.block_shapes[0][0] if ds.block_shapes else size))
         need = rows * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
-        need += PART_OPTIONS["blockysize"] * ds.width * 2
+        need += PART_BLOCK * ds.width * 2
         opts["GDAL_CACHEMAX"] = int(max(16 << 20, 1.25 * need))
     if gpu and "GDAL_NUM_THREADS" not in os.environ:
         opts["GDAL_NUM_THREADS"] = "ALL_CPUS"
@@ -98,7 +98,7 @@ def warp_back(part: Path, like: Any, dest: Path, nodata: int | None, categorical
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
-    from rasterio.windows import Window
+    from rasterio.windows import Window, subdivide
 
     with rasterio.open(part) as p:
         vrt_kw: dict[str, Any] = {
@@ -112,9 +112,8 @@ def warp_back(part: Path, like: Any, dest: Path, nodata: int | None, categorical
             vrt_kw["nodata"] = nodata
         prof = part_profile(like, p.count, nodata)
         with WarpedVRT(p, **vrt_kw) as v, rasterio.open(dest, "w", **prof) as out:
-            step = PART_OPTIONS["blockysize"]
-            for y in range(0, like.height, step):
-                win = Window(0, y, like.width, min(step, like.height - y))
+            whole = Window(0, 0, like.width, like.height)
+            for win in subdivide(whole, PART_BLOCK, like.width):  # block rows
                 out.write(v.read(window=win), window=win)
             if categorical:
                 out.write_colormap(1, p.colormap(1))

@@ -8,7 +8,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -107,7 +107,7 @@ class Reader:
 
         def emit(final_to: int) -> bool:
             nonlocal xs, pos, done, keep
-            x = np.stack(xs)
+            x: Any = np.stack(xs)  # (B, C, S, S); a pinned tensor on a GPU
             if self.pin:
                 import torch
 
@@ -205,5 +205,5 @@ def _pad_reflect(strip: np.ndarray, size: int) -> np.ndarray:
     ph, pw = max(0, size - h), max(0, size - w)
     if ph == 0 and pw == 0:
         return strip
-    mode = "reflect" if min(h, w) > 1 else "edge"
+    mode: Literal["reflect", "edge"] = "reflect" if min(h, w) > 1 else "edge"
     return np.pad(strip, ((0, 0), (0, ph), (0, pw)), mode=mode)

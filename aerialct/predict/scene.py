@@ -127,9 +127,7 @@ def predict_scene(
         if result.resampled:
             parts.warp_back(ds)
             stats.hist, stats.nodata = class_histogram(parts.cls)
-        finish_cog(parts.cls, tmp_cls, co)
-        if parts.prob is not None:
-            finish_cog(parts.prob, tmp_prob, co_prob)
+        parts.finish(co, co_prob)
         if ql_path is not None:
             _quicklook(bundle, ds, chosen, tmp_cls, ql_path, scene, overwrite)
             result.quicklook = ql_path
@@ -216,6 +214,12 @@ class _Parts:
             back_p = part_name(self.tmp_prob, "grid")
             warp_back(self.prob, like, back_p, None, categorical=False)
             self.prob = back_p
+
+    def finish(self, co: dict[str, str], co_prob: dict[str, str]) -> None:
+        """Finish the parts as COGs into the outputs' temporaries (``co``: creation options)."""
+        finish_cog(self.cls, self.tmp_cls, co)
+        if self.prob is not None and self.tmp_prob is not None:
+            finish_cog(self.prob, self.tmp_prob, co_prob)
 
 
 def _stream_parts(

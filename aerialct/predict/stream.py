@@ -22,7 +22,7 @@ import numpy as np
 
 from aerialct.classes import IGNORE_INDEX
 from aerialct.errors import InputError
-from aerialct.geo.cog import PART_OPTIONS, RowWriter
+from aerialct.geo.cog import PART_BLOCK, RowWriter
 from aerialct.geo.grid import window_starts
 from aerialct.predict.reader import Batch, Reader
 from aerialct.predict.results import BundleLike
@@ -133,12 +133,10 @@ def _forward(model: Any, x: Any, tta: str | None, autocast: Any) -> Any:
     with autocast():
         if tta is None:
             return torch.softmax(model(x).float(), dim=1)
-        acc = None
-        for dims in ((), (3,), (2,), (2, 3)):
-            xi = torch.flip(x, dims) if dims else x
-            p = torch.softmax(model(xi).float(), dim=1)
-            p = torch.flip(p, dims) if dims else p
-            acc = p if acc is None else acc + p
+        acc = torch.softmax(model(x).float(), dim=1)
+        for dims in ((3,), (2,), (2, 3)):
+            p = torch.softmax(model(torch.flip(x, dims)).float(), dim=1)
+            acc = acc + torch.flip(p, dims)
         return acc / 4.0
 
 
@@ -337,8 +335,8 @@ class _Writer:
     """
 
     def __init__(self, cls_ds: Any, prob_ds: Any | None, stats: GridStats, threaded: bool):
-        self.cls_out = RowWriter(cls_ds, PART_OPTIONS["blockysize"])
-        self.prob_out = RowWriter(prob_ds, PART_OPTIONS["blockysize"]) if prob_ds else None
+        self.cls_out = RowWriter(cls_ds, PART_BLOCK)
+        self.prob_out = RowWriter(prob_ds, PART_BLOCK) if prob_ds else None
         self.stats = stats
         self.error: BaseException | None = None
         self.q: queue.Queue | None = queue.Queue(maxsize=2) if threaded else None
