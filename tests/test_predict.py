@@ -549,3 +549,24 @@ def test_aoi_runs_only_touching_windows_and_writes_nodata_outside(tmp_path):
     far.to_file(tmp_path / "far.gpkg")
     res = predict_scenes(oracle_bundle(32), [scene], tmp_path / "p", aoi=tmp_path / "far.gpkg")
     assert res.scenes[0].status == "skipped" and not (tmp_path / "p" / "a_classes.tif").exists()
+
+
+def test_gdal_path_scenes_are_skipped_like_files(tmp_path):
+    # a /vsi path or URL stays a string (source_path): reruns with --skip-existing and
+    # scenes outside --aoi are skipped, as for files, not failed
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    scene = "/vsimem/test_predict_gdal_path.tif"
+    write_scene(scene, random_image(40, 40, seed=80))
+    try:
+        assert predict_scenes(oracle_bundle(32), [scene], tmp_path / "o").scenes[0].status == "ok"
+        again = predict_scenes(oracle_bundle(32), [scene], tmp_path / "o", skip_existing=True)
+        assert [(s.status, s.scene.name) for s in again.scenes] == [
+            ("skipped", "test_predict_gdal_path.tif")
+        ]
+        far = gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs="EPSG:4326")
+        res = predict_scenes(oracle_bundle(32), [scene], tmp_path / "p", aoi=far)
+        assert [(s.status, s.error) for s in res.scenes] == [("skipped", "outside --aoi")]
+    finally:
+        rasterio.shutil.delete(scene)

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aerialct.errors import InputError
 from aerialct.geo.io import source_path
@@ -18,6 +18,8 @@ from aerialct.predict.scene import predict_scene
 from aerialct.progress import ProgressFn
 
 log = logging.getLogger("aerialct")
+
+T = TypeVar("T")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -35,7 +37,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return k, n
 
 
-def shard_scenes(paths: Sequence[Path], shard: tuple[int, int] | None) -> list[Path]:
+def shard_scenes(paths: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
     """The scenes of shard ``(K, N)``: every N-th of the paths sorted by name, starting at K.
 
     Sorting makes the split independent of the order a shell or a file system lists
@@ -89,7 +91,7 @@ def predict_scenes(
         kwargs["aoi"] = aoi
     t0 = time.perf_counter()
     results: list[SceneResult] = []
-    for p in mine:
+    for p in mine:  # a Path, or a GDAL path / URL as a string (source_path)
         out = output_paths(p, out_dir)["classes"]
         if skip_existing and complete_output(
             p,
@@ -97,11 +99,11 @@ def predict_scenes(
             probabilities=bool(kwargs.get("probabilities")),
             quicklook=bool(kwargs.get("quicklook")),
         ):
-            log.info("%s: complete output %s exists; skipped", p.name, out)
+            log.info("%s: complete output %s exists; skipped", Path(p).name, out)
             side = output_paths(p, out_dir)
             results.append(
                 SceneResult(
-                    scene=p,
+                    scene=Path(p),
                     status="skipped",
                     output=out,
                     probabilities=side["probabilities"] if kwargs.get("probabilities") else None,
@@ -111,8 +113,8 @@ def predict_scenes(
             continue
         try:
             if not touches_aoi(p, aoi):
-                log.info("%s: outside the area of interest; skipped", p.name)
-                results.append(SceneResult(scene=p, status="skipped", error="outside --aoi"))
+                log.info("%s: outside the area of interest; skipped", Path(p).name)
+                results.append(SceneResult(scene=Path(p), status="skipped", error="outside --aoi"))
                 continue
             results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
         except Exception as e:  # one scene's failure must not stop the batch

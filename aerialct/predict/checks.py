@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,7 @@ def aoi_frame(aoi: Any) -> Any:
     return read_aoi(aoi)
 
 
-def aoi_for(aoi: Any, src: Any, scene: Path) -> Any:
+def aoi_for(aoi: Any, src: Any, scene: str | os.PathLike) -> Any:
     """The area of interest in ``src``'s CRS, or None."""
     frame = aoi_frame(aoi)
     if frame is None:
@@ -138,7 +139,7 @@ def aoi_for(aoi: Any, src: Any, scene: Path) -> Any:
     return aoi_in_crs(frame, src.crs)
 
 
-def touches_aoi(scene: Path, aoi: Any) -> bool:
+def touches_aoi(scene: str | os.PathLike, aoi: Any) -> bool:
     """Whether the scene's footprint touches the area of interest (True without one)."""
     frame = aoi_frame(aoi)
     if frame is None:

@@ -134,7 +134,9 @@ def class_histogram(path: Path) -> tuple[np.ndarray, int]:
     return hist, int(hist[IGNORE_INDEX])
 
 
-def complete_output(scene: Path, out: Path, *, probabilities: bool, quicklook: bool) -> bool:
+def complete_output(
+    scene: str | os.PathLike, out: Path, *, probabilities: bool, quicklook: bool
+) -> bool:
     """Whether ``out`` (and the side outputs asked for) is a finished prediction of ``scene``.
 
     A file is taken as complete only when it opens, carries aerialct's class tag and
@@ -153,7 +155,7 @@ def complete_output(scene: Path, out: Path, *, probabilities: bool, quicklook: b
         for p in wanted:
             with no_georef_warning(), rasterio.open(p) as ds:
                 tags = ds.tags()
-                if CLASSES_TAG not in tags or tags.get("AERIALCT_SOURCE") != scene.name:
+                if CLASSES_TAG not in tags or tags.get("AERIALCT_SOURCE") != Path(scene).name:
                     return False
                 if (ds.width, ds.height) != size:
                     return False
