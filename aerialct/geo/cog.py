@@ -159,6 +159,7 @@ class RowWriter:
             self._pending_rows = rest.shape[1]
 
     def close(self) -> None:
+        """Write the rows still pending (the last, partial block row)."""
         if self._pending_rows:
             self._put(np.concatenate(self._pending, axis=1))
         self._pending, self._pending_rows = [], 0

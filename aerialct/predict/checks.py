@@ -26,6 +26,7 @@ RANGE_RATIO = 10.0
 
 
 def data_bands(ds: Any, bands: Sequence[int] | None, in_chans: int, path: Path) -> list[int]:
+    """The bands to feed the model: ``bands`` (checked), else all but alpha; as many as it takes."""
     from rasterio.enums import ColorInterp
 
     if bands:
@@ -120,6 +121,7 @@ def check_value_range(ds: Any, bands: Sequence[int], bundle: BundleLike, path: P
 
 
 def aoi_frame(aoi: Any) -> Any:
+    """The area of interest as a frame: read from a file once, or passed on as given (or None)."""
     if aoi is None or hasattr(aoi, "geometry"):
         return aoi
     from aerialct.geo.vector import read_aoi

@@ -27,6 +27,7 @@ def resolve_device_name(device: str | None) -> str:
 
 
 def resolve_device(device: str | None, model: Any) -> Any:
+    """The torch device to predict on: ``device``, or the model's when None or ""."""
     import torch
 
     if device in (None, ""):

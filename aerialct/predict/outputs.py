@@ -16,6 +16,7 @@ from aerialct.predict.stream import PROB_SCALE
 
 
 def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """The files ``predict`` writes for ``scene`` in ``out_dir``, by kind."""
     stem = Path(scene).stem
     d = Path(out_dir)
     return {
@@ -26,6 +27,7 @@ def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[s
 
 
 def part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
+    """GTiff profile of a uint8 part file on ``src``'s grid (striped when under 16 px)."""
     prof = gtiff_profile(src.width, src.height, count, "uint8", src.crs, src.transform, nodata,
                          **PART_OPTIONS)  # fmt: skip
     if src.width < 16 or src.height < 16:
@@ -35,11 +37,13 @@ def part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
 
 
 def tag_class_part(ds: Any, classes: ClassTable, scene: Path) -> None:
+    """Class table, colours and source scene on the class raster's part file."""
     tag_class_raster(ds, classes, AERIALCT_SOURCE=scene.name)
     ds.set_band_description(1, "class")
 
 
 def tag_prob_part(ds: Any, classes: ClassTable, scene: Path) -> None:
+    """Band names, class table, scale and source scene on the probability part file."""
     for i, name in enumerate(classes.names):
         ds.set_band_description(i + 1, name)
     ds.update_tags(
@@ -48,7 +52,7 @@ def tag_prob_part(ds: Any, classes: ClassTable, scene: Path) -> None:
 
 
 def part_name(tmp: Path, tag: str) -> Path:
-    # named "<tmp>.<tag>.tif" so atomic_output's clean-up of "<tmp>.*" removes it on error
+    """``<tmp>.<tag>.tif``: atomic_output's clean-up of ``<tmp>.*`` removes it on error."""
     return tmp.with_name(f"{tmp.name}.{tag}.tif")
 
 
@@ -75,6 +79,7 @@ def gdal_env(ds: Any, size: int, gpu: bool) -> Any:
 
 
 def training_grid_vrt(ds: Any, gsd: float) -> Any:
+    """A bilinear WarpedVRT of ``ds`` at the pixel size ``gsd``, same CRS and origin."""
     from affine import Affine
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
@@ -125,6 +130,7 @@ def warp_back(part: Path, like: Any, dest: Path, nodata: int | None, categorical
 
 
 def class_histogram(path: Path) -> tuple[np.ndarray, int]:
+    """Pixels per class id (256 bins) of a class raster, and its nodata count."""
     import rasterio
 
     hist = np.zeros(256, dtype=np.int64)

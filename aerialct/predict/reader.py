@@ -17,6 +17,8 @@ from aerialct.geo.io import read_failed, read_window
 
 @dataclass
 class Batch:
+    """Windows for one forward pass, where they go, and the rows they complete."""
+
     x: Any  # (B, C, S, S) numpy array or pinned tensor
     pos: list[tuple[int, int, int, int]]  # (y, x, h, w) in the grid; h, w = valid extent
     done_rows: list[np.ndarray]  # valid masks (n, width) of rows finished by this batch, in order

@@ -20,7 +20,9 @@ class BundleLike(Protocol):
     chip_size: int
     gsd: float | None
 
-    def normalize(self, x: Any) -> Any: ...
+    def normalize(self, x: Any) -> Any:
+        """Scale raw pixels (B, C, S, S) as in training."""
+        ...
 
 
 @dataclass
@@ -54,6 +56,7 @@ class SceneResult:
         return 1.0 - self.forward_seconds / self.seconds if self.seconds > 0 else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as plain JSON types (``predict --json``)."""
         return {
             "scene": str(self.scene),
             "status": self.status,
@@ -88,17 +91,21 @@ class BatchResult:
 
     @property
     def ok(self) -> list[SceneResult]:
+        """The scenes predicted."""
         return [s for s in self.scenes if s.status == "ok"]
 
     @property
     def failed(self) -> list[SceneResult]:
+        """The scenes that failed (``error`` says why)."""
         return [s for s in self.scenes if s.status == "failed"]
 
     @property
     def skipped(self) -> list[SceneResult]:
+        """The scenes skipped: a complete output exists, or outside the area of interest."""
         return [s for s in self.scenes if s.status == "skipped"]
 
     def to_dict(self) -> dict[str, Any]:
+        """The batch as plain JSON types (``predict --json``)."""
         px = sum(s.width * s.height for s in self.ok)
         return {
             "scenes": [s.to_dict() for s in self.scenes],

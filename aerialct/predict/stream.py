@@ -88,6 +88,8 @@ def reduce_heap_fragmentation(threshold: int = 1 << 20) -> bool:
 
 @dataclass
 class GridStats:
+    """What streaming a grid counted: windows run, model seconds, nodata and class pixels."""
+
     windows: int = 0
     forward_seconds: float = 0.0
     nodata: int = 0
@@ -246,6 +248,7 @@ class BandAccumulator:
         self.rows_done = 0
 
     def __call__(self, batch: Batch, probs: Any, writer: _Writer) -> None:
+        """Add the weighted ``probs`` of ``batch``; hand the rows it completes to ``writer``."""
         acc, base = self.acc, self.rows_done
         for b, (y, x0, h, w) in enumerate(batch.pos):
             acc[:, y - base : y - base + h, x0 : x0 + w] += probs[b, :, :h, :w]
@@ -290,6 +293,7 @@ class RowAccumulator:
         self.rows_done = 0
 
     def __call__(self, batch: Batch, probs: Any, writer: _Writer) -> None:
+        """Add the weighted ``probs`` of ``batch``; hand a finished window row to ``writer``."""
         import torch
 
         K, W = self.K, self.W
