@@ -74,9 +74,9 @@ def predict_scenes(
     to :func:`predict_scene`.
     """
     if rank is None:
-        rank = int(os.environ.get("RANK", "0"))
+        rank = int(os.environ.get("RANK", "0"))  # torchrun; moves to engine/distributed.py
     if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun; likewise
     paths = [source_path(s) for s in scenes]
     stems = [Path(p).stem for p in paths]
     dup = sorted({s for s in stems if stems.count(s) > 1})
