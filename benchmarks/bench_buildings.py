@@ -34,7 +34,7 @@ def run(work: Path, epochs: int = 30, size: int = 768, overrides: list[str] | No
     from aerialct.engine.checkpoint import load_inference_model
     from aerialct.engine.train import train
     from aerialct.evaluate import evaluate
-    from aerialct.inference import predict_scene
+    from aerialct.predict import predict_scene
     from aerialct.tiling import tile_scenes
 
     work.mkdir(parents=True, exist_ok=True)

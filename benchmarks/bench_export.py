@@ -3,7 +3,7 @@
 For each preset (random init), a checkpoint with the training state ``train``
 writes (model, CT projection heads, AdamW moments after one step, RNG states) is
 exported to a slim ``.pt`` and to ONNX. The same synthetic scene is then
-predicted by ``aerialct.inference.predict_scene`` with the torch checkpoint and
+predicted by ``aerialct.predict.predict_scene`` with the torch checkpoint and
 with the ONNX model (onnxruntime, CPU provider, as many intra-op threads as
 torch uses), alternating, best of two runs each; the class rasters are compared.
 
@@ -71,7 +71,7 @@ def training_checkpoint(preset: str, path: Path) -> Path:
 
 def predict_once(model_path: Path, scene: Path, out: Path) -> tuple[float, float, int]:
     from aerialct.engine.checkpoint import load_inference_model
-    from aerialct.inference import predict_scene
+    from aerialct.predict import predict_scene
 
     bundle = load_inference_model(model_path, device="cpu")
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 CPU mode (default), each measurement in a fresh process (peak RSS = ru_maxrss):
 
-* memory: ``aerialct.inference.predict_scene`` on a small and a large synthetic
+* memory: ``aerialct.predict.predict_scene`` on a small and a large synthetic
   scene with a tiny model (a 1x1 convolution, so the pipeline, not the model, is
   measured), side by side with a plain whole-scene implementation (read the
   whole scene, sliding windows into a full-scene probability array, argmax,
@@ -144,7 +144,7 @@ def whole_scene_predict(bundle, scene: Path, out: Path, overlap: float = 0.25, b
     import torch
 
     from aerialct.geo.grid import stride_for, window_starts
-    from aerialct.inference import blend_weights
+    from aerialct.predict import blend_weights
 
     with rasterio.open(scene) as ds:
         img = ds.read()  # (C, H, W): the whole scene
@@ -184,7 +184,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from aerialct.inference import predict_scene, reduce_heap_fragmentation
+    from aerialct.predict import predict_scene, reduce_heap_fragmentation
 
     if args.impl == "stream":
         reduce_heap_fragmentation()  # as `aerialct predict` does
@@ -355,7 +355,7 @@ def gpu_report(work: Path, presets: list[str], size: int, batch: int, peak: floa
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from aerialct.inference import predict_scene
+    from aerialct.predict import predict_scene
 
     name = torch.cuda.get_device_name(0)
     if peak is None:

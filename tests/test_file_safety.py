@@ -134,7 +134,7 @@ def test_file_outputs_replace_only_files_of_their_kind(cli, scene, tmp_path):
 
 def test_predict_refuses_to_write_over_its_input(tmp_path):
     from aerialct.errors import InputError
-    from aerialct.inference import predict_scene
+    from aerialct.predict import predict_scene
 
     scene = tmp_path / "s.tif"
     write_scene(scene, random_image(40, 40, seed=2))

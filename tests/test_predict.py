@@ -15,13 +15,13 @@ from affine import Affine
 from aerialct.classes import IGNORE_INDEX, POTSDAM
 from aerialct.errors import InputError, OutputExistsError, RasterError
 from aerialct.geo.grid import stride_for, window_starts
-from aerialct.inference import (
+from aerialct.predict import (
     blend_weights,
     predict_scene,
     predict_scenes,
     weight_sum_1d,
 )
-from aerialct.quicklook import legend_swatch_boxes
+from aerialct.predict.quicklook import legend_swatch_boxes
 from tests.predict_helpers import (
     CRS,
     TRANSFORM,
@@ -67,10 +67,10 @@ def test_blend_weights_positive_smooth_and_separable():
 def test_streaming_keeps_only_the_overlap_rows_at_full_width():
     import torch
 
-    from aerialct.inference import _RowAccumulator
+    from aerialct.predict.stream import RowAccumulator
 
     rows = window_starts(16000, 512, 384, even=True)
-    acc = _RowAccumulator(6, 512, 16000, 16000, rows, torch.device("cpu"), None, None)
+    acc = RowAccumulator(6, 512, 16000, 16000, rows, torch.device("cpu"), None, None)
     assert acc.carry.shape == (6, 512 - min(b - a for a, b in itertools.pairwise(rows)), 16000)
     assert acc.carry.shape[1] <= 512 - 384 + 8
 
@@ -112,10 +112,10 @@ def test_oracle_reproduced_exactly_with_georeferencing(tmp_path, hw):
 @pytest.mark.parametrize("hw", [(77, 101), (20, 13), (150, 40)])
 def test_batches_spanning_two_window_rows_are_exact(tmp_path, monkeypatch, hw):
     # the GPU layout (accumulator of S + stride rows, writer thread), exercised on the CPU
-    import aerialct.inference as inference
+    import aerialct.predict.stream as stream
 
-    monkeypatch.setitem(inference._ROWS_PER_BATCH, "cpu", 2)
-    monkeypatch.setitem(inference._THREADED_WRITER, "cpu", True)
+    monkeypatch.setitem(stream.ROWS_PER_BATCH, "cpu", 2)
+    monkeypatch.setitem(stream.THREADED_WRITER, "cpu", True)
     img = random_image(*hw, seed=hw[0] + hw[1])
     scene = tmp_path / "s.tif"
     write_scene(scene, img)
@@ -549,3 +549,24 @@ def test_aoi_runs_only_touching_windows_and_writes_nodata_outside(tmp_path):
     far.to_file(tmp_path / "far.gpkg")
     res = predict_scenes(oracle_bundle(32), [scene], tmp_path / "p", aoi=tmp_path / "far.gpkg")
     assert res.scenes[0].status == "skipped" and not (tmp_path / "p" / "a_classes.tif").exists()
+
+
+def test_gdal_path_scenes_are_skipped_like_files(tmp_path):
+    # a /vsi path or URL stays a string (source_path): reruns with --skip-existing and
+    # scenes outside --aoi are skipped, as for files, not failed
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    scene = "/vsimem/test_predict_gdal_path.tif"
+    write_scene(scene, random_image(40, 40, seed=80))
+    try:
+        assert predict_scenes(oracle_bundle(32), [scene], tmp_path / "o").scenes[0].status == "ok"
+        again = predict_scenes(oracle_bundle(32), [scene], tmp_path / "o", skip_existing=True)
+        assert [(s.status, s.scene.name) for s in again.scenes] == [
+            ("skipped", "test_predict_gdal_path.tif")
+        ]
+        far = gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs="EPSG:4326")
+        res = predict_scenes(oracle_bundle(32), [scene], tmp_path / "p", aoi=far)
+        assert [(s.status, s.error) for s in res.scenes] == [("skipped", "outside --aoi")]
+    finally:
+        rasterio.shutil.delete(scene)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -11,12 +11,22 @@ from aerialct.cli import console
 from aerialct.cli.app import app
 from aerialct.cli.options import CreationOptions, Device, Json, Overwrite, parse_creation_options
 
+if TYPE_CHECKING:
+    from aerialct.predict import BatchResult
+
 
 def _load_bundle(checkpoint: Path, device: str) -> Any:
     """The checkpoint's inference bundle (a seam the tests replace with an oracle model)."""
     from aerialct.engine.checkpoint import load_inference_model
 
     return load_inference_model(checkpoint, device=device)
+
+
+def _overlap_in_range(value: float) -> float:
+    """--overlap is a share of the window: [0, 1). The CLI's one check of it."""
+    if not 0.0 <= value < 1.0:
+        raise typer.BadParameter(f"{value}: must be in [0, 1)")
+    return value
 
 
 def _parse_bands(text: str | None) -> list[int] | None:
@@ -33,81 +43,100 @@ def _parse_bands(text: str | None) -> list[int] | None:
     return bands
 
 
+Checkpoint = Annotated[
+    Path,
+    typer.Argument(
+        help="Checkpoint written by `aerialct train`, or a model from `aerialct export` "
+        "(.onnx runs on the CPU through onnxruntime)."
+    ),
+]
+Scenes = Annotated[
+    list[str],
+    typer.Argument(
+        help="Scenes: files, folders, quoted globs, GDAL paths and URLs (/vsicurl/, s3://, https://).",
+    ),
+]
+Out = Annotated[
+    Path, typer.Option("--out", "-o", help="Output folder: <scene>_classes.tif per scene.")
+]
+Overlap = Annotated[
+    float,
+    typer.Option(
+        callback=_overlap_in_range,
+        help="Window overlap as a share of the chip size, in [0, 1).",
+    ),
+]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Windows per forward pass.")]
+Probabilities = Annotated[
+    bool,
+    typer.Option(
+        "--probabilities", help="Also write <scene>_probabilities.tif (K bands, 255 = 1.0)."
+    ),
+]
+Tta = Annotated[
+    Literal["flips"] | None,
+    typer.Option("--tta", help="Test-time augmentation: 'flips' (4x compute)."),
+]
+Bands = Annotated[
+    str | None,
+    typer.Option(
+        "--bands", help="Bands to use, in training order, e.g. 1,2,3 (default: all but alpha)."
+    ),
+]
+Quicklook = Annotated[
+    bool, typer.Option("--quicklook", help="Also write <scene>_quicklook.png with the classes.")
+]
+AllowNoCrs = Annotated[bool, typer.Option("--allow-no-crs", help="Accept scenes without a CRS.")]
+ResampleToTrainingGsd = Annotated[
+    bool,
+    typer.Option(
+        "--resample-to-training-gsd",
+        help="Predict at the checkpoint's pixel size when the scene's differs by >25%.",
+    ),
+]
+Aoi = Annotated[
+    Path | None,
+    typer.Option(
+        "--aoi",
+        help="Polygons of the area of interest (any CRS): only windows touching it run; "
+        "pixels outside are nodata.",
+    ),
+]
+SkipExisting = Annotated[
+    bool,
+    typer.Option(
+        "--skip-existing",
+        help="Skip scenes whose complete output is already there (reruns continue).",
+    ),
+]
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="K/N",
+        help="Predict only the K-th of N shares of the scenes (array jobs; K = 1..N).",
+    ),
+]
+
+
 @app.command()
 def predict(
-    checkpoint: Annotated[
-        Path,
-        typer.Argument(
-            help="Checkpoint written by `aerialct train`, or a model from `aerialct export` "
-            "(.onnx runs on the CPU through onnxruntime)."
-        ),
-    ],
-    scenes: Annotated[
-        list[str],
-        typer.Argument(
-            help="Scenes: files, folders, quoted globs, GDAL paths and URLs (/vsicurl/, s3://, https://).",
-        ),
-    ],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder: <scene>_classes.tif per scene.")
-    ],
-    overlap: Annotated[
-        float, typer.Option(help="Window overlap as a share of the chip size, in [0, 1).")
-    ] = 0.25,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Windows per forward pass.")] = 8,
-    probabilities: Annotated[
-        bool,
-        typer.Option(
-            "--probabilities", help="Also write <scene>_probabilities.tif (K bands, 255 = 1.0)."
-        ),
-    ] = False,
-    tta: Annotated[
-        str | None, typer.Option("--tta", help="Test-time augmentation: 'flips' (4x compute).")
-    ] = None,
+    checkpoint: Checkpoint,
+    scenes: Scenes,
+    out: Out,
+    overlap: Overlap = 0.25,
+    batch_size: BatchSize = 8,
+    probabilities: Probabilities = False,
+    tta: Tta = None,
     device: Device = "auto",
     co: CreationOptions = None,
-    bands: Annotated[
-        str | None,
-        typer.Option(
-            "--bands", help="Bands to use, in training order, e.g. 1,2,3 (default: all but alpha)."
-        ),
-    ] = None,
-    quicklook: Annotated[
-        bool, typer.Option("--quicklook", help="Also write <scene>_quicklook.png with the classes.")
-    ] = False,
-    allow_no_crs: Annotated[
-        bool, typer.Option("--allow-no-crs", help="Accept scenes without a CRS.")
-    ] = False,
-    resample_to_training_gsd: Annotated[
-        bool,
-        typer.Option(
-            "--resample-to-training-gsd",
-            help="Predict at the checkpoint's pixel size when the scene's differs by >25%.",
-        ),
-    ] = False,
-    aoi: Annotated[
-        Path | None,
-        typer.Option(
-            "--aoi",
-            help="Polygons of the area of interest (any CRS): only windows touching it run; "
-            "pixels outside are nodata.",
-        ),
-    ] = None,
-    skip_existing: Annotated[
-        bool,
-        typer.Option(
-            "--skip-existing",
-            help="Skip scenes whose complete output is already there (reruns continue).",
-        ),
-    ] = False,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            "--shard",
-            metavar="K/N",
-            help="Predict only the K-th of N shares of the scenes (array jobs; K = 1..N).",
-        ),
-    ] = None,
+    bands: Bands = None,
+    quicklook: Quicklook = False,
+    allow_no_crs: AllowNoCrs = False,
+    resample_to_training_gsd: ResampleToTrainingGsd = False,
+    aoi: Aoi = None,
+    skip_existing: SkipExisting = False,
+    shard: Shard = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -123,12 +152,6 @@ def predict(
       aerialct predict model.onnx tiles/*.tif --out pred --probabilities
       aerialct predict best.pt tiles/*.tif -o pred --skip-existing --shard 3/8
     """
-    if tta not in (None, "flips"):
-        raise typer.BadParameter(f"{tta!r}: use 'flips'", param_hint="--tta")
-    if not 0.0 <= overlap < 1.0:
-        raise typer.BadParameter(f"{overlap}: must be in [0, 1)", param_hint="--overlap")
-    if batch_size < 1:
-        raise typer.BadParameter(f"{batch_size}: must be at least 1", param_hint="--batch-size")
     if skip_existing and overwrite:
         raise typer.BadParameter(
             "--skip-existing keeps outputs, --overwrite replaces them; pick one",
@@ -137,9 +160,9 @@ def predict(
     creation = parse_creation_options(co)
     band_list = _parse_bands(bands)
 
-    from aerialct.errors import AerialctError, InputError, PartialFailure
+    from aerialct.errors import InputError
     from aerialct.geo.io import expand_inputs
-    from aerialct.inference import (
+    from aerialct.predict import (
         parse_shard,
         predict_scenes,
         reduce_heap_fragmentation,
@@ -177,10 +200,17 @@ def predict(
             aoi=aoi,
             progress=progress,
         )
+    _render(result, json_out)
+    _raise_failures(result)
+
+
+def _render(result: BatchResult, json_out: bool) -> None:
+    """The batch as JSON, or as a table of scenes (left out for one failed scene, whose
+    error line says it all), and a line about skipped scenes."""
     single_failure = len(result.scenes) == 1 and not result.ok
     if json_out:
         console.print_json(result.to_dict())
-    elif not single_failure:  # one failed scene: its error line says it all
+    elif not single_failure:
         rows = [
             (
                 s.scene.name,
@@ -204,6 +234,12 @@ def predict(
         console.info(
             f"{len(result.skipped)} of {len(result.scenes)} scenes skipped: complete outputs exist"
         )
+
+
+def _raise_failures(result: BatchResult) -> None:
+    """Exit 1 when every scene failed (one scene: its own error), 3 when some did."""
+    from aerialct.errors import AerialctError, PartialFailure
+
     failed = result.failed
     if not failed:
         return

@@ -19,11 +19,13 @@ import numpy as np
 
 from aerialct.errors import InputError
 
+#: block side of the intermediate part file; rows are written in whole block rows
+PART_BLOCK = 512
 #: creation options of the intermediate part file (fast to write, re-read once)
-PART_OPTIONS = {
+PART_OPTIONS: dict[str, Any] = {
     "tiled": True,
-    "blockxsize": 512,
-    "blockysize": 512,
+    "blockxsize": PART_BLOCK,
+    "blockysize": PART_BLOCK,
     "compress": "zstd",
     "zstd_level": 1,
 }
@@ -157,6 +159,7 @@ class RowWriter:
             self._pending_rows = rest.shape[1]
 
     def close(self) -> None:
+        """Write the rows still pending (the last, partial block row)."""
         if self._pending_rows:
             self._put(np.concatenate(self._pending, axis=1))
         self._pending, self._pending_rows = [], 0

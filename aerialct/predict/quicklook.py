@@ -1,18 +1,20 @@
-"""The quick-look frame: a title above the map and a legend of class names and colours beside it."""
+"""The quick look: a PNG of the scene with the classes over it, a title above, a legend beside."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from aerialct.classes import ClassTable
+from aerialct.classes import IGNORE_INDEX, ClassTable
 
 MARGIN = 8
 SWATCH = 14
 FONT_SIZE = 14
 
-__all__ = ["frame_with_legend", "legend_swatch_boxes"]
+__all__ = ["frame_with_legend", "legend_swatch_boxes", "write_quicklook"]
 
 
 def _font(size: int) -> Any:
@@ -65,3 +67,44 @@ def frame_with_legend(rgb: np.ndarray, classes: ClassTable, title: str) -> Any:
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=tuple(c.color), outline=(80, 80, 80))
         draw.text((x1 + 6, y0), c.name, fill=(0, 0, 0), font=font)
     return canvas
+
+
+def write_quicklook(
+    ds: Any,
+    bands: Sequence[int],
+    classes_path: Path,
+    out_png: Path,
+    classes: ClassTable,
+    max_size: int = 1024,
+    alpha: float = 0.45,
+    title: str = "",
+) -> None:
+    """A PNG thumbnail of the scene (first three bands, 2-98% stretch) with the class colours over it.
+
+    The map is framed with ``title`` above it and a legend of the class names and
+    colours beside it (:func:`frame_with_legend`); the title is also the PNG's Title.
+    """
+    import rasterio
+    from PIL.PngImagePlugin import PngInfo
+    from rasterio.enums import Resampling
+
+    scale = max(ds.width, ds.height) / max_size
+    w = max(1, round(ds.width / max(scale, 1)))
+    h = max(1, round(ds.height / max(scale, 1)))
+    rgb_bands = list(bands[:3]) if len(bands) >= 3 else [bands[0]] * 3
+    img = ds.read(rgb_bands, out_shape=(3, h, w), resampling=Resampling.average).astype(np.float32)
+    for i in range(3):
+        lo, hi = np.percentile(img[i], (2, 98))
+        img[i] = np.clip((img[i] - lo) / max(hi - lo, 1e-6), 0, 1) * 255
+    with rasterio.open(classes_path) as c:
+        ids = c.read(1, out_shape=(h, w), resampling=Resampling.nearest)
+    lut = np.zeros((256, 3), dtype=np.float32)
+    for ci in classes:
+        lut[ci.id] = ci.color
+    over = np.moveaxis(lut[ids], -1, 0)
+    a = np.where(ids == IGNORE_INDEX, 0.0, alpha)[None]
+    out = (img * (1 - a) + over * a).round().clip(0, 255).astype(np.uint8)
+    meta = PngInfo()
+    meta.add_text("Title", title)
+    framed = frame_with_legend(np.moveaxis(out, 0, -1), classes, title)
+    framed.save(out_png, format="PNG", pnginfo=meta)
