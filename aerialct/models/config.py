@@ -22,3 +22,8 @@ class ModelConfig:
     they still accept any multiple of the largest reduction (32)."""
     out_indices: tuple[int, ...] | None = None
     """Backbone feature levels to use; None: the last four (reductions 4, 8, 16, 32)."""
+    refine: int = 0
+    """Channels of a full-resolution refinement head (0: none). The decoder's logits are at
+    stride 4 and upsampled, which rounds off small objects (a 10 m building at 0.5 m is a
+    5x5 logit patch); the head corrects them with convolutions over the input image at
+    full resolution. Starts as the identity (last layer zero-initialised)."""

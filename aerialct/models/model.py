@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import logging
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aerialct.models.backbone import BackboneAdapter, WeightsReport, load_backbone_weights
 from aerialct.models.config import ModelConfig
-from aerialct.models.decoders import build_decoder
+from aerialct.models.decoders import build_decoder, conv_bn_relu
 
 log = logging.getLogger("aerialct")
+
+
+class RefineHead(nn.Module):
+    """Full-resolution residual correction of upsampled logits, guided by the input image.
+
+    ``logits + body(cat(logits, image_features(x)))``: two 3x3 layers of ``channels`` at
+    the input resolution; the last 1x1 layer starts at zero, so an untrained head is the
+    identity and training only adds what the image's edges justify.
+    """
+
+    def __init__(self, in_chans: int, num_classes: int, channels: int) -> None:
+        super().__init__()
+        self.image = conv_bn_relu(in_chans, channels, 3)
+        self.body = nn.Sequential(
+            conv_bn_relu(channels + num_classes, channels, 3),
+            conv_bn_relu(channels, channels, 3),
+            nn.Conv2d(channels, num_classes, 1),
+        )
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+
+    def forward(self, logits: Tensor, x: Tensor) -> Tensor:
+        """``logits`` (B, K, H, W) upsampled to the input ``x`` (B, C, H, W)."""
+        return logits + self.body(torch.cat([logits, self.image(x)], dim=1))
 
 
 class SegmentationModel(nn.Module):
@@ -22,11 +47,18 @@ class SegmentationModel(nn.Module):
         output logits ``(B, K, H, W)``.
     """
 
-    def __init__(self, backbone: BackboneAdapter, decoder: nn.Module, num_classes: int) -> None:
+    def __init__(
+        self,
+        backbone: BackboneAdapter,
+        decoder: nn.Module,
+        num_classes: int,
+        refine: RefineHead | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.decoder = decoder
         self.num_classes = num_classes
+        self.refine = refine
         self.weights_report: WeightsReport | None = None
 
     @property
@@ -52,15 +84,17 @@ class SegmentationModel(nn.Module):
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         feats = self.backbone(x)
         logits = self.decoder(feats)  # (B, K, H/r_0, W/r_0)
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits, feats  # (B, K, H, W)
+        return self._full_size(logits, x), feats  # (B, K, H, W)
 
     def forward_with_decoder_features(self, x: Tensor) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         """Logits, encoder maps and the decoder's multi-scale maps (finest first)."""
         feats = self.backbone(x)
         logits, dec = self.decoder.forward_features(feats)  # type: ignore[operator]
+        return self._full_size(logits, x), feats, dec
+
+    def _full_size(self, logits: Tensor, x: Tensor) -> Tensor:
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return logits, feats, dec
+        return logits if self.refine is None else self.refine(logits, x)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_features(x)[0]
@@ -82,7 +116,8 @@ def build_model(
         kwargs=cfg.backbone_kwargs,
     )
     decoder = build_decoder(cfg.decoder, backbone.channels, num_classes, cfg.decoder_channels)
-    model = SegmentationModel(backbone, decoder, num_classes)
+    refine = RefineHead(in_chans, num_classes, cfg.refine) if cfg.refine > 0 else None
+    model = SegmentationModel(backbone, decoder, num_classes, refine)
     if cfg.weights and load_weights:
         model.weights_report = load_backbone_weights(backbone, cfg.weights)
     elif load_weights:
