@@ -82,7 +82,7 @@ def run_demo(
     from aerialct.engine.train import train
     from aerialct.evaluate import evaluate
     from aerialct.inference import predict_scene, resolve_device_name
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
     from aerialct.vectorize import vectorize
 
     prog = as_progress(progress)

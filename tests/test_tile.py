@@ -20,7 +20,7 @@ from aerialct.data.index import read_index
 from aerialct.data.synth import generate_scene, synth_potsdam, synth_scene
 from aerialct.errors import InputError, RasterError
 from aerialct.geo.grid import window_starts
-from aerialct.tiling import (
+from aerialct.tile import (
     resize_bilinear,
     resize_nearest,
     tile_potsdam,
@@ -474,7 +474,7 @@ def test_aoi_keeps_only_windows_that_touch_it(tmp_path):
     from shapely.geometry import box
 
     from aerialct.data.synth import synth_scene
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
 
     image, labels = tmp_path / "s.tif", tmp_path / "s_labels.tif"
     synth_scene(image, labels, size=256, gsd=0.5, seed=3)

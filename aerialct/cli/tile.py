@@ -178,7 +178,7 @@ def tile(
             )
         mapping[value] = name
 
-    from aerialct.tiling import tile_potsdam, tile_scenes
+    from aerialct.tile import tile_potsdam, tile_scenes
 
     packed_out = None
     if pack:
