@@ -201,6 +201,21 @@ def test_bilinear_matches_scipy_and_nearest_picks_source_values():
     assert np.array_equal(resize_nearest(lab, 100, 140)[::2, ::2], lab)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_bilinear_within_one_dn_of_scipy_on_the_ct_resize(dtype):
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, np.iinfo(dtype).max, (3, pots.CROP_SIZE, pots.CROP_SIZE), endpoint=True)
+    a = a.astype(dtype)
+    n = pots.RESIZE_TO
+    ours = resize_bilinear(a, n, n)
+    ref = ndimage.zoom(
+        a.astype(float), (1, n / a.shape[1], n / a.shape[2]), order=1, grid_mode=True,
+        mode="nearest",
+    )  # fmt: skip
+    assert ours.dtype == a.dtype and ours.shape == (3, n, n)
+    assert np.abs(ours.astype(float) - ref).max() <= 1.0
+
+
 # ------------------------------------------------------------------ vector labels
 
 
