@@ -209,7 +209,7 @@ def _synth(data: _DemoData, *, city_size: int, heldout_size: int, gsd: float, se
 
 def _tile(data: _DemoData, chips: Path, *, size: int, seed: int) -> Path:
     """Cut the city into non-overlapping chips, a quarter of them for validation."""
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
 
     tile_scenes(
         [data.city],

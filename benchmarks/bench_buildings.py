@@ -35,7 +35,7 @@ def run(work: Path, epochs: int = 30, size: int = 768, overrides: list[str] | No
     from aerialct.engine.train import train
     from aerialct.evaluate import evaluate
     from aerialct.predict import predict_scene
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
 
     work.mkdir(parents=True, exist_ok=True)
     common = dict(gsd=0.5, dtype="uint16", bands=1, classes="buildings", built_up=0.1)

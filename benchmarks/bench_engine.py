@@ -196,7 +196,7 @@ def main() -> None:
     else:
         from aerialct.data.packed import pack_chips
         from aerialct.data.synth import synth_scene
-        from aerialct.tiling import tile_scenes
+        from aerialct.tile import tile_scenes
 
         chip = args.chip or getattr(cfg.model, "img_size", 64)
         city = synth_scene(

@@ -60,7 +60,7 @@ def main() -> None:
     from aerialct.config import load_config, resolve_config_path
     from aerialct.data.synth import synth_scene
     from aerialct.engine.train import train
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
 
     if args.quick:
         args.city_size = min(args.city_size, 512)

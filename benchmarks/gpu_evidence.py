@@ -68,7 +68,7 @@ def make_data(args) -> Path:
     """Synthesise a city, tile it (spatially blocked val), pack it and archive the packed folder."""
     from aerialct.data.packed import pack_chips
     from aerialct.data.synth import synth_scene
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
 
     out = Path(args.out)
     work = out / "work"

@@ -203,7 +203,7 @@ def test_delivery_refuses_empty_folder(tmp_path, tiny_checkpoint):
 )
 def test_train_multi_gpu_script_on_cpu(tmp_path):
     from aerialct.data.synth import synth_scene
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
 
     city = synth_scene(tmp_path / "city.tif", tmp_path / "city_labels.tif", size=256, gsd=0.25)
     chips = tmp_path / "chips"

@@ -22,7 +22,7 @@ from aerialct.classes import BUILDINGS, POTSDAM, load_class_table, resolve_class
 from aerialct.data.synth import synth_scene
 from aerialct.losses.imbalance import class_weights_from_counts, focal_loss, rare_chip_weights
 from aerialct.losses.segmentation import soft_cross_entropy
-from aerialct.tiling import tile_scenes
+from aerialct.tile import tile_scenes
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

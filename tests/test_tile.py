@@ -20,7 +20,7 @@ from aerialct.data.index import read_index
 from aerialct.data.synth import generate_scene, synth_potsdam, synth_scene
 from aerialct.errors import InputError, RasterError
 from aerialct.geo.grid import window_starts
-from aerialct.tiling import (
+from aerialct.tile import (
     resize_bilinear,
     resize_nearest,
     tile_potsdam,
@@ -199,6 +199,21 @@ def test_bilinear_matches_scipy_and_nearest_picks_source_values():
     near = resize_nearest(lab, 64, 33)
     assert near.shape == (64, 33) and set(np.unique(near)) <= set(np.unique(lab))
     assert np.array_equal(resize_nearest(lab, 100, 140)[::2, ::2], lab)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16"])
+def test_bilinear_within_one_dn_of_scipy_on_the_ct_resize(dtype):
+    rng = np.random.default_rng(2)
+    a = rng.integers(0, np.iinfo(dtype).max, (3, pots.CROP_SIZE, pots.CROP_SIZE), endpoint=True)
+    a = a.astype(dtype)
+    n = pots.RESIZE_TO
+    ours = resize_bilinear(a, n, n)
+    ref = ndimage.zoom(
+        a.astype(float), (1, n / a.shape[1], n / a.shape[2]), order=1, grid_mode=True,
+        mode="nearest",
+    )  # fmt: skip
+    assert ours.dtype == a.dtype and ours.shape == (3, n, n)
+    assert np.abs(ours.astype(float) - ref).max() <= 1.0
 
 
 # ------------------------------------------------------------------ vector labels
@@ -474,7 +489,7 @@ def test_aoi_keeps_only_windows_that_touch_it(tmp_path):
     from shapely.geometry import box
 
     from aerialct.data.synth import synth_scene
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
 
     image, labels = tmp_path / "s.tif", tmp_path / "s_labels.tif"
     synth_scene(image, labels, size=256, gsd=0.5, seed=3)

@@ -111,7 +111,7 @@ def tiled_synth(
 ) -> Path:
     """The real pipeline: a synthetic city (synth_scene) cut by tile_scenes, a quarter to val."""
     from aerialct.data.synth import synth_scene
-    from aerialct.tiling import tile_scenes
+    from aerialct.tile import tile_scenes
 
     root.mkdir(parents=True, exist_ok=True)
     image, labels = root / "scene.tif", root / "labels.tif"

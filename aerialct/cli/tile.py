@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -11,127 +11,154 @@ from aerialct.cli import console
 from aerialct.cli.app import app
 from aerialct.cli.options import CreationOptions, Json, Overwrite, parse_creation_options
 
+# The defaults quoted in the help are aerialct.tile.run.DEFAULT_SIZE and the Potsdam CT
+# protocol (aerialct.data.potsdam.CROP_SIZE, RESIZE_TO); the library applies them.
+Inputs = Annotated[
+    list[str],
+    typer.Argument(
+        metavar="INPUT...",
+        help="GeoTIFFs (paths or quoted glob patterns); with --dataset potsdam the release folder.",
+    ),
+]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output chips folder.")]
+Labels = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--labels",
+        help="Label raster per image, same order (class ids, or RGB colours of the legend).",
+    ),
+]
+LabelsVector = Annotated[
+    Path | None,
+    typer.Option("--labels-vector", help="Polygons (GeoPackage, ...) rasterised onto each image."),
+]
+Classes = Annotated[
+    str | None,
+    typer.Option(
+        "--classes",
+        help="Class table: potsdam (default), buildings, or a YAML file (README, 'Your own classes').",
+    ),
+]
+Burn = Annotated[
+    str | None, typer.Option("--burn", help="Burn every polygon of --labels-vector as this class.")
+]
+ClassField = Annotated[
+    str | None,
+    typer.Option("--class-field", help="Field of --labels-vector holding class names or ids."),
+]
+ClassMap = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--class-map",
+        help="VALUE=CLASS: a --class-field value that is not a class name (repeatable).",
+    ),
+]
+Layer = Annotated[
+    str | None, typer.Option("--layer", help="Layer of --labels-vector (default: the first).")
+]
+Background = Annotated[
+    str | None,
+    typer.Option("--background", help="Class of pixels no polygon covers (name, id or 'ignore')."),
+]
+Dataset = Annotated[
+    Literal["potsdam"] | None,
+    typer.Option(
+        "--dataset", case_sensitive=False, help="A known dataset layout: 'potsdam' (ISPRS Potsdam)."
+    ),
+]
+Size = Annotated[
+    int | None,
+    typer.Option("--size", min=1, help="Window in scene pixels (default 512; potsdam 500)."),
+]
+Stride = Annotated[
+    int | None, typer.Option("--stride", min=1, help="Step between windows (default: --size).")
+]
+Resize = Annotated[
+    int | None,
+    typer.Option(
+        "--resize",
+        min=1,
+        help="Chip size written (image bilinear, mask nearest) (default none; potsdam 512).",
+    ),
+]
+NoResize = Annotated[
+    bool, typer.Option("--no-resize", help="Keep windows at their size (potsdam too).")
+]
+NodataThreshold = Annotated[
+    float,
+    typer.Option(
+        "--nodata-threshold", min=0.0, max=1.0, help="Skip windows with a larger nodata share."
+    ),
+]
+Split = Annotated[
+    Literal["train", "val", "test"] | None,
+    typer.Option("--split", help="Put all chips into train, val or test."),
+]
+ValFraction = Annotated[
+    float,
+    typer.Option(
+        "--val-fraction",
+        min=0.0,
+        max=1.0,
+        help="Move this share (below 1) of train, by whole spatial blocks, to val.",
+    ),
+]
+ValBlock = Annotated[
+    int | None,
+    typer.Option("--val-block", help="Side of the spatial blocks in px (default 2 x --size)."),
+]
+SplitFile = Annotated[
+    Path | None,
+    typer.Option("--split-file", help="Potsdam: tile -> split (JSON or '<tile> <split>' lines)."),
+]
+NoEroded = Annotated[
+    bool, typer.Option("--no-eroded", help="Potsdam: use full labels for test, not _noBoundary.")
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")]
+Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
+Aoi = Annotated[
+    Path | None,
+    typer.Option(
+        "--aoi",
+        help="Polygons of the area of interest (any CRS): only windows touching it are cut.",
+    ),
+]
+Pack = Annotated[
+    bool,
+    typer.Option(
+        "--pack",
+        help="Also pack the chips into OUT.packed (aerialct pack), for training without GDAL.",
+    ),
+]
+
 
 @app.command()
 def tile(
-    inputs: Annotated[
-        list[str],
-        typer.Argument(
-            metavar="INPUT...",
-            help="GeoTIFFs (paths or quoted glob patterns); with --dataset potsdam the release folder.",
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output chips folder.")],
-    labels: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--labels",
-            help="Label raster per image, same order (class ids, or RGB colours of the legend).",
-        ),
-    ] = None,
-    labels_vector: Annotated[
-        Path | None,
-        typer.Option(
-            "--labels-vector", help="Polygons (GeoPackage, ...) rasterised onto each image."
-        ),
-    ] = None,
-    classes: Annotated[
-        str | None,
-        typer.Option(
-            "--classes",
-            help="Class table: potsdam (default), buildings, or a YAML file (README, 'Your own classes').",
-        ),
-    ] = None,
-    burn: Annotated[
-        str | None,
-        typer.Option("--burn", help="Burn every polygon of --labels-vector as this class."),
-    ] = None,
-    class_field: Annotated[
-        str | None,
-        typer.Option("--class-field", help="Field of --labels-vector holding class names or ids."),
-    ] = None,
-    class_map: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--class-map",
-            help="VALUE=CLASS: a --class-field value that is not a class name (repeatable).",
-        ),
-    ] = None,
-    layer: Annotated[
-        str | None, typer.Option("--layer", help="Layer of --labels-vector (default: the first).")
-    ] = None,
-    background: Annotated[
-        str | None,
-        typer.Option(
-            "--background", help="Class of pixels no polygon covers (name, id or 'ignore')."
-        ),
-    ] = None,
-    dataset: Annotated[
-        str | None,
-        typer.Option("--dataset", help="A known dataset layout: 'potsdam' (ISPRS Potsdam)."),
-    ] = None,
-    size: Annotated[
-        int | None,
-        typer.Option("--size", min=1, help="Window in scene pixels (default 512; potsdam 500)."),
-    ] = None,
-    stride: Annotated[
-        int | None,
-        typer.Option("--stride", min=1, help="Step between windows (default: --size)."),
-    ] = None,
-    resize: Annotated[
-        int | None,
-        typer.Option(
-            "--resize",
-            min=1,
-            help="Chip size written (image bilinear, mask nearest) (default none; potsdam 512).",
-        ),
-    ] = None,
-    no_resize: Annotated[
-        bool, typer.Option("--no-resize", help="Keep windows at their size (potsdam too).")
-    ] = False,
-    nodata_threshold: Annotated[
-        float,
-        typer.Option("--nodata-threshold", help="Skip windows with a larger nodata share (0..1)."),
-    ] = 0.5,
-    split: Annotated[
-        str | None, typer.Option("--split", help="Put all chips into train, val or test.")
-    ] = None,
-    val_fraction: Annotated[
-        float,
-        typer.Option(
-            "--val-fraction", help="Move this share of train, by whole spatial blocks, to val."
-        ),
-    ] = 0.0,
-    val_block: Annotated[
-        int | None,
-        typer.Option("--val-block", help="Side of the spatial blocks in px (default 2 x --size)."),
-    ] = None,
-    split_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--split-file", help="Potsdam: tile -> split (JSON or '<tile> <split>' lines)."
-        ),
-    ] = None,
-    no_eroded: Annotated[
-        bool,
-        typer.Option("--no-eroded", help="Potsdam: use full labels for test, not _noBoundary."),
-    ] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")] = 0,
-    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")] = 2,
-    aoi: Annotated[
-        Path | None,
-        typer.Option(
-            "--aoi",
-            help="Polygons of the area of interest (any CRS): only windows touching it are cut.",
-        ),
-    ] = None,
-    pack: Annotated[
-        bool,
-        typer.Option(
-            "--pack",
-            help="Also pack the chips into OUT.packed (aerialct pack), for training without GDAL.",
-        ),
-    ] = False,
+    inputs: Inputs,
+    out: Out,
+    labels: Labels = None,
+    labels_vector: LabelsVector = None,
+    classes: Classes = None,
+    burn: Burn = None,
+    class_field: ClassField = None,
+    class_map: ClassMap = None,
+    layer: Layer = None,
+    background: Background = None,
+    dataset: Dataset = None,
+    size: Size = None,
+    stride: Stride = None,
+    resize: Resize = None,
+    no_resize: NoResize = False,
+    nodata_threshold: NodataThreshold = 0.5,
+    split: Split = None,
+    val_fraction: ValFraction = 0.0,
+    val_block: ValBlock = None,
+    split_file: SplitFile = None,
+    no_eroded: NoEroded = False,
+    seed: Seed = 0,
+    workers: Workers = 2,
+    aoi: Aoi = None,
+    pack: Pack = False,
     co: CreationOptions = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
@@ -151,90 +178,39 @@ def tile(
     if resize is not None and no_resize:
         raise typer.BadParameter("give --resize or --no-resize, not both", param_hint="--resize")
     if dataset is not None:
-        if dataset.lower() != "potsdam":
-            raise typer.BadParameter(
-                f"unknown dataset {dataset!r}; known: potsdam", param_hint="--dataset"
-            )
-        if len(inputs) != 1:
-            raise typer.BadParameter("--dataset potsdam takes one ROOT folder", param_hint="INPUT")
-        for name, value in (
-            ("--labels", labels),
-            ("--labels-vector", labels_vector),
-            ("--split", split),
-            ("--classes", classes),
-        ):
-            if value:
-                raise typer.BadParameter(
-                    f"{name} does not apply to --dataset potsdam", param_hint=name
-                )
+        _check_potsdam_options(inputs, labels=labels, labels_vector=labels_vector, split=split,
+                               classes=classes)  # fmt: skip
     elif split_file is not None:
         raise typer.BadParameter("--split-file needs --dataset potsdam", param_hint="--split-file")
-    mapping: dict[str, str] = {}
-    for item in class_map or []:
-        value, sep, name = item.partition("=")
-        if not sep or not value or not name:
-            raise typer.BadParameter(
-                f"{item!r}: write VALUE=CLASS, e.g. house=building", param_hint="--class-map"
-            )
-        mapping[value] = name
+    mapping = _class_map(class_map)
+    from aerialct.data.packed import packed_path
+    from aerialct.tile import tile_potsdam, tile_scenes
 
-    from aerialct.tiling import tile_potsdam, tile_scenes
-
-    packed_out = None
-    if pack:
-        base = out if out.name else out.resolve()  # `-o .` has no name of its own
-        packed_out = base.with_name(base.name + ".packed")
+    packed_out = packed_path(out) if pack else None
+    if packed_out is not None:
         from aerialct.geo.io import FOLDER, check_output
 
         check_output(packed_out, overwrite, kind=FOLDER)  # refuse before tiling, not after
+    # size and resize: the mode's defaults unless given (--no-resize: none)
+    grid: dict[str, Any] = {k: v for k, v in (("size", size), ("resize", resize)) if v is not None}
+    if no_resize:
+        grid["resize"] = None
+    common = dict(stride=stride, nodata_threshold=nodata_threshold, val_fraction=val_fraction,
+                  val_block=val_block, seed=seed, workers=workers, creation_options=creation,
+                  overwrite=overwrite, aoi=aoi, **grid)  # fmt: skip
     with console.progress("tiling") as progress:
         if dataset is not None:
-            result = tile_potsdam(
-                inputs[0],
-                out,
-                size=500 if size is None else size,
-                stride=stride,
-                resize=None if no_resize else (512 if resize is None else resize),
-                split_file=split_file,
-                eroded_for_test=not no_eroded,
-                nodata_threshold=nodata_threshold,
-                val_fraction=val_fraction,
-                val_block=val_block,
-                seed=seed,
-                workers=workers,
-                creation_options=creation,
-                overwrite=overwrite,
-                aoi=aoi,
-                progress=progress,
-            )
+            result = tile_potsdam(inputs[0], out, split_file=split_file,
+                                  eroded_for_test=not no_eroded, progress=progress, **common)  # fmt: skip
         else:
             result = tile_scenes(
-                inputs,
-                out,
-                labels=labels,
-                labels_vector=labels_vector,
-                class_field=class_field,
-                classes=classes or "potsdam",
-                burn=burn,
-                class_map=mapping or None,
-                vector_layer=layer,
-                background=background,
-                size=512 if size is None else size,
-                stride=stride,
-                resize=None if no_resize else resize,
-                nodata_threshold=nodata_threshold,
-                split=split,
-                val_fraction=val_fraction,
-                val_block=val_block,
-                seed=seed,
-                workers=workers,
-                creation_options=creation,
-                overwrite=overwrite,
-                aoi=aoi,
-                progress=progress,
-            )
+                inputs, out, labels=labels, labels_vector=labels_vector, class_field=class_field,
+                classes=classes or "potsdam", burn=burn, class_map=mapping or None,
+                vector_layer=layer, background=background, split=split, progress=progress,
+                **common,
+            )  # fmt: skip
     packed = None
-    if pack:
+    if packed_out is not None:
         from aerialct.data.packed import pack_chips
 
         with console.progress("packing") as progress:
@@ -242,6 +218,34 @@ def tile(
     if json_out:
         console.print_json(result if packed is None else {"tile": result, "pack": packed})
         return
+    _render(result, packed)
+
+
+def _check_potsdam_options(inputs: list[str], **general: object) -> None:
+    """--dataset potsdam takes one root folder and none of the general mode's label options."""
+    if len(inputs) != 1:
+        raise typer.BadParameter("--dataset potsdam takes one ROOT folder", param_hint="INPUT")
+    for key, value in general.items():
+        name = "--" + key.replace("_", "-")
+        if value:
+            raise typer.BadParameter(f"{name} does not apply to --dataset potsdam", param_hint=name)
+
+
+def _class_map(items: list[str] | None) -> dict[str, str]:
+    """``["house=building"]`` -> ``{"house": "building"}``; a malformed item is a usage error."""
+    mapping: dict[str, str] = {}
+    for item in items or []:
+        value, sep, name = item.partition("=")
+        if not sep or not value or not name:
+            raise typer.BadParameter(
+                f"{item!r}: write VALUE=CLASS, e.g. house=building", param_hint="--class-map"
+            )
+        mapping[value] = name
+    return mapping
+
+
+def _render(result: Any, packed: Any) -> None:
+    """The tables `tile` prints: chips per split, label pixels per class, the packed form."""
     total = sum(result.class_pixels.values()) or 1
     console.print_table(
         f"{result.chips} chips of {result.chip_size} px in {result.out} ({result.seconds:.1f} s)",

@@ -29,6 +29,7 @@ from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
     from aerialct.config import DataConfig
+    from aerialct.data.packed import PackedChipDataset
     from aerialct.data.transforms import JointAugment, Normalize
 
 log = logging.getLogger("aerialct")
@@ -50,8 +51,10 @@ class ChipSplits:
     root: Path
     classes: ClassTable
     meta: dict
-    train: list[tuple[Path, Path]]
-    val: list[tuple[Path, Path]]
+    train: list[Any]
+    """(image, mask) path pairs, or chip numbers when read from a packed folder."""
+    val: list[Any]
+    """Like ``train``."""
     val_split: str | None
     in_chans: int
     chip_size: int
@@ -70,13 +73,13 @@ class ChipSplits:
         normalize: Normalize,
         augment: JointAugment | None = None,
         num_classes: int | None = None,
-    ) -> Dataset:
+    ) -> Dataset | PackedChipDataset:
         """The torch dataset of ``which`` ('train' or 'val') for either form."""
         items = self.train if which == "train" else self.val
         if self.packed is not None:
             from aerialct.data.packed import PackedChipDataset
 
-            return PackedChipDataset(self.packed, items, normalize, augment, num_classes)  # type: ignore[return-value]
+            return PackedChipDataset(self.packed, items, normalize, augment, num_classes)
         return ChipDataset(items, normalize, augment, num_classes)
 
     def band_stats(

@@ -1,8 +1,23 @@
-"""Read a chips dataset written by ``aerialct tile`` (layout in CONTRACTS.md).
+"""The chips format: its one writer (``aerialct tile``) and its one reader.
+
+A chips folder holds::
+
+    dataset.json              format "aerialct-chips", version, class table, ignore index,
+                              chip size, bands, dtype, GSD, CRS, source, splits, label mode,
+                              window, stride, nodata threshold, band statistics, class
+                              shares, creation options, scenes, aerialct version
+    index.gpkg (layer chips)  one row per chip: footprint, chip_id, image, mask (relative
+                              paths, mask null when unlabelled), scene, split, row_off,
+                              col_off, width, height, px_<class> ... px_ignore
+    <split>/images/*.tif      image chips (georeferenced GeoTIFFs)
+    <split>/masks/*.tif       uint8 class-id chips, 255 = ignore, tagged with the class table
 
 >>> idx = read_index("chips")
 >>> train = idx.split("train")            # GeoDataFrame, one row per chip
 >>> idx.image_path(train.iloc[0]), idx.mask_path(train.iloc[0])
+
+Format-tagged JSON headers (this ``dataset.json`` and the packed form's ``packed.json``)
+are written by :func:`write_format_json` and read by :func:`read_format_json`.
 """
 
 from __future__ import annotations
@@ -18,6 +33,11 @@ from aerialct.errors import InputError
 
 FORMAT = "aerialct-chips"
 VERSION = 1
+META = "dataset.json"
+INDEX = "index.gpkg"
+LAYER = "chips"
+SPLITS = ("train", "val", "test")
+"""The splits every chips dataset counts (others may appear after them)."""
 _FIX = "make one with `aerialct tile ... --out DIR`"
 
 
@@ -43,13 +63,33 @@ class ChipIndex:
         return self.frame[self.frame["split"] == name]
 
     def image_path(self, row) -> Path:
+        """The image chip of an index row."""
         return self.root / str(row["image"])
 
     def mask_path(self, row) -> Path | None:
+        """The mask chip of an index row; None when the chip is unlabelled."""
         m = row["mask"]
         if m is None or (isinstance(m, float) and m != m):  # null in the GeoPackage
             return None
         return self.root / str(m)
+
+
+def write_format_json(path: Path, fmt: str, version: int, body: dict) -> None:
+    """Write a format-tagged JSON header: ``format`` and ``version`` first, then ``body``."""
+    path.write_text(json.dumps({"format": fmt, "version": version, **body}, indent=2) + "\n")
+
+
+def write_chips(folder: Path, frame: Any, meta: dict) -> None:
+    """Write a chips folder's ``index.gpkg`` (``frame``, one row per chip) and ``dataset.json``
+    (``meta``, tagged with FORMAT/VERSION), each verified once written."""
+    import pyogrio
+
+    from aerialct.geo.io import verify_output
+
+    pyogrio.write_dataframe(frame, folder / INDEX, layer=LAYER, driver="GPKG")
+    verify_output(folder / INDEX, "gpkg")
+    write_format_json(folder / META, FORMAT, VERSION, meta)
+    verify_output(folder / META, "json")
 
 
 def read_format_json(meta_path: Path, fmt: str, version: int, fix: str, redo: str) -> dict:
@@ -79,13 +119,13 @@ def read_index(chips_dir: str | os.PathLike) -> ChipIndex:
     root = Path(chips_dir)
     if not root.is_dir():
         raise InputError(f"{root}: no such chips folder; {_FIX}")
-    meta_path, index_path = root / "dataset.json", root / "index.gpkg"
+    meta_path, index_path = root / META, root / INDEX
     if not meta_path.is_file() or not index_path.is_file():
-        raise InputError(f"{root}: not a chips folder (no dataset.json / index.gpkg); {_FIX}")
+        raise InputError(f"{root}: not a chips folder (no {META} / {INDEX}); {_FIX}")
     meta = read_format_json(meta_path, FORMAT, VERSION, _FIX, "re-tile with this aerialct version")
     try:
         classes = ClassTable.from_list(meta["classes"])
-        frame = pyogrio.read_dataframe(index_path, layer="chips")
+        frame = pyogrio.read_dataframe(index_path, layer=LAYER)
     except (KeyError, ValueError, TypeError) as e:
         raise InputError(f"{root}: corrupt chips dataset ({e}); {_FIX}") from e
     except Exception as e:  # pyogrio's DataSourceError / DataLayerError

@@ -23,7 +23,6 @@ the same weights. Readers here import numpy (and torch for the dataset) only;
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.data.index import read_format_json, write_format_json
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn, as_progress
 
@@ -50,6 +50,7 @@ __all__ = [
     "is_packed",
     "open_packed",
     "pack_chips",
+    "packed_path",
 ]
 
 FORMAT = "aerialct-packed"
@@ -132,8 +133,6 @@ def open_packed(path: str | os.PathLike) -> PackedChips:
     meta_path = root / META
     if not meta_path.is_file():
         raise InputError(f"{root}: not a packed chips folder (no {META}); {_FIX}")
-    from aerialct.data.index import read_format_json
-
     meta = read_format_json(meta_path, FORMAT, VERSION, _FIX, "re-pack with this aerialct version")
     arrays = {}
     for name in (IMAGES, MASKS):
@@ -223,6 +222,13 @@ def packed_band_stats(
 # --------------------------------------------------------------------------- writing
 
 
+def packed_path(chips_dir: str | os.PathLike) -> Path:
+    """The default packed folder of a chips folder: ``<chips_dir>.packed`` beside it."""
+    root = Path(chips_dir)
+    named = root if root.name else root.resolve()  # `.` has no name of its own
+    return named.with_name(named.name + ".packed")
+
+
 def pack_chips(
     chips_dir: str | os.PathLike,
     out: str | os.PathLike | None = None,
@@ -245,140 +251,194 @@ def pack_chips(
     started = time.perf_counter()
     index = read_index(chips_dir)
     root = Path(index.root)
-    named = root if root.name else root.resolve()  # `aerialct pack .` has no name of its own
-    dest = Path(out) if out is not None else named.with_name(named.name + ".packed")
+    dest = Path(out) if out is not None else packed_path(root)
     if dest.resolve() == root.resolve():
         raise InputError(f"{dest}: the packed folder must differ from the chips folder")
     check_output(dest, overwrite, kind=FOLDER, inputs=[root])
-    frame = index.frame
-    n = len(frame)
-    k = len(index.classes)
-    meta_in = dict(index.meta)
+    n = len(index.frame)
     prog = as_progress(progress)
     prog(0, total=n, description="packing")
-
-    first_img = index.image_path(frame.iloc[0])
-    with rasterio.open(first_img) as ds:
-        bands, h, w, dtype = ds.count, ds.height, ds.width, ds.dtypes[0]
-    mask_dtype = np.uint8 if k < IGNORE_INDEX else np.uint16
-    splits = _text(frame["split"])
-    labelled = np.zeros(n, dtype=bool)
-    counts = np.zeros((n, k + 1), dtype=np.int64)
-    stats: dict[str, dict[str, Any]] = {}
-
+    with rasterio.open(index.image_path(index.frame.iloc[0])) as ds:
+        shape = _Shape(n, ds.count, ds.height, ds.width, ds.dtypes[0], len(index.classes))
     with atomic_output(dest, overwrite, kind=FOLDER, inputs=[root], made_by="pack") as tmp:
-        images = np.lib.format.open_memmap(
-            tmp / IMAGES, mode="w+", dtype=np.dtype(dtype), shape=(n, bands, h, w)
-        )
-        masks = np.lib.format.open_memmap(tmp / MASKS, mode="w+", dtype=mask_dtype, shape=(n, h, w))
-        for i, (_, row) in enumerate(frame.iterrows()):
-            img_path, msk_path = index.image_path(row), index.mask_path(row)
-            img = _read(img_path, None, bands, (h, w), first_img)
-            images[i] = img
-            if msk_path is None:
-                masks[i] = IGNORE_INDEX
-            else:
-                msk = _read(msk_path, 1, 1, (h, w), first_img)[0]
-                bad = (msk != IGNORE_INDEX) & (msk >= k)
-                if bad.any():
-                    raise InputError(
-                        f"{msk_path}: mask holds class id {int(msk[bad][0])} but the class table "
-                        f"has {k} classes; re-tile with the right class table"
-                    )
-                masks[i] = msk
-                labelled[i] = True
-                hist = np.bincount(msk.ravel().astype(np.int64), minlength=IGNORE_INDEX + 1)
-                counts[i, :k] = hist[:k]
-                counts[i, k] = hist[IGNORE_INDEX]
-            s = stats.setdefault(
-                splits[i], {"count": 0, "sum": np.zeros(bands), "sumsq": np.zeros(bands)}
-            )
-            flat = img.reshape(bands, -1).astype(np.float64)
-            s["count"] += flat.shape[1]
-            s["sum"] += flat.sum(axis=1)
-            s["sumsq"] += (flat * flat).sum(axis=1)
-            prog(1)
-        images.flush()
-        masks.flush()
-        del images, masks
-
-        def col(name: str, default: Any) -> np.ndarray:
-            return frame[name].to_numpy() if name in frame else np.full(n, default)
-
-        def text(name: str) -> np.ndarray:
-            return _text(frame[name]) if name in frame else np.full(n, "")
-
-        np.savez(
-            tmp / INDEX,
-            split=splits,
-            scene=text("scene"),
-            chip_id=text("chip_id"),
-            image=text("image"),
-            row_off=col("row_off", -1).astype(np.int64),
-            col_off=col("col_off", -1).astype(np.int64),
-            labelled=labelled,
-            counts=counts,
-        )
-        names = [*index.classes.names, "ignore"]
-        class_pixels = {
-            sp: {nm: int(counts[splits == sp, j].sum()) for j, nm in enumerate(names)}
-            for sp in sorted(set(splits.tolist()))
-        }
-        band_stats = {}
-        for sp, s in sorted(stats.items()):
-            mean = s["sum"] / s["count"]
-            std = np.sqrt(np.maximum(s["sumsq"] / s["count"] - mean * mean, 0.0))
-            band_stats[sp] = {
-                "count": int(s["count"]),
-                "sum": s["sum"].tolist(),
-                "sumsq": s["sumsq"].tolist(),
-                "mean": mean.tolist(),
-                "std": std.tolist(),
-            }
-        from aerialct import __version__
-
-        meta = {
-            "format": FORMAT,
-            "version": VERSION,
-            "classes": index.classes.to_list(),
-            "ignore_index": int(meta_in.get("ignore_index", IGNORE_INDEX)),
-            "chip_size": h,
-            "chip_shape": [h, w],
-            "bands": bands,
-            "dtype": str(np.dtype(dtype)),
-            "mask_dtype": str(np.dtype(mask_dtype)),
-            "gsd": meta_in.get("gsd"),
-            "crs": meta_in.get("crs"),
-            "chips": n,
-            "labelled": int(labelled.sum()),
-            "splits": {sp: int((splits == sp).sum()) for sp in sorted(set(splits.tolist()))},
-            "class_pixels": class_pixels,
-            "split_band_stats": band_stats,
-            # tile's robust statistics of the training pixels, which training applies
-            "band_stats": meta_in.get("band_stats") or {},
-            "source": str(root),
-            "source_meta": {
-                key: meta_in.get(key)
-                for key in ("source", "label_mode", "window", "stride", "scenes")
-                if key in meta_in
-            },
-            "files": {"images": IMAGES, "masks": MASKS, "index": INDEX},
-            "aerialct_version": __version__,
-        }
-        (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
+        packed = _pack_arrays(index, shape, tmp, prog)
+        _write_index(tmp, index.frame, packed)
+        meta = _packed_meta(index, shape, packed)
+        write_format_json(tmp / META, FORMAT, VERSION, meta)
         size = sum(p.stat().st_size for p in tmp.iterdir())
     return PackResult(
         out=dest,
         source=str(root),
         chips=n,
-        labelled=int(labelled.sum()),
-        chip_size=h,
-        bands=bands,
-        dtype=str(np.dtype(dtype)),
+        labelled=int(packed.labelled.sum()),
+        chip_size=shape.h,
+        bands=shape.bands,
+        dtype=str(np.dtype(shape.dtype)),
         splits=meta["splits"],
         bytes=size,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+@dataclass
+class _Shape:
+    """Chips to pack: how many, bands, height, width, dtype; and the number of classes."""
+
+    n: int
+    bands: int
+    h: int
+    w: int
+    dtype: str
+    k: int
+
+    @property
+    def mask_dtype(self) -> type[np.unsignedinteger]:
+        return np.uint8 if self.k < IGNORE_INDEX else np.uint16
+
+
+@dataclass
+class _Packed:
+    """Per chip: split, labelled, label pixels (N, K+1); per split: band sums."""
+
+    splits: np.ndarray
+    labelled: np.ndarray
+    counts: np.ndarray
+    stats: dict[str, dict[str, Any]]
+
+
+def _pack_arrays(index: Any, shape: _Shape, tmp: Path, prog: Any) -> _Packed:
+    """Copy every chip (in index order) into images.npy / masks.npy under ``tmp``."""
+    frame, n, k = index.frame, shape.n, shape.k
+    first = index.image_path(frame.iloc[0])
+    hw = (shape.h, shape.w)
+    packed = _Packed(
+        splits=_text(frame["split"]),
+        labelled=np.zeros(n, dtype=bool),
+        counts=np.zeros((n, k + 1), dtype=np.int64),
+        stats={},
+    )
+    images = np.lib.format.open_memmap(
+        tmp / IMAGES, mode="w+", dtype=np.dtype(shape.dtype), shape=(n, shape.bands, *hw)
+    )
+    masks = np.lib.format.open_memmap(
+        tmp / MASKS, mode="w+", dtype=shape.mask_dtype, shape=(n, *hw)
+    )
+    for i, (_, row) in enumerate(frame.iterrows()):
+        img = _read(index.image_path(row), None, shape.bands, hw, first)
+        images[i] = img
+        msk_path = index.mask_path(row)
+        if msk_path is None:
+            masks[i] = IGNORE_INDEX
+        else:
+            msk = _read_mask(msk_path, hw, first, k)
+            masks[i] = msk
+            packed.labelled[i] = True
+            hist = np.bincount(msk.ravel().astype(np.int64), minlength=IGNORE_INDEX + 1)
+            packed.counts[i, :k] = hist[:k]
+            packed.counts[i, k] = hist[IGNORE_INDEX]
+        s = packed.stats.setdefault(
+            packed.splits[i],
+            {"count": 0, "sum": np.zeros(shape.bands), "sumsq": np.zeros(shape.bands)},
+        )
+        flat = img.reshape(shape.bands, -1).astype(np.float64)
+        s["count"] += flat.shape[1]
+        s["sum"] += flat.sum(axis=1)
+        s["sumsq"] += (flat * flat).sum(axis=1)
+        prog(1)
+    images.flush()
+    masks.flush()
+    del images, masks
+    return packed
+
+
+def _read_mask(path: Path, hw: tuple[int, int], first: Path, k: int) -> np.ndarray:
+    """A mask chip (H, W); InputError when it holds an id outside the class table."""
+    msk = _read(path, 1, 1, hw, first)[0]
+    bad = (msk != IGNORE_INDEX) & (msk >= k)
+    if bad.any():
+        raise InputError(
+            f"{path}: mask holds class id {int(msk[bad][0])} but the class table "
+            f"has {k} classes; re-tile with the right class table"
+        )
+    return msk
+
+
+def _write_index(tmp: Path, frame: Any, packed: _Packed) -> None:
+    """index.npz: per chip its split, scene, id, source image, offsets, labelled, counts."""
+    n = len(frame)
+
+    def col(name: str, default: Any) -> np.ndarray:
+        return frame[name].to_numpy() if name in frame else np.full(n, default)
+
+    def text(name: str) -> np.ndarray:
+        return _text(frame[name]) if name in frame else np.full(n, "")
+
+    np.savez(
+        tmp / INDEX,
+        split=packed.splits,
+        scene=text("scene"),
+        chip_id=text("chip_id"),
+        image=text("image"),
+        row_off=col("row_off", -1).astype(np.int64),
+        col_off=col("col_off", -1).astype(np.int64),
+        labelled=packed.labelled,
+        counts=packed.counts,
+    )
+
+
+def _split_band_stats(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per split: count, sum, sum of squares, mean and std of each band."""
+    out = {}
+    for sp, s in sorted(stats.items()):
+        mean = s["sum"] / s["count"]
+        std = np.sqrt(np.maximum(s["sumsq"] / s["count"] - mean * mean, 0.0))
+        out[sp] = {
+            "count": int(s["count"]),
+            "sum": s["sum"].tolist(),
+            "sumsq": s["sumsq"].tolist(),
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+        }
+    return out
+
+
+def _packed_meta(index: Any, shape: _Shape, packed: _Packed) -> dict[str, Any]:
+    """The body of packed.json (write_format_json adds format and version)."""
+    from aerialct import __version__
+
+    meta_in = dict(index.meta)
+    splits, counts = packed.splits, packed.counts
+    names = [*index.classes.names, "ignore"]
+    split_names = sorted(set(splits.tolist()))
+    return {
+        "classes": index.classes.to_list(),
+        "ignore_index": int(meta_in.get("ignore_index", IGNORE_INDEX)),
+        "chip_size": shape.h,
+        "chip_shape": [shape.h, shape.w],
+        "bands": shape.bands,
+        "dtype": str(np.dtype(shape.dtype)),
+        "mask_dtype": str(np.dtype(shape.mask_dtype)),
+        "gsd": meta_in.get("gsd"),
+        "crs": meta_in.get("crs"),
+        "chips": shape.n,
+        "labelled": int(packed.labelled.sum()),
+        "splits": {sp: int((splits == sp).sum()) for sp in split_names},
+        "class_pixels": {
+            sp: {nm: int(counts[splits == sp, j].sum()) for j, nm in enumerate(names)}
+            for sp in split_names
+        },
+        "split_band_stats": _split_band_stats(packed.stats),
+        # tile's robust statistics of the training pixels, which training applies
+        "band_stats": meta_in.get("band_stats") or {},
+        "source": str(index.root),
+        "source_meta": {
+            key: meta_in.get(key)
+            for key in ("source", "label_mode", "window", "stride", "scenes")
+            if key in meta_in
+        },
+        "files": {"images": IMAGES, "masks": MASKS, "index": INDEX},
+        "aerialct_version": __version__,
+    }
 
 
 def _text(values: Any) -> np.ndarray:

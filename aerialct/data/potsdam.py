@@ -22,18 +22,38 @@ RESIZE_TO = 512
 EXCLUDED_FROM_MEAN = ("clutter",)
 
 _IMAGE_RE = re.compile(r"^top_potsdam_(\d+)_(\d+)_(RGB|RGBIR|IRRG)\.tif$", re.IGNORECASE)
+_LABEL_RE = re.compile(r"^top_potsdam_(\d+)_(\d+)_label(_noBoundary)?\.tif$", re.IGNORECASE)
+_TILE_RE = re.compile(r"(?:top_potsdam_)?(\d+)_(\d+)")
 
 
 def image_name(tile: str, bands: str = "RGB") -> str:
+    """The image file of a tile: ``top_potsdam_2_10_RGB.tif``."""
     return f"top_potsdam_{tile}_{bands}.tif"
 
 
 def label_name(tile: str) -> str:
+    """The label file of a tile: ``top_potsdam_2_10_label.tif``."""
     return f"top_potsdam_{tile}_label.tif"
 
 
 def eroded_label_name(tile: str) -> str:
+    """The eroded (boundary-free) label file of a tile, used for testing."""
     return f"top_potsdam_{tile}_label_noBoundary.tif"
+
+
+def tile_id(text: str) -> str | None:
+    """``"2_10"`` or ``"top_potsdam_02_10"`` -> ``"2_10"``; None if not a tile id."""
+    m = _TILE_RE.fullmatch(text.strip())
+    return f"{int(m.group(1))}_{int(m.group(2))}" if m else None
+
+
+def parse_label_name(name: str) -> tuple[str, bool] | None:
+    """``top_potsdam_2_10_label_noBoundary.tif`` -> ``("2_10", True)`` (True: eroded);
+    None if not a Potsdam label name."""
+    m = _LABEL_RE.match(name)
+    if not m:
+        return None
+    return f"{int(m.group(1))}_{int(m.group(2))}", bool(m.group(3))
 
 
 def parse_image_name(name: str) -> tuple[str, str] | None:

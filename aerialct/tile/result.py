@@ -1,0 +1,49 @@
+"""What a tiling run returns: per scene and for the whole run (rendered by the CLI)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class SceneReport:
+    """What happened to one scene."""
+
+    name: str
+    image: str
+    labels: str | None
+    split: str | None
+    chips: int = 0
+    skipped_nodata: int = 0
+    unknown_pixels: int = 0
+    unknown_values: dict[str, int] = field(default_factory=dict)
+    georef_copied: bool = False
+
+
+@dataclass
+class TileResult:
+    """The outcome of a tiling run (rendered by the CLI, also returned to library callers)."""
+
+    out: Path
+    source: str
+    label_mode: str | None
+    chip_size: int
+    window: int
+    stride: int
+    gsd: float
+    crs: str
+    chips: int
+    splits: dict[str, int]
+    skipped_nodata: int
+    class_pixels: dict[str, int]
+    unknown_pixels: int
+    unknown_values: dict[str, int]
+    scenes: list[SceneReport]
+    warnings: list[str]
+    seconds: float
+    split_shares: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per split: each class's (and ignore's) share of the label pixels."""
+    band_stats: dict = field(default_factory=dict)
+    """Robust per-band statistics of the training pixels (see :func:`band_statistics`)."""
+    classes: list[dict] = field(default_factory=list)

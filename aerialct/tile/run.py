@@ -1,0 +1,580 @@
+"""Cut georeferenced scenes into training chips (the chips format: :mod:`aerialct.data.index`).
+
+Two entry points share one engine (:func:`run`):
+
+* :func:`tile_scenes`: any GeoTIFFs, with label rasters (class ids or RGB colours)
+  or polygons rasterised onto each image grid, or no labels at all;
+* :func:`tile_potsdam`: the ISPRS Potsdam release (official names, legend, standard
+  split, eroded test labels, the CT protocol of 500 px crops resized to 512).
+
+The chip grid of a scene starts at (0, 0) and steps by ``stride``; the last window
+along each axis is shifted back inside the scene so it ends on the edge (no fake
+padding; :func:`aerialct.geo.grid.window_starts`). Only a scene smaller than a
+window is padded (image with nodata or 0, mask with 255). Every chip is a GeoTIFF
+whose CRS and transform are exactly its place in the scene (scaled when resized).
+
+Work is split into tasks of one row band of windows per scene
+(:mod:`aerialct.tile.worker`); each task reads the band's rows once (all columns),
+cuts its chips and writes them. Tasks run in a process pool. Everything is written
+into a temporary sibling folder that is renamed to the output only when the index
+is complete, so a failed or interrupted run leaves nothing behind under the output
+name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aerialct import __version__
+from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.data import potsdam as pots
+from aerialct.data.index import SPLITS, write_chips
+from aerialct.errors import InputError
+from aerialct.geo.grid import window_starts
+from aerialct.geo.io import FOLDER, atomic_output, check_output
+from aerialct.progress import ProgressFn, as_progress
+from aerialct.tile.result import SceneReport, TileResult
+from aerialct.tile.scenes import (
+    Scene,
+    attach_label_rasters,
+    attach_vector_labels,
+    check_label_options,
+    inspect_image,
+    potsdam_scenes,
+)
+from aerialct.tile.stats import band_statistics, split_shares, top_counts, warn_one_sided
+from aerialct.tile.worker import BandResult, Job, tile_band
+from aerialct.workers import run_in_workers
+
+log = logging.getLogger("aerialct")
+
+DEFAULT_CREATION_OPTIONS = {"COMPRESS": "DEFLATE"}
+"""Chips are DEFLATE-compressed GeoTIFFs unless ``creation_options`` say otherwise."""
+DEFAULT_SIZE = 512
+"""The window (and chip) size of the general mode, in scene pixels."""
+LABEL_MODES = {"ids": "raster", "rgb": "rgb", "vector": "vector"}
+"""dataset.json's ``label_mode`` for each kind of scene labels."""
+
+
+@dataclass
+class Options:
+    """How to cut: the window grid, chip size, skipping, val blocks, workers and GTiff options."""
+
+    size: int = DEFAULT_SIZE
+    stride: int | None = None
+    resize: int | None = None
+    nodata_threshold: float = 0.5
+    val_fraction: float = 0.0
+    val_block: int | None = None
+    seed: int = 0
+    workers: int = 2
+    creation_options: dict[str, str] | None = None
+    aoi: str | os.PathLike | None = None
+
+
+@dataclass
+class _Grid:
+    """Windows of ``window`` scene pixels every ``stride``, written as ``chip`` px chips."""
+
+    window: int
+    stride: int
+    chip: int
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _positive(v: int, name: str) -> int:
+    if int(v) <= 0:
+        raise InputError(f"{name} {v}: must be a positive number of pixels")
+    return int(v)
+
+
+def _check_options(opts: Options) -> _Grid:
+    """The window grid of ``opts``, once its numbers are in range (InputError naming the option)."""
+    grid = _Grid(
+        window=_positive(opts.size, "--size"),
+        stride=_positive(opts.size if opts.stride is None else opts.stride, "--stride"),
+        chip=_positive(opts.size if opts.resize is None else opts.resize, "--resize"),
+    )
+    if not 0.0 <= opts.nodata_threshold <= 1.0:
+        raise InputError(f"--nodata-threshold {opts.nodata_threshold}: must be between 0 and 1")
+    if not 0.0 <= opts.val_fraction < 1.0:
+        raise InputError(f"--val-fraction {opts.val_fraction}: must be in [0, 1)")
+    if opts.workers < 1:
+        raise InputError(f"--workers {opts.workers}: must be at least 1")
+    return grid
+
+
+def _check_scenes(scenes: list[Scene], warnings: list[str]) -> None:
+    """Scenes tiled together have distinct names, one band count, dtype and CRS."""
+    from pyproj import CRS
+
+    names = Counter(s.name for s in scenes)
+    dup = [n for n, k in names.items() if k > 1]
+    if dup:
+        raise InputError(
+            f"scene name {dup[0]!r} appears twice; give images with distinct file names"
+        )
+    first = scenes[0]
+    for sc in scenes[1:]:
+        if (sc.count, sc.dtype) != (first.count, first.dtype):
+            raise InputError(
+                f"{sc.image}: {sc.count} bands of {sc.dtype}, but {first.image} has {first.count} "
+                f"of {first.dtype}; tile them into separate chip folders"
+            )
+        if sc.crs_wkt != first.crs_wkt and not CRS.from_wkt(sc.crs_wkt).equals(
+            CRS.from_wkt(first.crs_wkt)
+        ):
+            raise InputError(
+                f"{sc.image}: CRS differs from {first.image}; reproject it (gdalwarp -t_srs) "
+                "or tile them into separate chip folders"
+            )
+    gsds = [abs(s.transform[0]) for s in scenes]
+    if max(gsds) > 1.01 * min(gsds):
+        warnings.append(f"scenes have different pixel sizes ({min(gsds)}..{max(gsds)})")
+
+
+def _creation_options(creation_options: dict[str, str] | None) -> dict[str, str]:
+    """GTiff creation options of the chips (upper-case keys), checked when given."""
+    co = dict(DEFAULT_CREATION_OPTIONS if creation_options is None else creation_options)
+    co = {k.upper(): str(v) for k, v in co.items()}
+    if creation_options:
+        from aerialct.geo.cog import check_creation_options
+
+        check_creation_options("GTiff", co)
+    return co
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def _assign_splits(
+    scenes: list[Scene],
+    grids: list[tuple[list[int], list[int]]],
+    window: int,
+    val_fraction: float,
+    val_block: int,
+    seed: int,
+    warnings: list[str],
+) -> list[dict[tuple[int, int], str]]:
+    """Split per chip: the scene's split, and with ``val_fraction`` whole spatial blocks to val."""
+    out = []
+    for sc, (rows, cols) in zip(scenes, grids, strict=True):
+        out.append({(r, c): sc.split or "train" for r in rows for c in cols})
+    if val_fraction <= 0:
+        return out
+    blocks: dict[tuple[int, int, int], list[tuple[int, int, int]]] = {}
+    for k, (sc, (rows, cols)) in enumerate(zip(scenes, grids, strict=True)):
+        if (sc.split or "train") != "train":
+            continue
+        hr, wc = min(window, sc.height), min(window, sc.width)
+        for r in rows:
+            for c in cols:
+                key = (k, (r + hr // 2) // val_block, (c + wc // 2) // val_block)
+                blocks.setdefault(key, []).append((k, r, c))
+    keys = sorted(blocks)
+    if len(keys) < 2:
+        warnings.append(
+            f"--val-fraction {val_fraction}: only {len(keys)} spatial block of {val_block} px; "
+            "no validation chips (use a smaller --val-block)"
+        )
+        return out
+    n_val = min(len(keys) - 1, max(1, round(val_fraction * len(keys))))
+    order = np.random.default_rng(seed).permutation(len(keys))
+    for idx in order[:n_val]:
+        for k, r, c in blocks[keys[idx]]:
+            out[k][(r, c)] = "val"
+    return out
+
+
+def _windows_in_aoi(
+    scenes: list[Scene], grids: list, window: int, aoi: str | os.PathLike
+) -> list[set[tuple[int, int]]]:
+    """Per scene, the (row, col) offsets of windows that touch the area of interest."""
+    import shapely
+    from affine import Affine
+    from pyproj import CRS
+
+    from aerialct.geo.vector import aoi_in_crs, read_aoi
+
+    frame = read_aoi(aoi)
+    out: list[set[tuple[int, int]]] = []
+    for sc, (rr, cc) in zip(scenes, grids, strict=True):
+        geom = aoi_in_crs(frame, CRS.from_wkt(sc.crs_wkt))
+        t = Affine(*sc.transform)
+        r = np.repeat(np.asarray(rr, dtype=np.float64), len(cc))
+        c = np.tile(np.asarray(cc, dtype=np.float64), len(rr))
+        # affine maps arrays of points too; its stubs say floats only
+        x0, y0 = t @ (c, r)  # type: ignore[operator]
+        x1, y1 = t @ (c + window, r + window)  # type: ignore[operator]
+        boxes = shapely.box(np.minimum(x0, x1), np.minimum(y0, y1), np.maximum(x0, x1),
+                            np.maximum(y0, y1))  # fmt: skip
+        hit = shapely.intersects(boxes, geom)
+        out.append({(int(a), int(b)) for a, b, h in zip(r, c, hit, strict=True) if h})
+    if not any(out):
+        raise InputError(
+            f"--aoi {aoi}: touches no window of {', '.join(s.image for s in scenes)}; check "
+            "its CRS and that it covers the scenes"
+        )
+    return out
+
+
+def _jobs(
+    scenes: list[Scene],
+    grids: list[tuple[list[int], list[int]]],
+    splits: list[dict[tuple[int, int], str]],
+    kept: list[set[tuple[int, int]]] | None,
+    common: dict[str, Any],
+) -> list[tuple[int, Job]]:
+    """One (scene number, task) per row band holding windows to cut."""
+    jobs = []
+    for k, (sc, (rr, cc)) in enumerate(zip(scenes, grids, strict=True)):
+        for r in rr:
+            cols = cc if kept is None else [c for c in cc if (r, c) in kept[k]]
+            if cols:
+                split = [splits[k][(r, c)] for c in cols]
+                jobs.append((k, Job(scene=sc, row=r, cols=cols, splits=split, **common)))
+    return jobs
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _cut(
+    jobs: list[tuple[int, Job]], workers: int, reports: list[SceneReport], prog: Any
+) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
+    """Run the band tasks (in ``workers`` processes); their index rows and pixel samples."""
+    rows: list[dict] = []
+    samples: dict[str, list[np.ndarray]] = {}
+
+    def collect(k: int, job: Job, res: BandResult) -> None:
+        rows.extend(res.rows)
+        for s, arrs in res.samples.items():
+            samples.setdefault(s, []).extend(arrs)
+        rep = reports[k]
+        rep.chips += len(res.rows)
+        rep.skipped_nodata += res.skipped
+        for key, n in res.unknown.items():
+            rep.unknown_values[key] = rep.unknown_values.get(key, 0) + n
+            rep.unknown_pixels += n
+        prog(len(job.cols))
+
+    if workers == 1 or len(jobs) == 1:
+        for k, job in jobs:
+            collect(k, job, tile_band(job))
+    else:
+        for k, job, res in run_in_workers(tile_band, jobs, workers):
+            collect(k, job, res)
+    return rows, samples
+
+
+def _index_frame(rows: list[dict], crs_wkt: str, classes: ClassTable) -> tuple[Any, np.ndarray]:
+    """The chips index (GeoDataFrame, one row per chip, in scene/row/col order) and its
+    per-chip label pixel counts (N, K+1: per class, then ignore)."""
+    import geopandas as gpd
+    import shapely
+
+    rows.sort(key=lambda d: (d["scene"], d["row_off"], d["col_off"]))
+    counts = np.stack([d.pop("counts") for d in rows])
+    bounds = np.array([d.pop("bounds") for d in rows], dtype=np.float64)
+    frame = gpd.GeoDataFrame(
+        rows,
+        geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
+        crs=crs_wkt,
+    )
+    for i, name in enumerate(classes.names):
+        frame[f"px_{name}"] = counts[:, i].astype(np.int64)
+    frame["px_ignore"] = counts[:, len(classes)].astype(np.int64)
+    for col in ("row_off", "col_off", "width", "height"):
+        frame[col] = frame[col].astype(np.int64)
+    return frame, counts
+
+
+def _split_counts(frame: Any) -> dict[str, int]:
+    """Chips per split: train, val, test (even when empty), then any other split."""
+    split_counts = {s: int((frame["split"] == s).sum()) for s in SPLITS}
+    for s in sorted(set(frame["split"]) - set(SPLITS)):
+        split_counts[s] = int((frame["split"] == s).sum())
+    return split_counts
+
+
+def _label_mode(scenes: list[Scene]) -> str | None:
+    kinds = {s.label_kind for s in scenes if s.label_kind}
+    if len(kinds) == 1:
+        return LABEL_MODES[kinds.pop()]
+    return "mixed" if kinds else None
+
+
+def _crs_text(crs_wkt: str) -> str:
+    """``EPSG:nnnn`` when the CRS has a code, else its WKT."""
+    from pyproj import CRS
+
+    crs = CRS.from_wkt(crs_wkt)
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+
+
+def _band_stats(samples: dict[str, list[np.ndarray]], dtype: str) -> dict:
+    """Band statistics of the training chips' pixels (of all chips when none is train)."""
+    pool = samples.get("train") or [a for arrs in samples.values() for a in arrs]
+    stats = band_statistics(np.concatenate(pool, axis=1), dtype)
+    stats["split"] = "train" if samples.get("train") else "all"
+    return stats
+
+
+def _unknown_warnings(reports: list[SceneReport], warnings: list[str]) -> dict[str, int]:
+    """Warn per scene about label values outside the legend; all of them counted."""
+    unknown_all: Counter = Counter()
+    for rep in reports:
+        if rep.unknown_pixels:
+            warnings.append(
+                f"{rep.labels}: {rep.unknown_pixels} px with values outside the legend set to "
+                f"ignore ({top_counts(rep.unknown_values)})"
+            )
+        unknown_all.update(rep.unknown_values)
+    return dict(unknown_all)
+
+
+def _dataset_meta(
+    result: TileResult, first: Scene, nodata_threshold: float, co: dict[str, str]
+) -> dict[str, Any]:
+    """The body of ``dataset.json`` (:mod:`aerialct.data.index` adds format and version)."""
+    return {
+        "classes": result.classes,
+        "ignore_index": IGNORE_INDEX,
+        "chip_size": result.chip_size,
+        "bands": first.count,
+        "dtype": first.dtype,
+        "gsd": result.gsd,
+        "crs": result.crs,
+        "source": result.source,
+        "splits": result.splits,
+        "label_mode": result.label_mode,
+        "window": result.window,
+        "stride": result.stride,
+        "nodata_threshold": nodata_threshold,
+        "band_stats": result.band_stats,
+        "class_shares": result.split_shares,
+        "creation_options": co,
+        "scenes": [
+            {"name": r.name, "image": r.image, "labels": r.labels, "split": r.split}
+            for r in result.scenes
+        ],
+        "aerialct_version": __version__,
+    }
+
+
+def run(
+    scenes: list[Scene],
+    out: Path,
+    opts: Options,
+    *,
+    source: str,
+    classes: ClassTable,
+    overwrite: bool,
+    warnings: list[str],
+    progress: ProgressFn | None,
+    started: float,
+) -> TileResult:
+    """Cut ``scenes`` into a chips folder at ``out`` (the engine of both entry points)."""
+    grid = _check_options(opts)
+    if not scenes:
+        raise InputError("no scenes to tile; give at least one image")
+    _check_scenes(scenes, warnings)
+    co = _creation_options(opts.creation_options)
+    grids = [
+        (window_starts(s.height, grid.window, grid.stride),
+         window_starts(s.width, grid.window, grid.stride))
+        for s in scenes
+    ]  # fmt: skip
+    val_block = opts.val_block or 2 * grid.window
+    splits = _assign_splits(
+        scenes, grids, grid.window, opts.val_fraction, val_block, opts.seed, warnings
+    )
+    inputs = [s.image for s in scenes] + [s.labels for s in scenes if s.labels]
+    check_output(out, overwrite, kind=FOLDER, inputs=inputs)
+    kept = _windows_in_aoi(scenes, grids, grid.window, opts.aoi) if opts.aoi is not None else None
+    total = sum(len(r) * len(c) for r, c in grids) if kept is None else sum(len(k) for k in kept)
+    prog = as_progress(progress)
+    prog(0, total=total, description="tiling")
+    reports = [
+        SceneReport(s.name, s.image, s.labels, s.split, georef_copied=s.georef_copied)
+        for s in scenes
+    ]
+    first = scenes[0]
+    with atomic_output(out, overwrite, kind=FOLDER, inputs=inputs, made_by="tile") as tmp:
+        common = dict(out=str(tmp), window=grid.window, chip=grid.chip,
+                      nodata_threshold=opts.nodata_threshold, creation_options=co, classes=classes)  # fmt: skip
+        rows, samples = _cut(
+            _jobs(scenes, grids, splits, kept, common), opts.workers, reports, prog
+        )
+        if not rows:
+            raise InputError(
+                f"no chips written: all {total} windows of {', '.join(s.image for s in scenes)} "
+                f"have more than {opts.nodata_threshold:.0%} nodata; raise --nodata-threshold"
+            )
+        frame, counts = _index_frame(rows, first.crs_wkt, classes)
+        names = [*classes.names, "ignore"]
+        warn_one_sided(frame["split"].to_numpy(), counts, names, warnings)
+        result = TileResult(
+            out=out,
+            source=source,
+            label_mode=_label_mode(scenes),
+            chip_size=grid.chip,
+            window=grid.window,
+            stride=grid.stride,
+            gsd=abs(first.transform[0]) * grid.window / grid.chip,
+            crs=_crs_text(first.crs_wkt),
+            chips=len(frame),
+            splits=_split_counts(frame),
+            skipped_nodata=sum(r.skipped_nodata for r in reports),
+            class_pixels={n: int(counts[:, i].sum()) for i, n in enumerate(names)},
+            unknown_pixels=sum(r.unknown_pixels for r in reports),
+            unknown_values={},
+            scenes=reports,
+            warnings=warnings,
+            seconds=0.0,
+            split_shares=split_shares(frame["split"].to_numpy(), counts, names),
+            band_stats=_band_stats(samples, first.dtype),
+            classes=classes.to_list(),
+        )
+        write_chips(tmp, frame, _dataset_meta(result, first, opts.nodata_threshold, co))
+    result.unknown_values = _unknown_warnings(reports, warnings)
+    for w_ in warnings:
+        log.warning(w_)
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def tile_scenes(
+    images: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    labels: Sequence[str | os.PathLike] | None = None,
+    labels_vector: str | os.PathLike | None = None,
+    class_field: str | None = None,
+    vector_layer: str | None = None,
+    background: str | int | None = None,
+    classes: str | os.PathLike | ClassTable = "potsdam",
+    burn: str | None = None,
+    class_map: dict[str, str] | None = None,
+    size: int = DEFAULT_SIZE,
+    stride: int | None = None,
+    resize: int | None = None,
+    nodata_threshold: float = 0.5,
+    split: str | None = None,
+    val_fraction: float = 0.0,
+    val_block: int | None = None,
+    seed: int = 0,
+    workers: int = 2,
+    creation_options: dict[str, str] | None = None,
+    overwrite: bool = False,
+    aoi: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+) -> TileResult:
+    """Cut GeoTIFFs into chips (general mode).
+
+    ``classes`` is a class table, a built-in name (``potsdam``, ``buildings``) or a
+    YAML file (:func:`aerialct.classes.resolve_class_table`); it travels with the chips.
+    ``labels`` are rasters in the order of ``images`` (1 band of class ids, or 3
+    bands of RGB colours converted through ``classes``); or ``labels_vector`` is a
+    polygon file rasterised on each image grid (reprojected when its CRS differs;
+    later features win): every polygon is class ``burn``, or ``class_field`` holds
+    class names or ids, or values that ``class_map`` maps to class names. Pixels no
+    polygon covers get ``background``; by default the table's ``background`` class
+    when it has one, else ignore. ``size`` is the window in
+    scene pixels, ``stride`` its step (default ``size``), ``resize`` the chip size
+    written (image bilinear, mask nearest). Windows with a nodata share above
+    ``nodata_threshold`` are skipped. Chips go to ``split`` (default train), or with
+    ``val_fraction`` whole blocks of ``val_block`` px (default 2 x size) go to val.
+    With ``aoi`` (a polygon file, any CRS) only windows that touch it are cut.
+    """
+    from aerialct.geo.io import expand_inputs
+
+    started = time.perf_counter()
+    warnings: list[str] = []
+    imgs = expand_inputs(images)  # files, folders, globs, GDAL paths and URLs
+    if split is not None and split not in SPLITS:
+        raise InputError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    if val_fraction and split not in (None, "train"):
+        raise InputError(f"--val-fraction with --split {split}: val is taken from train only")
+    table = check_label_options(classes, labels, labels_vector, class_field, burn, class_map)
+    scenes = [inspect_image(p) for p in imgs]
+    for sc in scenes:
+        sc.split = split or "train"
+    if labels:
+        attach_label_rasters(scenes, labels)
+    elif labels_vector is not None:
+        attach_vector_labels(
+            scenes, labels_vector, table, class_field=class_field, layer=vector_layer,
+            burn=burn, class_map=class_map, background=background,
+        )  # fmt: skip
+    opts = Options(size=size, stride=stride, resize=resize, nodata_threshold=nodata_threshold,
+                   val_fraction=val_fraction, val_block=val_block, seed=seed, workers=workers,
+                   creation_options=creation_options, aoi=aoi)  # fmt: skip
+    return run(scenes, Path(out), opts, source="geotiff", classes=table, overwrite=overwrite,
+               warnings=warnings, progress=progress, started=started)  # fmt: skip
+
+
+def tile_potsdam(
+    root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    size: int = pots.CROP_SIZE,
+    stride: int | None = None,
+    resize: int | None = pots.RESIZE_TO,
+    split_file: str | os.PathLike | None = None,
+    eroded_for_test: bool = True,
+    bands: str = "RGB",
+    nodata_threshold: float = 0.5,
+    val_fraction: float = 0.0,
+    val_block: int | None = None,
+    seed: int = 0,
+    workers: int = 2,
+    creation_options: dict[str, str] | None = None,
+    overwrite: bool = False,
+    aoi: str | os.PathLike | None = None,
+    progress: ProgressFn | None = None,
+) -> TileResult:
+    """Cut the ISPRS Potsdam release (or a folder laid out like it) into chips.
+
+    Finds ``top_potsdam_{a}_{b}_{bands}.tif`` anywhere under ``root`` and the
+    matching ``_label.tif`` / ``_label_noBoundary.tif``; converts RGB-colour labels
+    through the legend (other colours become ignore, counted and reported); copies
+    georeferencing from the image when a label has none and the sizes agree,
+    refuses otherwise; splits by the standard 24/14 split or ``split_file``; uses
+    the eroded labels for test tiles when present. Defaults follow the CT protocol:
+    500 px windows resized to 512 (image bilinear, mask nearest).
+    """
+    started = time.perf_counter()
+    warnings: list[str] = []
+    scenes = potsdam_scenes(root, bands=bands, split_file=split_file,
+                            eroded_for_test=eroded_for_test, warnings=warnings)  # fmt: skip
+    opts = Options(size=size, stride=stride, resize=resize, nodata_threshold=nodata_threshold,
+                   val_fraction=val_fraction, val_block=val_block, seed=seed, workers=workers,
+                   creation_options=creation_options, aoi=aoi)  # fmt: skip
+    return run(scenes, Path(out), opts, source="potsdam", classes=pots.CLASSES,
+               overwrite=overwrite, warnings=warnings, progress=progress, started=started)  # fmt: skip
+
+
+__all__ = [
+    "DEFAULT_CREATION_OPTIONS",
+    "DEFAULT_SIZE",
+    "Options",
+    "run",
+    "tile_potsdam",
+    "tile_scenes",
+]

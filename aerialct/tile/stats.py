@@ -1,0 +1,89 @@
+"""Statistics a tiling run stores and warns about: band statistics, class shares per split."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLE_PER_CHIP = 2048
+"""Valid pixels per chip kept (evenly strided) for the band statistics."""
+PERCENTILES = (0.5, 99.5)
+"""The robust range of each band: values outside are clipped before normalising."""
+ONE_SIDED_SHARE = 0.95
+"""A split whose label pixels are more than this share one class (or ignore) is warned about."""
+
+
+def sample_pixels(img: np.ndarray, valid: np.ndarray | None, nodata: float | None) -> np.ndarray:
+    """Up to SAMPLE_PER_CHIP valid pixels (C, n) of a chip, evenly strided, as float64."""
+    flat = img.reshape(img.shape[0], -1)
+    ok = np.ones(flat.shape[1], bool) if valid is None else valid.reshape(-1).copy()
+    if nodata is not None:
+        ok &= ~(flat == nodata).all(axis=0) if not np.isnan(nodata) else ~np.isnan(flat).all(0)
+    if np.issubdtype(flat.dtype, np.floating):
+        ok &= np.isfinite(flat).all(axis=0)
+    idx = np.flatnonzero(ok)
+    idx = idx[:: max(1, len(idx) // SAMPLE_PER_CHIP)]
+    return flat[:, idx].astype(np.float64)
+
+
+def band_statistics(samples: np.ndarray, dtype: str) -> dict:
+    """Robust per-band statistics of valid training pixels (C, n), stored in dataset.json.
+
+    ``low``/``high`` are the PERCENTILES of each band (not min/max, so a few hot or
+    dead pixels do not stretch the range); ``mean``/``std`` are those of the pixels
+    clipped to that range. Training and prediction both compute
+    ``(clip(x, low, high) - mean) / std``.
+    """
+    low = np.percentile(samples, PERCENTILES[0], axis=1)
+    high = np.percentile(samples, PERCENTILES[1], axis=1)
+    clipped = np.clip(samples, low[:, None], high[:, None])
+    mean, std = clipped.mean(axis=1), clipped.std(axis=1)
+    std = np.where(std < 1e-6, 1.0, std)  # a constant band: centred, unscaled
+    return {
+        "dtype": dtype,
+        "pixels": int(samples.shape[1]),
+        "percentiles": list(PERCENTILES),
+        "low": [float(v) for v in low],
+        "high": [float(v) for v in high],
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+    }
+
+
+def warn_one_sided(
+    splits: np.ndarray, counts: np.ndarray, names: list[str], warnings: list[str]
+) -> None:
+    """Warn about each split whose label pixels are more than ONE_SIDED_SHARE one class."""
+    for split in sorted(set(splits.tolist())):
+        per_class = counts[splits == split].sum(axis=0)
+        total = int(per_class.sum())
+        if not total:
+            continue
+        top = int(per_class.argmax())
+        share = per_class[top] / total
+        if share > ONE_SIDED_SHARE:
+            warnings.append(
+                f"split {split}: {share:.1%} of the label pixels are {names[top]}; a model "
+                "cannot learn from that: check the labels (their CRS, --class-field, --background)"
+            )
+
+
+def split_shares(
+    splits: np.ndarray, counts: np.ndarray, names: list[str]
+) -> dict[str, dict[str, float]]:
+    """Per split, each class's share (and ignore's) of the label pixels."""
+    out: dict[str, dict[str, float]] = {}
+    for split in sorted(set(splits.tolist())):
+        per_class = counts[splits == split].sum(axis=0)
+        total = int(per_class.sum())
+        if total:
+            out[split] = {
+                n: round(float(c) / total, 4) for n, c in zip(names, per_class, strict=True)
+            }
+    return out
+
+
+def top_counts(d: dict[str, int], n: int = 3) -> str:
+    """The ``n`` largest counts of ``d`` as text, with how many more there are."""
+    items = sorted(d.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{k}: {v}" for k, v in items[:n])
+    return text + (f", ... {len(items) - n} more" if len(items) > n else "")
