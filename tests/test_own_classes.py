@@ -424,6 +424,18 @@ def test_evaluate_building_folders_pooled_and_per_file(cli, tmp_path):
     assert [Path(m).name for m in res["missing"]] == ["c.gpkg"]
     r = cli("evaluate", tmp_path / "pred", tmp_path / "ref")
     assert r.code == 0 and "per file" in r.out and "pooled over 2 files" in r.out
+    # several files named by quoted globs: the same pooled score, c.gpkg left out of the set
+    r = cli("evaluate", str(tmp_path / "pred" / "*.gpkg"), str(tmp_path / "ref" / "[ab].*"),
+            "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    res = json.loads(r.out)
+    assert (res["true_positives"], res["false_positives"], res["false_negatives"]) == (2, 1, 1)
+    assert [Path(f["reference"]).name for f in res["files"]] == ["a.gpkg", "b.geojson"]
+    assert res["missing"] == []
+    r = cli("evaluate", str(tmp_path / "pred" / "*.shp"), tmp_path / "ref")
+    assert r.code == 1 and "matches no file" in r.err
+    r = cli("evaluate", str(tmp_path / "pred" / "*.gpkg"), tmp_path / "ref" / "a.gpkg")
+    assert r.code == 1 and "one is a folder or pattern" in r.err
 
 
 def test_synth_labels_are_not_taken_by_predict_globs(cli, tmp_path):

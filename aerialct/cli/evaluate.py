@@ -14,12 +14,15 @@ from aerialct.cli.options import Json, Overwrite
 Prediction = Annotated[
     Path,
     typer.Argument(
-        help="Predicted class raster, folder of class rasters, or polygon file (.gpkg ...)."
+        help="Predicted class raster, polygon file (.gpkg ...), or a folder or quoted glob of them."
     ),
 ]
 Reference = Annotated[
     Path | None,
-    typer.Argument(help="Reference label raster, folder (matched by file name) or polygon file."),
+    typer.Argument(
+        help="Reference label raster or polygon file, or a folder or quoted glob of them "
+        "(matched to the predictions by file name)."
+    ),
 ]
 Index = Annotated[
     Path | None,

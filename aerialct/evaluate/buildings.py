@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from aerialct.errors import InputError
+from aerialct.evaluate.pixel import FileSet, describe, members
 from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
@@ -366,11 +367,12 @@ def _score_column(
 
 
 def match_vector_folders(
-    pred_dir: Path, ref_dir: Path
+    pred_dir: FileSet, ref_dir: FileSet
 ) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Pair polygon files of two folders by name: ``<stem>.*`` with ``<stem>[_buildings|_classes].*``."""
-    refs = sorted(p for p in ref_dir.iterdir() if p.suffix.lower() in VECTOR_SUFFIXES)
-    preds = sorted(p for p in pred_dir.iterdir() if p.suffix.lower() in VECTOR_SUFFIXES)
+    """Pair polygon files of two folders (or file lists) by name: ``<stem>.*`` with
+    ``<stem>[_buildings|_classes].*``."""
+    refs = [p for p in members(ref_dir) if p.suffix.lower() in VECTOR_SUFFIXES]
+    preds = [p for p in members(pred_dir) if p.suffix.lower() in VECTOR_SUFFIXES]
     by_stem: dict[str, Path] = {}
     for p in preds:
         for suffix in ("", "_buildings", "_classes"):
@@ -385,7 +387,8 @@ def match_vector_folders(
             pairs.append((pred, ref))
     if not pairs:
         raise InputError(
-            f"{pred_dir} and {ref_dir}: no polygon files with names in common; name the "
+            f"{describe(pred_dir)} and {describe(ref_dir)}: no polygon files with names in "
+            "common; name the "
             "predictions like the references (<name>.gpkg or <name>_buildings.gpkg)"
         )
     return pairs, missing

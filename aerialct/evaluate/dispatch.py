@@ -17,11 +17,14 @@ from aerialct.evaluate.buildings import (
     match_vector_folders,
 )
 from aerialct.evaluate.pixel import (
+    FileSet,
     PixelEvaluation,
     _is_raster,
+    describe,
     evaluate_pixels,
     match_chips,
     match_folders,
+    members,
 )
 from aerialct.evaluate.reference import rasterize_reference
 from aerialct.geo.io import jsonable
@@ -58,33 +61,36 @@ def evaluate(
     - vector + vector: building-level scores;
     - folder + folder of polygon files: building scores of files matched by name,
       pooled, with each file's own scores in ``files``.
+
+    Wherever a folder goes, a quoted glob (``"pred/*_buildings.gpkg"``) can name the
+    files instead.
     """
     from aerialct.geo.io import atomic_output, check_output
 
     inputs = [p for p in (prediction, reference, index) if p is not None]
     if report is not None:
         check_output(report, overwrite, kind="json", inputs=inputs)
-    pred = Path(prediction)
-    if not pred.exists():
-        raise InputError(f"{pred}: no such file or folder; check the path")
+    pred = _file_set(prediction)
     result: PixelEvaluation | BuildingEvaluation
     if index is not None:
         if reference is not None:
             raise InputError("give either REFERENCE or --index, not both")
+        if not isinstance(pred, Path):
+            raise InputError(f"{prediction}: with --index give a folder, not a pattern")
         result = _against_chips(pred, Path(index), split, exclude, progress)
     else:
         if reference is None:
             raise InputError("give a REFERENCE (raster, vector or folder) or --index CHIPS")
-        ref = Path(reference)
-        if not ref.exists():
-            raise InputError(f"{ref}: no such file or folder; check the path")
-        if pred.is_dir() != ref.is_dir():
+        ref = _file_set(reference)
+        if _is_set(pred) != _is_set(ref):
             raise InputError(
-                f"{pred} and {ref}: one is a folder, the other a file; give two files or two folders"
+                f"{describe(pred)} and {describe(ref)}: one is a folder or pattern, the other "
+                "a file; give two files, or two folders or patterns"
             )
-        if pred.is_dir():
+        if _is_set(pred):
             result = _folders(pred, ref, exclude, iou_threshold, progress)
         else:
+            assert isinstance(pred, Path) and isinstance(ref, Path)  # single files (not sets)
             result = _files(
                 pred, ref, exclude=exclude, iou_threshold=iou_threshold, pred_layer=pred_layer,
                 ref_layer=ref_layer, review=review, overwrite=overwrite, progress=progress,
@@ -96,6 +102,26 @@ def evaluate(
         with atomic_output(report, overwrite, kind="json", inputs=inputs) as tmp:
             tmp.write_text(json.dumps(jsonable(result.to_dict()), indent=2) + "\n")
     return result
+
+
+def _file_set(path: str | os.PathLike) -> FileSet:
+    """A file or folder as given, or the files a quoted glob matches (InputError if none)."""
+    import glob
+
+    s = os.fspath(path)
+    p = Path(s)
+    if p.exists():
+        return p
+    if any(ch in s for ch in "*?["):
+        found = [Path(h) for h in sorted(glob.glob(s, recursive=True)) if Path(h).is_file()]
+        if found:
+            return found
+        raise InputError(f"{s}: the pattern matches no file; check the path")
+    raise InputError(f"{p}: no such file or folder; check the path")
+
+
+def _is_set(files: FileSet) -> bool:
+    return not isinstance(files, Path) or files.is_dir()
 
 
 def _against_chips(
@@ -117,21 +143,22 @@ def _against_chips(
 
 
 def _folders(
-    pred: Path,
-    ref: Path,
+    pred: FileSet,
+    ref: FileSet,
     exclude: Sequence[str | int] | None,
     iou_threshold: float,
     progress: ProgressFn | None,
 ) -> PixelEvaluation | BuildingEvaluation:
-    """Two folders: building scores of polygon files, else pixel scores of rasters."""
-    vector_dirs = not any(_is_raster(q) for q in ref.iterdir())
-    if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in ref.iterdir()):
+    """Two folders or patterns: building scores of polygon files, else pixel scores of rasters."""
+    refs = members(ref)
+    vector_dirs = not any(_is_raster(q) for q in refs)
+    if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in refs):
         vpairs, missing = match_vector_folders(pred, ref)
         if missing:
             log.warning("%d references have no prediction in %s", len(missing), pred)
         return evaluate_building_files(
             vpairs, iou_threshold=iou_threshold, missing=missing, progress=progress,
-            prediction=str(pred), reference=str(ref),
+            prediction=describe(pred), reference=describe(ref),
         )  # fmt: skip
     pairs, missing = match_folders(pred, ref)
     if missing:

@@ -204,12 +204,33 @@ def _is_raster(p: Path) -> bool:
     return p.suffix.lower() in RASTER_SUFFIXES
 
 
-def match_folders(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Pair rasters of two folders by file name; return pairs and the unmatched references."""
-    refs = sorted(p for p in ref_dir.iterdir() if p.is_file() and _is_raster(p))
+FileSet = Path | Sequence[Path]
+"""A folder, or the files a quoted glob matched (``"pred/*.gpkg"``)."""
+
+
+def members(files: FileSet) -> list[Path]:
+    """The files of a folder (not recursive), or the given files, sorted."""
+    if isinstance(files, Path):
+        return sorted(p for p in files.iterdir() if p.is_file())
+    return sorted(p for p in files if p.is_file())
+
+
+def describe(files: FileSet) -> str:
+    """How a file set is named in messages: the folder, or its first file and a count."""
+    if isinstance(files, Path):
+        return str(files)
+    return f"{files[0]} and {len(files) - 1} more" if len(files) > 1 else str(files[0])
+
+
+def match_folders(pred_dir: FileSet, ref_dir: FileSet) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Pair rasters of two folders (or file lists) by file name; return pairs and the
+    unmatched references."""
+    refs = [p for p in members(ref_dir) if _is_raster(p)]
     if not refs:
-        raise InputError(f"{ref_dir}: no reference raster (.tif) in the folder; check the path")
-    preds = {p.name: p for p in pred_dir.iterdir() if p.is_file() and _is_raster(p)}
+        raise InputError(
+            f"{describe(ref_dir)}: no reference raster (.tif) among them; check the path"
+        )
+    preds = {p.name: p for p in members(pred_dir) if _is_raster(p)}
     by_stem = {p.stem: p for p in preds.values()}
     pairs, missing = [], []
     for ref in refs:
@@ -220,7 +241,8 @@ def match_folders(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]
             pairs.append((pred, ref))
     if not pairs:
         raise InputError(
-            f"{pred_dir} and {ref_dir}: no file name in common; predictions must be named like "
+            f"{describe(pred_dir)} and {describe(ref_dir)}: no file name in common; predictions "
+            "must be named like "
             f"the references (e.g. {refs[0].name})"
         )
     return pairs, missing
