@@ -484,3 +484,37 @@ def test_table_exclusions_reach_the_scores(cli, tmp_path):
     r = cli("evaluate", tmp_path / "p.tif", tmp_path / "r.tif", "--json")
     assert r.code == 0, r.err
     assert json.loads(r.out)["excluded"] == ["shed"]
+
+
+def test_s3_url_and_remote_tile_read_through_gdal(cli, http_root, monkeypatch):
+    """``s3://`` reaches GDAL's /vsis3/ untouched (here pointed at a local server), and tile's
+    worker processes read a remote scene too."""
+    from predict_helpers import oracle_bundle, random_image, write_scene
+
+    from aerialct.cli import predict as predict_cli
+
+    root, url = http_root
+    (root / "bucket").mkdir()
+    img = root / "bucket" / "scene.tif"
+    write_scene(img, random_image(40, 50), tiled="YES", blockxsize="16", blockysize="16")
+    monkeypatch.setattr(predict_cli, "_load_bundle", lambda *a: oracle_bundle(16))
+    for key, value in {
+        "AWS_S3_ENDPOINT": url.removeprefix("http://"),
+        "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+        "AWS_NO_SIGN_REQUEST": "YES",
+        "GDAL_HTTP_TIMEOUT": "10",
+    }.items():
+        monkeypatch.setenv(key, value)
+    r = cli("predict", "ckpt.pt", "s3://bucket/scene.tif", "--out", root / "p")
+    assert r.code == 0, r.err
+    with rasterio.open(root / "p" / "scene_classes.tif") as ds, rasterio.open(img) as local:
+        assert ds.transform == local.transform and ds.read(1).shape == (40, 50)
+    r = cli("tile", f"{url}/bucket/scene.tif", "--size", "16", "--workers", "2",
+            "--out", root / "chips")  # fmt: skip
+    assert r.code == 0, r.err
+    assert (
+        len(list((root / "chips").rglob("images/*.tif"))) == 3 * 4
+    )  # rows 0,16,24; cols 0,16,32,34
+    with rasterio.open(next((root / "chips").rglob("images/*.tif"))) as chip:
+        assert chip.count == 3 and chip.width == 16

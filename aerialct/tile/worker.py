@@ -20,6 +20,7 @@ from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.geo.io import (
     gtiff_profile,
     no_georef_warning,
+    open_raster,
     read_failed,
     tag_class_raster,
     verify_raster,
@@ -127,11 +128,10 @@ def _rasterize_band(scene: Scene, band_transform, h: int, w: int) -> np.ndarray:
 
 def _read_label_raster(job: Job, window) -> tuple[np.ndarray, Counter[str]]:
     """The band's class ids from the label raster and a Counter of values outside the table."""
-    import rasterio
 
     sc, k = job.scene, len(job.classes)
     unknown: Counter[str] = Counter()
-    with no_georef_warning(), rasterio.open(sc.labels) as lab:
+    with no_georef_warning(), open_raster(sc.labels) as lab:
         if sc.label_kind == "rgb":
             ids, colours = job.classes.rgb_to_ids(lab.read([1, 2, 3], window=window))
             for colour, n in colours.items():
@@ -155,7 +155,6 @@ def _read_band(job: Job) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
 
     Read errors become RasterError naming the file and window.
     """
-    import rasterio
     from affine import Affine
     from rasterio.errors import RasterioError
     from rasterio.windows import Window
@@ -165,7 +164,7 @@ def _read_band(job: Job) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
     win = Window(0, job.row, sc.width, h)
     band_t = Affine(*sc.transform) @ Affine.translation(0, job.row)
     try:
-        with rasterio.open(sc.image) as src:
+        with open_raster(sc.image) as src:  # remote scenes: no folder listing per worker
             data = src.read(window=win)
             valid = src.dataset_mask(window=win) > 0 if sc.has_mask else None
     except RasterioError as e:
