@@ -128,8 +128,8 @@ def _rasterize_band(scene: Scene, band_transform, h: int, w: int) -> np.ndarray:
 
 def _read_label_raster(job: Job, window) -> tuple[np.ndarray, Counter[str]]:
     """The band's class ids from the label raster and a Counter of values outside the table."""
-
     sc, k = job.scene, len(job.classes)
+    assert sc.labels is not None  # called only for scenes with a label raster
     unknown: Counter[str] = Counter()
     with no_georef_warning(), open_raster(sc.labels) as lab:
         if sc.label_kind == "rgb":
