@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -70,6 +69,7 @@ def train(
       aerialct train --data chips --out runs/tiny --resume --set train.epochs=60
     """
     from aerialct.config import load_config, resolve_config_path
+    from aerialct.engine.distributed import launch_env
     from aerialct.engine.train import train as run_training
 
     if resume and overwrite:
@@ -83,8 +83,7 @@ def train(
             )
         config = str(out / "config.yaml")
     cfg = load_config(resolve_config_path(config), overrides or [])
-    main_rank = os.environ.get("RANK", "0") == "0"
-    if main_rank:
+    if launch_env().is_main:
         with console.progress("training") as progress:
             result = run_training(
                 cfg, data, out, resume=resume, overwrite=overwrite, device=device, progress=progress
