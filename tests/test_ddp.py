@@ -30,6 +30,7 @@ def _worker(rank: int, world: int, port: int, chips: str, run: str, out: str) ->
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )  # fmt: skip
     torch.set_num_threads(1)
+    import aerialct.engine.epoch as ep
     import aerialct.engine.train as tr
     from aerialct.engine.distributed import gather_with_grad
 
@@ -42,14 +43,14 @@ def _worker(rank: int, world: int, port: int, chips: str, run: str, out: str) ->
     gathered = {"rows": g.detach(), "grad": x.grad, "flags": flags}
 
     final: dict = {}
-    step = tr._optimizer_step
+    step = ep.optimizer_step
 
     def spy(task, *args, **kwargs):
         step(task, *args, **kwargs)
         final["model"] = {k: v.detach().clone() for k, v in task.model.named_parameters()}
         final["heads"] = {k: v.detach().clone() for k, v in task.heads.named_parameters()}
 
-    tr._optimizer_step = spy
+    ep.optimizer_step = spy
     res = tr.train(load_config(TINY, OVERRIDES), chips, run, device="cpu")
     torch.save({**final, **gathered, "steps": res.steps}, Path(out) / f"rank{rank}.pt")
 
