@@ -31,10 +31,12 @@ class SegmentationModel(nn.Module):
 
     @property
     def feature_channels(self) -> list[int]:
+        """Channels of the encoder's maps, finest first."""
         return list(self.backbone.channels)
 
     @property
     def feature_reductions(self) -> list[int]:
+        """Strides of the encoder's maps (e.g. 4, 8, 16, 32)."""
         return list(self.backbone.reductions)
 
     @property
@@ -44,12 +46,15 @@ class SegmentationModel(nn.Module):
         return list(ch) if ch is not None else None
 
     def check_input_size(self, h: int, w: int) -> None:
+        """Raise InputError naming the nearest valid size when (h, w) does not fit the backbone."""
         self.backbone.check_input_size(h, w)
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
+        """The encoder's maps ``[(B, C_i, H/r_i, W/r_i)]``."""
         return self.backbone(x)  # [(B, C_i, H/r_i, W/r_i)]
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Logits ``(B, K, H, W)`` and the encoder's maps (for the contrastive losses)."""
         feats = self.backbone(x)
         logits = self.decoder(feats)  # (B, K, H/r_0, W/r_0)
         logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
@@ -63,6 +68,7 @@ class SegmentationModel(nn.Module):
         return logits, feats, dec
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, K, H, W)``."""
         return self.forward_with_features(x)[0]
 
 
