@@ -4,25 +4,38 @@ A YAML file maps onto :class:`ExperimentConfig` (sections ``model``, ``loss``,
 ``data``, ``train``). Unknown keys and wrong types are errors that name the key
 and suggest the closest valid one. A file may start from another with
 ``base: other.yaml`` (resolved relative to the file); its keys are deep-merged
-over the base. ``--set train.lr=1e-4`` overrides one value (parsed as YAML).
-The resolved config is saved with each run and inside each checkpoint.
+over the base. ``--set train.lr=1e-4`` overrides one value (parsed as YAML, with
+YAML 1.2 numbers: ``1e-4`` is a number, not a string). The sections stay plain
+dataclasses; pydantic validates a dict against them (strict: no ``true`` for an
+integer) and each error becomes one ConfigError line naming the dotted key, the
+value, what is expected and the default. The resolved config is saved with each
+run and inside each checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ConfigDict, with_config
+
 from aerialct.errors import ConfigError
 from aerialct.losses.config import LossConfig
 from aerialct.models.config import ModelConfig
 
+STRICT = ConfigDict(extra="forbid", strict=True)
+"""How every config section is validated (see :func:`from_dict`)."""
 
+
+@with_config(STRICT)
 @dataclass
 class DataConfig:
     """How chips are read and augmented."""
@@ -56,6 +69,7 @@ class DataConfig:
     high: tuple[float, ...] | None = None
 
 
+@with_config(STRICT)
 @dataclass
 class TrainConfig:
     """Optimisation settings (defaults follow the CT paper)."""
@@ -94,8 +108,11 @@ class TrainConfig:
     GPUs for long runs; the first steps are slower while it compiles (needs a C compiler)."""
 
 
+@with_config(STRICT)
 @dataclass
 class ExperimentConfig:
+    """A whole experiment: the sections of a YAML config (see ``configs/``)."""
+
     name: str = "experiment"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -104,7 +121,137 @@ class ExperimentConfig:
 
 
 # ---------------------------------------------------------------------------
-# Generic strict conversion between dicts and dataclasses
+# Strict conversion from dicts (pydantic) and back
+
+
+@functools.cache
+def _adapter(cls: type) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(cls)
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Build config dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError.
+
+    Validation is pydantic's strict JSON mode (the data are YAML/JSON values): an integer
+    stays an integer (no ``true`` -> 1, no ``"5"`` -> 5), a number may be an integer, a
+    list becomes a tuple. The error names the dotted key, the value and what is expected.
+    """
+    from pydantic import ValidationError
+
+    try:
+        text = json.dumps(data, default=str, allow_nan=True)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config: not a mapping of YAML values ({e})") from e
+    try:
+        return _adapter(cls).validate_json(text)
+    except ValidationError as e:
+        errors = e.errors()
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(_explain(dict(errors[0]), cls) + more) from None
+
+
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "dict_type": "a mapping",
+    "tuple_type": "a list",
+    "list_type": "a list",
+}
+
+
+def _explain(err: dict[str, Any], cls: type) -> str:
+    """One line for one pydantic error: the dotted key, the value, what is expected."""
+    kind, loc, value = err["type"], list(err["loc"]), err.get("input")
+    if kind == "missing" and loc and isinstance(loc[-1], int):
+        loc = loc[:-1]  # a fixed-length list with too few values: blame the list
+    key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    section, tp, default = _locate(cls, loc)
+    shown = _show(value)
+    if kind == "unexpected_keyword_argument" and section is not None:
+        names = [f.name for f in dataclasses.fields(section)]
+        close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.5)
+        prefix = key.rpartition(".")[0] + "." if "." in key else ""
+        hint = (
+            f"did you mean {prefix + close[0]!r}?" if close else f"valid keys: {', '.join(names)}"
+        )
+        return f"unknown config key {key!r}; {hint}"
+    if kind == "literal_error" and tp is not None:
+        allowed = _literal_args(tp)
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{key}: {shown} is not one of {', '.join(_show(a) for a in allowed)}{hint}"
+    if kind in ("missing", "too_short", "too_long") and typing.get_origin(_strip_none(tp)) is tuple:
+        args = typing.get_args(_strip_none(tp))
+        if Ellipsis not in args:
+            return f"{key}: expected {len(args)} values ({_type_name(tp)}), got {shown}"
+    if kind == "dataclass_type":
+        return f"{key or 'config'}: expected a mapping of keys, got {shown}"
+    default_hint = "" if default is _NO_DEFAULT else f" (default: {_show(default)})"
+    if kind in _EXPECTED:
+        return f"{key}: expected {_EXPECTED[kind]}, got {shown}{default_hint}"
+    expected = _type_name(tp) if tp is not None else "value"
+    return f"{key}: {shown} is not a valid {expected} ({err['msg']}){default_hint}"
+
+
+_NO_DEFAULT = object()
+
+
+def _locate(cls: type, loc: list) -> tuple[Any, Any, Any]:
+    """(dataclass holding the last key, the type at ``loc``, its default) along ``loc``."""
+    section: Any = None
+    tp: Any = cls
+    default: Any = cls()
+    for part in loc:
+        tp = _strip_none(tp)
+        if isinstance(part, str) and dataclasses.is_dataclass(tp):
+            hints = typing.get_type_hints(tp)
+            if part not in hints:
+                return tp, None, _NO_DEFAULT
+            section, tp = tp, hints[part]
+            default = getattr(default, part, _NO_DEFAULT)
+        elif isinstance(part, int) and typing.get_origin(tp) in (tuple, list):
+            args = typing.get_args(tp)
+            fixed = typing.get_origin(tp) is tuple and Ellipsis not in args
+            tp = (args[part] if part < len(args) else None) if fixed else (args or (Any,))[0]
+            default = _NO_DEFAULT
+        else:
+            return None, None, _NO_DEFAULT
+    return section, tp, default
+
+
+def _strip_none(tp: Any) -> Any:
+    """``X | None`` -> ``X`` (other unions unchanged)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _literal_args(tp: Any) -> list[Any]:
+    out: list[Any] = []
+    for arg in typing.get_args(tp):
+        out.extend(_literal_args(arg) if typing.get_origin(arg) is Literal else [arg])
+    return [None if a is type(None) else a for a in out]
+
+
+def _show(v: Any) -> str:
+    """A value as YAML spells it (null, true, lists)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return repr(v)
 
 
 def _type_name(tp: Any) -> str:
@@ -119,109 +266,6 @@ def _type_name(tp: Any) -> str:
         args = ", ".join(_type_name(a) for a in typing.get_args(tp) if a is not Ellipsis)
         return f"{getattr(origin, '__name__', str(origin))}[{args}]"
     return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f"{where}: expected a mapping for section {tp.__name__}, got {value!r}"
-            )
-        return from_dict(tp, value, where)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"{where}: null is not allowed; expected {_type_name(tp)}")
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{where}: {value!r} is not a valid {_type_name(tp)}")
-    if origin is Literal:
-        allowed = typing.get_args(tp)
-        if value in allowed:
-            return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, allowed))}{hint}")
-    if origin in (tuple, list):
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where}: expected a list ({_type_name(tp)}), got {value!r}")
-        args = typing.get_args(tp)
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(
-                    f"{where}: expected {len(args)} values ({_type_name(tp)}), got {value!r}"
-                )
-            return tuple(
-                _convert(v, a, f"{where}[{i}]")
-                for i, (v, a) in enumerate(zip(value, args, strict=True))
-            )
-        item = args[0] if args else Any
-        out = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(out) if origin is tuple else out
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    if tp is Path:
-        if isinstance(value, str | Path):
-            return Path(value)
-        raise ConfigError(f"{where}: expected a path, got {value!r}")
-    raise ConfigError(f"{where}: unsupported config type {_type_name(tp)}")
-
-
-def from_dict(cls: type, data: dict, where: str = "") -> Any:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in data.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
-            prefix = f"{where}." if where else ""
-            hint = (
-                f"did you mean {prefix + close[0]!r}?"
-                if close
-                else f"valid keys: {', '.join(names)}"
-            )
-            raise ConfigError(f"unknown config key {path!r}; {hint}")
-        kwargs[key] = _convert(value, hints[key], path)
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"{where or 'config'}: {e}") from e
 
 
 def to_dict(obj: Any) -> Any:
@@ -239,6 +283,36 @@ def to_dict(obj: Any) -> Any:
 
 # ---------------------------------------------------------------------------
 # YAML files and overrides
+
+
+_YAML12_FLOAT = re.compile(
+    r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?)$"
+)
+
+
+@functools.cache
+def _yaml_loader() -> Any:
+    """PyYAML's safe loader, reading ``1e-4`` as a number (YAML 1.2) rather than a string."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    resolvers = {
+        k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.yaml_implicit_resolvers = resolvers
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _YAML12_FLOAT, list("-+0123456789."))
+    for special in (r"^[-+]?\.(?:inf|Inf|INF)$", r"^\.(?:nan|NaN|NAN)$"):
+        Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(special), list("-+."))
+    return Loader
+
+
+def _load_yaml(text: str) -> Any:
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # a SafeLoader subclass
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -261,7 +335,7 @@ def read_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if p.resolve() in _seen:
         raise ConfigError(f"{p}: 'base' chain loops back to itself")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = _load_yaml(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from e
     if data is None:
@@ -290,7 +364,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
         if not all(parts):
             raise ConfigError(f"--set {item!r}: empty key part; use section.key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _load_yaml(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from e
         node = out
@@ -337,10 +411,12 @@ def load_config(
 
 
 def config_from_dict(data: dict) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` from a plain dict (e.g. the one inside a checkpoint)."""
     return from_dict(ExperimentConfig, data)
 
 
 def dump_yaml(cfg: Any) -> str:
+    """A config dataclass as YAML, keys in declaration order (what ``config.yaml`` holds)."""
     import yaml
 
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -77,9 +77,11 @@ class ExportResult:
 
     @property
     def size_ratio(self) -> float:
+        """Exported size over checkpoint size."""
         return self.output_bytes / self.source_bytes if self.source_bytes else float("nan")
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready values (what ``--json`` prints)."""
         return {**vars(self), "size_ratio": round(self.size_ratio, 4)}
 
 
@@ -114,7 +116,7 @@ def _parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
             f"{path}: no aerialct metadata in this model; export it with `aerialct export`"
         )
     try:
-        out = {k: v if k in ("aerialct_format", "aerialct_version", "input", "output", "source")
+        out: dict[str, Any] = {k: v if k in ("aerialct_format", "aerialct_version", "input", "output", "source")
                else json.loads(v) for k, v in meta.items()}  # fmt: skip
         out["classes_table"] = ClassTable.from_list(out["classes"])
         missing = [k for k in ("mean", "std", "in_chans", "chip_size") if k not in out]
@@ -243,7 +245,7 @@ def _write_onnx(model: Any, example: Any, path: Path, meta: dict[str, str], opse
         torch.onnx.export(
             model,
             (example,),
-            buf,
+            buf,  # type: ignore[arg-type]  # a file object works (torch docs); stubs say path
             input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
@@ -313,6 +315,7 @@ class OnnxRunner:
         return torch.from_numpy(logits)
 
     def to(self, device: Any) -> OnnxRunner:
+        """Itself on the CPU; InputError for any other device."""
         import torch
 
         if torch.device(device).type != "cpu":
@@ -323,9 +326,11 @@ class OnnxRunner:
         return self
 
     def eval(self) -> OnnxRunner:
+        """Itself (an exported model is always in eval mode)."""
         return self
 
     def parameters(self) -> Any:
+        """No parameters (predict asks for the model's device through them)."""
         return iter(())
 
 

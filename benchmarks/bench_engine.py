@@ -83,8 +83,8 @@ def bare_loop(cfg, splits, device, epochs: int, clock: StepClock) -> list[float]
     import torch
 
     from aerialct.data.transforms import Normalize
+    from aerialct.engine.run import amp_setup, seed_everything
     from aerialct.engine.task import SegmentationTask
-    from aerialct.engine.train import _amp_setup, _seed_everything
     from aerialct.models import build_model
 
     tc = cfg.train
@@ -96,7 +96,7 @@ def bare_loop(cfg, splits, device, epochs: int, clock: StepClock) -> list[float]
     ds = splits.dataset("train", norm, None, k)
     images = torch.stack([ds[i][0] for i in range(len(ds))]).to(device)
     masks = torch.stack([ds[i][1] for i in range(len(ds))]).to(device)
-    _seed_everything(tc.seed)
+    seed_everything(tc.seed)
     model = build_model(cfg.model, num_classes=k, in_chans=splits.in_chans)
     task = SegmentationTask(model, cfg.loss, num_classes=k).to(device)
     task.train()
@@ -108,7 +108,7 @@ def bare_loop(cfg, splits, device, epochs: int, clock: StepClock) -> list[float]
         ],
         lr=tc.lr,
     )
-    amp_dtype, _ = _amp_setup(tc.amp, device)
+    amp_dtype, _ = amp_setup(tc.amp, device)
     bs = tc.batch_size
     steps = len(ds) // bs
     rates = []
@@ -180,7 +180,7 @@ def main() -> None:
 
     from aerialct.config import load_config, resolve_config_path
     from aerialct.data.dataset import open_chip_splits
-    from aerialct.engine.train import resolve_device
+    from aerialct.engine.distributed import resolve_device
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)

@@ -7,7 +7,6 @@ import torch
 
 from aerialct.classes import POTSDAM, ClassInfo, ClassTable
 from aerialct.config import load_config
-from aerialct.engine import checkpoint as ckmod
 from aerialct.engine.checkpoint import (
     check_resume_compatible,
     load_checkpoint,
@@ -15,6 +14,7 @@ from aerialct.engine.checkpoint import (
     make_checkpoint,
     save_checkpoint,
 )
+from aerialct.engine.info import checkpoint_info
 from aerialct.errors import CheckpointError, InputError
 from aerialct.models import build_model
 
@@ -126,7 +126,7 @@ def test_info_cli(tmp_path, cli):
     r = cli("info", tmp_path / "m.pt")
     assert r.code == 0, r.err
     assert "tiny_cnn" in r.out and "building" in r.out and "0.42" in r.out
-    info = ckmod.checkpoint_info(tmp_path / "m.pt")
+    info = checkpoint_info(tmp_path / "m.pt")
     assert info.step == 5 and info.parameters == sum(p.numel() for p in model.state_dict().values())
     (tmp_path / "junk.pt").write_text("junk")
     r = cli("info", tmp_path / "junk.pt")

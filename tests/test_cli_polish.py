@@ -13,7 +13,7 @@ import typer
 from train_helpers import tiled_synth
 
 from aerialct.cli.app import app
-from aerialct.engine import train as train_mod
+from aerialct.engine import run as run_mod
 
 VERBS = [
     "demo",
@@ -91,9 +91,9 @@ def test_shell_completion(cli):
 
 def test_loader_workers_fit_the_machine(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert train_mod.loader_workers(4) == 2
-    assert train_mod.loader_workers(1) == 1
-    assert train_mod.loader_workers(0) == 0
+    assert run_mod.loader_workers(4) == 2
+    assert run_mod.loader_workers(1) == 1
+    assert run_mod.loader_workers(0) == 0
 
 
 def test_quiet_train_prints_nothing_on_stderr(cli, tmp_path, monkeypatch, recwarn):

@@ -24,6 +24,46 @@ def test_wrong_type_names_key():
         load_config(None, ["train.batch_size=abc"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.epochs=true", r"^train\.epochs: expected an integer, got true \(default: 50\)$"),
+        ("train.epochs=5.5", r"^train\.epochs: expected an integer, got 5\.5"),
+        ("data.hflip=1", r"^data\.hflip: expected true or false, got 1 \(default: true\)$"),
+        ("name=123", r"^name: expected a string, got 123"),
+        ("train.epochs=null", r"^train\.epochs: expected an integer, got null"),
+        (
+            "loss.contrast=ct-c",
+            r"^loss\.contrast: 'ct-c' is not one of 'none', .*did you mean 'ct-cl'\?$",
+        ),
+        ("loss.mscs_anchors=per-clas", r"is not one of 'per-class', 'per-image-class', null"),
+        (
+            "loss.cs_pairs=[[4, 8, 16]]",
+            r"^loss\.cs_pairs\[0\]: expected 2 values \(tuple\[int, int\]\)",
+        ),
+        ("loss.cs_pairs=[[4, x]]", r"^loss\.cs_pairs\[0\]\[1\]: expected an integer, got 'x'$"),
+        ("data.scale_range=[1]", r"^data\.scale_range: expected 2 values"),
+        ("loss.cs_pairs=3", r"got 3 \(default: \[\[4, 32\], \[4, 16\]\]\)$"),
+        ("model=3", r"^model: expected a mapping of keys, got 3$"),
+        ("modle.decoder=fpn", r"^unknown config key 'modle'; did you mean 'model'\?$"),
+        ("zzz=1", r"^unknown config key 'zzz'; valid keys: name, model, loss, data, train$"),
+    ],
+)
+def test_config_errors_name_the_key_the_value_and_what_is_expected(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_every_error_is_counted_and_numbers_read_as_yaml_1_2():
+    with pytest.raises(ConfigError, match=r"\(and 1 more\)$"):
+        load_config(None, ["train.epochs=x", "train.batch_size=y"])
+    cfg = load_config(None, ["train.lr=1e-4", "data.scale_range=[0.5, 2]", "train.epochs=3"])
+    assert cfg.train.lr == 1e-4 and cfg.data.scale_range == (0.5, 2.0) and cfg.train.epochs == 3
+    assert load_config(
+        None, ["model.backbone_kwargs.drop_path_rate=1e-1"]
+    ).model.backbone_kwargs == {"drop_path_rate": 0.1}
+
+
 def test_overrides_and_base(tmp_path):
     (tmp_path / "base.yaml").write_text("train:\n  epochs: 3\n  lr: 0.001\n")
     (tmp_path / "child.yaml").write_text("base: base.yaml\ntrain:\n  epochs: 5\n")

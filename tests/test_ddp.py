@@ -30,6 +30,7 @@ def _worker(rank: int, world: int, port: int, chips: str, run: str, out: str) ->
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
     )  # fmt: skip
     torch.set_num_threads(1)
+    import aerialct.engine.epoch as ep
     import aerialct.engine.train as tr
     from aerialct.engine.distributed import gather_with_grad
 
@@ -42,14 +43,14 @@ def _worker(rank: int, world: int, port: int, chips: str, run: str, out: str) ->
     gathered = {"rows": g.detach(), "grad": x.grad, "flags": flags}
 
     final: dict = {}
-    step = tr._optimizer_step
+    step = ep.optimizer_step
 
     def spy(task, *args, **kwargs):
         step(task, *args, **kwargs)
         final["model"] = {k: v.detach().clone() for k, v in task.model.named_parameters()}
         final["heads"] = {k: v.detach().clone() for k, v in task.heads.named_parameters()}
 
-    tr._optimizer_step = spy
+    ep.optimizer_step = spy
     res = tr.train(load_config(TINY, OVERRIDES), chips, run, device="cpu")
     torch.save({**final, **gathered, "steps": res.steps}, Path(out) / f"rank{rank}.pt")
 
@@ -94,3 +95,45 @@ def test_gather_is_identity_without_a_process_group():
 
     x = torch.randn(3, 4)
     assert gather_with_grad(x) is x
+
+
+def test_launch_env_is_read_in_one_place(monkeypatch):
+    from aerialct.engine.distributed import DistInfo, launch_env
+    from aerialct.errors import InputError
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert launch_env() == DistInfo() and launch_env().is_main
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    info = launch_env()
+    assert (info.rank, info.world_size, info.local_rank) == (3, 4, 1)
+    assert info.enabled and not info.is_main
+    monkeypatch.setenv("RANK", "three")
+    with pytest.raises(InputError, match=r"RANK='three' is not an integer"):
+        launch_env()
+
+
+def test_resolve_device_accepts_the_documented_names_and_says_how_to_fix(monkeypatch):
+    from aerialct.engine.distributed import resolve_device
+    from aerialct.errors import InputError
+
+    assert resolve_device("cpu") == resolve_device(" CPU ") == torch.device("cpu")
+    expected_auto = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None).type == resolve_device("auto").type == expected_auto
+    for bad in ("tpu9", "cuda:x"):
+        with pytest.raises(InputError, match=rf"device '{bad}' is not valid; use auto, cpu"):
+            resolve_device(bad)
+    with pytest.raises(InputError, match=r"device 'meta' is not supported"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match=r"device 'cuda': no CUDA GPU.*use --device cpu"):
+            resolve_device("cuda")
+    else:  # under torchrun, "cuda" is this process's GPU
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count() - 1))
+        assert resolve_device("cuda").index == torch.cuda.device_count() - 1
+    if not torch.backends.mps.is_available():
+        with pytest.raises(InputError, match=r"device 'mps': Apple MPS is not available"):
+            resolve_device("mps")

@@ -48,7 +48,7 @@ def random_pair(seed, shape=(53, 47)):
 
 
 def direct_scores(pred, ref, exclude=("clutter",)):
-    """Per-pixel reference computation, independent of aerialct.metrics."""
+    """Per-pixel reference computation, independent of aerialct.evaluate.metrics."""
     p, r = pred.ravel(), ref.ravel()
     valid = (p != 255) & (r != 255)
     p, r = p[valid], r[valid]

@@ -13,12 +13,12 @@ import torch
 from aerialct.classes import POTSDAM
 from aerialct.config import load_config
 from aerialct.engine.checkpoint import (
-    checkpoint_info,
     load_checkpoint,
     load_inference_model,
     make_checkpoint,
     save_checkpoint,
 )
+from aerialct.engine.info import checkpoint_info
 from aerialct.engine.task import SegmentationTask
 from aerialct.errors import CheckpointError
 from aerialct.export import export_model

@@ -49,6 +49,7 @@ def test_terms_and_their_combination(models, mode):
     if mode.endswith("mscs"):
         expected |= {"ms", "cs"}
     assert set(out) == expected
+    assert task.terms[0] == "loss" and set(task.terms) == expected - {"logits"}
     assert out["logits"].shape == (2, K, 64, 64)
     for k in expected - {"loss", "logits"}:
         assert not out[k].requires_grad and torch.isfinite(out[k])
@@ -279,3 +280,10 @@ def test_mscs_on_decoder_features(decoder):
     assert grads and sum(float(g.abs().sum()) for g in grads) > 0
     out = task(images, masks)
     assert torch.isfinite(out["loss"]) and out["ms"] > 0
+
+
+def test_terms_name_the_focal_term_when_it_is_on(models):
+    task = SegmentationTask(models["tiny_cnn"], LossConfig(focal_weight=0.5), K)
+    out = task(*batch())
+    assert task.terms == ("loss", "ce", "dice", "focal")
+    assert set(out) == {*task.terms, "logits"}

@@ -13,7 +13,8 @@ from train_helpers import tiled_synth, write_chips
 
 from aerialct.config import load_config
 from aerialct.engine.checkpoint import load_checkpoint, load_inference_model
-from aerialct.engine.train import lr_factor, train
+from aerialct.engine.run import lr_factor
+from aerialct.engine.train import train
 from aerialct.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

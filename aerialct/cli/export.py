@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
 from aerialct.cli.options import Json, Overwrite
-
-_FORMATS = ("onnx", "torchscript", "pt")
 
 
 @app.command()
@@ -21,11 +19,11 @@ def export(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The exported model file.")],
     format: Annotated[
-        str,
+        Literal["onnx", "torchscript", "pt"],
         typer.Option(
             "--format",
             "-f",
-            metavar="onnx|torchscript|pt",
+            case_sensitive=False,
             help="onnx (onnxruntime), torchscript, or pt (slim checkpoint without training state).",
         ),
     ] = "onnx",
@@ -46,12 +44,9 @@ def export(
       aerialct export runs/x/best.pt --format pt --out model.pt
       aerialct predict model.onnx scene.tif --out pred
     """
-    fmt = format.strip().lower()
-    if fmt not in _FORMATS:
-        raise typer.BadParameter(f"{format!r}: use onnx, torchscript or pt", param_hint="--format")
     from aerialct.export import export_model
 
-    result = export_model(checkpoint, out, fmt, overwrite=overwrite, opset=opset)
+    result = export_model(checkpoint, out, format, overwrite=overwrite, opset=opset)
     if json_out:
         console.print_json(result.to_dict())
         return

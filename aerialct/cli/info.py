@@ -27,7 +27,7 @@ def info(
       aerialct info runs/x/best.pt
       aerialct info runs/x/best.pt --json
     """
-    from aerialct.engine.checkpoint import checkpoint_info
+    from aerialct.engine.info import checkpoint_info
 
     ci = checkpoint_info(checkpoint)
     if json_out:

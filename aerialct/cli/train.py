@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
 from aerialct.cli.options import Json, Overwrite
+
+if TYPE_CHECKING:
+    from aerialct.engine.train import TrainResult
 
 
 @app.command()
@@ -70,6 +72,7 @@ def train(
       aerialct train --data chips --out runs/tiny --resume --set train.epochs=60
     """
     from aerialct.config import load_config, resolve_config_path
+    from aerialct.engine.distributed import launch_env
     from aerialct.engine.train import train as run_training
 
     if resume and overwrite:
@@ -83,8 +86,7 @@ def train(
             )
         config = str(out / "config.yaml")
     cfg = load_config(resolve_config_path(config), overrides or [])
-    main_rank = os.environ.get("RANK", "0") == "0"
-    if main_rank:
+    if launch_env().is_main:
         with console.progress("training") as progress:
             result = run_training(
                 cfg, data, out, resume=resume, overwrite=overwrite, device=device, progress=progress
@@ -95,6 +97,11 @@ def train(
     if json_out:
         console.print_json(result)
         return
+    _render(result, cfg.name)
+
+
+def _render(result: TrainResult, name: str) -> None:
+    """The finished run as two tables: the summary and the last validation IoU per class."""
     final = result.final
     rows = [
         ("run folder", result.run_dir),
@@ -111,7 +118,7 @@ def train(
         ("device", f"{result.device} x{result.world_size}"),
         ("best checkpoint", result.best_checkpoint),
     ]
-    console.print_table(f"trained {cfg.name}", ["", "value"], rows)
+    console.print_table(f"trained {name}", ["", "value"], rows)
     ious = [(k.removeprefix("iou_"), v) for k, v in final.items() if k.startswith("iou_")]
     if ious:
         console.print_table("last epoch: validation IoU per class", ["class", "IoU"], ious)

@@ -41,14 +41,13 @@ VERSION = 1
 
 REQUIRED_KEYS = ("config", "classes", "normalization", "in_chans", "chip_size", "model")
 TRAINING_KEYS = ("optimizer", "scheduler", "step", "epoch")
+"""Keys ``train --resume`` needs (absent or None in a slim export)."""
 
 __all__ = [
     "FORMAT",
     "VERSION",
-    "CheckpointInfo",
     "InferenceBundle",
     "check_resume_compatible",
-    "checkpoint_info",
     "load_checkpoint",
     "load_inference_model",
     "make_checkpoint",
@@ -334,70 +333,4 @@ def load_inference_model(
         ignore_index=int(ckpt.get("ignore_index", IGNORE_INDEX)),
         low=tuple(float(v) for v in norm["low"]) if norm.get("low") else None,
         high=tuple(float(v) for v in norm["high"]) if norm.get("high") else None,
-    )
-
-
-# ---------------------------------------------------------------------------
-# Summary for `aerialct info`
-
-
-@dataclass
-class CheckpointInfo:
-    """What a checkpoint holds, without the tensors."""
-
-    path: str
-    aerialct_version: str | None
-    name: str | None
-    model: dict
-    loss: dict
-    train: dict
-    classes: list[str]
-    ignore_index: int
-    in_chans: int
-    chip_size: int
-    gsd: float | None
-    mean: list[float]
-    std: list[float]
-    step: int
-    epoch: int
-    best_miou: float | None
-    parameters: int
-    head_parameters: int
-    has_training_state: bool
-    size_bytes: int
-    metrics: dict
-
-
-def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
-    """Summarise a checkpoint (config, classes, normalisation, progress, last metrics)."""
-    p = Path(path)
-    ckpt = load_checkpoint(p)
-
-    def count(state: dict | None) -> int:
-        return int(sum(v.numel() for v in (state or {}).values() if hasattr(v, "numel")))
-
-    cfg = ckpt["config"]
-    train = cfg.get("train", {})
-    return CheckpointInfo(
-        path=str(p),
-        aerialct_version=ckpt.get("aerialct_version"),
-        name=cfg.get("name"),
-        model=dict(cfg.get("model", {})),
-        loss={k: v for k, v in cfg.get("loss", {}).items()},
-        train={k: train.get(k) for k in ("epochs", "batch_size", "lr", "scheduler", "seed")},
-        classes=[c["name"] for c in ckpt["classes"]],
-        ignore_index=int(ckpt.get("ignore_index", IGNORE_INDEX)),
-        in_chans=int(ckpt["in_chans"]),
-        chip_size=int(ckpt["chip_size"]),
-        gsd=ckpt.get("gsd"),
-        mean=[float(v) for v in ckpt["normalization"]["mean"]],
-        std=[float(v) for v in ckpt["normalization"]["std"]],
-        step=int(ckpt.get("step") or 0),
-        epoch=int(ckpt.get("epoch") or 0),
-        best_miou=ckpt.get("best_miou"),
-        parameters=count(ckpt["model"]),
-        head_parameters=count(ckpt.get("heads")),
-        has_training_state=all(ckpt.get(k) is not None for k in TRAINING_KEYS),
-        size_bytes=p.stat().st_size,
-        metrics=dict(ckpt.get("metrics") or {}),
     )

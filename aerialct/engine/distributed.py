@@ -1,8 +1,10 @@
 """Distributed data parallel helpers for runs launched by ``torchrun``.
 
 ``torchrun --nproc_per_node N -m aerialct train ...`` sets ``RANK``,
-``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR/PORT``; :func:`init_distributed`
-reads them and starts a process group (NCCL on CUDA, gloo on the CPU) when
+``WORLD_SIZE``, ``LOCAL_RANK`` and ``MASTER_ADDR/PORT``. :func:`launch_env` is the
+one place that reads them; :func:`resolve_device` is the one place that turns a
+``--device`` / ``train.device`` value into a device (``cuda`` -> ``cuda:LOCAL_RANK``);
+:func:`init_distributed` starts a process group (NCCL on CUDA, gloo on the CPU) when
 ``WORLD_SIZE > 1``. Rank 0 alone writes files; every rank runs the same steps.
 
 :func:`gather_with_grad` is the ``gather`` function handed to the task: it
@@ -18,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from aerialct.errors import InputError
+
 __all__ = [
     "DistInfo",
     "all_reduce_sum",
@@ -26,45 +30,108 @@ __all__ = [
     "cleanup_distributed",
     "gather_with_grad",
     "init_distributed",
+    "launch_env",
+    "resolve_device",
 ]
 
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the launch: rank, number of processes, GPU index on its node."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
 
     @property
     def enabled(self) -> bool:
+        """More than one process: collectives are real."""
         return self.world_size > 1
 
     @property
     def is_main(self) -> bool:
+        """Rank 0, the one process that writes files."""
         return self.rank == 0
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InputError(
+            f"{name}={raw!r} is not an integer; launch with torchrun or unset {name}"
+        ) from None
+
+
+def launch_env() -> DistInfo:
+    """The launch as torchrun describes it (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``).
+
+    The one reader of these variables; without them, a single process of rank 0.
+    """
+    world = _env_int("WORLD_SIZE", 1)
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(
+        rank=_env_int("RANK", 0), world_size=world, local_rank=_env_int("LOCAL_RANK", 0)
+    )
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """A device from ``auto`` (or None), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    ``auto`` is the local GPU when there is one, else the CPU; ``cuda`` is
+    ``cuda:LOCAL_RANK`` (``cuda:0`` outside torchrun). A device that is not there
+    raises InputError naming the value and what to use instead.
+    """
+    asked = (name or "auto").strip().lower()
+    if asked == "auto":
+        asked = "cuda" if torch.cuda.is_available() else "cpu"
+    if asked == "cuda":
+        asked = f"cuda:{launch_env().local_rank}"
+    try:
+        dev = torch.device(asked)
+    except RuntimeError:
+        raise InputError(
+            f"device {name!r} is not valid; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {name!r}: no CUDA GPU is visible here; use --device cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise InputError(
+                f"device {name!r}: only {count} CUDA GPU(s) are visible; use cuda:0 to "
+                f"cuda:{count - 1} (or set CUDA_VISIBLE_DEVICES)"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {name!r}: Apple MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {name!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    return dev
 
 
 def init_distributed(device: torch.device) -> DistInfo:
     """Start the process group when launched with WORLD_SIZE > 1; no-op otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    info = launch_env()
+    if info.enabled and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+    return info
 
 
 def cleanup_distributed(info: DistInfo) -> None:
+    """End the process group that :func:`init_distributed` started (no-op for one process)."""
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(info: DistInfo) -> None:
+    """Wait for every rank (no-op for one process)."""
     if info.enabled:
         dist.barrier()
 

@@ -67,9 +67,11 @@ class EventLog:
 
     @property
     def enabled(self) -> bool:
+        """True when tensorboard is installed and events are written."""
         return self.writer is not None
 
     def add(self, row: dict[str, Any]) -> None:
+        """Write a metrics row's numbers as scalars at its optimiser step, then flush."""
         if self.writer is None:
             return
         step = int(row.get("step") or 0)
@@ -78,6 +80,7 @@ class EventLog:
         self.writer.flush()  # a killed run keeps every finished epoch
 
     def close(self) -> None:
+        """Close the event file (further ``add`` calls do nothing)."""
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -46,6 +46,7 @@ from aerialct.losses.ct import PatchContrastLoss, cap_loss
 from aerialct.losses.imbalance import focal_loss
 from aerialct.losses.mscs import MultiScaleContrastLoss
 from aerialct.losses.segmentation import SegmentationLoss
+from aerialct.models.model import SegmentationModel
 
 GatherFn = Callable[[Tensor], Tensor]
 
@@ -64,13 +65,16 @@ class SegmentationTask(nn.Module):
     Shape:
         images ``(B, C, H, W)`` float normalised, masks ``(B, H, W)`` int64 (255 = ignore);
         returns ``{"loss": scalar with grad, "logits": (B, K, H, W), "ce", "dice",
-        ["ct"], ["ms"], ["cs"]}``; the named terms are detached scalars.
+        ["focal"], ["ct"], ["ms"], ["cs"]}``; the named terms are detached scalars.
         ``"ct"`` is the uncapped CT mean (the total uses the capped value).
+
+    ``task.terms`` names the scalar terms this task returns, ``"loss"`` first: the
+    training loop logs exactly these (``train_<term>`` in ``metrics.csv``), in this order.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model: SegmentationModel,
         loss_cfg: LossConfig,
         num_classes: int,
         ignore_index: int = 255,
@@ -99,8 +103,8 @@ class SegmentationTask(nn.Module):
         self.seg_loss = SegmentationLoss(
             ignore_index, loss_cfg.ce_smoothing, loss_cfg.dice_weight, class_weight
         )
-        channels = list(model.feature_channels)  # type: ignore[attr-defined]
-        reductions = list(model.feature_reductions)  # type: ignore[attr-defined]
+        channels = list(model.feature_channels)
+        reductions = list(model.feature_reductions)
         self.heads = nn.ModuleDict()
         if mode.startswith("ct-"):
             self.heads["ct"] = PatchContrastLoss(
@@ -148,11 +152,21 @@ class SegmentationTask(nn.Module):
                 proj_layers=layers,
             )
 
+        self.terms: tuple[str, ...] = (
+            "loss",
+            "ce",
+            "dice",
+            *(("focal",) if loss_cfg.focal_weight else ()),
+            *(("ct",) if "ct" in self.heads else ()),
+            *(("ms", "cs") if "mscs" in self.heads else ()),
+        )
+
     def forward(self, images: Tensor, masks: Tensor) -> dict[str, Tensor]:
+        """The logits and every term of :attr:`terms` for one batch (see the class docstring)."""
         if self.mscs_on_decoder:
-            logits, feats, dec = self.model.forward_with_decoder_features(images)  # type: ignore[operator]
+            logits, feats, dec = self.model.forward_with_decoder_features(images)
         else:
-            logits, feats = self.model.forward_with_features(images)  # type: ignore[operator]
+            logits, feats = self.model.forward_with_features(images)
             dec = feats
         cfg = self.cfg
         out: dict[str, Tensor] = {}

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from pydantic import ConfigDict, with_config
+
 ContrastMode = Literal["none", "ct-cl", "ct-infonce", "mscs", "ct-cl+mscs", "ct-infonce+mscs"]
 LossMode = Literal["paper", "released"]
 
 
+@with_config(ConfigDict(extra="forbid", strict=True))  # strict loading: aerialct.config
 @dataclass
 class LossConfig:
     contrast: ContrastMode = "none"

@@ -286,6 +286,7 @@ class ProjectionHead(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """L2-normalised projection ``(N, out_dim)`` of tokens ``(N, in_dim)``."""
         return F.normalize(self.net(x), dim=-1)  # (N, out_dim)
 
 
@@ -543,6 +544,7 @@ class PatchContrastLoss(nn.Module):
         gather=None,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
+        """(CT loss, number of (stage, class) terms) of the encoder maps against ``mask`` ``(B, H, W)``."""
         k = self.num_classes
         emb_p, emb_n, ok_p, ok_n = [], [], [], []
         counts: Tensor | None = None

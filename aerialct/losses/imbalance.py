@@ -67,4 +67,5 @@ def focal_loss(
 
 
 def weight_tensor(values: np.ndarray | list[float] | None) -> Tensor | None:
+    """Class weights as a float32 tensor (None stays None)."""
     return None if values is None else torch.tensor(list(values), dtype=torch.float32)

@@ -28,7 +28,7 @@ either choice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -169,6 +169,7 @@ class _SupCon(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, c, a_lab, c_lab, num_classes, same, temperature, step):  # type: ignore[override]
+        """The mean SupCon loss over anchors ``a`` against contrast set ``c`` (see the class)."""
         k = num_classes
         c_ok = c_lab >= 0
         cols = (k + 1 + 7) // 8 * 8  # pad the one-hot to 8 columns: aligned, faster GEMMs
@@ -211,6 +212,7 @@ class _SupCon(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
+        """Gradients for ``a`` and ``c`` from the sums kept by ``forward`` (no autograd graph)."""
         a_s, c, a_lab, c_lab, y, m_all, ns_all, npos, has, count = ctx.saved_tensors
         t, step = ctx.temperature, ctx.step
         scale = torch.where(has, grad_out / count / npos.clamp(min=1), 0)[:, None]  # (A, 1)
@@ -308,9 +310,11 @@ class Projector(nn.Module):
 
     @property
     def layers(self) -> int:
+        """Linear-ReLU-BN blocks (1x1 convs on the pixels) before the last linear layer."""
         return len(self.pre) // 3
 
     def forward(self, tokens: Tensor, index: Tensor | None = None) -> Tensor:
+        """Project tokens ``(N, C)`` (rows ``index`` only when given) to L2-normalised ``(S, dim)``."""
         h = self.pre(tokens)  # (N, hidden)
         if index is not None:
             h = h[index]  # (S, hidden)
@@ -410,7 +414,7 @@ class MultiScaleContrastLoss(nn.Module):
             self.anchors,
         )
         tokens = feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])  # (B*h*w, C)
-        proj = self.projectors[str(s)]
+        proj = cast(Projector, self.projectors[str(s)])
         if tokens.shape[0] < 2 and proj.training:  # BatchNorm cannot train on one pixel
             emb = proj.forward_without_norm(tokens[smp.index])
             valid = torch.zeros_like(smp.valid)
@@ -425,6 +429,7 @@ class MultiScaleContrastLoss(nn.Module):
     def forward(
         self, feats: list[Tensor], mask: Tensor, gather=None, generator=None
     ) -> tuple[Tensor, Tensor]:
+        """(L_ms, L_cs) of the feature maps ``[(B, C_s, H/r_s, W/r_s)]`` against ``mask`` ``(B, H, W)``."""
         emb = {s: self.embed_stage(s, feats[s], mask, gather, generator) for s in self.stages}
         t = self.temperature
         dtype = next(iter(emb.values()))[0].dtype if emb else feats[0].dtype

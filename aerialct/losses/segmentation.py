@@ -61,6 +61,9 @@ def dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: floa
 class SegmentationLoss(nn.Module):
     """``CE(smoothing) + dice_weight * Dice``; returns (total, ce, dice)."""
 
+    class_weight: Tensor | None
+    """Per-class CE weights (a non-persistent buffer), or None."""
+
     def __init__(
         self,
         ignore_index: int = 255,
@@ -75,6 +78,7 @@ class SegmentationLoss(nn.Module):
         self.register_buffer("class_weight", class_weight, persistent=False)
 
     def forward(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(total, CE, Dice) of logits ``(B, K, H, W)`` against ``target`` ``(B, H, W)``."""
         ce = soft_cross_entropy(
             logits, target, self.ignore_index, self.smoothing, self.class_weight
         )

@@ -103,6 +103,7 @@ class WeightsReport:
     mismatched: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line: what was loaded, missing, unexpected and shape-mismatched."""
         return (
             f"{self.path}: loaded {self.loaded}/{self.total} backbone tensors; "
             f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
@@ -153,6 +154,7 @@ class BackboneAdapter(nn.Module):
         self.timm_name = timm_name
         self.img_size = img_size
         base = dict(pretrained=False, features_only=True, in_chans=in_chans, **kw)
+        body: Any  # timm's FeatureListNet (feature_info is its attribute, not a submodule)
         try:
             body = timm.create_model(timm_name, **base)
         except TypeError as e:
@@ -186,10 +188,10 @@ class BackboneAdapter(nn.Module):
         self._probe(in_chans)
 
     @staticmethod
-    def _available_levels(body: nn.Module) -> int:
+    def _available_levels(body: Any) -> int:
         # FeatureListNet holds only the requested levels; default out_indices are all levels
         # for most families (ResNet: 5 incl. the stride-2 stem; Swin/ConvNeXt/PoolFormer: 4).
-        idx = body.feature_info.out_indices  # type: ignore[union-attr]
+        idx = body.feature_info.out_indices
         return max(idx) + 1
 
     @staticmethod
@@ -243,6 +245,7 @@ class BackboneAdapter(nn.Module):
 
     @property
     def max_reduction(self) -> int:
+        """The coarsest stride; inputs must be multiples of it."""
         return max(self.reductions)
 
     def check_input_size(self, h: int, w: int) -> None:
@@ -250,6 +253,7 @@ class BackboneAdapter(nn.Module):
         step = self.max_reduction
 
         def nearest(v: int) -> int:
+            """The multiple of ``step`` nearest to ``v`` (at least ``step``)."""
             return max(step, round(v / step) * step)
 
         if self.fixed_size and (h, w) != (self.img_size, self.img_size):
@@ -265,6 +269,7 @@ class BackboneAdapter(nn.Module):
             )
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        """Channel-first maps ``[(B, C_i, H/r_i, W/r_i)]`` whatever the timm layout."""
         feats = self.body(x)
         out = []
         for i, f in enumerate(feats):

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ConfigDict, with_config
 
+
+@with_config(ConfigDict(extra="forbid", strict=True))  # strict loading: aerialct.config
 @dataclass
 class ModelConfig:
     backbone: str = "swin_ct"

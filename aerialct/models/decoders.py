@@ -17,6 +17,7 @@ from aerialct.errors import ConfigError
 
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequential:
+    """Conv (same padding, no bias) -> BatchNorm -> ReLU."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -25,12 +26,14 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequent
 
 
 def conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:
+    """Conv (same padding, no bias) -> BatchNorm."""
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
     )
 
 
 def separable_conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    """Depthwise conv -> BatchNorm -> pointwise conv."""
     return nn.Sequential(
         nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin, bias=False),
         nn.BatchNorm2d(cin),
@@ -69,6 +72,7 @@ class FPNDecoder(nn.Module):
         self.feature_channels = [dim] * len(channels)
 
     def forward_features(self, feats: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Logits at the finest stride ``(B, K, h_0, w_0)`` and the smoothed pyramid maps."""
         lat = [m(f) for m, f in zip(self.lateral, feats, strict=True)]  # (B, D, h_i, w_i)
         for i in range(len(lat) - 2, -1, -1):
             lat[i] = lat[i] + _up(lat[i + 1], lat[i])
@@ -77,6 +81,7 @@ class FPNDecoder(nn.Module):
         return self.classifier(self.fuse(out)), maps  # (B, K, h_0, w_0)
 
     def forward(self, feats: list[Tensor]) -> Tensor:
+        """Logits at the finest stride ``(B, K, h_0, w_0)``."""
         return self.forward_features(feats)[0]
 
 
@@ -96,6 +101,7 @@ class LinearAttention(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` plus linear (kernelised) self-attention over all positions, ``(B, C, h, w)``."""
         b, c, h, w = x.shape
         n = h * w
         q = F.normalize(self.q(x).flatten(2), dim=1)  # (B, c', N)
@@ -118,6 +124,7 @@ class ChannelAttention(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` reweighted per channel, ``(B, C, h, w)``."""
         att = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
         return x * torch.sigmoid(att)  # (B, C, h, w)
 
@@ -154,9 +161,11 @@ class DCSwinDecoder(nn.Module):
         self.feature_channels = [dim] * n
 
     def forward(self, feats: list[Tensor]) -> Tensor:
+        """Logits at the finest stride ``(B, K, h_0, w_0)``."""
         return self.forward_features(feats)[0]
 
     def forward_features(self, feats: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Logits at the finest stride and the densely aggregated maps (finest first)."""
         lat = [m(f) for m, f in zip(self.lateral, feats, strict=True)]  # (B, D, h_i, w_i)
         n = len(lat)
         dec: list[Tensor] = [lat[-1]] * n
@@ -183,6 +192,9 @@ class GlobalLocalAttention(nn.Module):
     window context); the local branch is the sum of a 1x1 and a 3x3 conv-BN.
     """
 
+    bias_index: Tensor
+    """(N, N) index of each window position pair into ``bias_table`` (a buffer)."""
+
     def __init__(self, dim: int, heads: int = 8, window: int = 8) -> None:
         super().__init__()
         heads = max(1, min(heads, dim // 8)) if dim >= 8 else 1
@@ -205,6 +217,7 @@ class GlobalLocalAttention(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Window attention with strip context (global) plus the local convs, ``(B, C, h, w)``."""
         b, c, h, w = x.shape
         ws, nh = self.window, self.heads
         local = self.local1(x) + self.local2(x)  # (B, C, h, w)
@@ -237,6 +250,7 @@ class GLTBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """Attention, then MLP, each with a residual; ``(B, C, h, w)``."""
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -251,6 +265,7 @@ class WeightedFusion(nn.Module):
         self.post = conv_bn_relu(dim, dim, 3)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        """The decoder map fused with the skip, at the skip's size ``(B, D, h, w)``."""
         w = F.relu(self.weights)
         w = w / (w.sum() + 1e-8)
         return self.post(w[0] * self.pre(skip) + w[1] * _up(x, skip))
@@ -276,6 +291,7 @@ class FeatureRefinementHead(nn.Module):
         self.act = nn.ReLU6(inplace=True)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        """The refined finest-stride map ``(B, D, h_0, w_0)``."""
         x = self.fusion(x, skip)  # (B, D, h0, w0)
         refined = self.spatial(x) * x + self.channel(x) * x
         return self.act(self.proj(refined) + self.shortcut(x))
@@ -303,9 +319,11 @@ class UNetFormerDecoder(nn.Module):
         self.feature_channels = [dim] * 4
 
     def forward(self, feats: list[Tensor]) -> Tensor:
+        """Logits at the finest stride ``(B, K, h_0, w_0)``."""
         return self.forward_features(feats)[0]
 
     def forward_features(self, feats: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """Logits at the finest stride and the decoder's maps at the encoder's four strides."""
         r1, r2, r3, r4 = feats
         x32 = self.b4(self.pre(r4))  # (B, D, H/32, W/32)
         x16 = self.b3(self.f3(x32, r3))  # (B, D, H/16, W/16)
@@ -318,6 +336,7 @@ DECODERS = {"dcswin": DCSwinDecoder, "unetformer": UNetFormerDecoder, "fpn": FPN
 
 
 def build_decoder(name: str, channels: list[int], num_classes: int, dim: int) -> nn.Module:
+    """The decoder named ``name`` (dcswin, unetformer, fpn) for encoder ``channels``."""
     if name not in DECODERS:
         raise ConfigError(f"model.decoder {name!r} is not one of {', '.join(DECODERS)}")
     return DECODERS[name](channels, num_classes, dim)

@@ -26,13 +26,14 @@ class RefineHead(nn.Module):
     def __init__(self, in_chans: int, num_classes: int, channels: int) -> None:
         super().__init__()
         self.image = conv_bn_relu(in_chans, channels, 3)
+        last = nn.Conv2d(channels, num_classes, 1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)  # type: ignore[arg-type]  # bias=True: never None
         self.body = nn.Sequential(
             conv_bn_relu(channels + num_classes, channels, 3),
             conv_bn_relu(channels, channels, 3),
-            nn.Conv2d(channels, num_classes, 1),
+            last,
         )
-        nn.init.zeros_(self.body[-1].weight)
-        nn.init.zeros_(self.body[-1].bias)
 
     def forward(self, logits: Tensor, x: Tensor) -> Tensor:
         """``logits`` (B, K, H, W) upsampled to the input ``x`` (B, C, H, W)."""
@@ -63,10 +64,12 @@ class SegmentationModel(nn.Module):
 
     @property
     def feature_channels(self) -> list[int]:
+        """Channels of the encoder's maps, finest first."""
         return list(self.backbone.channels)
 
     @property
     def feature_reductions(self) -> list[int]:
+        """Strides of the encoder's maps (e.g. 4, 8, 16, 32)."""
         return list(self.backbone.reductions)
 
     @property
@@ -76,12 +79,15 @@ class SegmentationModel(nn.Module):
         return list(ch) if ch is not None else None
 
     def check_input_size(self, h: int, w: int) -> None:
+        """Raise InputError naming the nearest valid size when (h, w) does not fit the backbone."""
         self.backbone.check_input_size(h, w)
 
     def forward_features(self, x: Tensor) -> list[Tensor]:
+        """The encoder's maps ``[(B, C_i, H/r_i, W/r_i)]``."""
         return self.backbone(x)  # [(B, C_i, H/r_i, W/r_i)]
 
     def forward_with_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Logits ``(B, K, H, W)`` and the encoder's maps (for the contrastive losses)."""
         feats = self.backbone(x)
         logits = self.decoder(feats)  # (B, K, H/r_0, W/r_0)
         return self._full_size(logits, x), feats  # (B, K, H, W)
@@ -97,6 +103,7 @@ class SegmentationModel(nn.Module):
         return logits if self.refine is None else self.refine(logits, x)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, K, H, W)``."""
         return self.forward_with_features(x)[0]
 
 
