@@ -73,10 +73,12 @@ def predict_scenes(
     (:func:`complete_output`) is skipped and reported as such. Keyword arguments go
     to :func:`predict_scene`.
     """
-    if rank is None:
-        rank = int(os.environ.get("RANK", "0"))  # torchrun; moves to engine/distributed.py
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun; likewise
+    if rank is None or world_size is None:
+        from aerialct.engine.distributed import launch_env
+
+        launch = launch_env()
+        rank = launch.rank if rank is None else rank
+        world_size = launch.world_size if world_size is None else world_size
     paths = [source_path(s) for s in scenes]
     stems = [Path(p).stem for p in paths]
     dup = sorted({s for s in stems if stems.count(s) > 1})
