@@ -56,3 +56,47 @@ def test_gpu_only_blocks_are_marked_and_skipped():
     cuda = [b for b in every if "--device cuda" in b or "dcswin" in b]
     assert cuda, "the session should show its GPU-sized variant"
     assert all(b.lstrip().startswith("# GPU only") for b in cuda)
+
+
+def _layout_picture() -> dict[str, str]:
+    """The README's layout picture: each top-level entry of aerialct/ and its description."""
+    text = README.read_text()
+    body = text[text.index("\naerialct/\n") + len("\naerialct/\n") :]
+    body = body[: body.index("\nconfigs/")]
+    entries: dict[str, str] = {}
+    name = ""
+    for line in body.splitlines():
+        m = re.match(r"  (\S+)(.*)", line)
+        if m:
+            name = m.group(1)
+            entries[name] = m.group(2)
+        else:
+            entries[name] += " " + line.strip()
+    return entries
+
+
+def test_layout_picture_matches_the_tree():
+    """Every module and package of aerialct/ is in the picture, and the picture names no module
+    that does not exist (cli/ is summed up as "one module per command")."""
+    pkg = ROOT / "aerialct"
+    entries = _layout_picture()
+    tree = {
+        p.name + ("/" if p.is_dir() else "")
+        for p in pkg.iterdir()
+        if (p.is_dir() and (p / "__init__.py").is_file())
+        or (p.suffix == ".py" and p.name not in ("__init__.py", "__main__.py"))
+    }
+    assert set(entries) == tree
+    for name, text in entries.items():
+        if not name.endswith("/"):
+            continue
+        files = {q.name for q in (pkg / name).rglob("*.py")}
+        subpackages = {q.parent.name + "/" for q in (pkg / name).rglob("*/__init__.py")}
+        for mentioned in re.findall(r"\b([a-z_0-9]+\.py)\b", text):
+            assert mentioned in files, f"{name}{mentioned} is in the README picture, not the tree"
+        for mentioned in re.findall(r"\b([a-z_0-9]+/) \(", text):
+            assert mentioned in subpackages, f"{name}{mentioned} is in the picture, not the tree"
+        if name != "cli/":
+            own = {q.name for q in (pkg / name).glob("*.py")} - {"__init__.py"}
+            missing = own - set(re.findall(r"\b([a-z_0-9]+\.py)\b", text))
+            assert not missing, f"{name}: {sorted(missing)} missing from the README picture"
