@@ -448,20 +448,33 @@ def test_synth_labels_are_not_taken_by_predict_globs(cli, tmp_path):
     assert expand_inputs([tmp_path / "d"]) == [tmp_path / "d" / "scene.tif"]
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11's public target is not met yet: held-out building IoU 0.35-0.37 (see "
-    "benchmarks/RESULTS.md); strict, so this marker must go when the target is reached",
-)
-def test_public_target_buildings_16bit_single_band(tmp_path):
-    """tiny-cpu reaches held-out building IoU >= 0.5 on a ~5% buildings uint16 panchromatic town."""
+def _bench_buildings():
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_buildings import run
+    import bench_buildings
 
-    r = run(tmp_path, epochs=30, size=768)
+    return bench_buildings
+
+
+def test_readme_buildings_recipe_is_the_benchmarked_one():
+    """The recipe the README gives is the one bench_buildings (and the slow test) measure."""
+    import inspect
+
+    bench = _bench_buildings()
+    text = README.read_text()
+    recipe = text[text.index("**The buildings recipe") :]
+    recipe = recipe[: recipe.index("```", recipe.index("```bash") + 7)]
+    assert f"--size {bench.CHIP} --stride {bench.STRIDE}" in recipe
+    epochs = inspect.signature(bench.run).parameters["epochs"].default
+    for setting in [f"train.epochs={epochs}", f"model.img_size={bench.CHIP}", *bench.OVERRIDES]:
+        assert f"--set {setting}" in recipe, setting
+
+
+@pytest.mark.slow
+def test_public_target_buildings_16bit_single_band(tmp_path):
+    """tiny-cpu reaches held-out building IoU >= 0.5 on a ~5% buildings uint16 panchromatic town."""
+    r = _bench_buildings().run(tmp_path)
     assert 0.03 < r["building_share"] < 0.08
     assert r["building_iou"] >= 0.5, r
 
