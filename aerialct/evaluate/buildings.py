@@ -202,15 +202,7 @@ def evaluate_buildings(
         prediction=str(prediction),
         reference=str(reference),
         iou_threshold=iou_threshold,
-        predicted=n_pred,
-        reference_count=n_ref,
-        true_positives=tp,
-        false_positives=n_pred - tp,
-        false_negatives=n_ref - tp,
-        precision=tp / n_pred if n_pred else float("nan"),
-        recall=tp / n_ref if n_ref else float("nan"),
-        f1=2 * tp / (n_pred + n_ref) if (n_pred + n_ref) else float("nan"),
-        mean_iou=float(m.iou.mean()) if tp else float("nan"),
+        **_counts(n_pred, n_ref, tp, float(m.iou.sum())),
         crs=rf.crs.to_string() if rf.crs is not None else None,
         reprojected=reprojected,
         review=str(review) if review is not None else None,
@@ -394,6 +386,22 @@ def match_vector_folders(
     return pairs, missing
 
 
+def _counts(n_pred: int, n_ref: int, tp: int, iou_sum: float) -> dict[str, Any]:
+    """Counts, precision, recall, F1 and the matches' mean IoU (NaN where undefined)."""
+    nan = float("nan")
+    return {
+        "predicted": n_pred,
+        "reference_count": n_ref,
+        "true_positives": tp,
+        "false_positives": n_pred - tp,
+        "false_negatives": n_ref - tp,
+        "precision": tp / n_pred if n_pred else nan,
+        "recall": tp / n_ref if n_ref else nan,
+        "f1": 2 * tp / (n_pred + n_ref) if n_pred + n_ref else nan,
+        "mean_iou": iou_sum / tp if tp else nan,
+    }
+
+
 def evaluate_building_files(
     pairs: Sequence[tuple[Path, Path]],
     *,
@@ -419,15 +427,7 @@ def evaluate_building_files(
         prediction=prediction,
         reference=reference,
         iou_threshold=iou_threshold,
-        predicted=n_pred,
-        reference_count=n_ref,
-        true_positives=tp,
-        false_positives=n_pred - tp,
-        false_negatives=n_ref - tp,
-        precision=tp / n_pred if n_pred else float("nan"),
-        recall=tp / n_ref if n_ref else float("nan"),
-        f1=2 * tp / (n_pred + n_ref) if n_pred + n_ref else float("nan"),
-        mean_iou=iou_sum / tp if tp else float("nan"),
+        **_counts(n_pred, n_ref, tp, iou_sum),
         crs=each[0].crs if each else None,
         reprojected=any(e.reprojected for e in each),
         seconds=time.perf_counter() - t0,
