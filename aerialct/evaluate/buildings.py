@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from aerialct.errors import InputError
-from aerialct.evaluate.pixel import FileSet, describe, members
+from aerialct.evaluate.pixel import FileSet, describe, members, pair_by_name
 from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
@@ -370,18 +370,14 @@ def match_vector_folders(
         for suffix in ("", "_buildings", "_classes"):
             if p.stem.endswith(suffix):
                 by_stem.setdefault(p.stem.removesuffix(suffix) if suffix else p.stem, p)
-    pairs, missing = [], []
-    for ref in refs:
-        pred = by_stem.get(ref.stem) or by_stem.get(ref.stem.removesuffix("_buildings"))
-        if pred is None:
-            missing.append(str(ref))
-        else:
-            pairs.append((pred, ref))
+    pairs, missing = pair_by_name(
+        refs, lambda ref: by_stem.get(ref.stem) or by_stem.get(ref.stem.removesuffix("_buildings"))
+    )
     if not pairs:
         raise InputError(
             f"{describe(pred_dir)} and {describe(ref_dir)}: no polygon files with names in "
-            "common; name the "
-            "predictions like the references (<name>.gpkg or <name>_buildings.gpkg)"
+            "common; name the predictions like the references (<name>.gpkg or "
+            "<name>_buildings.gpkg)"
         )
     return pairs, missing
 

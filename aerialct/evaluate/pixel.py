@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,6 +215,21 @@ def members(files: FileSet) -> list[Path]:
     return sorted(p for p in files if p.is_file())
 
 
+def pair_by_name(
+    refs: Sequence[Path], find: Callable[[Path], Path | None]
+) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(prediction, reference) pairs for the references ``find`` names a prediction for,
+    and the references it names none for."""
+    pairs, missing = [], []
+    for ref in refs:
+        pred = find(ref)
+        if pred is None:
+            missing.append(str(ref))
+        else:
+            pairs.append((pred, ref))
+    return pairs, missing
+
+
 def describe(files: FileSet) -> str:
     """How a file set is named in messages: the folder, or its first file and a count."""
     if isinstance(files, Path):
@@ -232,18 +247,16 @@ def match_folders(pred_dir: FileSet, ref_dir: FileSet) -> tuple[list[tuple[Path,
         )
     preds = {p.name: p for p in members(pred_dir) if _is_raster(p)}
     by_stem = {p.stem: p for p in preds.values()}
-    pairs, missing = [], []
-    for ref in refs:
-        pred = preds.get(ref.name) or by_stem.get(ref.stem) or by_stem.get(f"{ref.stem}_classes")
-        if pred is None:
-            missing.append(str(ref))
-        else:
-            pairs.append((pred, ref))
+    pairs, missing = pair_by_name(
+        refs,
+        lambda ref: (
+            preds.get(ref.name) or by_stem.get(ref.stem) or by_stem.get(f"{ref.stem}_classes")
+        ),
+    )
     if not pairs:
         raise InputError(
             f"{describe(pred_dir)} and {describe(ref_dir)}: no file name in common; predictions "
-            "must be named like "
-            f"the references (e.g. {refs[0].name})"
+            f"must be named like the references (e.g. {refs[0].name})"
         )
     return pairs, missing
 
