@@ -106,17 +106,14 @@ def evaluate(
 
 def _file_set(path: str | os.PathLike) -> FileSet:
     """A file or folder as given, or the files a quoted glob matches (InputError if none)."""
-    import glob
+    from aerialct.geo.io import glob_paths, is_pattern
 
     s = os.fspath(path)
     p = Path(s)
     if p.exists():
         return p
-    if any(ch in s for ch in "*?["):
-        found = [Path(h) for h in sorted(glob.glob(s, recursive=True)) if Path(h).is_file()]
-        if found:
-            return found
-        raise InputError(f"{s}: the pattern matches no file; check the path")
+    if is_pattern(s):
+        return glob_paths(s, files_only=True)
     raise InputError(f"{p}: no such file or folder; check the path")
 
 

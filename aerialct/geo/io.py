@@ -227,14 +227,26 @@ def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str | Path]:
             if not hits:
                 raise InputError(f"{p}: folder holds no rasters ({', '.join(RASTER_SUFFIXES)})")
             out.extend(hits)
-        elif not p.exists() and any(ch in s for ch in "*?["):
-            found = sorted(glob.glob(s, recursive=True))
-            if not found:
-                raise InputError(f"{s}: the pattern matches no file; check the path")
-            out.extend(Path(h) for h in found)
+        elif not p.exists() and is_pattern(s):
+            out.extend(glob_paths(s))
         else:
             out.append(p)
     return out
+
+
+def is_pattern(path: str) -> bool:
+    """True when ``path`` holds glob characters (``* ? [``)."""
+    return any(ch in path for ch in "*?[")
+
+
+def glob_paths(pattern: str, *, files_only: bool = False) -> list[Path]:
+    """What a quoted glob matches (``**`` recursive), sorted; InputError when nothing does."""
+    found = [Path(h) for h in sorted(glob.glob(pattern, recursive=True))]
+    if files_only:
+        found = [p for p in found if p.is_file()]
+    if not found:
+        raise InputError(f"{pattern}: the pattern matches no file; check the path")
+    return found
 
 
 def temp_path_for(path: str | os.PathLike) -> Path:

@@ -24,7 +24,13 @@ from aerialct.classes import IGNORE_INDEX, ClassTable, resolve_class_table
 from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS
 from aerialct.errors import InputError, RasterError, VectorError
-from aerialct.geo.io import no_georef_warning, open_raster, require_same_grid
+from aerialct.geo.io import (
+    glob_paths,
+    is_pattern,
+    no_georef_warning,
+    open_raster,
+    require_same_grid,
+)
 
 log = logging.getLogger("aerialct")
 
@@ -131,16 +137,11 @@ def attach_label_raster(scene: Scene, path: Path) -> None:
 
 def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Paths as given; a pattern with * ? [ that names no file is expanded as a glob."""
-    import glob
-
     out: list[Path] = []
     for p in paths:
         s = str(p)
-        if not Path(s).exists() and any(ch in s for ch in "*?["):
-            hits = sorted(glob.glob(s, recursive=True))
-            if not hits:
-                raise InputError(f"{s}: the pattern matches no file; check the path")
-            out.extend(Path(h) for h in hits)
+        if not Path(s).exists() and is_pattern(s):
+            out.extend(glob_paths(s))
         else:
             out.append(Path(s))
     return out
