@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from aerialct.errors import InputError
-from aerialct.geo.io import FOLDER, check_output, write_marker
+from aerialct.geo.outputs import FOLDER, check_output, write_marker
 from aerialct.progress import ProgressFn, as_progress
 
 log = logging.getLogger("aerialct")

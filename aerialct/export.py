@@ -173,7 +173,7 @@ def export_model(
     import torch
 
     from aerialct.engine.checkpoint import load_checkpoint, load_inference_model
-    from aerialct.geo.io import atomic_output, check_output
+    from aerialct.geo.outputs import atomic_output, check_output
 
     t0 = time.perf_counter()
     fmt = (format or "").strip().lower()

@@ -36,7 +36,7 @@ def make_rasters(folder: Path, n: int) -> list[Path]:
     import rasterio
 
     from aerialct.classes import POTSDAM
-    from aerialct.geo.io import CLASSES_TAG
+    from aerialct.geo.tags import CLASSES_TAG
 
     rng = np.random.default_rng(0)
     paths = []

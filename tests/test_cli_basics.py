@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 from aerialct.errors import OutputExistsError
-from aerialct.geo.io import atomic_output
+from aerialct.geo.outputs import atomic_output
 
 
 def test_help_does_not_import_heavy_libraries():

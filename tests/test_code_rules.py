@@ -19,11 +19,48 @@ def test_no_function_is_over_100_lines():
     assert not long, "split these functions: " + ", ".join(long)
 
 
-def test_the_class_tag_is_spelled_once():
-    """The class-raster tag has one owner (geo/io.py); every writer and reader goes through it."""
-    spelled = [
-        str(p.relative_to(PACKAGE.parent))
-        for p in sorted(PACKAGE.rglob("*.py"))
-        if '"AERIALCT_CLASSES"' in p.read_text() or "AERIALCT_CLASSES=" in p.read_text()
-    ]
-    assert spelled == ["aerialct/geo/io.py"]
+def _environment_names(tree: ast.AST) -> set[int]:
+    """ids of string constants used as environment variable names (os.environ, getenv)."""
+    ids = set()
+    for node in ast.walk(tree):
+        args: list[ast.AST] = []
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            owner = getattr(f, "value", None)
+            if name == "getenv" or (
+                name in ("get", "pop", "setdefault")
+                and isinstance(owner, ast.Attribute | ast.Name)
+                and "environ" in ast.unparse(owner)
+            ):
+                args = node.args[:1]
+        elif isinstance(node, ast.Subscript) and "environ" in ast.unparse(node.value):
+            args = [node.slice]
+        elif isinstance(node, ast.Compare) and any(
+            "environ" in ast.unparse(c) for c in node.comparators
+        ):
+            args = [node.left]
+        ids.update(id(a) for a in args)
+    return ids
+
+
+def test_every_aerialct_tag_is_spelled_in_one_module():
+    """Dataset tags (AERIALCT_*) have one owner, geo/tags.py: no other module spells one, as a
+    string or as a keyword argument (environment variables such as AERIALCT_WEIGHTS_DIR aside)."""
+    spelled = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE.parent))
+        if rel == "aerialct/geo/tags.py":
+            continue
+        tree = ast.parse(path.read_text())
+        env = _environment_names(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value.startswith("AERIALCT_")
+                and node.value.replace("_", "").isalnum()
+                and id(node) not in env
+            ) or (isinstance(node, ast.keyword) and (node.arg or "").startswith("AERIALCT_")):
+                spelled.append(f"{rel}:{node.lineno}")
+    assert not spelled, "spell these tags through aerialct.geo.tags: " + ", ".join(spelled)

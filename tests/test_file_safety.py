@@ -26,7 +26,7 @@ from predict_helpers import oracle_bundle, random_image, write_scene
 from synth_helpers import write_raster
 
 from aerialct.classes import POTSDAM
-from aerialct.geo.io import MARKER, TMP_MARK
+from aerialct.geo.outputs import MARKER, TMP_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny-cpu.yaml"
@@ -398,7 +398,7 @@ def test_stale_temporary_checkpoint_is_removed_by_resume(tmp_path, cli):
 
 
 def test_a_live_writers_temporary_is_left_alone(tmp_path):
-    from aerialct.geo.io import remove_stale_temps
+    from aerialct.geo.outputs import remove_stale_temps
 
     live = tmp_path / f"x{TMP_MARK}-{os.getpid()}-0123abcd.tif"
     live.write_bytes(b"being written")

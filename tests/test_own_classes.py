@@ -374,7 +374,7 @@ def test_evaluate_pixels_against_polygons(cli, scene16, tmp_path):
     import geopandas as gpd
     from rasterio import features
 
-    from aerialct.geo.io import CLASSES_TAG
+    from aerialct.geo.tags import CLASSES_TAG
 
     _, synth = scene16
     # a prediction that is exactly the footprints burnt on the scene grid scores IoU 1
@@ -439,7 +439,7 @@ def test_evaluate_building_folders_pooled_and_per_file(cli, tmp_path):
 
 
 def test_synth_labels_are_not_taken_by_predict_globs(cli, tmp_path):
-    from aerialct.geo.io import expand_inputs
+    from aerialct.geo.inputs import expand_inputs
 
     r = cli("synth", tmp_path / "d", "--size", "64", "--gsd", "0.5")
     assert r.code == 0, r.err
@@ -483,7 +483,7 @@ def test_table_exclusions_reach_the_scores(cli, tmp_path):
     from affine import Affine
 
     from aerialct.classes import ClassInfo, ClassTable
-    from aerialct.geo.io import CLASSES_TAG
+    from aerialct.geo.tags import CLASSES_TAG
 
     table = ClassTable((ClassInfo(0, "a", (1, 1, 1)), ClassInfo(1, "b", (2, 2, 2)),
                         ClassInfo(2, "shed", (3, 3, 3), exclude_from_mean=True)))  # fmt: skip

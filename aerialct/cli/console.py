@@ -7,7 +7,6 @@ Progress bars are drawn only when stderr is a terminal and ``--quiet`` is off.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import sys
@@ -103,9 +102,9 @@ def progress(description: str, total: int | None = None) -> Iterator[Any]:
 
 def print_json(obj: Any) -> None:
     """Write ``obj`` to stdout as indented JSON (the ``--json`` output of every verb)."""
-    from aerialct.geo.io import jsonable  # numpy stays out of `aerialct --help`
+    from aerialct.render import json_text  # numpy stays out of `aerialct --help`
 
-    sys.stdout.write(json.dumps(jsonable(obj), indent=2) + "\n")
+    sys.stdout.write(json_text(obj))
     sys.stdout.flush()
 
 

@@ -161,7 +161,7 @@ def predict(
     band_list = _parse_bands(bands)
 
     from aerialct.errors import InputError
-    from aerialct.geo.io import expand_inputs
+    from aerialct.geo.inputs import expand_inputs
     from aerialct.predict import (
         parse_shard,
         predict_scenes,

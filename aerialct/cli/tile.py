@@ -188,7 +188,7 @@ def tile(
 
     packed_out = packed_path(out) if pack else None
     if packed_out is not None:
-        from aerialct.geo.io import FOLDER, check_output
+        from aerialct.geo.outputs import FOLDER, check_output
 
         check_output(packed_out, overwrite, kind=FOLDER)  # refuse before tiling, not after
     # size and resize: the mode's defaults unless given (--no-resize: none)

@@ -123,7 +123,7 @@ def vectorize(
 
         import_pyogrio_lean()
     from aerialct.errors import InputError
-    from aerialct.geo.io import expand_inputs
+    from aerialct.geo.inputs import expand_inputs
     from aerialct.vectorize import parse_morph
     from aerialct.vectorize import vectorize as run_vectorize
 

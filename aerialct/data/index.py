@@ -84,7 +84,7 @@ def write_chips(folder: Path, frame: Any, meta: dict) -> None:
     (``meta``, tagged with FORMAT/VERSION), each verified once written."""
     import pyogrio
 
-    from aerialct.geo.io import verify_output
+    from aerialct.geo.outputs import verify_output
 
     pyogrio.write_dataframe(frame, folder / INDEX, layer=LAYER, driver="GPKG")
     verify_output(folder / INDEX, "gpkg")

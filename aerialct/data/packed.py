@@ -246,7 +246,7 @@ def pack_chips(
     import rasterio
 
     from aerialct.data.index import read_index
-    from aerialct.geo.io import FOLDER, atomic_output, check_output
+    from aerialct.geo.outputs import FOLDER, atomic_output, check_output
 
     started = time.perf_counter()
     index = read_index(chips_dir)

@@ -1,7 +1,7 @@
 """Checkpoints: one self-describing file per training state.
 
 A checkpoint is a plain dict written with :func:`torch.save` through
-:func:`aerialct.geo.io.atomic_output` (temporary sibling + ``os.replace``), so a
+:func:`aerialct.geo.outputs.atomic_output` (temporary sibling + ``os.replace``), so a
 run killed mid-write leaves the previous file intact. It holds everything
 ``predict`` needs (model weights, config, class table, normalisation, chip size)
 and everything ``train --resume`` needs (optimiser, scheduler, grad scaler,
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.errors import AerialctError, CheckpointError
-from aerialct.geo.io import atomic_output
+from aerialct.geo.outputs import atomic_output
 
 if TYPE_CHECKING:
     import torch

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from aerialct.geo.io import atomic_output
+from aerialct.geo.outputs import atomic_output
 
 __all__ = ["plot_confusion", "plot_history"]
 

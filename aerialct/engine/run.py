@@ -29,7 +29,7 @@ from aerialct.config import ExperimentConfig, TrainConfig, dump_yaml
 from aerialct.engine.distributed import DistInfo, broadcast_object, gather_with_grad
 from aerialct.engine.task import SegmentationTask
 from aerialct.errors import CheckpointError, ConfigError
-from aerialct.geo.io import atomic_output
+from aerialct.geo.outputs import atomic_output
 
 log = logging.getLogger("aerialct")
 

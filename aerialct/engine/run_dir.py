@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from aerialct.errors import CheckpointError, OutputExistsError
-from aerialct.geo.io import MARKER, TMP_MARK, pid_alive, remove_stale_temps, write_marker
+from aerialct.geo.outputs import MARKER, TMP_MARK, pid_alive, remove_stale_temps, write_marker
 
 log = logging.getLogger("aerialct")
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import time
@@ -47,8 +46,8 @@ from aerialct.engine.distributed import (
 from aerialct.engine.epoch import train_epoch, validate
 from aerialct.engine.run import Run, build_run, write_text
 from aerialct.engine.run_dir import RunFolder
-from aerialct.geo.io import jsonable
 from aerialct.progress import ProgressFn, as_progress
+from aerialct.render import json_text
 
 log = logging.getLogger("aerialct")
 
@@ -292,5 +291,5 @@ def _result(run: Run, elapsed: float, images_per_s: float) -> TrainResult:
         ],
     )
     if run.info.is_main:
-        write_text(out / "summary.json", json.dumps(jsonable(asdict(result)), indent=2) + "\n")
+        write_text(out / "summary.json", json_text(asdict(result)))
     return result

@@ -164,7 +164,7 @@ def evaluate_buildings(
     ``vectorize --probabilities``), COCO-style AP@0.5, AP@0.75 and AP@[.5:.95] are
     computed from it (:mod:`aerialct.evaluate.object_scores`).
     """
-    from aerialct.geo.io import check_output
+    from aerialct.geo.outputs import check_output
     from aerialct.geo.vector import read_polygons
 
     t0 = time.perf_counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,8 +26,8 @@ from aerialct.evaluate.pixel import (
     members,
 )
 from aerialct.evaluate.reference import rasterize_reference
-from aerialct.geo.io import jsonable
 from aerialct.progress import ProgressFn
+from aerialct.render import json_text
 
 log = logging.getLogger("aerialct")
 
@@ -65,7 +64,7 @@ def evaluate(
     Wherever a folder goes, a quoted glob (``"pred/*_buildings.gpkg"``) can name the
     files instead.
     """
-    from aerialct.geo.io import atomic_output, check_output
+    from aerialct.geo.outputs import atomic_output, check_output
 
     inputs = [p for p in (prediction, reference, index) if p is not None]
     if report is not None:
@@ -100,13 +99,13 @@ def evaluate(
         log.warning("--review applies to building evaluation only; not written")
     if report is not None:
         with atomic_output(report, overwrite, kind="json", inputs=inputs) as tmp:
-            tmp.write_text(json.dumps(jsonable(result.to_dict()), indent=2) + "\n")
+            tmp.write_text(json_text(result.to_dict()))
     return result
 
 
 def _file_set(path: str | os.PathLike) -> FileSet:
     """A file or folder as given, or the files a quoted glob matches (InputError if none)."""
-    from aerialct.geo.io import glob_paths, is_pattern
+    from aerialct.geo.inputs import glob_paths, is_pattern
 
     s = os.fspath(path)
     p = Path(s)

@@ -85,14 +85,8 @@ def _pair_confusion(
     """Confusion matrix of one raster pair read in blocks of rows; also the unpredicted count."""
     from rasterio.windows import Window
 
-    from aerialct.geo.io import (
-        check_class_raster,
-        check_class_values,
-        open_raster,
-        raster_class_table,
-        read_window,
-        require_same_grid,
-    )
+    from aerialct.geo.classraster import check_class_raster, check_class_values, raster_class_table
+    from aerialct.geo.io import open_raster, read_window, require_same_grid
 
     with open_raster(pred_path) as p, open_raster(ref_path) as r:
         require_same_grid(p, r, what="the prediction")

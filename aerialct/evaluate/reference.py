@@ -26,13 +26,9 @@ def rasterize_reference(
     import shapely
     from rasterio import features
 
-    from aerialct.geo.io import (
-        check_class_raster,
-        class_tags,
-        gtiff_profile,
-        open_raster,
-        raster_class_table,
-    )
+    from aerialct.geo.classraster import check_class_raster, class_tags, raster_class_table
+    from aerialct.geo.cog import gtiff_profile
+    from aerialct.geo.io import open_raster
     from aerialct.geo.vector import read_polygons
 
     with open_raster(prediction) as p:

@@ -1,1 +1,2 @@
-"""Raster and vector I/O helpers: atomic writes, checked opening, grid comparison."""
+"""Geodata plumbing: outputs (atomic writes, markers), inputs (paths and globs), raster
+reading (io), class rasters, AERIALCT_* tags, the window grid, COG finishing, vectors."""

@@ -1,4 +1,4 @@
-"""Cloud-optimised GeoTIFF output: a streamed, tiled "part" file finished as a COG.
+"""GeoTIFF output: creation profiles, and a streamed, tiled "part" file finished as a COG.
 
 Rasters that are produced row band by row band (``predict``) are first written
 as a tiled, compressed GeoTIFF and converted at the end with GDAL's COG driver,
@@ -170,3 +170,28 @@ class RowWriter:
         n = buf.shape[1]
         self.ds.write(buf, window=Window(0, self.row, buf.shape[2], n))
         self.row += n
+
+
+def gtiff_profile(
+    width: int,
+    height: int,
+    count: int,
+    dtype: str,
+    crs: Any,
+    transform: Any,
+    nodata: float | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """A GTiff creation profile; ``options`` (creation options, any case) win over the defaults."""
+    prof: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
+    }
+    prof.update({k.lower(): v for k, v in options.items()})
+    return prof

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aerialct.errors import InputError, OutputExistsError, VectorError
-from aerialct.geo.io import atomic_output
+from aerialct.geo.outputs import atomic_output
 
 if TYPE_CHECKING:
     import geopandas as gpd

@@ -24,7 +24,7 @@ How a scene is predicted
   device, so on a GPU only uint8 windows go up and uint8 class rows come down.
 * The class raster is streamed into a tiled GeoTIFF part file and finished as a
   COG with overviews (:mod:`aerialct.geo.cog`), all under a temporary name that is
-  renamed when complete (:func:`aerialct.geo.io.atomic_output`).
+  renamed when complete (:func:`aerialct.geo.outputs.atomic_output`).
 
 The parts, in the order a scene meets them
 ------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aerialct.errors import InputError
-from aerialct.geo.io import source_path
+from aerialct.geo.inputs import source_path
 from aerialct.predict.checks import aoi_frame, touches_aoi
 from aerialct.predict.outputs import complete_output, output_paths
 from aerialct.predict.results import BatchResult, BundleLike, SceneResult

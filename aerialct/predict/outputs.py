@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS
-from aerialct.geo.io import class_tags, gtiff_profile, tag_class_raster
+from aerialct.geo.classraster import class_tags, tag_class_raster
+from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, gtiff_profile
+from aerialct.geo.tags import CLASSES_TAG, SOURCE_TAG
 from aerialct.predict.stream import PROB_SCALE
 
 
@@ -38,7 +39,7 @@ def part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
 
 def tag_class_part(ds: Any, classes: ClassTable, scene: Path) -> None:
     """Class table, colours and source scene on the class raster's part file."""
-    tag_class_raster(ds, classes, AERIALCT_SOURCE=scene.name)
+    tag_class_raster(ds, classes, source=scene.name)
     ds.set_band_description(1, "class")
 
 
@@ -46,9 +47,7 @@ def tag_prob_part(ds: Any, classes: ClassTable, scene: Path) -> None:
     """Band names, class table, scale and source scene on the probability part file."""
     for i, name in enumerate(classes.names):
         ds.set_band_description(i + 1, name)
-    ds.update_tags(
-        **class_tags(classes, AERIALCT_PROB_SCALE=str(PROB_SCALE), AERIALCT_SOURCE=scene.name)
-    )
+    ds.update_tags(**class_tags(classes, source=scene.name, prob_scale=PROB_SCALE))
 
 
 def part_name(tmp: Path, tag: str) -> Path:
@@ -151,7 +150,7 @@ def complete_output(
     """
     import rasterio
 
-    from aerialct.geo.io import CLASSES_TAG, no_georef_warning
+    from aerialct.geo.io import no_georef_warning
 
     paths = output_paths(scene, out.parent)
     wanted = [out] + ([paths["probabilities"]] if probabilities else [])
@@ -161,7 +160,7 @@ def complete_output(
         for p in wanted:
             with no_georef_warning(), rasterio.open(p) as ds:
                 tags = ds.tags()
-                if CLASSES_TAG not in tags or tags.get("AERIALCT_SOURCE") != Path(scene).name:
+                if CLASSES_TAG not in tags or tags.get(SOURCE_TAG) != Path(scene).name:
                     return False
                 if (ds.width, ds.height) != size:
                     return False

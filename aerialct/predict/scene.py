@@ -12,16 +12,12 @@ from typing import Any
 
 from aerialct.classes import IGNORE_INDEX
 from aerialct.errors import InputError
+from aerialct.geo.classraster import write_category_names
 from aerialct.geo.cog import cog_options, finish_cog
 from aerialct.geo.grid import stride_for
-from aerialct.geo.io import (
-    atomic_output,
-    check_output,
-    no_georef_warning,
-    open_raster,
-    source_path,
-    write_category_names,
-)
+from aerialct.geo.inputs import source_path
+from aerialct.geo.io import no_georef_warning, open_raster
+from aerialct.geo.outputs import atomic_output, check_output
 from aerialct.predict.checks import (
     aoi_for,
     check_gsd,

@@ -40,7 +40,7 @@ from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS, write_chips
 from aerialct.errors import InputError
 from aerialct.geo.grid import window_starts
-from aerialct.geo.io import FOLDER, atomic_output, check_output
+from aerialct.geo.outputs import FOLDER, atomic_output, check_output
 from aerialct.progress import ProgressFn, as_progress
 from aerialct.tile.result import SceneReport, TileResult
 from aerialct.tile.scenes import (
@@ -502,7 +502,7 @@ def tile_scenes(
     ``val_fraction`` whole blocks of ``val_block`` px (default 2 x size) go to val.
     With ``aoi`` (a polygon file, any CRS) only windows that touch it are cut.
     """
-    from aerialct.geo.io import expand_inputs
+    from aerialct.geo.inputs import expand_inputs
 
     started = time.perf_counter()
     warnings: list[str] = []

@@ -24,13 +24,8 @@ from aerialct.classes import IGNORE_INDEX, ClassTable, resolve_class_table
 from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS
 from aerialct.errors import InputError, RasterError, VectorError
-from aerialct.geo.io import (
-    glob_paths,
-    is_pattern,
-    no_georef_warning,
-    open_raster,
-    require_same_grid,
-)
+from aerialct.geo.inputs import glob_paths, is_pattern
+from aerialct.geo.io import no_georef_warning, open_raster, require_same_grid
 
 log = logging.getLogger("aerialct")
 

@@ -17,14 +17,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.geo.io import (
-    gtiff_profile,
-    no_georef_warning,
-    open_raster,
-    read_failed,
-    tag_class_raster,
-    verify_raster,
-)
+from aerialct.geo.classraster import tag_class_raster
+from aerialct.geo.cog import gtiff_profile
+from aerialct.geo.io import no_georef_warning, open_raster, read_failed, verify_raster
 from aerialct.tile.scenes import Scene, bbox
 from aerialct.tile.stats import sample_pixels
 

@@ -67,7 +67,8 @@ def polygonise(
     progress: ProgressFn | None = None,
 ) -> Polygonised:
     """The polygons of ``classes`` of one class raster, cleaned up, with their attributes."""
-    from aerialct.geo.io import check_class_raster, grid_mismatch, open_raster, raster_class_table
+    from aerialct.geo.classraster import check_class_raster, raster_class_table
+    from aerialct.geo.io import grid_mismatch, open_raster
 
     prog = as_progress(progress)
     with open_raster(raster) as ds:

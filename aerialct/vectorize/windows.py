@@ -11,6 +11,7 @@ import numpy as np
 
 from aerialct.classes import ClassTable
 from aerialct.errors import InputError
+from aerialct.geo.tags import PROB_SCALE_TAG
 from aerialct.progress import ProgressFn
 from aerialct.vectorize.merge import _Pieces, _seam_pairs, merge_pieces
 from aerialct.vectorize.trace import _Traced, trace_polygons
@@ -63,7 +64,7 @@ def _structure(connectivity: int) -> np.ndarray:
 
 def _prob_reader(probs: rasterio.DatasetReader, table: ClassTable) -> float:
     """The scale of the probability raster (255 for integers) after checking its band count."""
-    scale_tag = probs.tags().get("AERIALCT_PROB_SCALE")
+    scale_tag = probs.tags().get(PROB_SCALE_TAG)
     if scale_tag:
         scale = float(scale_tag)
     else:
@@ -88,7 +89,8 @@ def _polygonise_windows(
 ) -> _Pieces:
     from rasterio.windows import Window
 
-    from aerialct.geo.io import check_class_values, read_window
+    from aerialct.geo.classraster import check_class_values
+    from aerialct.geo.io import read_window
 
     height, width = ds.height, ds.width
     halo = _morph_halo(ops)

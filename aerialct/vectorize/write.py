@@ -66,7 +66,7 @@ def vectorize(
     pixels. The output CRS is the raster's. See the module docstring for the
     order of operations.
     """
-    from aerialct.geo.io import check_output
+    from aerialct.geo.outputs import check_output
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()
@@ -203,7 +203,7 @@ def vectorize_many(
     raster that fails is recorded and the others go on. ``options`` go to
     :func:`polygonise`.
     """
-    from aerialct.geo.io import check_output
+    from aerialct.geo.outputs import check_output
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()

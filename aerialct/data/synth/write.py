@@ -3,7 +3,7 @@
 :func:`synth_scene` generates one scene and writes it (image, class ids or RGB-colour
 labels, building footprints); :func:`synth_potsdam` writes a folder with the official
 ISPRS Potsdam names, RGB-colour labels and eroded-boundary references. Every output
-is written to a temporary sibling and renamed (:func:`aerialct.geo.io.atomic_output`).
+is written to a temporary sibling and renamed (:func:`aerialct.geo.outputs.atomic_output`).
 """
 
 from __future__ import annotations
@@ -21,17 +21,11 @@ from aerialct.data import potsdam as pots
 from aerialct.data.synth.layout import BUILDING, DEFAULT_CRS, DEFAULT_ORIGIN
 from aerialct.data.synth.render import SYNTH_DTYPES, SceneArrays, convert_image, generate_scene
 from aerialct.errors import InputError
-from aerialct.geo.io import (
-    FOLDER,
-    WRITER_TAG,
-    atomic_output,
-    check_output,
-    gtiff_profile,
-    no_georef_warning,
-    tag_class_raster,
-    verify_raster,
-    write_category_names,
-)
+from aerialct.geo.classraster import tag_class_raster, write_category_names
+from aerialct.geo.cog import gtiff_profile
+from aerialct.geo.io import no_georef_warning, verify_raster
+from aerialct.geo.outputs import FOLDER, atomic_output, check_output
+from aerialct.geo.tags import WRITER_TAG
 from aerialct.progress import ProgressFn, as_progress
 
 

@@ -1,0 +1,70 @@
+"""Inputs as users give them: files, folders, quoted globs, GDAL paths and URLs."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from aerialct.errors import InputError
+
+
+def is_gdal_path(path: str | os.PathLike) -> bool:
+    """True for GDAL virtual paths and URLs (``/vsicurl/...``, ``s3://...``, ``https://...``)."""
+    s = os.fspath(path)
+    return s.startswith("/vsi") or "://" in s
+
+
+def source_path(path: str | os.PathLike) -> str | Path:
+    """A raster input as GDAL should see it: GDAL paths and URLs untouched, files as Paths.
+
+    ``Path("https://host/a.tif")`` would become ``https:/host/a.tif``; this keeps it.
+    """
+    return os.fspath(path) if is_gdal_path(path) else Path(path)
+
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img")
+"""What a folder given as raster input contributes (``predict dir``, ``tile dir``)."""
+
+
+def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[str | Path]:
+    """Scene inputs as users give them: files, folders, quoted globs and GDAL paths/URLs.
+
+    A folder gives its rasters (:data:`RASTER_SUFFIXES`, sorted, not recursive); a
+    pattern with ``* ? [`` that names no file is expanded as a glob (``**`` recursive);
+    GDAL virtual paths and URLs pass untouched. InputError when a pattern or folder
+    matches nothing.
+    """
+    out: list[str | Path] = []
+    for item in paths:
+        s = os.fspath(item)
+        if is_gdal_path(s):
+            out.append(s)
+            continue
+        p = Path(s)
+        if p.is_dir():
+            hits = sorted(q for q in p.iterdir() if q.suffix.lower() in RASTER_SUFFIXES)
+            if not hits:
+                raise InputError(f"{p}: folder holds no rasters ({', '.join(RASTER_SUFFIXES)})")
+            out.extend(hits)
+        elif not p.exists() and is_pattern(s):
+            out.extend(glob_paths(s))
+        else:
+            out.append(p)
+    return out
+
+
+def is_pattern(path: str) -> bool:
+    """True when ``path`` holds glob characters (``* ? [``)."""
+    return any(ch in path for ch in "*?[")
+
+
+def glob_paths(pattern: str, *, files_only: bool = False) -> list[Path]:
+    """What a quoted glob matches (``**`` recursive), sorted; InputError when nothing does."""
+    found = [Path(h) for h in sorted(glob.glob(pattern, recursive=True))]
+    if files_only:
+        found = [p for p in found if p.is_file()]
+    if not found:
+        raise InputError(f"{pattern}: the pattern matches no file; check the path")
+    return found

@@ -1,0 +1,22 @@
+"""The ``AERIALCT_*`` dataset tags: every spelling in one place.
+
+Every raster aerialct writes carries at least one of these tags; ``--overwrite``
+replaces a GeoTIFF only when it does (:func:`aerialct.geo.outputs.file_is_kind`).
+"""
+
+from __future__ import annotations
+
+TAG_PREFIX = "AERIALCT_"
+"""What every aerialct dataset tag starts with."""
+
+CLASSES_TAG = "AERIALCT_CLASSES"
+"""A class raster's class table as JSON (``ClassTable.to_list()``)."""
+
+WRITER_TAG = "AERIALCT_WRITER"
+"""The command that wrote a raster."""
+
+SOURCE_TAG = "AERIALCT_SOURCE"
+"""The scene a predicted raster was made from."""
+
+PROB_SCALE_TAG = "AERIALCT_PROB_SCALE"
+"""A probability raster's scale: its uint8 values are probability x scale."""
