@@ -114,7 +114,9 @@ Shard = Annotated[
     typer.Option(
         "--shard",
         metavar="K/N",
-        help="Predict only the K-th of N shares of the scenes (array jobs; K = 1..N).",
+        help="Predict only the K-th of N shares of the scenes (array jobs; K = 1..N). "
+        "Default: from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with "
+        "AERIALCT_SHARD_COUNT (Kubernetes indexed Job).",
     ),
 ]
 
@@ -162,17 +164,15 @@ def predict(
 
     from aerialct.errors import InputError
     from aerialct.geo.inputs import expand_inputs
-    from aerialct.predict import (
-        parse_shard,
-        predict_scenes,
-        reduce_heap_fragmentation,
-        resolve_device_name,
-    )
+    from aerialct.predict import predict_scenes, reduce_heap_fragmentation, resolve_device_name
+    from aerialct.shards import parse_shard, shard_from_env
 
     try:
         shard_kn = parse_shard(shard) if shard is not None else None
     except InputError as e:
         raise typer.BadParameter(str(e), param_hint="--shard") from None
+    if shard_kn is None and (shard_kn := shard_from_env()) is not None:
+        console.info(f"shard {shard_kn} from {shard_kn.source}")
     scene_list = expand_inputs(scenes)
     reduce_heap_fragmentation()
     if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":

@@ -41,7 +41,7 @@ The parts, in the order a scene meets them
   :mod:`aerialct.engine.distributed`).
 """
 
-from aerialct.predict.batch import parse_shard, predict_scenes, shard_scenes
+from aerialct.predict.batch import predict_scenes
 from aerialct.predict.checks import touches_aoi
 from aerialct.predict.device import resolve_device, resolve_device_name
 from aerialct.predict.outputs import complete_output, output_paths
@@ -62,13 +62,11 @@ __all__ = [
     "blend_weights",
     "complete_output",
     "output_paths",
-    "parse_shard",
     "predict_scene",
     "predict_scenes",
     "reduce_heap_fragmentation",
     "resolve_device",
     "resolve_device_name",
-    "shard_scenes",
     "touches_aoi",
     "weight_1d",
     "weight_sum_1d",

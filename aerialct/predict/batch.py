@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from aerialct.errors import InputError
 from aerialct.geo.inputs import source_path
@@ -16,40 +16,9 @@ from aerialct.predict.outputs import complete_output, output_paths
 from aerialct.predict.results import BatchResult, BundleLike, SceneResult
 from aerialct.predict.scene import predict_scene
 from aerialct.progress import ProgressFn
+from aerialct.shards import Shard, shard_items
 
 log = logging.getLogger("aerialct")
-
-T = TypeVar("T")
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"K/N"`` (shards numbered 1..N) -> (K, N); InputError otherwise."""
-    k_text, sep, n_text = text.partition("/")
-    try:
-        k, n = int(k_text), int(n_text)
-    except ValueError:
-        k = n = 0
-    if not sep or n < 1 or not 1 <= k <= n:
-        raise InputError(
-            f"--shard {text}: give K/N with shards numbered 1..N, e.g. --shard 2/8 "
-            "(SLURM: --shard $((SLURM_ARRAY_TASK_ID + 1))/$SLURM_ARRAY_TASK_COUNT)"
-        )
-    return k, n
-
-
-def shard_scenes(paths: Sequence[T], shard: tuple[int, int] | None) -> list[T]:
-    """The scenes of shard ``(K, N)``: every N-th of the paths sorted by name, starting at K.
-
-    Sorting makes the split independent of the order a shell or a file system lists
-    the scenes in, so N machines given the same set cover each scene exactly once.
-    The chosen scenes keep the caller's order.
-    """
-    if shard is None:
-        return list(paths)
-    k, n = shard
-    order = sorted(range(len(paths)), key=lambda i: str(paths[i]))
-    mine = set(order[k - 1 :: n])
-    return [p for i, p in enumerate(paths) if i in mine]
 
 
 def predict_scenes(
@@ -59,14 +28,14 @@ def predict_scenes(
     *,
     rank: int | None = None,
     world_size: int | None = None,
-    shard: tuple[int, int] | None = None,
+    shard: Shard | None = None,
     skip_existing: bool = False,
     progress: ProgressFn | None = None,
     **kwargs: Any,
 ) -> BatchResult:
     """Predict many scenes into ``out_dir`` as ``<stem>_classes.tif``; failures are recorded.
 
-    ``shard=(K, N)`` keeps the K-th of N shares of the scenes (:func:`shard_scenes`),
+    ``shard`` (K/N) keeps the K-th of N shares of the scenes (:func:`aerialct.shards.shard_items`),
     for array jobs. Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank then takes every
     ``world_size``-th scene starting at its ``RANK``; the result lists this rank's
     scenes only. With ``skip_existing`` a scene whose complete output exists
@@ -87,7 +56,7 @@ def predict_scenes(
             f"scenes {', '.join(dup)} share a file name and would write the same output; "
             "predict them into different --out folders"
         )
-    mine = shard_scenes(paths, shard)[rank::world_size]
+    mine = shard_items(paths, shard)[rank::world_size]
     aoi = aoi_frame(kwargs.pop("aoi", None))
     if aoi is not None:
         kwargs["aoi"] = aoi
