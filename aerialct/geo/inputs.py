@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from aerialct.errors import InputError
 
@@ -68,3 +70,30 @@ def glob_paths(pattern: str, *, files_only: bool = False) -> list[Path]:
     if not found:
         raise InputError(f"{pattern}: the pattern matches no file; check the path")
     return found
+
+
+_URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+def _redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def redact(text: str | os.PathLike) -> str:
+    """``text`` with every URL's user information and query string removed.
+
+    Signed URLs and credentials (``?token=...``, ``user:password@``) are how remote imagery
+    is read; they must not reach a delivery, a log or a message. GDAL's option syntax
+    (``/vsicurl?url=...&...``) keeps only its ``url``, itself redacted.
+    """
+    s = os.fspath(text)
+    s = re.sub(
+        r"/vsi(curl|curl_streaming)\?([^\s'\"]*)",
+        lambda m: f"/vsi{m.group(1)}/" + _redact_url(dict(parse_qsl(m.group(2))).get("url", "")),
+        s,
+    )
+    return _URL.sub(lambda m: _redact_url(m.group(0)), s)
