@@ -12,7 +12,7 @@ from typing import Any
 
 from aerialct.classes import IGNORE_INDEX
 from aerialct.errors import InputError
-from aerialct.geo.classraster import write_category_names
+from aerialct.geo.classraster import write_class_sidecars
 from aerialct.geo.cog import cog_options, finish_cog
 from aerialct.geo.grid import stride_for
 from aerialct.geo.inputs import source_path
@@ -128,7 +128,7 @@ def predict_scene(
             _quicklook(bundle, ds, chosen, tmp_cls, ql_path, scene, overwrite)
             result.quicklook = ql_path
 
-    write_category_names(out_path, bundle.classes)  # gdalinfo / QGIS show the class names
+    write_class_sidecars(out_path, bundle.classes)  # gdalinfo / QGIS show the class names
     result.output, result.probabilities = out_path, prob_path
     result.windows, result.forward_seconds = stats.windows, stats.forward_seconds
     result.nodata_pixels = stats.nodata
