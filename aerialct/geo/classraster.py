@@ -176,3 +176,41 @@ def check_class_values(
             f"{name}: values {bad}{where} are not classes of its table "
             f"({', '.join(f'{c.id}={c.name}' for c in table)}); {CLASS_RASTER}"
         )
+
+
+def is_class_raster(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a class raster aerialct wrote: one band, the class-table tag, and
+    not a probability raster (which carries the class table too)."""
+    import rasterio
+
+    from aerialct.geo.io import no_georef_warning
+
+    try:
+        with no_georef_warning(), rasterio.open(path) as ds:
+            tags = ds.tags()
+            return ds.count == 1 and CLASSES_TAG in tags and PROB_SCALE_TAG not in tags
+    except Exception:
+        return False
+
+
+def expand_class_rasters(paths: list[str]) -> list[str | Path]:
+    """Class-raster inputs as users give them (:func:`aerialct.geo.inputs.expand_inputs`),
+    where a folder gives only its class rasters, found by tag (:func:`is_class_raster`),
+    not by name: ``vectorize pred/`` skips the probability rasters and quick looks."""
+    from aerialct.geo.inputs import RASTER_SUFFIXES, expand_inputs, is_gdal_path
+
+    out: list[str | Path] = []
+    for item in paths:
+        p = Path(item)
+        if is_gdal_path(item) or not p.is_dir():
+            out.extend(expand_inputs([item]))
+            continue
+        rasters = sorted(q for q in p.iterdir() if q.suffix.lower() in RASTER_SUFFIXES)
+        found = [q for q in rasters if is_class_raster(q)]
+        if not found:
+            raise InputError(
+                f"{p}: folder holds no class raster (a one-band raster tagged {CLASSES_TAG}, as "
+                "`aerialct predict` writes); give the files by name or pattern"
+            )
+        out.extend(found)
+    return out

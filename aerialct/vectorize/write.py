@@ -195,7 +195,9 @@ class VectorizeBatch:
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".fgb")
 
 
-def _probabilities_for(raster: Path, probabilities: str | os.PathLike | None) -> Path | None:
+def _probabilities_for(
+    raster: str | os.PathLike, probabilities: str | os.PathLike | None
+) -> Path | None:
     """The probability raster of ``raster``: a file as given, or ``<stem>_probabilities.tif``
     in a folder (``<stem>`` without ``_classes``, as predict names them)."""
     if probabilities is None:
@@ -203,7 +205,7 @@ def _probabilities_for(raster: Path, probabilities: str | os.PathLike | None) ->
     p = Path(probabilities)
     if not p.is_dir():
         return p
-    return p / f"{raster.stem.removesuffix('_classes')}_probabilities.tif"
+    return p / f"{Path(raster).stem.removesuffix('_classes')}_probabilities.tif"
 
 
 def vectorize_many(
@@ -225,11 +227,12 @@ def vectorize_many(
     raster that fails is recorded and the others go on. ``options`` go to
     :func:`polygonise`.
     """
+    from aerialct.geo.inputs import source_path
     from aerialct.geo.outputs import check_output
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()
-    paths = [Path(r) for r in rasters]
+    paths = [source_path(r) for r in rasters]  # GDAL paths and URLs stay verbatim
     if not paths:
         raise InputError("no raster to vectorise; give class rasters, a folder or a pattern")
     _check_options(
@@ -247,7 +250,7 @@ def vectorize_many(
         if file_format not in ("gpkg", "geojson", "fgb"):
             raise InputError(f"--format {file_format}: use gpkg, geojson or fgb")
         for r in paths:
-            target = out / f"{r.stem}.{file_format}"
+            target = out / f"{Path(r).stem}.{file_format}"
             try:
                 results.append(vectorize(r, target, probabilities=_probabilities_for(r, probabilities),
                                          overwrite=overwrite, progress=progress, **options))  # fmt: skip
