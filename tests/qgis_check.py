@@ -45,7 +45,7 @@ def describe_vector(layer) -> dict:
         ]
     elif r.type() == "singleSymbol":
         out["color"] = _symbol_colour(r.symbol())
-    n, ids, names, descriptions, _ = layer.listStylesInDatabase()
+    n, _ids, names, _descriptions, _ = layer.listStylesInDatabase()
     out["styles"] = list(names)[:n]  # the first n are this layer's
     return out
 
