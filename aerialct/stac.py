@@ -445,7 +445,7 @@ def vector_item(
 
     created = created or _utcnow()
     out = Path(output)
-    layers = sorted({r.layer for r in results}) or list_layers(out)
+    layers = list_layers(out) if out.suffix.lower() == ".gpkg" else [r.layer for r in results][:1]
     info = [
         pyogrio.read_info(out, layer=name, force_feature_count=True, force_total_bounds=True)
         for name in layers
@@ -459,7 +459,8 @@ def vector_item(
     if bounds and crs is not None:
         proj["proj:bbox"] = [float(v) for v in bounds]
     grid: dict[str, Any] = {"geometry": geometry, "bbox": bbox, "proj": proj}
-    sources = [r.source for r in results]
+    # every raster the file holds polygons of (an --append run adds to earlier ones)
+    sources = _file_values(out, layers, info, "source") or [r.source for r in results]
     table, facts = None, None
     with (
         contextlib.suppress(Exception),
@@ -468,7 +469,9 @@ def vector_item(
     ):
         table = raster_class_table(ds)
         facts = raster_model_facts(ds)
-    names = sorted({n for r in results for n in r.classes})
+    names = sorted(
+        {*_file_values(out, layers, info, "class"), *(n for r in results for n in r.classes)}
+    )
     props: dict[str, Any] = {
         "title": f"{out.name}: polygons of {', '.join(names)} by aerialct vectorize",
         "aerialct:source": redact(sources[0])
@@ -477,7 +480,7 @@ def vector_item(
         "aerialct:layers": {
             name: int(i.get("features", 0)) for name, i in zip(layers, info, strict=True)
         },
-        **_processing(f"aerialct vectorize of {', '.join(redact(s) for s in sources)}", created),
+        **_processing(f"aerialct vectorize of {_some(sources)}", created),
     }
     if facts is not None:
         props["aerialct:model"] = facts
@@ -492,6 +495,26 @@ def vector_item(
         if not is_gdal_path(src) and side.is_file():
             item.add_link(_link("derived_from", side, "the class raster's Item"))
     return item
+
+
+def _some(sources: Sequence[str]) -> str:
+    """A few sources by name, or how many there are."""
+    if len(sources) <= 3:
+        return ", ".join(redact(s) for s in sources)
+    return f"{len(sources)} class rasters ({redact(sources[0])}, ...)"
+
+
+def _file_values(out: Path, layers: Sequence[str], info: Sequence[dict], field: str) -> list[str]:
+    """The distinct values of ``field`` in a vector file's layers, in order of appearance."""
+    import pyogrio.raw
+
+    seen: dict[str, None] = {}
+    for name, i in zip(layers, info, strict=True):
+        if field not in list(i.get("fields", [])):
+            continue
+        _, _, _, (col,) = pyogrio.raw.read(out, layer=name, columns=[field], read_geometry=False)
+        seen.update(dict.fromkeys(str(v) for v in col.tolist()))
+    return list(seen)
 
 
 def _raster_datetime(sources: Sequence[str]) -> dt.datetime | None:
