@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +70,9 @@ MEDIA_TYPES = {
     ".qml": "application/xml",
     ".xml": "application/xml",
 }
+
+LOCK_NAME = ".lock"
+"""The lock file of a catalogue folder, held while an Item is added."""
 
 MARK = "aerialct:made_by"
 """A property every aerialct Item carries: what an Item that may be replaced looks like."""
@@ -703,19 +706,30 @@ def write_catalog(
     aerialct's is refused. Prediction Items get a ``derived_from`` link to their model.
     """
     root = Path(stac_dir)
+    check_stac_dir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with _catalog_lock(root):  # torchrun ranks and array tasks may add to one catalogue
+        return _update_catalog(root, items, models, title)
+
+
+@contextlib.contextmanager
+def _catalog_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on the catalogue ``root`` (POSIX ``flock`` on ``root/.lock``)."""
+    import fcntl
+
+    with open(root / LOCK_NAME, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _update_catalog(
+    root: Path, items: Sequence[pystac.Item], models: Sequence[pystac.Item], title: str
+) -> Path:
     cat_path = root / "catalog.json"
-    if cat_path.exists():
-        if not is_aerialct_item(cat_path):
-            raise InputError(
-                f"{cat_path}: is not a catalogue aerialct wrote; give --stac a new folder"
-            )
-        catalog = json.loads(cat_path.read_text())
-    elif root.is_dir() and any(root.iterdir()):
-        raise InputError(
-            f"{root}: folder holds files but no catalog.json; give --stac a new or empty folder"
-        )
-    else:
-        catalog = _new_catalog(title)
+    catalog = json.loads(cat_path.read_text()) if cat_path.exists() else _new_catalog(title)
     ids = {m.id for m in models}
     for item in [*models, *items]:
         doc = item.to_dict(include_self_link=False, transform_hrefs=False)
@@ -805,7 +819,7 @@ def check_stac_dir(stac_dir: str | os.PathLike | None) -> None:
         raise InputError(f"--stac {root}: is a file; give a folder for the catalogue")
     if cat.exists() and not is_aerialct_item(cat):
         raise InputError(f"{cat}: is not a catalogue aerialct wrote; give --stac a new folder")
-    if not cat.exists() and root.is_dir() and any(root.iterdir()):
+    if not cat.exists() and root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()):
         raise InputError(
             f"{root}: folder holds files but no catalog.json; give --stac a new or empty folder"
         )
