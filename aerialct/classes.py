@@ -129,12 +129,8 @@ class ClassTable:
         )
 
     def category_names(self) -> list[str]:
-        """GDAL category names, index = class id (up to 255 = ignore; gaps are empty)."""
-        names = [""] * (IGNORE_INDEX + 1)
-        for c in self.classes:
-            names[c.id] = c.name
-        names[IGNORE_INDEX] = "ignore"
-        return names
+        """GDAL category names, index = class id: exactly the classes (255, nodata, has none)."""
+        return [c.name for c in self.classes]
 
     def rgb_to_ids(self, rgb: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int, int], int]]:
         """Convert an RGB-colour label (3, H, W) to class ids (H, W) through the legend.

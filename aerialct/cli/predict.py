@@ -9,7 +9,14 @@ import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
-from aerialct.cli.options import CreationOptions, Device, Json, Overwrite, parse_creation_options
+from aerialct.cli.options import (
+    CreationOptions,
+    Device,
+    Json,
+    Overwrite,
+    Stac,
+    parse_creation_options,
+)
 
 if TYPE_CHECKING:
     from aerialct.predict import BatchResult
@@ -139,6 +146,7 @@ def predict(
     aoi: Aoi = None,
     skip_existing: SkipExisting = False,
     shard: Shard = None,
+    stac: Stac = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -146,6 +154,8 @@ def predict(
 
     Under torchrun the scenes are shared out across ranks (WORLD_SIZE, RANK). With
     --shard K/N, N machines (or array tasks) given the same scenes cover each once.
+    Each scene gets a STAC Item, <scene>.stac.json beside its outputs, or in the
+    catalogue --stac DIR.
 
     Examples:
 
@@ -153,6 +163,7 @@ def predict(
       aerialct predict runs/x/best.pt scene.tif --out pred --quicklook
       aerialct predict model.onnx tiles/*.tif --out pred --probabilities
       aerialct predict best.pt tiles/*.tif -o pred --skip-existing --shard 3/8
+      aerialct predict best.pt tiles/ -o pred --stac delivery/stac
     """
     if skip_existing and overwrite:
         raise typer.BadParameter(
@@ -174,6 +185,9 @@ def predict(
     if shard_kn is None and (shard_kn := shard_from_env()) is not None:
         console.info(f"shard {shard_kn} from {shard_kn.source}")
     scene_list = expand_inputs(scenes)
+    from aerialct.stac import check_stac_dir, deliver_predictions
+
+    check_stac_dir(stac)
     reduce_heap_fragmentation()
     if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
         device = "cpu"  # onnxruntime's CPU provider
@@ -200,16 +214,17 @@ def predict(
             aoi=aoi,
             progress=progress,
         )
-    _render(result, json_out)
+    items = deliver_predictions(result.scenes, bundle, stac)
+    _render(result, json_out, items)
     _raise_failures(result)
 
 
-def _render(result: BatchResult, json_out: bool) -> None:
+def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
     """The batch as JSON, or as a table of scenes (left out for one failed scene, whose
-    error line says it all), and a line about skipped scenes."""
+    error line says it all), and a line about skipped scenes and the STAC Items."""
     single_failure = len(result.scenes) == 1 and not result.ok
     if json_out:
-        console.print_json(result.to_dict())
+        console.print_json({**result.to_dict(), "stac": [str(p) for p in items]})
     elif not single_failure:
         rows = [
             (
@@ -230,6 +245,8 @@ def _render(result: BatchResult, json_out: bool) -> None:
         console.print_table(
             title, ["scene", "status", "size", "s", "Mpx/s", "output / error"], rows
         )
+    if items and not json_out:
+        console.info(f"STAC: {', '.join(str(p) for p in items)}")
     if result.skipped:
         console.info(
             f"{len(result.skipped)} of {len(result.scenes)} scenes skipped: complete outputs exist"
