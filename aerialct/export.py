@@ -151,6 +151,7 @@ def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
         epoch=ckpt.get("epoch") or 0,
         best_miou=ckpt.get("best_miou"),
         metrics={k: metrics[k] for k in ("last", "best_epoch") if k in metrics},
+        encoder_weights=ckpt.get("encoder_weights"),
     )
     slim["exported"] = True
     return slim

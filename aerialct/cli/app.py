@@ -24,6 +24,7 @@ PIPELINE = (
     "synth",
     "tile",
     "pack",
+    "weights",
     "train",
     "info",
     "export",
@@ -32,8 +33,8 @@ PIPELINE = (
     "evaluate",
 )
 """The verbs in the order ``aerialct --help`` lists them: the demo (the whole chain in one
-command) first, then the pipeline: make data, cut chips, pack them, train, inspect and
-export the checkpoint, predict, vectorize, evaluate."""
+command) first, then the pipeline: make data, cut chips, pack them, fetch pretrained weights,
+train, inspect and export the checkpoint, predict, vectorize, evaluate."""
 
 
 class PipelineOrder(TyperGroup):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -64,6 +64,7 @@ def info(
             f"epoch {ci.epoch}, step {ci.step}"
             + ("" if ci.has_training_state else " (no training state)"),
         ),
+        ("encoder weights", _encoder_weights(ci)),
         ("best val mIoU", ci.best_miou if ci.best_miou is not None else "n/a"),
         ("train", ", ".join(f"{k}={v}" for k, v in ci.train.items())),
     ]
@@ -76,3 +77,15 @@ def info(
     ious = [(k.removeprefix("iou_"), v) for k, v in last.items() if k.startswith("iou_")]
     if ious:
         console.print_table(f"validation IoU per class, epoch {ci.epoch}", ["class", "IoU"], ious)
+
+
+def _encoder_weights(ci: Any) -> str:
+    """Where the encoder started: random init, or the weights' name, file and sha256."""
+    w = ci.encoder_weights
+    if w is None:
+        return "random init" if ci.encoder_weights_recorded else "not recorded (older checkpoint)"
+    adapted = f"; {w['adapted']}" if w.get("adapted") else ""
+    return (
+        f"{w.get('name')} from {w.get('file')} (sha256 {str(w.get('sha256'))[:16]}...; "
+        f"{w.get('loaded')}/{w.get('total')} tensors loaded{adapted})"
+    )

@@ -26,6 +26,7 @@ from aerialct.cli import (  # noqa: F401  (each module registers its command)
     tile,
     train,
     vectorize,
+    weights,
 )
 from aerialct.cli.app import app, hoist_global_options, state
 

@@ -264,6 +264,8 @@ def _render(result: Any, packed: Any) -> None:
         )
     if result.skipped_nodata:
         console.info(f"{result.skipped_nodata} windows skipped (nodata above the threshold)")
+    for line in result.advice:
+        console.info(f"advice: {line}")
     if packed is not None:
         from aerialct.cli.pack import render
 

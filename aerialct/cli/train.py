@@ -12,6 +12,7 @@ from aerialct.cli.app import app
 from aerialct.cli.options import Json, Overwrite
 
 if TYPE_CHECKING:
+    from aerialct.config import ExperimentConfig
     from aerialct.engine.train import TrainResult
 
 
@@ -86,6 +87,8 @@ def train(
             )
         config = str(out / "config.yaml")
     cfg = load_config(resolve_config_path(config), overrides or [])
+    if launch_env().is_main and cfg.model.weights and not resume:
+        _fetch_weights(cfg)
     if launch_env().is_main:
         with console.progress("training") as progress:
             result = run_training(
@@ -98,6 +101,16 @@ def train(
         console.print_json(result)
         return
     _render(result, cfg.name)
+
+
+def _fetch_weights(cfg: ExperimentConfig) -> None:
+    """Find (or download, with a progress bar) the encoder's weights before training starts."""
+    from aerialct.models.weights import resolve_weights
+
+    mc = cfg.model
+    assert mc.weights is not None
+    with console.progress("weights") as progress:
+        resolve_weights(mc.weights, mc.backbone, mc.backbone_kwargs, progress=progress)
 
 
 def _render(result: TrainResult, name: str) -> None:

@@ -13,7 +13,12 @@ step, epoch, RNG states)::
      "in_chans": int, "chip_size": int, "gsd": float | None,
      "model": <inference model state_dict>, "heads": <projector state_dict>,
      "optimizer", "scheduler", "scaler", "step", "epoch", "rng",
-     "best_miou", "metrics"}
+     "best_miou", "metrics", "encoder_weights"}
+
+``encoder_weights`` says where the encoder's starting weights came from: None for random
+init, else ``{"given", "name", "source", "file", "sha256", "found_in", "loaded", "total",
+"adapted"}`` (:meth:`aerialct.models.backbone.WeightsReport.record`); absent in checkpoints
+written before aerialct recorded it.
 
 Files are read with ``torch.load(weights_only=True)``: only tensors and plain
 containers are unpickled, so a checkpoint from an untrusted source cannot run code.
@@ -77,6 +82,7 @@ def make_checkpoint(
     metrics: dict | None = None,
     low: tuple[float, ...] | list[float] | None = None,
     high: tuple[float, ...] | list[float] | None = None,
+    encoder_weights: dict | None = None,
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict in the documented layout."""
     from aerialct import __version__
@@ -108,6 +114,7 @@ def make_checkpoint(
         "rng": rng,
         "best_miou": None if best_miou is None else float(best_miou),
         "metrics": metrics or {},
+        "encoder_weights": encoder_weights,
     }
 
 

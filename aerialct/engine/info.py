@@ -1,8 +1,8 @@
 """``aerialct info``: what a checkpoint holds, without the tensors.
 
 :func:`checkpoint_info` reads a checkpoint (:mod:`aerialct.engine.checkpoint` owns
-the format) and summarises its config, class table, normalisation, progress and
-last metrics; the CLI renders the same object as a table or as JSON.
+the format) and summarises its config, class table, normalisation, progress, last
+metrics and where the encoder's starting weights came from; the CLI renders the same object as a table or as JSON.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ class CheckpointInfo:
     has_training_state: bool
     size_bytes: int
     metrics: dict
+    encoder_weights: dict | None
+    """Where the encoder's starting weights came from; None: random init (see
+    :mod:`aerialct.engine.checkpoint`)."""
+    encoder_weights_recorded: bool
+    """False for checkpoints written before aerialct recorded the weights' origin."""
 
 
 def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
@@ -73,6 +78,8 @@ def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         has_training_state=all(ckpt.get(k) is not None for k in TRAINING_KEYS),
         size_bytes=p.stat().st_size,
         metrics=dict(ckpt.get("metrics") or {}),
+        encoder_weights=ckpt.get("encoder_weights"),
+        encoder_weights_recorded="encoder_weights" in ckpt,
     )
 
 

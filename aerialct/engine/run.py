@@ -91,6 +91,8 @@ class Run:
     state: TrainState
     resumed_from: int | None
     on_checkpoint: Callable[[], None]
+    encoder_weights: dict | None = None
+    """Where the encoder's starting weights came from (None: random init), as checkpoints keep it."""
 
     @property
     def classes(self) -> ClassTable:
@@ -124,6 +126,7 @@ class Run:
             epoch=st.epoch,
             rng=_rng_state(),
             best_miou=st.best_miou,
+            encoder_weights=self.encoder_weights,
             metrics={
                 "history": st.history,
                 "last": st.history[-1] if st.history else {},
@@ -177,9 +180,13 @@ def build_run(
 
     seed_everything(cfg.train.seed)
     ignore = int(splits.meta.get("ignore_index", IGNORE_INDEX))
-    task = _build_task(cfg, splits, ignore, info, dev)
+    # a resumed run takes every tensor from last.pt: its starting weights are not looked up again
+    task = _build_task(cfg, splits, ignore, info, dev, pretrained=ckpt is None)
+    report = task.model.weights_report
+    encoder_weights = report.record() if report is not None else None
     if ckpt is not None:
         _load_weights(task, ckpt, out)
+        encoder_weights = ckpt.get("encoder_weights")
     if cfg.train.compile:
         # An instance attribute: forward() and the task both call it; state_dict is unchanged.
         model: Any = task.model
@@ -201,7 +208,7 @@ def build_run(
         task=task, net=_wrap_ddp(task, info, dev, cfg.train), optimizer=optimizer,
         scheduler=scheduler, scaler=scaler, amp_dtype=amp_dtype, total_steps=total_steps,
         drop_last=drop_last, state=state, resumed_from=state.step if ckpt is not None else None,
-        on_checkpoint=on_checkpoint,
+        on_checkpoint=on_checkpoint, encoder_weights=encoder_weights,
     )  # fmt: skip
 
 
@@ -251,8 +258,15 @@ def _fit_to_chips(cfg: ExperimentConfig, splits: Any) -> ExperimentConfig:
             f"{splits.root}: chips have classes {classes.names} but data.classes is "
             f"{list(dc.classes)}; tile with the expected class table or fix data.classes"
         )
-    if getattr(cfg.model, "img_size", splits.chip_size) != splits.chip_size:
-        log.info("model.img_size set to the chip size, %d", splits.chip_size)
+    size = getattr(cfg.model, "img_size", splits.chip_size)
+    if size != splits.chip_size:  # said loudly: the preset was made for other chips
+        log.warning(
+            "config %s is set for %d px chips (model.img_size) but the chips in %s are %d px: "
+            "training at %d px; tile with --size %d to train at %d px, or pass "
+            "--set model.img_size=%d to confirm",
+            cfg.name, size, splits.root, splits.chip_size, splits.chip_size, size, size,
+            splits.chip_size,
+        )  # fmt: skip
         cfg = replace(cfg, model=replace(cfg.model, img_size=splits.chip_size))
     return cfg
 
@@ -358,13 +372,19 @@ def write_text(path: Path, text: str) -> None:
 
 
 def _build_task(
-    cfg: ExperimentConfig, splits: Any, ignore: int, info: DistInfo, dev: torch.device
+    cfg: ExperimentConfig,
+    splits: Any,
+    ignore: int,
+    info: DistInfo,
+    dev: torch.device,
+    *,
+    pretrained: bool = True,
 ) -> SegmentationTask:
     """The model (checked against the chip size) inside its task, on ``dev``."""
     from aerialct.models import build_model
 
     k = len(splits.classes)
-    model = build_model(cfg.model, num_classes=k, in_chans=splits.in_chans)
+    model = build_model(cfg.model, num_classes=k, in_chans=splits.in_chans, load_weights=pretrained)
     model.check_input_size(*splits.chip_shape)
     task = SegmentationTask(
         model, cfg.loss, num_classes=k, ignore_index=ignore,

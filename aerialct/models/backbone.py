@@ -93,7 +93,7 @@ def _sized_model_class(timm_name: str) -> Any:
 
 @dataclass
 class WeightsReport:
-    """What loading a local weights file into the backbone did."""
+    """What loading pretrained weights into the backbone did, and where they came from."""
 
     path: str
     loaded: int
@@ -101,14 +101,31 @@ class WeightsReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    adapted: str | None = None
+    """The first convolution adapted to the band count (``conv1: 3 -> 4 bands``), if it was."""
+    source: dict[str, Any] = field(default_factory=dict)
+    """:meth:`aerialct.models.weights.ResolvedWeights.record`: name, file, sha256, ..."""
 
     def summary(self) -> str:
         """One line: what was loaded, missing, unexpected and shape-mismatched."""
+        name = self.source.get("name")
+        named = f"{name} ({self.path})" if name and name != self.path else self.path
+        adapted = f"; {self.adapted}" if self.adapted else ""
         return (
-            f"{self.path}: loaded {self.loaded}/{self.total} backbone tensors; "
+            f"{named}: loaded {self.loaded}/{self.total} backbone tensors; "
             f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-            f"{len(self.mismatched)} shape-mismatched"
+            f"{len(self.mismatched)} shape-mismatched{adapted}"
         )
+
+    def record(self) -> dict[str, Any]:
+        """The checkpoint's ``encoder_weights``: the source, and what the load did."""
+        return {
+            **self.source,
+            "file": self.source.get("file", self.path),
+            "loaded": self.loaded,
+            "total": self.total,
+            "adapted": self.adapted,
+        }
 
 
 class BackboneAdapter(nn.Module):
@@ -320,14 +337,54 @@ def _normalise_key(key: str) -> str:
     return re.sub(r"^([A-Za-z]+)\.(\d+)\.", r"\1_\2.", key)
 
 
-def load_backbone_weights(backbone: BackboneAdapter, path: str | Path) -> WeightsReport:
-    """Load a local state dict into ``backbone.body``; partial loads are reported, none refused."""
+def _adapt_first_conv(
+    backbone: BackboneAdapter, remapped: dict[str, Tensor], target: dict[str, Tensor]
+) -> str | None:
+    """Pretrained RGB stem weights -> the backbone's band count, the way timm adapts them.
+
+    timm's ``adapt_input_conv``: one band sums the RGB kernels; more bands repeat them
+    (R, G, B, R, ...) scaled by 3 / bands, so the layer's response to grey input is kept.
+    """
+    from timm.models import get_pretrained_cfg
+    from timm.models._manipulate import adapt_input_conv
+
+    try:
+        cfg = get_pretrained_cfg(backbone.timm_name)
+    except RuntimeError:
+        cfg = None
+    convs = getattr(cfg, "first_conv", None) if cfg is not None else None
+    done = []
+    for conv in [convs] if isinstance(convs, str) else list(convs or ()):
+        key = _normalise_key(f"{conv}.weight")
+        w, want = remapped.get(key), target.get(key)
+        if w is None or want is None or w.ndim != 4 or tuple(w.shape) == tuple(want.shape):
+            continue
+        if tuple(w.shape[:1]) + tuple(w.shape[2:]) != tuple(want.shape[:1]) + tuple(want.shape[2:]):
+            continue
+        try:
+            remapped[key] = adapt_input_conv(int(want.shape[1]), w, base_chans=int(w.shape[1]))
+        except (NotImplementedError, ValueError):
+            continue
+        done.append(f"{conv}: {w.shape[1]} -> {want.shape[1]} bands")
+    return ", ".join(done) or None
+
+
+def load_backbone_weights(
+    backbone: BackboneAdapter, path: str | Path, *, source: dict[str, Any] | None = None
+) -> WeightsReport:
+    """Load a state dict file into ``backbone.body``; partial loads are reported, none refused.
+
+    A pretrained RGB stem is adapted to the backbone's band count (:func:`_adapt_first_conv`).
+    ``source`` (where the file came from) is kept in the report for the checkpoint. A
+    classifier's head, which the feature backbone has not, is expected in weights published
+    for classification (``timm:`` weights) and reported without a warning.
+    """
     path = Path(path)
-    source = _read_state_dict(path)
+    src = _read_state_dict(path)
     target = backbone.body.state_dict()
     remapped: dict[str, Tensor] = {}
     unexpected: list[str] = []
-    for k, v in source.items():
+    for k, v in src.items():
         nk = k if k in target else _normalise_key(k)
         if nk not in target and k.replace(".", "_", 1) in target:
             nk = k.replace(".", "_", 1)
@@ -335,13 +392,14 @@ def load_backbone_weights(backbone: BackboneAdapter, path: str | Path) -> Weight
             remapped[nk] = v
         else:
             unexpected.append(k)
+    adapted = _adapt_first_conv(backbone, remapped, target)
     mismatched = [k for k, v in remapped.items() if tuple(v.shape) != tuple(target[k].shape)]
     for k in mismatched:
         del remapped[k]
     if not remapped:
         shapes = f" ({len(mismatched)} match by name but not by shape)" if mismatched else ""
         raise InputError(
-            f"{path}: none of its {len(source)} tensors match backbone {backbone.name!r} "
+            f"{path}: none of its {len(src)} tensors match backbone {backbone.name!r} "
             f"({backbone.timm_name}){shapes}; give weights for this architecture"
         )
     missing = [k for k in target if k not in remapped]
@@ -353,7 +411,12 @@ def load_backbone_weights(backbone: BackboneAdapter, path: str | Path) -> Weight
         missing=missing,
         unexpected=unexpected,
         mismatched=mismatched,
+        adapted=adapted,
+        source=dict(source or {}),
     )
-    level = logging.WARNING if (missing or unexpected or mismatched) else logging.INFO
-    log.log(level, "backbone weights %s", report.summary())
+    published = str((source or {}).get("name", "")).startswith("timm:")
+    surprising = missing or mismatched or (unexpected and not published)
+    log.log(
+        logging.WARNING if surprising else logging.INFO, "backbone weights %s", report.summary()
+    )
     return report

@@ -19,7 +19,9 @@ class ModelConfig:
     decoder: Literal["dcswin", "unetformer", "fpn"] = "dcswin"
     decoder_channels: int = 64
     weights: str | None = None
-    """Local file of pretrained backbone weights; never downloaded. None: random init."""
+    """Pretrained encoder weights: ``imagenet`` (timm's default tag for the backbone),
+    ``timm:<model>.<tag>``, ``https://...#sha256=<hex>`` or a local file
+    (:mod:`aerialct.models.weights`). None: random init."""
     img_size: int = 512
     """Training chip size, given to backbones that build size-dependent buffers (Swin);
     they still accept any multiple of the largest reduction (32)."""

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from aerialct.models.backbone import BackboneAdapter, WeightsReport, load_backbone_weights
 from aerialct.models.config import ModelConfig
 from aerialct.models.decoders import build_decoder, conv_bn_relu
+from aerialct.progress import ProgressFn
 
 log = logging.getLogger("aerialct")
 
@@ -108,13 +109,27 @@ class SegmentationModel(nn.Module):
 
 
 def build_model(
-    cfg: ModelConfig, num_classes: int, in_chans: int = 3, *, load_weights: bool = True
+    cfg: ModelConfig,
+    num_classes: int,
+    in_chans: int = 3,
+    *,
+    load_weights: bool = True,
+    progress: ProgressFn | None = None,
 ) -> SegmentationModel:
     """Build the model described by ``cfg``; load ``cfg.weights`` into the backbone if given.
 
+    ``cfg.weights`` is a local file, ``imagenet``, ``timm:<model>.<tag>`` or an https URL
+    with its SHA-256 (:mod:`aerialct.models.weights`); a download reports to ``progress``.
     ``load_weights=False`` skips ``cfg.weights`` (rebuilding a trained model from a
     checkpoint, whose state dict replaces every tensor anyway).
     """
+    from aerialct.models.weights import resolve_weights
+
+    resolved = None
+    if cfg.weights and load_weights:  # a wrong name or an offline miss fails before building
+        resolved = resolve_weights(
+            cfg.weights, cfg.backbone, cfg.backbone_kwargs, progress=progress
+        )
     backbone = BackboneAdapter(
         cfg.backbone,
         in_chans=in_chans,
@@ -125,8 +140,10 @@ def build_model(
     decoder = build_decoder(cfg.decoder, backbone.channels, num_classes, cfg.decoder_channels)
     refine = RefineHead(in_chans, num_classes, cfg.refine) if cfg.refine > 0 else None
     model = SegmentationModel(backbone, decoder, num_classes, refine)
-    if cfg.weights and load_weights:
-        model.weights_report = load_backbone_weights(backbone, cfg.weights)
+    if resolved is not None:
+        model.weights_report = load_backbone_weights(
+            backbone, resolved.file, source=resolved.record()
+        )
     elif load_weights:
         log.info(
             "backbone %s (%s): random init (no model.weights given)",

@@ -47,3 +47,5 @@ class TileResult:
     band_stats: dict = field(default_factory=dict)
     """Robust per-band statistics of the training pixels (see :func:`band_statistics`)."""
     classes: list[dict] = field(default_factory=list)
+    advice: list[str] = field(default_factory=list)
+    """What to pass to tile or train for a trainable set (:mod:`aerialct.tile.advice`)."""

@@ -42,6 +42,7 @@ from aerialct.errors import InputError
 from aerialct.geo.grid import window_starts
 from aerialct.geo.outputs import FOLDER, atomic_output, check_output
 from aerialct.progress import ProgressFn, as_progress
+from aerialct.tile.advice import check_trainable, recipe_advice
 from aerialct.tile.result import SceneReport, TileResult
 from aerialct.tile.scenes import (
     Scene,
@@ -471,7 +472,7 @@ def tile_scenes(
     classes: str | os.PathLike | ClassTable = "potsdam",
     burn: str | None = None,
     class_map: dict[str, str] | None = None,
-    size: int = DEFAULT_SIZE,
+    size: int | None = None,
     stride: int | None = None,
     resize: int | None = None,
     nodata_threshold: float = 0.5,
@@ -495,8 +496,9 @@ def tile_scenes(
     later features win): every polygon is class ``burn``, or ``class_field`` holds
     class names or ids, or values that ``class_map`` maps to class names. Pixels no
     polygon covers get ``background``; by default the table's ``background`` class
-    when it has one, else ignore. ``size`` is the window in
-    scene pixels, ``stride`` its step (default ``size``), ``resize`` the chip size
+    when it has one, else ignore. ``size`` is the window in scene pixels (default 512;
+    labelled scenes too small for it are refused with the grid to pass, see
+    :mod:`aerialct.tile.advice`), ``stride`` its step (default ``size``), ``resize`` the chip size
     written (image bilinear, mask nearest). Windows with a nodata share above
     ``nodata_threshold`` are skipped. Chips go to ``split`` (default train), or with
     ``val_fraction`` whole blocks of ``val_block`` px (default 2 x size) go to val.
@@ -522,11 +524,21 @@ def tile_scenes(
             scenes, labels_vector, table, class_field=class_field, layer=vector_layer,
             burn=burn, class_map=class_map, background=background,
         )  # fmt: skip
-    opts = Options(size=size, stride=stride, resize=resize, nodata_threshold=nodata_threshold,
-                   val_fraction=val_fraction, val_block=val_block, seed=seed, workers=workers,
+    advice: list[str] = []
+    if (labels or labels_vector is not None) and split is None:
+        advice = check_trainable(scenes, size=size, default_size=DEFAULT_SIZE, stride=stride,
+                                 val_fraction=val_fraction, val_block=val_block, seed=seed,
+                                 assign=_assign_splits)  # fmt: skip
+    opts = Options(size=size or DEFAULT_SIZE, stride=stride, resize=resize,
+                   nodata_threshold=nodata_threshold, val_fraction=val_fraction,
+                   val_block=val_block, seed=seed, workers=workers,
                    creation_options=creation_options, aoi=aoi)  # fmt: skip
-    return run(scenes, Path(out), opts, source="geotiff", classes=table, overwrite=overwrite,
-               warnings=warnings, progress=progress, started=started)  # fmt: skip
+    result = run(scenes, Path(out), opts, source="geotiff", classes=table, overwrite=overwrite,
+                 warnings=warnings, progress=progress, started=started)  # fmt: skip
+    if result.label_mode:
+        shares = result.split_shares.get("train", {})
+        result.advice = advice + recipe_advice(shares, table.excluded_from_mean)
+    return result
 
 
 def tile_potsdam(
