@@ -63,8 +63,8 @@ def test_help_lists_the_verbs_in_pipeline_order(cli):
     section = r.out.split("Commands:", 1)[1].splitlines()
     listed = [ln.split()[0] for ln in section if ln.startswith("  ") and ln.strip()]
     assert listed == [
-        "demo", "synth", "tile", "pack", "train", "info", "export", "predict", "vectorize",
-        "evaluate",
+        "demo", "synth", "tile", "pack", "weights", "train", "info", "export", "predict",
+        "vectorize", "evaluate",
     ]  # fmt: skip
     # every registered verb has a place in the order
     assert sorted(listed) == sorted(typer.main.get_command(app).commands)

@@ -26,6 +26,7 @@ VERBS = [
     "tile",
     "train",
     "vectorize",
+    "weights",
 ]
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def test_every_verb_is_listed():
 @pytest.mark.parametrize("verb", VERBS)
 def test_help_has_examples_and_fits_80_columns(cli, monkeypatch, verb):
     monkeypatch.setenv("COLUMNS", "80")
-    r = cli(verb, "--help")
+    r = cli(*verb.split(), "--help")
     assert r.code == 0, r.err
     text = r.out
     assert "Example" in text
@@ -51,7 +52,13 @@ def test_help_has_examples_and_fits_80_columns(cli, monkeypatch, verb):
     assert "…" not in text
     from aerialct.cli import main  # noqa: F401
 
-    command = typer.main.get_command(app).commands[verb]
+    command = typer.main.get_command(app)
+    for word in verb.split():
+        command = command.commands[word]
+    if hasattr(command, "commands"):  # each sub-command's help holds the same promises
+        for sub in command.commands:
+            test_help_has_examples_and_fits_80_columns(cli, monkeypatch, f"{verb} {sub}")
+        return
     for param in command.params:
         if isinstance(param, click.Option):
             for name in param.opts + param.secondary_opts:
@@ -70,8 +77,11 @@ def test_examples_parse(cli, monkeypatch):
             words = line.split()
             if words[:2] != ["aerialct", verb]:
                 continue
-            opts = {o for p in group.commands[words[1]].params for o in p.opts}
-            used = [w for w in words[2:] if w.startswith("-")]
+            command, i = group.commands[words[1]], 2
+            while hasattr(command, "commands"):  # a verb with sub-commands (weights fetch)
+                command, i = command.commands[words[i]], i + 1
+            opts = {o for p in command.params for o in p.opts}
+            used = [w for w in words[i:] if w.startswith("-")]
             assert set(used) <= opts, (line, set(used) - opts)
 
 
