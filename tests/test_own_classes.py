@@ -47,12 +47,31 @@ def scene16(tmp_path_factory):
 # --------------------------------------------------------------------------- README
 
 
-def test_readme_your_own_classes_runs_as_written(cli, scene16, monkeypatch):
+def _offline_hub_with(root: Path, arch: str, tag: str) -> None:
+    """A Hugging Face cache holding (random) weights of ``arch``, as the hub lays it out."""
+    import timm
+    from safetensors.torch import save_file
+
+    repo = root / "hub" / f"models--timm--{arch}.{tag}"
+    (repo / "snapshots" / "0" / "model.safetensors").parent.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in timm.create_model(arch).state_dict().items()}
+    save_file(state, str(repo / "snapshots" / "0" / "model.safetensors"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0")
+
+
+def test_readme_your_own_classes_runs_as_written(cli, scene16, monkeypatch, tmp_path):
     d, synth = scene16
     commands = _readme_commands()
     assert [c.split()[1] for c in commands] == [
         "tile", "train", "predict", "vectorize", "evaluate", "evaluate",
     ]  # fmt: skip
+    # the preset starts from ImageNet weights: here from an offline cache, never the network
+    _offline_hub_with(tmp_path / "hf", "regnetx_002", "pycls_in1k")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "AERIALCT_WEIGHTS_DIR"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(d)
     results = []
     for line in commands:
@@ -65,6 +84,8 @@ def test_readme_your_own_classes_runs_as_written(cli, scene16, monkeypatch):
     assert stats["low"][0] > 255 and stats["high"][0] > stats["low"][0]  # 16-bit values
     ckpt = torch.load(d / "run" / "best.pt", weights_only=True, map_location="cpu")
     assert ckpt["classes"] == BUILDINGS.to_list()
+    assert ckpt["encoder_weights"]["name"] == "timm:regnetx_002.pycls_in1k"
+    assert ckpt["encoder_weights"]["adapted"] == "stem.conv: 3 -> 1 bands"
     assert ckpt["normalization"]["low"] == pytest.approx(stats["low"])
     pred = d / "pred" / "scene_classes.tif"
     with rasterio.open(pred) as ds:

@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -299,15 +299,10 @@ def resolve_weights(
     searched = _searched(spec)
     if hub_offline():
         raise _unavailable(spec, searched, "the hub is offline (HF_HUB_OFFLINE=1)")
-    if spec.kind == "timm":
-        file = _download_hub(spec, searched, progress)
-        where = "downloaded"
-    else:
-        file = _download_url(spec, searched, progress)
-        where = "downloaded"
-    sha = spec.sha256 or file_sha256(file)
+    download = _download_hub if spec.kind == "timm" else _download_url
+    file = download(spec, searched, progress)
     log.info("weights %s downloaded to %s", spec.name, file)
-    return ResolvedWeights(spec, file, sha, where)
+    return ResolvedWeights(spec, file, spec.sha256 or file_sha256(file), "downloaded")
 
 
 def _searched(spec: WeightsSpec) -> list[str]:
@@ -388,8 +383,10 @@ def manifest_entry(path: Path) -> dict | None:
                 doc = json.loads(man.read_text())
             except (OSError, ValueError):
                 return None
+            if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+                return None
             rel = path.relative_to(parent).as_posix()
-            for entry in doc.get("weights", []) if isinstance(doc, dict) else []:
+            for entry in doc.get("weights", []):
                 if isinstance(entry, dict) and entry.get("file") == rel:
                     return entry
             return None
@@ -667,7 +664,6 @@ def fetch_weights(
     out: str | os.PathLike,
     *,
     progress: ProgressFn | None = None,
-    resolve: Callable[..., ResolvedWeights] | None = None,
 ) -> FetchResult:
     """Copy the named weights into ``out`` (a folder to carry to an air-gapped machine).
 
@@ -683,7 +679,7 @@ def fetch_weights(
     entries = _read_manifest(folder)
     result = FetchResult(out=folder)
     for spec in specs:
-        resolved = (resolve or resolve_weights)(spec, progress=progress)
+        resolved = resolve_weights(spec, progress=progress)
         rel = _folder_file_for(spec, resolved.file)
         dest = folder / rel
         old = entries.get(spec.name)
