@@ -549,7 +549,7 @@ def url_download(url: str, dest: Path, progress: ProgressFn) -> None:
 
 def _download_url(spec: WeightsSpec, searched: list[str], progress: ProgressFn | None) -> Path:
     """A URL's file into torch's hub cache, its SHA-256 checked before it gets its name."""
-    from aerialct.geo.io import atomic_output
+    from aerialct.geo.outputs import atomic_output
 
     assert spec.url is not None and spec.sha256 is not None
     final = torch_cache_dir() / _url_cache_name(spec.url, spec.sha256)
@@ -671,7 +671,7 @@ def fetch_weights(
     the layout of the module docstring, its SHA-256 checked; ``weights.json`` lists them.
     A name already in the folder with the same SHA-256 is kept.
     """
-    from aerialct.geo.io import atomic_output
+    from aerialct.geo.outputs import atomic_output
 
     folder = Path(out)
     _check_fetch_folder(folder)
@@ -714,7 +714,7 @@ def _folder_file_for(spec: WeightsSpec, file: Path) -> str:
 
 def _write_manifest(folder: Path, entries: dict[str, dict]) -> None:
     from aerialct import __version__
-    from aerialct.geo.io import atomic_output
+    from aerialct.geo.outputs import atomic_output
 
     doc = {
         "format": MANIFEST_FORMAT,
