@@ -20,6 +20,7 @@ ORDER = [
     "engine",
     "train",
     "buildings",
+    "pretrained",
     "evidence",
     "predict",
     "export",
