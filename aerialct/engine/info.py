@@ -2,7 +2,8 @@
 
 :func:`checkpoint_info` reads a checkpoint (:mod:`aerialct.engine.checkpoint` owns
 the format) and summarises its config, class table, normalisation, progress, last
-metrics and where the encoder's starting weights came from; the CLI renders the same object as a table or as JSON.
+metrics and where the encoder's starting weights came from; the CLI renders the same
+object as a table or as JSON.
 """
 
 from __future__ import annotations
