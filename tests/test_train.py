@@ -12,10 +12,11 @@ import torch
 from train_helpers import tiled_synth, write_chips
 
 from aerialct.config import load_config
-from aerialct.engine.checkpoint import load_checkpoint, load_inference_model
+from aerialct.engine.checkpoint import load_checkpoint
 from aerialct.engine.run import lr_factor
 from aerialct.engine.train import train
 from aerialct.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
+from aerialct.predict.bundle import load_inference_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = CONFIGS / "tiny-cpu.yaml"

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def _load_bundle(checkpoint: Path, device: str) -> Any:
     """The checkpoint's inference bundle (a seam the tests replace with an oracle model)."""
-    from aerialct.engine.checkpoint import load_inference_model
+    from aerialct.predict.bundle import load_inference_model
 
     return load_inference_model(checkpoint, device=device)
 

@@ -122,6 +122,7 @@ class Run:
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             step=st.step,
             epoch=st.epoch,
+            batch_in_epoch=st.batch_in_epoch,
             rng=_rng_state(),
             best_miou=st.best_miou,
             metrics={
@@ -131,7 +132,6 @@ class Run:
                 "best_confusion": st.best_confusion,
             },
         )
-        ck["batch_in_epoch"] = st.batch_in_epoch
         last = self.out / "last.pt"
         save_checkpoint(last, ck)
         if best:

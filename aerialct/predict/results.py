@@ -10,7 +10,7 @@ from aerialct.classes import ClassTable
 
 
 class BundleLike(Protocol):
-    """What prediction needs from :class:`aerialct.engine.checkpoint.InferenceBundle`."""
+    """What prediction needs from :class:`aerialct.predict.bundle.InferenceBundle`."""
 
     model: Any
     classes: ClassTable
