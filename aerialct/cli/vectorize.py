@@ -180,7 +180,7 @@ def _vectorize_many(
     connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
     json_out: bool,
 ) -> None:  # fmt: skip
-    from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.errors import ItemFailure, raise_for_failures
     from aerialct.vectorize import vectorize_many
 
     if append:
@@ -203,11 +203,5 @@ def _vectorize_many(
             [[r.source, r.output, r.layer, r.count] for r in batch.results]
             + [[raster, "failed", "", error] for raster, error in batch.failed],
         )
-    if batch.failed and not batch.results:
-        raise AerialctError(f"all {len(batch.failed)} rasters failed; first: {batch.failed[0][1]}")
-    if batch.failed:
-        raise PartialFailure(
-            f"{len(batch.failed)} of {len(paths)} rasters failed: "
-            + ", ".join(Path(r).name for r, _ in batch.failed),
-            batch,
-        )
+    failures = [ItemFailure(raster, error) for raster, error in batch.failed]
+    raise_for_failures(len(paths), failures, "rasters", batch)
