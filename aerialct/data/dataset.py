@@ -33,6 +33,7 @@ from aerialct.data.packed import (
 )
 from aerialct.data.samples import band_stats_from, chip_sample
 from aerialct.errors import InputError
+from aerialct.geo.io import read_failed, read_window
 from aerialct.progress import ProgressFn
 
 if TYPE_CHECKING:
@@ -271,8 +272,6 @@ def read_chip(image: Path, mask: Path | None) -> tuple[np.ndarray, np.ndarray | 
     """Read one chip: image (C, H, W) float32 raw values, mask (H, W) int64 or None."""
     import rasterio
     from rasterio.errors import RasterioError
-
-    from aerialct.geo.io import read_failed, read_window
 
     path = image
     try:

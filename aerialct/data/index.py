@@ -38,6 +38,7 @@ import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.errors import InputError
+from aerialct.geo.outputs import verify_output
 
 FORMAT = "aerialct-chips"
 VERSION = 1
@@ -211,8 +212,6 @@ def write_chips(folder: Path, frame: Any, header: ChipsHeader) -> None:
     """Write a chips folder's ``index.gpkg`` (``frame``, one row per chip) and ``dataset.json``
     (``header``, tagged with FORMAT/VERSION), each verified once written."""
     import pyogrio
-
-    from aerialct.geo.outputs import verify_output
 
     pyogrio.write_dataframe(frame, folder / INDEX, layer=LAYER, driver="GPKG")
     verify_output(folder / INDEX, "gpkg")

@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.data.index import ChipIndex, read_format_json, read_index, write_format_json
 from aerialct.data.samples import band_stats_from, chip_sample
 from aerialct.errors import InputError
+from aerialct.geo.outputs import FOLDER, atomic_output, check_output
 from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
@@ -242,8 +244,6 @@ def pack_chips(
     """
     import rasterio
 
-    from aerialct.geo.outputs import FOLDER, atomic_output, check_output
-
     started = time.perf_counter()
     index = read_index(chips_dir)
     root = Path(index.root)
@@ -400,8 +400,6 @@ def _split_band_stats(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
 
 def _packed_meta(index: ChipIndex, shape: _Shape, packed: _Packed) -> dict[str, Any]:
     """The body of packed.json (write_format_json adds format and version)."""
-    from aerialct import __version__
-
     header = index.header
     splits, counts = packed.splits, packed.counts
     names = [*index.classes.names, "ignore"]
