@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.config import to_dict
 from aerialct.errors import CheckpointError
 from aerialct.geo.outputs import atomic_output
 
@@ -91,6 +90,8 @@ def make_checkpoint(
     exported: bool = False,
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict in the documented layout."""
+    from aerialct.config import to_dict  # here: pydantic and the model configs load on use
+
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -206,6 +207,8 @@ def check_resume_compatible(
     path: str | os.PathLike = "checkpoint",
 ) -> None:
     """Refuse to resume/fine-tune from a checkpoint of another model, class table or band count."""
+    from aerialct.config import to_dict
+
     old_names = [c["name"] for c in ckpt["classes"]]
     if old_names != classes.names:
         raise CheckpointError(

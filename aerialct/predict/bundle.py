@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.engine.checkpoint import load_checkpoint
 from aerialct.errors import InputError
-from aerialct.export import is_torchscript, read_exported
-from aerialct.models.restore import model_from_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -92,6 +90,10 @@ def load_inference_model(
     """
     import torch
 
+    # here, not at the top: InferenceBundle alone stays free of timm and onnx
+    from aerialct.export import is_torchscript
+    from aerialct.models.restore import model_from_checkpoint
+
     p = Path(path)
     if p.suffix.lower() == ".onnx" or is_torchscript(p):
         return load_exported_model(p, device=str(device))
@@ -117,6 +119,8 @@ def load_inference_model(
 
 def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> InferenceBundle:
     """An :class:`InferenceBundle` around an exported ``.onnx`` or TorchScript model."""
+    from aerialct.export import read_exported
+
     p = Path(path)
     model, meta = read_exported(p, device)
     return InferenceBundle(
