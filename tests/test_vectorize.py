@@ -13,7 +13,7 @@ from aerialct.classes import POTSDAM, ClassInfo, ClassTable
 from aerialct.errors import InputError, OutputExistsError
 from aerialct.geo.vector import list_layers
 from aerialct.vectorize import regularize_polygons, trace_polygons, vectorize
-from aerialct.vectorize.geometry import _canonical
+from aerialct.vectorize.geometry import canonical
 from aerialct.vectorize.merge import _union_find
 
 PX = 0.5  # metres per pixel
@@ -160,8 +160,8 @@ def test_tracer_agrees_with_gdal_polygonize(connectivity):
         gdal = [shape(g) for g, _ in shapes(labels, mask=mask, connectivity=connectivity)]
         traced = trace_polygons(mask, connectivity, offset=(3, 7))
         ours = shapely.transform(traced.polygons, lambda xy: xy - [3, 7])
-        a = sorted(g.wkt for g in _canonical(np.array(gdal, dtype=object)))
-        b = sorted(g.wkt for g in _canonical(ours))
+        a = sorted(g.wkt for g in canonical(np.array(gdal, dtype=object)))
+        b = sorted(g.wkt for g in canonical(ours))
         assert a == b
         # border maps name the polygon that holds each edge pixel
         polys = shapely.make_valid(ours)
