@@ -180,7 +180,8 @@ POTSDAM = ClassTable(
         ClassInfo(5, "clutter", (255, 0, 0)),
     )
 )
-"""The ISPRS Potsdam legend (DESIGN section 2). Black (0, 0, 0) is ignore."""
+"""The ISPRS Potsdam legend (README, "The data: `synth` and `tile`"); black (0, 0, 0) is
+ignore."""
 
 BUILDINGS = ClassTable(
     (

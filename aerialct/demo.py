@@ -226,8 +226,8 @@ def _tile(data: _DemoData, chips: Path, *, size: int, seed: int) -> Path:
 
 def _predict(checkpoint: Path, scene: Path, folder: Path, device: str) -> _Prediction:
     """Classes, probabilities and a quick look of the held-out district."""
-    from aerialct.engine.checkpoint import load_inference_model
     from aerialct.predict import predict_scene, resolve_device_name
+    from aerialct.predict.bundle import load_inference_model
 
     dev = resolve_device_name(device)
     bundle = load_inference_model(checkpoint, device=dev)

@@ -1,6 +1,6 @@
 """Entry point and the one error boundary of the CLI.
 
-Exit codes (DESIGN section 9): 0 success, 1 error (one line on stderr, a
+Exit codes (CONTRACTS.md, "Exit codes and messages"): 0 success, 1 error (one line on stderr, a
 traceback only with --verbose), 2 usage error, 3 partial failure in a batch.
 """
 

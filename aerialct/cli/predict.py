@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def _load_bundle(checkpoint: Path, device: str) -> Any:
     """The checkpoint's inference bundle (a seam the tests replace with an oracle model)."""
-    from aerialct.engine.checkpoint import load_inference_model
+    from aerialct.predict.bundle import load_inference_model
 
     return load_inference_model(checkpoint, device=device)
 
@@ -173,7 +173,7 @@ def predict(
     creation = parse_creation_options(co)
     band_list = _parse_bands(bands)
 
-    from aerialct.errors import InputError
+    from aerialct.errors import InputError, ItemFailure, raise_for_failures
     from aerialct.geo.inputs import expand_inputs
     from aerialct.predict import predict_scenes, reduce_heap_fragmentation, resolve_device_name
     from aerialct.shards import parse_shard, shard_from_env
@@ -216,7 +216,12 @@ def predict(
         )
     items = deliver_predictions(result.scenes, bundle, stac)
     _render(result, json_out, items)
-    _raise_failures(result)
+    raise_for_failures(
+        len(result.scenes),
+        [ItemFailure(str(s.scene), s.error or "", s.exception) for s in result.failed],
+        "scenes",
+        result,
+    )
 
 
 def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
@@ -251,24 +256,3 @@ def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
         console.info(
             f"{len(result.skipped)} of {len(result.scenes)} scenes skipped: complete outputs exist"
         )
-
-
-def _raise_failures(result: BatchResult) -> None:
-    """Exit 1 when every scene failed (one scene: its own error), 3 when some did."""
-    from aerialct.errors import AerialctError, PartialFailure
-
-    failed = result.failed
-    if not failed:
-        return
-    if len(failed) == len(result.scenes):
-        first = failed[0]
-        if len(result.scenes) == 1 and first.exception is not None:
-            raise first.exception
-        raise AerialctError(
-            f"all {len(failed)} scene(s) failed; first: {first.scene}: {first.error}"
-        )
-    raise PartialFailure(
-        f"{len(failed)} of {len(result.scenes)} scenes failed: "
-        + ", ".join(s.scene.name for s in failed),
-        result,
-    )

@@ -191,7 +191,7 @@ def _vectorize_many(
     connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
     json_out: bool, stac: Path | None,
 ) -> None:  # fmt: skip
-    from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.errors import ItemFailure, raise_for_failures
     from aerialct.stac import deliver_vectors
     from aerialct.vectorize import vectorize_many
 
@@ -218,11 +218,5 @@ def _vectorize_many(
         )
         if items:
             console.info(f"STAC: {', '.join(str(p) for p in items)}")
-    if batch.failed and not batch.results:
-        raise AerialctError(f"all {len(batch.failed)} rasters failed; first: {batch.failed[0][1]}")
-    if batch.failed:
-        raise PartialFailure(
-            f"{len(batch.failed)} of {len(paths)} rasters failed: "
-            + ", ".join(Path(r).name for r, _ in batch.failed),
-            batch,
-        )
+    failures = [ItemFailure(raster, error) for raster, error in batch.failed]
+    raise_for_failures(len(paths), failures, "rasters", batch)

@@ -11,7 +11,7 @@ from aerialct.geo.inputs import redact
 
 
 class BundleLike(Protocol):
-    """What prediction needs from :class:`aerialct.engine.checkpoint.InferenceBundle`."""
+    """What prediction needs from :class:`aerialct.predict.bundle.InferenceBundle`."""
 
     model: Any
     classes: ClassTable

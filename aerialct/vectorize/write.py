@@ -13,7 +13,7 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
-from aerialct.vectorize.layer import Polygonised, _check_options, polygonise
+from aerialct.vectorize.layer import Polygonised, check_options, polygonise
 from aerialct.vectorize.windows import parse_morph
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def vectorize(
         raise InputError(f"{out}: --overwrite and --append exclude each other; pick one")
     if not append:
         check_output(out, overwrite, inputs=[p for p in (raster, probabilities) if p is not None])
-    _check_options(min_area, fill_holes, simplify, connectivity, window_size)
+    check_options(min_area, fill_holes, simplify, connectivity, window_size)
     ops = _morph_ops(morph)
     poly = polygonise(
         raster,
@@ -235,7 +235,7 @@ def vectorize_many(
     paths = [source_path(r) for r in rasters]  # GDAL paths and URLs stay verbatim
     if not paths:
         raise InputError("no raster to vectorise; give class rasters, a folder or a pattern")
-    _check_options(
+    check_options(
         options.get("min_area", 0.0), options.get("fill_holes", 0.0),
         options.get("simplify", 0.0), options.get("connectivity", 8),
         options.get("window_size", 2048),
