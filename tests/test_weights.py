@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import socket
 import time
@@ -137,6 +138,34 @@ def test_presets_without_public_weights_say_so():
         W.parse_weights("timm:test_convnext.nope")
     with pytest.raises(InputError, match=r"or name timm's weights: timm:resnet18.a1_in1k"):
         build_model(ModelConfig(backbone="resnet18", weights="resnet18.a1_in1k"), 2)
+
+
+def _readme_preset_rows() -> dict[str, str]:
+    """The README's preset table: first cell (preset names) -> last cell (what it starts from)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| (`[^|]*) \| [^|]* \| ([^|]*) \|$", text, flags=re.M)
+    assert rows, "README: the preset table is missing"
+    return dict(rows)
+
+
+PRESETS = sorted(p.stem for p in TRAIN.parent.glob("*.yaml") if p.stem != "paper-base")
+"""Every preset in configs/ (paper-base only holds the paper presets' shared settings)."""
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_preset_says_which_weights_it_starts_from(preset):
+    """configs/ and the README table agree: the weights each preset names, or random init."""
+    cfg = load_config(TRAIN.parent / f"{preset}.yaml")
+    rows = _readme_preset_rows()
+    family = preset.split("-")[0]
+    row = next((v for k, v in rows.items() if f"`{preset}`" in k), None)
+    if row is None:  # a variant: the row of its family (`dcswin`, ... and their variants)
+        row = next(v for k, v in rows.items() if f"`{family}`" in k and "variants" in k)
+    if cfg.model.weights is None:
+        assert row.startswith("random init"), (preset, row)
+        return
+    spec = W.parse_weights(cfg.model.weights, cfg.model.backbone, cfg.model.backbone_kwargs)
+    assert spec.kind == "timm" and f"`{spec.name}`" in row, (preset, spec.name, row)
 
 
 def test_a_url_needs_its_sha256():
