@@ -96,7 +96,10 @@ def test_readme_your_own_classes_runs_as_written(cli, scene16, monkeypatch, tmp_
     assert gdal_category_names(pred)[:2] == ["background", "building"]
     pixel = json.loads(results[-1].out)
     assert set(pixel["per_class"]) == {"background", "building"}
-    assert pixel["overall_accuracy"] > 0.8
+    # class weights and the focal term trade background precision for building recall: judge
+    # the buildings, against the 0.13 IoU of calling every pixel a building
+    building = pixel["per_class"]["building"]
+    assert building["iou"] > 0.25 and building["recall"] > 0.6, pixel
     buildings = json.loads(results[-2].out)
     assert buildings["reference_count"] == synth.n_buildings
 
