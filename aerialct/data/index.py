@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from aerialct.classes import ClassTable
 from aerialct.errors import InputError
 
@@ -79,14 +81,55 @@ def write_format_json(path: Path, fmt: str, version: int, body: dict) -> None:
     path.write_text(json.dumps({"format": fmt, "version": version, **body}, indent=2) + "\n")
 
 
-def write_chips(folder: Path, frame: Any, meta: dict) -> None:
-    """Write a chips folder's ``index.gpkg`` (``frame``, one row per chip) and ``dataset.json``
-    (``meta``, tagged with FORMAT/VERSION), each verified once written."""
-    import pyogrio
+def box_wkb(bounds: np.ndarray) -> np.ndarray:
+    """WKB polygons (object array of bytes) of boxes (N, 4: xmin, ymin, xmax, ymax), each ring
+    as ``shapely.box`` makes it (counter-clockwise from the lower right corner)."""
+    b = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
+    x0, y0, x1, y1 = b.T
+    rec = np.zeros(len(b), dtype=_WKB_BOX)
+    rec["order"], rec["type"], rec["rings"], rec["points"] = 1, 3, 1, 5
+    rec["xy"] = np.stack([x1, y0, x1, y1, x0, y1, x0, y0, x1, y0], axis=1)
+    raw, size = rec.tobytes(), _WKB_BOX.itemsize
+    out = np.empty(len(b), dtype=object)
+    out[:] = [raw[i : i + size] for i in range(0, len(raw), size)]
+    return out
+
+
+_WKB_BOX = np.dtype(
+    [("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"), ("xy", "<f8", (10,))]
+)
+"""One polygon of one ring of five points, little-endian WKB (93 bytes, no padding)."""
+
+
+def _ogr_crs(crs_wkt: str) -> str:
+    """The CRS as OGR is given it: ``EPSG:n`` when it has a code, else WKT1 (as pyogrio does)."""
+    from rasterio.crs import CRS
+
+    crs = CRS.from_wkt(crs_wkt)
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_wkt(version="WKT1_GDAL")
+
+
+def write_chips(
+    folder: Path, fields: dict[str, np.ndarray], bounds: np.ndarray, crs_wkt: str, meta: dict
+) -> None:
+    """Write a chips folder's ``index.gpkg`` (one row per chip: ``fields`` in order, footprints
+    ``bounds`` (N, 4) in ``crs_wkt``) and ``dataset.json`` (``meta``, tagged with
+    FORMAT/VERSION), each verified once written. Needs pyogrio's array API only (no pandas)."""
+    import pyogrio.raw
 
     from aerialct.geo.outputs import verify_output
 
-    pyogrio.write_dataframe(frame, folder / INDEX, layer=LAYER, driver="GPKG")
+    pyogrio.raw.write(
+        folder / INDEX,
+        box_wkb(bounds),
+        list(fields.values()),
+        list(fields),
+        layer=LAYER,
+        driver="GPKG",
+        geometry_type="Polygon",
+        crs=_ogr_crs(crs_wkt),
+    )
     verify_output(folder / INDEX, "gpkg")
     write_format_json(folder / META, FORMAT, VERSION, meta)
     verify_output(folder / META, "json")

@@ -19,9 +19,10 @@ import numpy as np
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.geo.classraster import tag_class_raster
 from aerialct.geo.cog import gtiff_profile
-from aerialct.geo.io import no_georef_warning, open_raster, read_failed, verify_raster
+from aerialct.geo.io import no_georef_warning, open_raster, read_failed
 from aerialct.tile.scenes import Scene, bbox
 from aerialct.tile.stats import sample_pixels
+from aerialct.tile.writer import ChipWriter
 
 
 @dataclass
@@ -160,7 +161,10 @@ def _read_band(job: Job) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
     band_t = Affine(*sc.transform) @ Affine.translation(0, job.row)
     try:
         with open_raster(sc.image) as src:  # remote scenes: no folder listing per worker
-            data = src.read(window=win)
+            # decoded pixel-interleaved (GDAL fills the strided view): a chip's pixels are then
+            # rows of the band, written as they are (tile.writer), without a transpose
+            band = np.empty((h, sc.width, sc.count), dtype=sc.dtype).transpose(2, 0, 1)
+            data = src.read(window=win, out=band)
             valid = src.dataset_mask(window=win) > 0 if sc.has_mask else None
     except RasterioError as e:
         raise read_failed(sc.image, e, win) from None
@@ -202,10 +206,16 @@ def _fit(job: Job, img: np.ndarray, lab: np.ndarray | None) -> tuple[np.ndarray,
 
 
 def _write_chip(
-    job: Job, crs, split: str, col: int, img: np.ndarray, lab: np.ndarray | None, made: set[str]
+    job: Job,
+    crs,
+    split: str,
+    col: int,
+    img: np.ndarray,
+    lab: np.ndarray | None,
+    made: set[str],
+    writer: ChipWriter,
 ) -> dict:
     """Write one chip (and its mask) of the band at column ``col``; its index row."""
-    import rasterio
     from affine import Affine
     from rasterio.transform import array_bounds
 
@@ -221,19 +231,15 @@ def _write_chip(
         made.add(split)
     image_rel = f"{split}/images/{chip_id}.tif"
     prof = chip_profile(sc, sc.count, sc.dtype, chip, t, crs, sc.nodata, job.creation_options)
-    with rasterio.open(out / image_rel, "w", **prof) as dst:
-        dst.write(img)
-    verify_raster(out / image_rel, whole=False)
+    writer.write(out / image_rel, img, prof, "image")
     k = len(job.classes)
     counts = np.zeros(k + 1, dtype=np.int64)
     mask_rel = None
     if lab is not None:
         mask_rel = f"{split}/masks/{chip_id}.tif"
         mprof = chip_profile(None, 1, "uint8", chip, t, crs, IGNORE_INDEX, job.creation_options)
-        with rasterio.open(out / mask_rel, "w", **mprof) as dst:
-            dst.write(lab, 1)
-            tag_class_raster(dst, job.classes)
-        verify_raster(out / mask_rel, whole=False)
+        writer.write(out / mask_rel, lab[None], mprof, "mask",
+                     lambda dst: tag_class_raster(dst, job.classes))  # fmt: skip
         bc = np.bincount(lab.ravel(), minlength=256)
         counts[:k] = bc[:k]
         counts[k] = int(bc[k:].sum())  # 255 (and nothing else)
@@ -258,16 +264,22 @@ def tile_band(job: Job) -> BandResult:
     Windows whose nodata share is above the job's threshold are skipped (counted).
     Read errors become RasterError naming the file; write errors (disk full) pass through.
     """
+    import rasterio
     from rasterio.crs import CRS
 
+    with rasterio.Env():  # one GDAL environment for the task's opens, not one per open
+        return _tile_band(job, CRS.from_wkt(job.scene.crs_wkt))
+
+
+def _tile_band(job: Job, crs: Any) -> BandResult:
     sc = job.scene
     data, valid, labels, unknown = _read_band(job)
     w = min(job.window, sc.width)
-    crs = CRS.from_wkt(sc.crs_wkt)
     rows: list[dict] = []
     skipped = 0
     samples: dict[str, list[np.ndarray]] = {}
     made: set[str] = set()
+    writer = ChipWriter()
     for col, split in zip(job.cols, job.splits, strict=True):
         vwin = valid[:, col : col + w] if valid is not None else None
         if vwin is not None and 1.0 - float(vwin.mean()) > job.nodata_threshold:
@@ -277,5 +289,5 @@ def tile_band(job: Job) -> BandResult:
         lab = labels[:, col : col + w] if labels is not None else None
         samples.setdefault(split, []).append(sample_pixels(img, vwin, sc.nodata))
         img, lab = _fit(job, img, lab)
-        rows.append(_write_chip(job, crs, split, col, img, lab, made))
+        rows.append(_write_chip(job, crs, split, col, img, lab, made, writer))
     return BandResult(rows, skipped, dict(unknown), samples)
