@@ -72,10 +72,12 @@ def import_pyogrio_lean() -> None:
 
     if "pyogrio" in sys.modules or any(m in sys.modules for m in _NOT_ON_THIS_PATH):
         return
+    # pyogrio also probes for pyproj (0.2 s), which its array API does not use either
+    skipped = {*_NOT_ON_THIS_PATH, "pyproj"}
 
     class _Skip(importlib.abc.MetaPathFinder):
         def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-            if name.split(".")[0] in _NOT_ON_THIS_PATH:
+            if name.split(".")[0] in skipped:
                 raise ImportError(f"{name} is not needed on this path")
             return None
 
