@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from aerialct.cli import console
-from aerialct.cli.app import app, state
+from aerialct.cli.app import app
 from aerialct.cli.options import CreationOptions, Json, Overwrite, parse_creation_options
 
 # The defaults quoted in the help are aerialct.tile.run.DEFAULT_SIZE and the Potsdam CT
@@ -183,10 +183,6 @@ def tile(
     elif split_file is not None:
         raise typer.BadParameter("--split-file needs --dataset potsdam", param_hint="--split-file")
     mapping = _class_map(class_map)
-    if state.own_process and labels_vector is None and aoi is None and not pack:
-        from aerialct.geo.vector import import_pyogrio_lean  # no GeoDataFrame on this path
-
-        import_pyogrio_lean()
     from aerialct.data.packed import packed_path
     from aerialct.tile import tile_potsdam, tile_scenes
 

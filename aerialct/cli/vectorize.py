@@ -118,10 +118,12 @@ def vectorize(
     """
     from aerialct.cli.app import state
 
-    if state.own_process:  # a process of its own: skip pyogrio's pandas imports
-        from aerialct.geo.vector import import_pyogrio_lean
+    if state.own_process:  # a process of its own: pyogrio, if needed, without pandas
+        from aerialct.geo.vector import lean_pyogrio_when_needed
+        from aerialct.workers import reduce_heap_fragmentation
 
-        import_pyogrio_lean()
+        lean_pyogrio_when_needed()
+        reduce_heap_fragmentation()  # window arrays go back to the system once freed
     from aerialct.errors import InputError
     from aerialct.geo.inputs import expand_inputs
     from aerialct.vectorize import parse_morph

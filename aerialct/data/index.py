@@ -101,35 +101,17 @@ _WKB_BOX = np.dtype(
 """One polygon of one ring of five points, little-endian WKB (93 bytes, no padding)."""
 
 
-def _ogr_crs(crs_wkt: str) -> str:
-    """The CRS as OGR is given it: ``EPSG:n`` when it has a code, else WKT1 (as pyogrio does)."""
-    from rasterio.crs import CRS
-
-    crs = CRS.from_wkt(crs_wkt)
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt(version="WKT1_GDAL")
-
-
 def write_chips(
     folder: Path, fields: dict[str, np.ndarray], bounds: np.ndarray, crs_wkt: str, meta: dict
 ) -> None:
     """Write a chips folder's ``index.gpkg`` (one row per chip: ``fields`` in order, footprints
     ``bounds`` (N, 4) in ``crs_wkt``) and ``dataset.json`` (``meta``, tagged with
-    FORMAT/VERSION), each verified once written. Needs pyogrio's array API only (no pandas)."""
-    import pyogrio.raw
-
+    FORMAT/VERSION), each verified once written. Needs neither pyogrio nor pandas."""
+    from aerialct.geo.gpkg import GpkgLayer, write_gpkg
     from aerialct.geo.outputs import verify_output
 
-    pyogrio.raw.write(
-        folder / INDEX,
-        box_wkb(bounds),
-        list(fields.values()),
-        list(fields),
-        layer=LAYER,
-        driver="GPKG",
-        geometry_type="Polygon",
-        crs=_ogr_crs(crs_wkt),
-    )
+    layer = GpkgLayer(box_wkb(bounds), bounds, fields, crs_wkt, "POLYGON")
+    write_gpkg(folder / INDEX, {LAYER: layer})
     verify_output(folder / INDEX, "gpkg")
     write_format_json(folder / META, FORMAT, VERSION, meta)
     verify_output(folder / META, "json")

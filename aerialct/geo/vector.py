@@ -56,6 +56,7 @@ class Layer:
 
 
 _NOT_ON_THIS_PATH = ("geopandas", "pandas", "pyarrow")
+_lean = False
 
 
 def import_pyogrio_lean() -> None:
@@ -64,8 +65,9 @@ def import_pyogrio_lean() -> None:
     pyogrio imports geopandas and pandas when they are installed, although its raw
     array API, which ``write_layers`` uses, needs neither; that costs about half a
     second per process, paid per file by shell loops. Only the ``aerialct`` command
-    calls this, in a process of its own; afterwards pyogrio's DataFrame functions
-    are unavailable in that process, so a library caller never should.
+    calls this (or :func:`lean_pyogrio_when_needed`), in a process of its own;
+    afterwards pyogrio's DataFrame functions are unavailable in that process, so a
+    library caller never should.
     """
     import importlib.abc
     import sys
@@ -87,6 +89,27 @@ def import_pyogrio_lean() -> None:
         import pyogrio.raw  # noqa: F401
     finally:
         sys.meta_path.remove(skip)
+
+
+def lean_pyogrio_when_needed() -> None:
+    """Import pyogrio the lean way (:func:`import_pyogrio_lean`) if and when a write needs it.
+
+    A GeoPackage of plain layers is written without pyogrio (:mod:`aerialct.geo.gpkg`),
+    so a command that may never need it should not load it (a second GDAL library:
+    about 50 MB and 0.15 CPU s). CLI only, like :func:`import_pyogrio_lean`.
+    """
+    global _lean
+    _lean = True
+
+
+def pyogrio_api() -> Any:
+    """pyogrio with its array API, imported the lean way when the CLI asked for it."""
+    if _lean:
+        import_pyogrio_lean()
+    import pyogrio
+    import pyogrio.raw
+
+    return pyogrio
 
 
 def crs_wkt(crs: Any) -> str | None:
@@ -135,8 +158,7 @@ def driver_for(path: str | os.PathLike) -> str:
 
 def list_layers(path: str | os.PathLike) -> list[str]:
     """The layer names of a vector file."""
-    import pyogrio
-
+    pyogrio = pyogrio_api()
     try:
         return [str(name) for name, _ in pyogrio.list_layers(path)]
     except Exception as e:  # pyogrio raises DataSourceError and friends
@@ -211,7 +233,6 @@ def write_layers(
     file is refused. Polygons are written as MultiPolygons so a layer has one
     geometry type.
     """
-    import pyogrio.raw
     import shapely
 
     final = Path(path)
@@ -231,16 +252,17 @@ def write_layers(
     if driver == "FlatGeobuf":
         options["SPATIAL_INDEX"] = "YES"
     options.update(layer_options or {})
+    prepared = {name: _prepared(item) for name, item in layers.items()}
     with atomic_output(final, overwrite=overwrite or (append and exists)) as tmp:
+        plain = driver == "GPKG" and not (append and exists) and not layer_options
+        if plain and _write_gpkg(tmp, final, prepared):  # else nothing written: pyogrio
+            return final
+        pyogrio = pyogrio_api()
         existing: list[str] = []
         if append and exists:
             shutil.copy2(final, tmp)
             existing = list_layers(tmp)
-        for name, item in layers.items():
-            layer = item if isinstance(item, Layer) else Layer.from_frame(item)
-            geoms = to_multipolygons(layer.geometry)
-            kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
-            geometry_type = "MultiPolygon" if kinds <= {6} else "Unknown"
+        for name, (layer, geoms, geometry_type) in prepared.items():
             try:
                 pyogrio.raw.write(
                     tmp,
@@ -257,6 +279,37 @@ def write_layers(
             except Exception as e:
                 raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
     return final
+
+
+def _prepared(item: Layer | gpd.GeoDataFrame) -> tuple[Layer, np.ndarray, str]:
+    """A layer, its geometries as MultiPolygons (one type per layer) and that type's name."""
+    import shapely
+
+    layer = item if isinstance(item, Layer) else Layer.from_frame(item)
+    geoms = to_multipolygons(layer.geometry)
+    kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
+    return layer, geoms, "MultiPolygon" if kinds <= {6} else "Unknown"
+
+
+def _write_gpkg(tmp: Path, final: Path, prepared: dict[str, tuple[Layer, np.ndarray, str]]) -> bool:
+    """Write a new GeoPackage without pyogrio when every layer allows it (:mod:`aerialct.geo.gpkg`);
+    False (nothing written) otherwise."""
+    import shapely
+
+    from aerialct.geo.gpkg import GpkgLayer, writable, write_gpkg
+
+    out: dict[str, GpkgLayer] = {}
+    for name, (layer, geoms, geometry_type) in prepared.items():
+        gtype = "GEOMETRY" if geometry_type == "Unknown" else geometry_type
+        if not writable(layer.fields, gtype):
+            return False
+        bounds = shapely.bounds(geoms)  # NaN for empty and missing geometries
+        out[name] = GpkgLayer(shapely.to_wkb(geoms), bounds, layer.fields, layer.crs, gtype)
+    try:
+        write_gpkg(tmp, out)
+    except Exception as e:
+        raise VectorError(f"{final}: cannot write the GeoPackage ({_first_line(e)})") from e
+    return True
 
 
 def _first_line(e: BaseException) -> str:

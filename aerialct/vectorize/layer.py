@@ -51,6 +51,26 @@ def _check_options(
             raise InputError(f"--{name} must be a number >= 0, got {value}")
 
 
+def _block_cache(size: int, *datasets: Any) -> Any:
+    """GDAL's block cache capped at what one window needs, unless the user set GDAL_CACHEMAX.
+
+    Windows are read once each, so cached blocks are only reused within a window row of a
+    striped raster; GDAL's default (5% of RAM) would keep every block of the raster.
+    """
+    import rasterio
+
+    if "GDAL_CACHEMAX" in os.environ:
+        return rasterio.Env()
+    need = 0
+    for ds in datasets:
+        if ds is None:
+            continue
+        bh, bw = ds.block_shapes[0] if ds.block_shapes else (size, ds.width)
+        cols = ds.width if bw >= ds.width else min(ds.width, size + bw)  # strips: a window row
+        need += min(ds.height, size + bh) * cols * ds.count * np.dtype(ds.dtypes[0]).itemsize
+    return rasterio.Env(GDAL_CACHEMAX=int(max(4 << 20, 1.25 * need)))
+
+
 def polygonise(
     raster: str | os.PathLike,
     *,
@@ -97,9 +117,10 @@ def polygonise(
                 )
             scale = _prob_reader(probs, table)
         try:
-            pieces = _polygonise_windows(
-                ds, table, ids, morph, connectivity, window_size, probs, prog
-            )
+            with _block_cache(window_size, ds, probs):
+                pieces = _polygonise_windows(
+                    ds, table, ids, morph, connectivity, window_size, probs, prog
+                )
         finally:
             if probs is not None:
                 probs.close()

@@ -295,9 +295,9 @@ def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Laye
     A raster whose polygons the layer already holds (same ``source``) is refused:
     appending it again would duplicate every polygon.
     """
-    import pyogrio
+    from aerialct.geo.vector import Layer, list_layers, pyogrio_api, same_crs
 
-    from aerialct.geo.vector import Layer, list_layers, same_crs
+    pyogrio = pyogrio_api()
 
     if layer not in list_layers(path):
         return out_layer
