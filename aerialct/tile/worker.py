@@ -9,6 +9,7 @@ processes, so everything here is picklable and imports stay inside the functions
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from aerialct.geo.cog import gtiff_profile
 from aerialct.geo.io import no_georef_warning, open_raster, read_failed
 from aerialct.tile.scenes import Scene, bbox
 from aerialct.tile.stats import sample_pixels
-from aerialct.tile.writer import ChipWriter
+from aerialct.tile.writer import ChipWriter, writer_for
 
 
 @dataclass
@@ -265,10 +266,17 @@ def tile_band(job: Job) -> BandResult:
     Read errors become RasterError naming the file; write errors (disk full) pass through.
     """
     import rasterio
-    from rasterio.crs import CRS
 
     with rasterio.Env():  # one GDAL environment for the task's opens, not one per open
-        return _tile_band(job, CRS.from_wkt(job.scene.crs_wkt))
+        return _tile_band(job, _crs(job.scene.crs_wkt))
+
+
+@functools.lru_cache(maxsize=8)
+def _crs(wkt: str) -> Any:
+    """One CRS object per scene CRS in a process (chip writers compare profiles by identity)."""
+    from rasterio.crs import CRS
+
+    return CRS.from_wkt(wkt)
 
 
 def _tile_band(job: Job, crs: Any) -> BandResult:
@@ -279,7 +287,7 @@ def _tile_band(job: Job, crs: Any) -> BandResult:
     skipped = 0
     samples: dict[str, list[np.ndarray]] = {}
     made: set[str] = set()
-    writer = ChipWriter()
+    writer = writer_for(job.out)
     for col, split in zip(job.cols, job.splits, strict=True):
         vwin = valid[:, col : col + w] if valid is not None else None
         if vwin is not None and 1.0 - float(vwin.mean()) > job.nodata_threshold:

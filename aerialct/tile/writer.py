@@ -198,7 +198,7 @@ class ChipWriter:
             self.fast += 1
             return
         self._write_gdal(path, img, profile, finish)
-        if known is None:
+        if known is None or known[1] is None or not _same(known[0], rest, img):
             self._templates[kind] = (rest, find_template(path, img, origin))
 
     @staticmethod
@@ -237,3 +237,16 @@ class ChipWriter:
             )
         ):
             raise RasterError(f"{path}: the chip read back differs from what was written")
+
+
+_run_writer: tuple[str, ChipWriter] | None = None
+
+
+def writer_for(run: str) -> ChipWriter:
+    """The chip writer of one tiling run in this process: the tasks of a run that a worker
+    process executes share its templates (a run's chips of one kind differ only by scene).
+    ``run`` names the run (its output folder); a new run gets a new writer."""
+    global _run_writer
+    if _run_writer is None or _run_writer[0] != run:
+        _run_writer = (run, ChipWriter())
+    return _run_writer[1]
