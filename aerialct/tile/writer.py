@@ -225,18 +225,23 @@ class ChipWriter:
             f.write(before)
             f.write(pixels)
             f.write(after)
-        with open(path, "rb") as f:  # read back: every byte, compared with what was meant
-            back = f.read()
-        n, end = len(before), len(before) + len(pixels)
-        if (
-            len(back) != end + len(after)
-            or back[:n] != before
-            or back[end:] != after
-            or not np.array_equal(
-                np.frombuffer(back, np.uint8, len(pixels), n), np.frombuffer(pixels, np.uint8)
-            )
-        ):
-            raise RasterError(f"{path}: the chip read back differs from what was written")
+        _read_back(path, before, pixels, after)
+
+
+def _read_back(path: Path, before: bytes, pixels: memoryview, after: bytes) -> None:
+    """Read a chip written here back whole and compare every byte with what was meant."""
+    with open(path, "rb") as f:
+        back = f.read()
+    n, end = len(before), len(before) + len(pixels)
+    if (
+        len(back) != end + len(after)
+        or back[:n] != before
+        or back[end:] != after
+        or not np.array_equal(
+            np.frombuffer(back, np.uint8, len(pixels), n), np.frombuffer(pixels, np.uint8)
+        )
+    ):
+        raise RasterError(f"{path}: the chip read back differs from what was written")
 
 
 _run_writer: tuple[str, ChipWriter] | None = None
