@@ -219,8 +219,14 @@ def write_gpkg(path: str | Path, layers: dict[str, GpkgLayer]) -> None:
     path = Path(path)
     if path.exists():
         raise FileExistsError(path)
-    db = sqlite3.connect(path)
+    # one transaction for everything (sqlite3 would commit, and sync, each CREATE on its own);
+    # no syncing and the journal in memory, as GDAL writes GeoPackages: the file is a
+    # temporary that atomic_output checks before renaming it into place
+    db = sqlite3.connect(path, isolation_level=None)
     try:
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("PRAGMA journal_mode = MEMORY")
+        db.execute("BEGIN")
         with db:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {USER_VERSION}")
