@@ -18,16 +18,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX
+from aerialct.data.packed import PackedChipDataset
 from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
-    import torch
-
+    from aerialct.data.packed import PackedChips
     from aerialct.data.transforms import JointAugment, Normalize
 
 log = logging.getLogger("aerialct")
@@ -49,9 +49,10 @@ class CachedChips:
         return str(self.pairs[i][1])
 
 
-class CachedChipDataset:
+class CachedChipDataset(PackedChipDataset):
     """(image, mask) pairs from the memory cache: what :class:`~aerialct.data.dataset.ChipDataset`
-    gives for the same chips, without opening a file."""
+    gives for the same chips, without opening a file (the packed form's sampling, from
+    arrays in memory instead of memory-mapped files)."""
 
     in_memory = True
     """The arrays live in this process: DataLoader workers must be forked, not spawned."""
@@ -64,24 +65,7 @@ class CachedChipDataset:
         augment: JointAugment | None = None,
         num_classes: int | None = None,
     ) -> None:
-        self.cache = cache
-        self.indices = list(indices)
-        self.normalize = normalize
-        self.augment = augment
-        self.num_classes = num_classes
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from aerialct.data.dataset import chip_sample
-
-        j = self.indices[i]
-        img = self.cache.images[j].astype(np.float32)
-        msk = self.cache.masks[j].astype(np.int64)
-        return chip_sample(
-            img, msk, self.cache.describe(j), self.num_classes, self.normalize, self.augment
-        )
+        super().__init__(cast("PackedChips", cache), indices, normalize, augment, num_classes)
 
 
 def available_memory() -> int | None:
