@@ -39,8 +39,7 @@ def band_statistics(samples: np.ndarray, dtype: str) -> dict:
     clipped to that range. Training and prediction both compute
     ``(clip(x, low, high) - mean) / std``.
     """
-    low = np.percentile(samples, PERCENTILES[0], axis=1)
-    high = np.percentile(samples, PERCENTILES[1], axis=1)
+    low, high = np.percentile(samples, PERCENTILES, axis=1)  # one pass for both
     clipped = np.clip(samples, low[:, None], high[:, None])
     mean, std = clipped.mean(axis=1), clipped.std(axis=1)
     std = np.where(std < 1e-6, 1.0, std)  # a constant band: centred, unscaled

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,32 +38,28 @@ _STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS = 273, 279, 324, 325
 _TIEPOINT, _TRANSFORMATION = 33922, 34264
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Template:
-    """A chip file of one kind: the bytes before and after its pixels, and where its origin is
-    (every copy: GDAL leaves the first directory it wrote behind when tags come after the
-    pixels, origin included)."""
+    """A chip file of one kind, as a buffer that every chip of the kind is written through: its
+    pixels at ``start`` (in file order), its origin at each offset of ``origin_at`` (every copy:
+    GDAL leaves the first directory it wrote behind when tags come after the pixels)."""
 
-    before: bytes
-    after: bytes
-    origin_before: tuple[int, ...]  # offsets of (X, Y) as two little-endian doubles
-    origin_after: tuple[int, ...]
+    data: bytearray
+    start: int
+    origin_at: tuple[int, ...]  # offsets of (X, Y) as two little-endian doubles
     planar: bool  # band-interleaved pixels (C, H, W); else pixel-interleaved (H, W, C)
+    back: bytearray = field(default_factory=bytearray)  # the read-back buffer
 
-    def around(self, origin: tuple[float, float]) -> tuple[bytes, bytes]:
-        """The bytes before and after the pixels of a chip at ``origin``."""
-        return _patch(self.before, self.origin_before, origin), _patch(
-            self.after, self.origin_after, origin
-        )
-
-
-def _patch(part: bytes, offsets: tuple[int, ...], origin: tuple[float, float]) -> bytes:
-    if not offsets:
-        return part
-    out = bytearray(part)
-    for at in offsets:
-        struct.pack_into("<2d", out, at, *origin)
-    return bytes(out)
+    def fill(self, img: np.ndarray, origin: tuple[float, float]) -> bytearray:
+        """The file of a chip of ``img`` at ``origin``: the template with its pixels and origin."""
+        c, h, w = img.shape
+        dtype = img.dtype.newbyteorder("<")
+        shape = (c, h, w) if self.planar else (h, w, c)
+        view = np.frombuffer(self.data, dtype, c * h * w, self.start).reshape(shape)
+        np.copyto(view, img if self.planar else np.moveaxis(img, 0, -1))  # rows: memcpy
+        for at in self.origin_at:
+            struct.pack_into("<2d", self.data, at, *origin)
+        return self.data
 
 
 def _find_all(data: bytes, pattern: bytes) -> tuple[int, ...]:
@@ -104,11 +100,11 @@ def _ifd(data: bytes) -> dict[int, tuple[int, int, int]] | None:
     return tags if next_ifd == 0 else None  # one image: no overviews or internal masks
 
 
-def _values(data: bytes, field: tuple[int, int, int] | None) -> list[int]:
+def _values(data: bytes, entry: tuple[int, int, int] | None) -> list[int]:
     """The values of a SHORT or LONG tag."""
-    if field is None:
+    if entry is None:
         return []
-    typ, count, where = field
+    typ, count, where = entry
     if typ not in (3, 4):
         return []
     return list(struct.unpack_from(f"<{count}{'H' if typ == 3 else 'I'}", data, where))
@@ -153,8 +149,10 @@ def find_template(path: Path, img: np.ndarray, origin: tuple[float, float]) -> _
     if data[start:end] != pixels or (at < end and at + 16 > start):
         return None
     xy = struct.pack("<2d", *origin)
-    before, after = data[:start], data[end:]
-    return _Template(before, after, _find_all(before, xy), _find_all(after, xy), planar)
+    origins = tuple(a for a in _find_all(data, xy) if a + 16 <= start or a >= end)
+    if where + 24 not in origins:
+        return None
+    return _Template(bytearray(data), start, origins, planar, bytearray(len(data)))
 
 
 def _same(profile: dict[str, Any], rest: dict[str, Any], img: np.ndarray) -> bool:
@@ -219,28 +217,18 @@ class ChipWriter:
 
     @staticmethod
     def _write_from(template: _Template, path: Path, img: np.ndarray, origin: tuple[float, float]):
-        before, after = template.around(origin)
-        pixels = _pixels(img, template.planar).data.cast("B")  # a chip's rows: memcpy
+        data = template.fill(img, origin)
         with open(path, "wb") as f:
-            f.write(before)
-            f.write(pixels)
-            f.write(after)
-        _read_back(path, before, pixels, after)
+            f.write(data)
+        _read_back(path, data, template.back)
 
 
-def _read_back(path: Path, before: bytes, pixels: memoryview, after: bytes) -> None:
-    """Read a chip written here back whole and compare every byte with what was meant."""
+def _read_back(path: Path, data: bytearray, back: bytearray) -> None:
+    """Read a chip written here back whole (into ``back``) and compare every byte with ``data``."""
     with open(path, "rb") as f:
-        back = f.read()
-    n, end = len(before), len(before) + len(pixels)
-    if (
-        len(back) != end + len(after)
-        or back[:n] != before
-        or back[end:] != after
-        or not np.array_equal(
-            np.frombuffer(back, np.uint8, len(pixels), n), np.frombuffer(pixels, np.uint8)
-        )
-    ):
+        n = f.readinto(back)
+        extra = f.read(1)
+    if n != len(data) or extra or back != data:
         raise RasterError(f"{path}: the chip read back differs from what was written")
 
 
