@@ -533,6 +533,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_predict_", dir=args.workdir) as tmp:
         work = Path(tmp)
         if args.monai:
+            try:
+                import monai  # noqa: F401
+            except ImportError:
+                print("bench_predict.py --monai: MONAI is not installed (pip install monai; a "
+                      "benchmark dependency, not aerialct's); skipped")  # fmt: skip
+                return
             text = monai_report(work, args.size, args.repeat, args.epochs)
             out = args.output or RESULTS / "predict_monai.md"
         elif args.device.startswith("cuda"):
