@@ -101,7 +101,7 @@ def vectorize(
     file_format: FileFormat = "gpkg",
     layer: Layer = None,
     connectivity: Connectivity = 8,
-    window_size: WindowSize = 2048,
+    window_size: WindowSize = 1536,  # aerialct.vectorize.windows.DEFAULT_WINDOW
     append: Append = False,
     overwrite: Overwrite = False,
     json_out: Json = False,

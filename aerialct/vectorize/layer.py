@@ -17,7 +17,7 @@ from aerialct.progress import ProgressFn, as_progress
 from aerialct.vectorize.geometry import _canonical, _fill_small_holes, _polygonal
 from aerialct.vectorize.merge import _Pieces
 from aerialct.vectorize.regularise import regularize_polygons
-from aerialct.vectorize.windows import _polygonise_windows, _prob_reader
+from aerialct.vectorize.windows import DEFAULT_WINDOW, _polygonise_windows, _prob_reader
 
 log = logging.getLogger("aerialct")
 
@@ -83,7 +83,7 @@ def polygonise(
     probabilities: str | os.PathLike | None = None,
     layer: str | None = None,
     connectivity: int = 8,
-    window_size: int = 2048,
+    window_size: int = DEFAULT_WINDOW,
     progress: ProgressFn | None = None,
 ) -> Polygonised:
     """The polygons of ``classes`` of one class raster, cleaned up, with their attributes."""

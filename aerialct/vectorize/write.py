@@ -14,7 +14,7 @@ import numpy as np
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
 from aerialct.vectorize.layer import Polygonised, _check_options, polygonise
-from aerialct.vectorize.windows import parse_morph
+from aerialct.vectorize.windows import DEFAULT_WINDOW, parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
@@ -55,7 +55,7 @@ def vectorize(
     probabilities: str | os.PathLike | None = None,
     layer: str | None = None,
     connectivity: int = 8,
-    window_size: int = 2048,
+    window_size: int = DEFAULT_WINDOW,
     overwrite: bool = False,
     append: bool = False,
     progress: ProgressFn | None = None,
@@ -213,7 +213,7 @@ def vectorize_many(
     _check_options(
         options.get("min_area", 0.0), options.get("fill_holes", 0.0),
         options.get("simplify", 0.0), options.get("connectivity", 8),
-        options.get("window_size", 2048),
+        options.get("window_size", DEFAULT_WINDOW),
     )  # fmt: skip
     if options.get("morph"):
         options["morph"] = _morph_ops(options["morph"])
@@ -259,7 +259,7 @@ def vectorize_many(
         layers.setdefault(p.layer_name, []).append(p)
     merged = {name: _concat([p.layer for p in group]) for name, group in layers.items()}
     write_layers(out, merged, overwrite=overwrite)
-    window_size = options.get("window_size", 2048)
+    window_size = options.get("window_size", DEFAULT_WINDOW)
     for name, group in layers.items():
         start = 0
         for p in group:  # each raster's rows of the merged layer, with their final ids
