@@ -12,14 +12,18 @@ from aerialct.engine.run import _same_file
 def test_plots_are_redrawn_within_their_time_budget(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(train_mod.time, "perf_counter", lambda: now[0])
-    budget = train_mod._PlotBudget()
-    assert budget.due(final=False)  # the first epoch draws
-    now[0] = 101.0
-    budget.drawn(started=100.0)  # that took 1 s
+    budget = train_mod._PlotBudget()  # the run starts at 100 s
     now[0] = 110.0
-    assert not budget.due(final=False)  # 9 s later: 1 s would be over 5% of it
+    assert not budget.due(final=False)  # 10 s of training: a drawing (1.5 s) is over 5%
     assert budget.due(final=True)  # the final epoch always draws
-    now[0] = 121.0
+    now[0] = 130.0
+    assert budget.due(final=False)  # 30 s: 1.5 s is 5%
+    budget.drawn(started=130.0)
+    now[0] = 131.0
+    budget.drawn(started=130.0)  # that drawing took 1 s
+    now[0] = 140.0
+    assert not budget.due(final=False)  # 9 s later: 1 s would be over 5% of it
+    now[0] = 151.0
     assert budget.due(final=False)  # 20 s later: 1 s is 5%
 
 

@@ -216,21 +216,23 @@ def _validate_into(run: Run, row: dict[str, Any]) -> bool:
 class _PlotBudget:
     """When to redraw the PNG plots: at most SHARE of the run's time goes to them.
 
-    Drawing three figures costs about a second of CPU, longer than a whole epoch of a small
-    model; the plots are redrawn once the time since the last drawing is 1 / SHARE times
-    what that drawing took, and always at the final epoch. metrics.csv and the TensorBoard
-    scalars still follow every epoch.
+    Drawing three figures costs one to two CPU seconds (the first drawing also imports
+    matplotlib), longer than a whole epoch of a small model. The plots are redrawn once the
+    time since the last drawing (or the start) is 1 / SHARE times what a drawing takes
+    (FIRST_COST until one was timed), and always at the final epoch: every epoch on runs
+    whose epochs take a minute or more. metrics.csv and the TensorBoard scalars still
+    follow every epoch.
     """
 
     SHARE = 0.05
+    FIRST_COST = 1.5
 
     def __init__(self) -> None:
-        self.cost = 0.0
-        self.done: float | None = None
+        self.cost = self.FIRST_COST
+        self.done = time.perf_counter()
 
     def due(self, final: bool) -> bool:
-        now = time.perf_counter()
-        return final or self.done is None or (now - self.done) * self.SHARE >= self.cost
+        return final or (time.perf_counter() - self.done) * self.SHARE >= self.cost
 
     def drawn(self, started: float) -> None:
         self.done = time.perf_counter()
