@@ -1,4 +1,4 @@
-"""GeoPackage layers written with the standard library's sqlite3 (OGC GeoPackage 1.2).
+"""GeoPackage layers written with the standard library's sqlite3 (OGC GeoPackage 1.3).
 
 ``tile``'s index and ``vectorize``'s polygons are plain feature tables: geometries
 already in WKB, columns of numbers and text. Writing them through pyogrio loads a
@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 APPLICATION_ID = 0x47504B47  # "GPKG"
-USER_VERSION = 10200  # GeoPackage 1.2
+USER_VERSION = 10300  # GeoPackage 1.3, as GDAL writes it (the tables and triggers of 1.2)
 _GEOMETRY_TYPES = ("GEOMETRY", "POINT", "LINESTRING", "POLYGON", "MULTIPOLYGON")
 _RTREE_DEFINITION = "http://www.geopackage.org/spec120/#extension_rtree"
 _UNDEFINED = (

@@ -284,7 +284,7 @@ def verify_output(path: Path, kind: str | None) -> None:
 
         check_gpkg(path)  # SQLite reads every page; no second GDAL library loaded for it
     elif kind in ("fgb", "geojson"):
-        from aerialct.geo.vector import pyogrio_api
+        from aerialct.geo.ogr import pyogrio_api
 
         pyogrio = pyogrio_api()
         for name, _ in pyogrio.list_layers(path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aerialct.errors import InputError, OutputExistsError, VectorError
+from aerialct.geo.ogr import pyogrio_api
 from aerialct.geo.outputs import atomic_output
 
 if TYPE_CHECKING:
     import geopandas as gpd
+
+    from aerialct.styles import LayerStyle
 
 DRIVERS = {
     ".gpkg": "GPKG",
@@ -31,6 +34,11 @@ DRIVERS = {
     ".fgb": "FlatGeobuf",
 }
 MULTI_LAYER = {"GPKG"}
+
+GPKG_VERSION = "1.3"
+"""GeoPackage version of new files. GDAL 3.6 (Debian 12's) warns that it "may only partially
+support" 1.4, the default of newer GDAL; 1.3 reads cleanly everywhere. 1.4 only adds R-tree
+triggers that also work under SQL UPSERT statements, which aerialct never issues."""
 
 
 @dataclass
@@ -53,63 +61,6 @@ class Layer:
             if c != frame.geometry.name
         }
         return cls(np.asarray(frame.geometry.values, dtype=object), fields, frame.crs)
-
-
-_NOT_ON_THIS_PATH = ("geopandas", "pandas", "pyarrow")
-_lean = False
-
-
-def import_pyogrio_lean() -> None:
-    """Import pyogrio without the pandas stack it would pull in (a CLI start-up saving).
-
-    pyogrio imports geopandas and pandas when they are installed, although its raw
-    array API, which ``write_layers`` uses, needs neither; that costs about half a
-    second per process, paid per file by shell loops. Only the ``aerialct`` command
-    calls this (or :func:`lean_pyogrio_when_needed`), in a process of its own;
-    afterwards pyogrio's DataFrame functions are unavailable in that process, so a
-    library caller never should.
-    """
-    import importlib.abc
-    import sys
-
-    if "pyogrio" in sys.modules or any(m in sys.modules for m in _NOT_ON_THIS_PATH):
-        return
-    # pyogrio also probes for pyproj (0.2 s), which its array API does not use either
-    skipped = {*_NOT_ON_THIS_PATH, "pyproj"}
-
-    class _Skip(importlib.abc.MetaPathFinder):
-        def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-            if name.split(".")[0] in skipped:
-                raise ImportError(f"{name} is not needed on this path")
-            return None
-
-    skip = _Skip()
-    sys.meta_path.insert(0, skip)
-    try:
-        import pyogrio.raw  # noqa: F401
-    finally:
-        sys.meta_path.remove(skip)
-
-
-def lean_pyogrio_when_needed() -> None:
-    """Import pyogrio the lean way (:func:`import_pyogrio_lean`) if and when a write needs it.
-
-    A GeoPackage of plain layers is written without pyogrio (:mod:`aerialct.geo.gpkg`),
-    so a command that may never need it should not load it (a second GDAL library:
-    about 50 MB and 0.15 CPU s). CLI only, like :func:`import_pyogrio_lean`.
-    """
-    global _lean
-    _lean = True
-
-
-def pyogrio_api() -> Any:
-    """pyogrio with its array API, imported the lean way when the CLI asked for it."""
-    if _lean:
-        import_pyogrio_lean()
-    import pyogrio
-    import pyogrio.raw
-
-    return pyogrio
 
 
 def crs_wkt(crs: Any) -> str | None:
@@ -157,10 +108,12 @@ def driver_for(path: str | os.PathLike) -> str:
 
 
 def list_layers(path: str | os.PathLike) -> list[str]:
-    """The layer names of a vector file."""
+    """The data layer names of a vector file (a GeoPackage's table of QGIS styles is not one)."""
+    from aerialct.styles import STYLE_TABLE
+
     pyogrio = pyogrio_api()
     try:
-        return [str(name) for name, _ in pyogrio.list_layers(path)]
+        return [str(name) for name, _ in pyogrio.list_layers(path) if name != STYLE_TABLE]
     except Exception as e:  # pyogrio raises DataSourceError and friends
         raise VectorError(f"{path}: not a readable vector file ({_first_line(e)})") from e
 
@@ -225,16 +178,17 @@ def write_layers(
     overwrite: bool = False,
     append: bool = False,
     layer_options: Mapping[str, str] | None = None,
+    styles: Sequence[LayerStyle] = (),
 ) -> Path:
     """Write one or more layers to ``path`` atomically; return the path.
 
     ``append`` adds the features to an existing layer of the same name (or adds a
     new layer to a GeoPackage); without ``append`` or ``overwrite`` an existing
     file is refused. Polygons are written as MultiPolygons so a layer has one
-    geometry type.
+    geometry type. A new GeoPackage is version :data:`GPKG_VERSION`; ``styles`` go
+    into its ``layer_styles`` table (QGIS applies them on open) before the file is
+    checked and renamed into place (other formats have no place for them).
     """
-    import shapely
-
     final = Path(path)
     driver = driver_for(final)
     if overwrite and append:
@@ -255,30 +209,52 @@ def write_layers(
     prepared = {name: _prepared(item) for name, item in layers.items()}
     with atomic_output(final, overwrite=overwrite or (append and exists)) as tmp:
         plain = driver == "GPKG" and not (append and exists) and not layer_options
-        if plain and _write_gpkg(tmp, final, prepared):  # else nothing written: pyogrio
-            return final
-        pyogrio = pyogrio_api()
-        existing: list[str] = []
-        if append and exists:
-            shutil.copy2(final, tmp)
-            existing = list_layers(tmp)
-        for name, (layer, geoms, geometry_type) in prepared.items():
-            try:
-                pyogrio.raw.write(
-                    tmp,
-                    shapely.to_wkb(geoms),
-                    list(layer.fields.values()),
-                    list(layer.fields),
-                    layer=name,
-                    driver=driver,
-                    geometry_type=geometry_type,
-                    crs=crs_wkt(layer.crs),
-                    append=name in existing,
-                    layer_options=options if name not in existing else None,
-                )
-            except Exception as e:
-                raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
+        if not (plain and _write_gpkg(tmp, final, prepared)):  # else nothing written: pyogrio
+            _write_pyogrio(tmp, final, prepared, driver, options, append and exists)
+        if styles and driver == "GPKG":
+            from aerialct.styles import write_layer_styles
+
+            write_layer_styles(tmp, styles)
     return final
+
+
+def _write_pyogrio(
+    tmp: Path,
+    final: Path,
+    prepared: dict[str, tuple[Layer, np.ndarray, str]],
+    driver: str,
+    options: dict[str, str],
+    appending: bool,
+) -> None:
+    """Write ``prepared`` layers to ``tmp`` with pyogrio (a copy of ``final`` when
+    ``appending``); a new GeoPackage is version :data:`GPKG_VERSION`."""
+    import shapely
+
+    pyogrio = pyogrio_api()
+    new_file_options = {"VERSION": GPKG_VERSION} if driver == "GPKG" else None
+    existing: list[str] = []
+    created = appending
+    if appending:
+        shutil.copy2(final, tmp)
+        existing = list_layers(tmp)
+    for name, (layer, geoms, geometry_type) in prepared.items():
+        try:
+            pyogrio.raw.write(
+                tmp,
+                shapely.to_wkb(geoms),
+                list(layer.fields.values()),
+                list(layer.fields),
+                layer=name,
+                driver=driver,
+                geometry_type=geometry_type,
+                crs=crs_wkt(layer.crs),
+                append=name in existing,
+                layer_options=options if name not in existing else None,
+                dataset_options=None if created else new_file_options,
+            )
+        except Exception as e:
+            raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
+        created = True
 
 
 def _prepared(item: Layer | gpd.GeoDataFrame) -> tuple[Layer, np.ndarray, str]:

@@ -37,7 +37,7 @@ import numpy as np
 from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.data import potsdam as pots
-from aerialct.data.index import SPLITS, write_chips
+from aerialct.data.index import SPLITS, ChipRow, ChipsHeader, chips_columns, write_chips
 from aerialct.errors import InputError
 from aerialct.geo.grid import window_starts
 from aerialct.geo.outputs import FOLDER, atomic_output, check_output
@@ -254,11 +254,11 @@ def _jobs(
 
 def _cut(
     jobs: list[tuple[int, Job]], workers: int, reports: list[SceneReport], prog: Any
-) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
+) -> tuple[list[ChipRow], dict[str, list[np.ndarray]]]:
     """Run the band tasks (in ``workers`` processes); their index rows and pixel samples
     (per split, in scene and row order whatever order the tasks finish in, so the band
     statistics do not depend on the workers' timing)."""
-    rows: list[dict] = []
+    rows: list[ChipRow] = []
     per_band: dict[tuple[int, int], dict[str, list[np.ndarray]]] = {}
 
     def collect(k: int, job: Job, res: BandResult) -> None:
@@ -283,31 +283,6 @@ def _cut(
         for s, arrs in per_band[key].items():
             samples.setdefault(s, []).extend(arrs)
     return rows, samples
-
-
-_INDEX_TEXT = ("chip_id", "image", "mask", "scene", "split")
-_INDEX_INTS = ("row_off", "col_off", "width", "height")
-
-
-def _index_fields(
-    rows: list[dict], classes: ClassTable
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """The chips index, one row per chip in scene/row/col order: its columns (text, offsets,
-    then ``px_<class>`` and ``px_ignore`` label pixel counts), its per-chip label pixel
-    counts (N, K+1: per class, then ignore) and its footprints (N, 4)."""
-    rows.sort(key=lambda d: (d["scene"], d["row_off"], d["col_off"]))
-    counts = np.stack([d["counts"] for d in rows])
-    bounds = np.array([d["bounds"] for d in rows], dtype=np.float64)
-    fields: dict[str, np.ndarray] = {}
-    for col in _INDEX_TEXT:
-        fields[col] = np.empty(len(rows), dtype=object)
-        fields[col][:] = [d[col] for d in rows]
-    for col in _INDEX_INTS:
-        fields[col] = np.array([d[col] for d in rows], dtype=np.int64)
-    for i, name in enumerate(classes.names):
-        fields[f"px_{name}"] = counts[:, i].astype(np.int64)
-    fields["px_ignore"] = counts[:, len(classes)].astype(np.int64)
-    return fields, counts, bounds
 
 
 def _split_counts(split: np.ndarray) -> dict[str, int]:
@@ -358,33 +333,33 @@ def _unknown_warnings(reports: list[SceneReport], warnings: list[str]) -> dict[s
     return dict(unknown_all)
 
 
-def _dataset_meta(
-    result: TileResult, first: Scene, nodata_threshold: float, co: dict[str, str]
-) -> dict[str, Any]:
-    """The body of ``dataset.json`` (:mod:`aerialct.data.index` adds format and version)."""
-    return {
-        "classes": result.classes,
-        "ignore_index": IGNORE_INDEX,
-        "chip_size": result.chip_size,
-        "bands": first.count,
-        "dtype": first.dtype,
-        "gsd": result.gsd,
-        "crs": result.crs,
-        "source": result.source,
-        "splits": result.splits,
-        "label_mode": result.label_mode,
-        "window": result.window,
-        "stride": result.stride,
-        "nodata_threshold": nodata_threshold,
-        "band_stats": result.band_stats,
-        "class_shares": result.split_shares,
-        "creation_options": co,
-        "scenes": [
+def _header(
+    result: TileResult, classes: ClassTable, first: Scene, nodata_threshold: float, co: dict
+) -> ChipsHeader:
+    """What ``dataset.json`` says about the chips just cut."""
+    return ChipsHeader(
+        classes=classes,
+        ignore_index=IGNORE_INDEX,
+        chip_size=result.chip_size,
+        bands=first.count,
+        dtype=first.dtype,
+        gsd=result.gsd,
+        crs=result.crs,
+        source=result.source,
+        splits=result.splits,
+        label_mode=result.label_mode,
+        window=result.window,
+        stride=result.stride,
+        nodata_threshold=nodata_threshold,
+        band_stats=result.band_stats,
+        class_shares=result.split_shares,
+        creation_options=co,
+        scenes=[
             {"name": r.name, "image": r.image, "labels": r.labels, "split": r.split}
             for r in result.scenes
         ],
-        "aerialct_version": __version__,
-    }
+        aerialct_version=__version__,
+    )
 
 
 def run(
@@ -436,8 +411,8 @@ def run(
                 f"no chips written: all {total} windows of {', '.join(s.image for s in scenes)} "
                 f"have more than {opts.nodata_threshold:.0%} nodata; raise --nodata-threshold"
             )
-        fields, counts, bounds = _index_fields(rows, classes)
-        split = fields["split"].astype(str)
+        cols = chips_columns(rows, classes)
+        split, counts = cols.split, cols.counts
         names = [*classes.names, "ignore"]
         warn_one_sided(split, counts, names, warnings)
         result = TileResult(
@@ -462,8 +437,8 @@ def run(
             band_stats=_band_stats(samples, first.dtype),
             classes=classes.to_list(),
         )
-        meta = _dataset_meta(result, first, opts.nodata_threshold, co)
-        write_chips(tmp, fields, bounds, first.crs_wkt, meta)
+        header = _header(result, classes, first, opts.nodata_threshold, co)
+        write_chips(tmp, cols, first.crs_wkt, header)
     result.unknown_values = _unknown_warnings(reports, warnings)
     for w_ in warnings:
         log.warning(w_)

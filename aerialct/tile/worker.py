@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.data.index import ChipRow, chip_id, chip_paths
 from aerialct.geo.classraster import tag_class_raster
 from aerialct.geo.cog import gtiff_profile
 from aerialct.geo.io import no_georef_warning, open_raster, read_failed
@@ -46,7 +47,7 @@ class BandResult(NamedTuple):
     """What a band task made: index rows, windows skipped for nodata, label values outside
     the class table (counted), and per split the pixel samples (C, n) of its chips."""
 
-    rows: list[dict]
+    rows: list[ChipRow]
     skipped: int
     unknown: dict[str, int]
     samples: dict[str, list[np.ndarray]]
@@ -215,7 +216,7 @@ def _write_chip(
     lab: np.ndarray | None,
     made: set[str],
     writer: ChipWriter,
-) -> dict:
+) -> ChipRow:
     """Write one chip (and its mask) of the band at column ``col``; its index row."""
     from affine import Affine
     from rasterio.transform import array_bounds
@@ -225,38 +226,38 @@ def _write_chip(
     # affine's @, not rasterio.windows.transform: the same values, but that helper warns
     # (PendingDeprecationWarning, `*` on an Affine) on every call under affine 3
     t = Affine(*sc.transform) @ Affine.translation(col, job.row) @ Affine.scale(job.window / chip)
-    chip_id = f"{sc.name}_r{job.row}_c{col}"
+    name = chip_id(sc.name, job.row, col)
+    image_rel, mask_path = chip_paths(split, name)
     if split not in made:
-        (out / split / "images").mkdir(parents=True, exist_ok=True)
-        (out / split / "masks").mkdir(parents=True, exist_ok=True)
+        (out / image_rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / mask_path).parent.mkdir(parents=True, exist_ok=True)
         made.add(split)
-    image_rel = f"{split}/images/{chip_id}.tif"
     prof = chip_profile(sc, sc.count, sc.dtype, chip, t, crs, sc.nodata, job.creation_options)
     writer.write(out / image_rel, img, prof, "image")
     k = len(job.classes)
     counts = np.zeros(k + 1, dtype=np.int64)
     mask_rel = None
     if lab is not None:
-        mask_rel = f"{split}/masks/{chip_id}.tif"
+        mask_rel = mask_path
         mprof = chip_profile(None, 1, "uint8", chip, t, crs, IGNORE_INDEX, job.creation_options)
         writer.write(out / mask_rel, lab[None], mprof, "mask",
                      lambda dst: tag_class_raster(dst, job.classes))  # fmt: skip
         bc = np.bincount(lab.ravel(), minlength=256)
         counts[:k] = bc[:k]
         counts[k] = int(bc[k:].sum())  # 255 (and nothing else)
-    return {
-        "chip_id": chip_id,
-        "image": image_rel,
-        "mask": mask_rel,
-        "scene": sc.name,
-        "split": split,
-        "row_off": job.row,
-        "col_off": col,
-        "width": w,
-        "height": h,
-        "counts": counts,
-        "bounds": bbox(array_bounds(chip, chip, t)),
-    }
+    return ChipRow(
+        chip_id=name,
+        image=image_rel,
+        mask=mask_rel,
+        scene=sc.name,
+        split=split,
+        row_off=job.row,
+        col_off=col,
+        width=w,
+        height=h,
+        counts=counts,
+        bounds=bbox(array_bounds(chip, chip, t)),
+    )
 
 
 def tile_band(job: Job) -> BandResult:
@@ -283,7 +284,7 @@ def _tile_band(job: Job, crs: Any) -> BandResult:
     sc = job.scene
     data, valid, labels, unknown = _read_band(job)
     w = min(job.window, sc.width)
-    rows: list[dict] = []
+    rows: list[ChipRow] = []
     skipped = 0
     samples: dict[str, list[np.ndarray]] = {}
     made: set[str] = set()
