@@ -274,8 +274,9 @@ def profile_tile(img: Path, out: Path) -> dict[str, float]:
 
 def retile_section(args: argparse.Namespace) -> list[str]:
     """``aerialct tile`` vs ``gdal_retile.py`` on the issue's job, alternating; a markdown section."""
-    from measure import Series, alternate, quote
+    from measure import Series, alternate, commit, quote, typed
 
+    load0 = os.getloadavg()[0]
     size = args.size or 6000
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_retile_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -314,8 +315,9 @@ def retile_section(args: argparse.Namespace) -> list[str]:
     lines = [
         "## Tiling: `aerialct tile` vs `gdal_retile.py` (uncompressed chips, images only)",
         "",
-        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: {platform.machine()}, "
-        f"os.cpu_count() = {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at the end; "
+        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Commit `{commit()}`. Machine: "
+        f"{platform.machine()}, os.cpu_count() = {os.cpu_count()}, shared with other jobs: load "
+        f"average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
         f"{gdal_version()}; rasterio's GDAL {rasterio.__gdal_version__}; Python "
         f"{platform.python_version()}. Command: `python benchmarks/bench_tile.py --retile "
         f"--repeat {args.repeat}`.",
@@ -332,7 +334,7 @@ def retile_section(args: argparse.Namespace) -> list[str]:
     ]
     for sr in (gdal, ours):
         lines.append(
-            f"| `{sr.command}` | {sr.median('wall'):.2f} | {sr.median('cpu'):.2f} | "
+            f"| `{typed(sr.command, work)}` | {sr.median('wall'):.2f} | {sr.median('cpu'):.2f} | "
             f"{sr.median('peak_mb'):.0f} | {sr.values('wall')} | {sr.values('cpu')} |"
         )
     lines += [

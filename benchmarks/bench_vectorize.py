@@ -121,7 +121,7 @@ def building_mask(labels: Path, out: Path) -> None:
 
 def class_raster_section(size: int, repeat: int, work: Path) -> list[str]:
     """One size of the class-raster comparison: table rows and the ratio lines."""
-    from measure import Series, alternate, quote
+    from measure import Series, alternate, quote, typed
 
     from aerialct.data.synth import synth_scene
 
@@ -157,7 +157,7 @@ def class_raster_section(size: int, repeat: int, work: Path) -> list[str]:
         f"**{gdal.median('cpu') / ours.median('cpu'):.2f}x**; aerialct's peak memory "
         f"**{ours.median('peak_mb') / gdal.median('peak_mb'):.2f}x** GDAL's (goals: >= 1.0x, "
         "<= 1.3x). Commands: "
-        f"`{gdal.command.replace(str(work) + '/', '')}`, `{ours.command.replace(str(work) + '/', '')}`."
+        f"`{typed(gdal.command, work)}`, `{typed(ours.command, work)}`."
     )
     if not same:
         raise SystemExit(f"{size}: polygons differ: {n_o} vs {n_g}, area {area_o} vs {area_g}")
@@ -165,9 +165,12 @@ def class_raster_section(size: int, repeat: int, work: Path) -> list[str]:
 
 
 def class_raster_main(args: argparse.Namespace) -> None:
+    from measure import commit
+
     sizes = [int(v) for v in args.sizes.split(",")]
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench_vectorize_classes_"))
     work.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()[0]
     rows, ratios = [], []
     try:
         for size in sizes:
@@ -181,14 +184,15 @@ def class_raster_main(args: argparse.Namespace) -> None:
     lines = [
         "## Vectorize: a class raster's buildings, `aerialct vectorize` vs `gdal_polygonize.py -8`",
         "",
-        f"Date: {now}. Machine: {platform.machine()}, os.cpu_count() = {os.cpu_count()}, load "
-        f"average {os.getloadavg()[0]:.1f} at the end; Python {platform.python_version()}. "
+        f"Date: {now}. Commit `{commit()}`. Machine: {platform.machine()}, os.cpu_count() = "
+        f"{os.cpu_count()}, shared with other jobs: load average {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; Python {platform.python_version()}. "
         f"Command: `python benchmarks/bench_vectorize.py --class-raster --sizes {args.sizes} "
         f"--repeat {args.repeat}`.",
         "",
         "Synthetic towns (`aerialct synth`, 0.5 m, seed 0; 6-class uint8 rasters, DEFLATE, 256 px "
         "tiles). aerialct polygonises the building class of the class raster (defaults: "
-        "8-connectivity, windows of 2048 px); GDAL polygonises the building mask made from it. "
+        "8-connectivity, windows of 1536 px); GDAL polygonises the building mask made from it. "
         f"One warm-up round, then {args.repeat} alternating rounds; medians.",
         "",
         "| raster | command | wall s | CPU s | peak RSS MB | all wall s | all CPU s |",

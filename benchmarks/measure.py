@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -90,3 +91,21 @@ def alternate(
 
 def quote(args: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in args)
+
+
+def typed(command: str, work: str | Path) -> str:
+    """``command`` as a user types it: tools by name (not the path they were found at), files
+    relative to the work folder ``work``."""
+    words = shlex.split(command.replace(str(work) + "/", ""))
+    words[0] = Path(words[0]).name
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def commit() -> str:
+    """The short commit of the checkout the benchmark runs from (``+`` when it has changes)."""
+    root = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return head.stdout.strip() + ("+" if dirty else "")
