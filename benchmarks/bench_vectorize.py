@@ -102,7 +102,7 @@ def summarise(path: Path) -> tuple[int, float, int]:
     import pyogrio
     import shapely
 
-    frame = pyogrio.read_dataframe(path)
+    frame = pyogrio.read_dataframe(path, layer=0)  # the data layer (before layer_styles)
     geoms = np.asarray(frame.geometry.values)
     return len(frame), float(shapely.area(geoms).sum()), int((~shapely.is_valid(geoms)).sum())
 
