@@ -50,12 +50,8 @@ from aerialct.predict.outputs import complete_output, output_paths
 from aerialct.predict.quicklook import write_quicklook
 from aerialct.predict.results import BatchResult, BundleLike, SceneResult
 from aerialct.predict.scene import predict_scene
-from aerialct.predict.stream import (
-    blend_weights,
-    reduce_heap_fragmentation,
-    weight_1d,
-    weight_sum_1d,
-)
+from aerialct.predict.stream import blend_weights, weight_1d, weight_sum_1d
+from aerialct.workers import reduce_heap_fragmentation
 
 __all__ = [
     "BatchResult",

@@ -58,30 +58,6 @@ def weight_sum_1d(length: int, size: int, starts: Sequence[int], floor: float = 
     return total[:length].astype(np.float32)
 
 
-def reduce_heap_fragmentation(threshold: int = 1 << 20) -> bool:
-    """Ask glibc to serve allocations of ``threshold`` bytes and more with mmap.
-
-    glibc raises its mmap threshold after large blocks are freed, so the window
-    rows and strips that streaming allocates again and again (tens of MB on wide
-    scenes) end up in heap arenas that are never returned: peak RSS then drifts
-    up by about twice the width-dependent memory. A fixed threshold stops the
-    drift. Process-wide, so the CLI calls it, not :func:`predict_scene`; returns
-    False where there is no glibc.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        M_MMAP_THRESHOLD = -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):
-        return False
-
-
 # ---------------------------------------------------------------------------
 # The model loop and the accumulators
 
