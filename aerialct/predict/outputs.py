@@ -18,7 +18,11 @@ from aerialct.predict.stream import PROB_SCALE
 
 def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
     """The files ``predict`` writes for ``scene`` in ``out_dir``, by kind."""
-    stem = Path(scene).stem
+    return stem_paths(Path(scene).stem, out_dir)
+
+
+def stem_paths(stem: str, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """The files ``predict`` writes for the output stem ``stem`` in ``out_dir``, by kind."""
     d = Path(out_dir)
     return {
         "classes": d / f"{stem}_classes.tif",
@@ -85,7 +89,7 @@ def training_grid_vrt(ds: Any, gsd: float) -> Any:
 
     t = ds.transform
     fx, fy = gsd / abs(t.a), gsd / abs(t.e)
-    width, height = max(1, math.ceil(ds.width / fx)), max(1, math.ceil(ds.height / fy))
+    height, width = training_grid_shape(ds.height, ds.width, t, gsd)
     transform = t @ Affine.scale(fx, fy)
     return WarpedVRT(
         ds,
@@ -95,6 +99,12 @@ def training_grid_vrt(ds: Any, gsd: float) -> Any:
         height=height,
         resampling=Resampling.bilinear,
     )
+
+
+def training_grid_shape(height: int, width: int, t: Any, gsd: float) -> tuple[int, int]:
+    """(height, width) of a ``height`` x ``width`` grid with transform ``t`` at the pixel size ``gsd``."""
+    fx, fy = gsd / abs(t.a), gsd / abs(t.e)
+    return max(1, math.ceil(height / fy)), max(1, math.ceil(width / fx))
 
 
 def warp_back(part: Path, like: Any, dest: Path, nodata: int | None, categorical: bool) -> None:

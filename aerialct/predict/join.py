@@ -1,0 +1,255 @@
+"""Outputs cut from finished blocks: each tile's rasters (or the mosaic's), written whole.
+
+An output is written once every block it needs is in the state folder
+(:mod:`aerialct.predict.state`), by whichever process sees that first. A VRT over
+those blocks gives the output's pixels (through a warp back onto the input's grid
+when the prediction ran at the training pixel size); they are streamed a block row at
+a time into a tiled part file while their checksum and class counts are taken, then
+the part becomes a COG under a temporary name that is read back and renamed
+(:func:`aerialct.geo.outputs.atomic_output`). Two processes that both finish a tile's
+last blocks at once both write it, with the same pixels; the rename makes one of
+them the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.geo.classraster import class_tags, write_category_names
+from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, finish_cog, gtiff_profile
+from aerialct.geo.outputs import atomic_output
+from aerialct.geo.tags import CHECKSUM_TAG, PREDICTION_TAG
+from aerialct.predict.catalog import Tile
+from aerialct.predict.identity import Checksum, Provenance
+from aerialct.predict.plan import Block
+from aerialct.predict.quicklook import write_quicklook
+from aerialct.predict.results import SceneResult
+from aerialct.predict.state import State
+from aerialct.predict.stream import PROB_SCALE
+
+
+@dataclass(frozen=True)
+class Output:
+    """The rasters predict writes for one tile (on its grid, named after it) or for a
+    whole catalog (``--mosaic``): ``tile`` is where it sits in the job's grid."""
+
+    tile: Tile
+    classes: Path
+    probabilities: Path | None
+    quicklook: Path | None
+    provenance: Provenance
+
+    @property
+    def paths(self) -> list[Path]:
+        return [p for p in (self.classes, self.probabilities, self.quicklook) if p is not None]
+
+
+@dataclass(frozen=True)
+class GridRef:
+    """A raster grid: CRS, transform and size."""
+
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+
+
+@dataclass
+class JoinContext:
+    """What writing a job's outputs needs: its state and blocks, the grid the blocks are on
+    (``pred``) and the job's own grid (``grid``, the same unless resampled)."""
+
+    state: State
+    blocks: Sequence[Block]
+    pred: GridRef
+    grid: GridRef
+    resampled: bool
+    classes: ClassTable
+    probabilities: bool
+    creation: dict[str, str]
+    creation_prob: dict[str, str]
+    overwrite: bool
+    source: Any = None  # the job's open source raster, for quick looks
+    bands: Sequence[int] = ()
+    title: str = ""
+
+
+def needed_blocks(ctx: JoinContext, out: Output) -> list[Block]:
+    """The blocks whose pixels ``out`` is cut from (all of them when resampled: the warp
+    back reads the whole prediction grid)."""
+    if ctx.resampled:
+        return list(ctx.blocks)
+    return [b for b in ctx.blocks if b.intersects(*out.tile.rect)]
+
+
+def write_output(ctx: JoinContext, out: Output) -> SceneResult:
+    """Write ``out``'s rasters (and quick look) from the finished blocks; its result record."""
+    t0 = time.perf_counter()
+    tile = out.tile
+    hist = _write_raster(ctx, out, out.classes, probabilities=False)
+    if out.probabilities is not None:
+        _write_raster(ctx, out, out.probabilities, probabilities=True)
+    write_category_names(out.classes, ctx.classes)
+    if out.quicklook is not None:
+        _write_quicklook(ctx, out)
+    return SceneResult(
+        scene=Path(str(tile.path)),
+        output=out.classes,
+        probabilities=out.probabilities,
+        quicklook=out.quicklook,
+        width=tile.width,
+        height=tile.height,
+        nodata_pixels=int(hist[IGNORE_INDEX]),
+        class_pixels={
+            name: int(hist[c.id]) for c, name in zip(ctx.classes, ctx.classes.names, strict=True)
+        },
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _write_raster(ctx: JoinContext, out: Output, path: Path, *, probabilities: bool) -> np.ndarray:
+    """Stream the output's pixels from the blocks into a COG at ``path``; the class counts."""
+    import rasterio
+    from rasterio.windows import Window
+
+    tile = out.tile
+    w, h = tile.width, tile.height
+    count = len(ctx.classes) if probabilities else 1
+    options = dict(PART_OPTIONS) if min(w, h) >= 16 else {"compress": "zstd", "zstd_level": 1}
+    nodata = None if probabilities else IGNORE_INDEX
+    prof = gtiff_profile(w, h, count, "uint8", tile.crs, tile.transform, nodata, **options)
+    hist = np.zeros(256, dtype=np.int64)
+    ck = Checksum()
+    with (
+        atomic_output(path, ctx.overwrite, inputs=[tile.path]) as tmp,
+        _view(ctx, out, probabilities) as (view, row_off, col_off),
+    ):
+        part = tmp.with_name(f"{tmp.name}.part.tif")
+        with rasterio.open(part, "w", **prof) as ds:
+            for y in range(0, h, PART_BLOCK):
+                n = min(PART_BLOCK, h - y)
+                data = view.read(window=Window(col_off, row_off + y, w, n))  # (count, n, w)
+                ck.update(data)
+                if not probabilities:
+                    hist += np.bincount(data.ravel(), minlength=256)
+                ds.write(data, window=Window(0, y, w, n))
+            _tag(ds, ctx.classes, out, probabilities, ck.text())
+        finish_cog(part, tmp, ctx.creation_prob if probabilities else ctx.creation)
+    return hist
+
+
+def _tag(ds: Any, classes: ClassTable, out: Output, probabilities: bool, checksum: str) -> None:
+    """Class table, source, provenance and checksum tags; colours or band names."""
+    source = out.provenance.source.get("path")
+    tags = class_tags(classes, source=source, prob_scale=PROB_SCALE if probabilities else None)
+    tags[PREDICTION_TAG] = out.provenance.to_json()
+    tags[CHECKSUM_TAG] = checksum
+    ds.update_tags(**tags)
+    if probabilities:
+        for i, name in enumerate(classes.names):
+            ds.set_band_description(i + 1, name)
+    else:
+        ds.write_colormap(1, classes.colormap())
+        ds.set_band_description(1, "class")
+
+
+@contextlib.contextmanager
+def _view(ctx: JoinContext, out: Output, probabilities: bool) -> Iterator[tuple[Any, int, int]]:
+    """An open raster holding the output's pixels, and where the output starts in it."""
+    import rasterio
+
+    from aerialct.geo.io import no_georef_warning
+
+    count = len(ctx.classes) if probabilities else 1
+    nodata = None if probabilities else IGNORE_INDEX
+    if not ctx.resampled:
+        xml = blocks_vrt(ctx, needed_blocks(ctx, out), out.tile, count, probabilities, nodata)
+        with no_georef_warning(), rasterio.open(xml) as vrt:
+            yield vrt, 0, 0
+        return
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    whole = Tile("", 0, 0, ctx.pred.height, ctx.pred.width, ctx.pred.transform, ctx.pred.crs)
+    xml = blocks_vrt(ctx, list(ctx.blocks), whole, count, probabilities, nodata)
+    kw: dict[str, Any] = {
+        "crs": ctx.grid.crs,
+        "transform": ctx.grid.transform,
+        "width": ctx.grid.width,
+        "height": ctx.grid.height,
+        "resampling": Resampling.bilinear if probabilities else Resampling.nearest,
+    }
+    if nodata is not None:
+        kw["nodata"] = nodata
+    top, _, left, _ = out.tile.rect
+    with no_georef_warning(), rasterio.open(xml) as vrt, WarpedVRT(vrt, **kw) as warped:
+        yield warped, top, left
+
+
+def blocks_vrt(
+    ctx: JoinContext,
+    blocks: Sequence[Block],
+    tile: Tile,
+    count: int,
+    probabilities: bool,
+    nodata: int | None,
+) -> str:
+    """A VRT (XML) of ``tile``'s rectangle of the prediction grid, from ``blocks``' files."""
+    top, bottom, left, right = tile.rect
+    t = tile.transform
+    gt = ", ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
+    srs = f"<SRS>{escape(tile.crs.to_wkt())}</SRS>" if tile.crs is not None else ""
+    bands = []
+    for band in range(1, count + 1):
+        sources = []
+        for b in blocks:
+            y0, y1, x0, x1 = (
+                max(top, b.top),
+                min(bottom, b.bottom),
+                max(left, b.left),
+                min(right, b.right),
+            )
+            if y0 >= y1 or x0 >= x1:
+                continue
+            path = ctx.state.prob_path(b) if probabilities else ctx.state.classes_path(b)
+            sources.append(
+                f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(path))}'
+                f"</SourceFilename><SourceBand>{band}</SourceBand>"
+                f'<SrcRect xOff="{x0 - b.left}" yOff="{y0 - b.top}" xSize="{x1 - x0}" '
+                f'ySize="{y1 - y0}"/><DstRect xOff="{x0 - left}" yOff="{y0 - top}" '
+                f'xSize="{x1 - x0}" ySize="{y1 - y0}"/></SimpleSource>'
+            )
+        nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
+        bands.append(
+            f'<VRTRasterBand dataType="Byte" band="{band}">{nd}{"".join(sources)}</VRTRasterBand>'
+        )
+    return (
+        f'<VRTDataset rasterXSize="{right - left}" rasterYSize="{bottom - top}">{srs}'
+        f"<GeoTransform>{gt}</GeoTransform>{''.join(bands)}</VRTDataset>"
+    )
+
+
+def _write_quicklook(ctx: JoinContext, out: Output) -> None:
+    """The quick look of the output's part of the job's source, with its provenance."""
+    assert out.quicklook is not None
+    top, bottom, left, right = out.tile.rect
+    with atomic_output(out.quicklook, ctx.overwrite, inputs=[out.tile.path]) as tmp:
+        write_quicklook(
+            ctx.source,
+            list(ctx.bands),
+            out.classes,
+            tmp,
+            ctx.classes,
+            title=Path(str(out.tile.path)).name + ctx.title,
+            texts={PREDICTION_TAG: out.provenance.to_json()},
+            window=(top, bottom, left, right),
+        )
