@@ -7,16 +7,17 @@ raster with one window grid:
   - a VRT whose sources are two or more whole files placed pixel for pixel (what
     ``gdalbuildvrt`` makes); the VRT decides where tiles overlap and leaves its gaps
     empty;
-  - or files that share a CRS and touch one another, edge to edge or corner to corner,
-    without overlapping: every file connected to another by such contacts is a tile
-    of the same catalog (a folder or glob of a delivery's tiles).
+  - or files that share a CRS and touch one another, edge to edge or corner to corner:
+    every file connected to another by such contacts is a tile of the same catalog (a
+    folder or glob of a delivery's tiles). A file that overlaps another input is no
+    tile: two dates of one area are two maps.
   The tiles of a catalog must be on one grid: the same pixel size, origins a whole
   number of pixels apart, the same bands, data types and nodata. Touching files that
   are not (another pixel size, a grid offset by a fraction of a pixel) are refused in
   one line that names them and the value: they would seam.
 * **A scene** is every other input: a single file, files that touch nothing, files
-  that overlap another (two dates of one area, say: each is its own map), rasters
-  without a CRS or north-up transform, and every input under ``catalog=False``.
+  that overlap another, rasters without a CRS or north-up transform, and every input
+  under ``catalog=False``.
 
 A catalog is read through a VRT mosaic of its tiles: the user's VRT, or one built in
 memory (never written to disk, as tile paths may be signed URLs). Its gaps (grid
@@ -41,8 +42,10 @@ from aerialct.geo.inputs import is_gdal_path, source_path
 
 log = logging.getLogger("aerialct")
 
-#: tolerance of contacts and grid alignment, in pixels
+#: tolerance of grid alignment and of overlaps, in pixels
 PIXEL_TOLERANCE = 0.01
+#: rasters closer than this (in pixels) touch: a gap under half a pixel is a misaligned grid
+CONTACT = 0.5
 
 
 @dataclass(frozen=True)
@@ -186,38 +189,54 @@ def _group(heads: list[_Header]) -> list[Job]:
     for h in heads:
         by_crs.setdefault(h.crs.to_wkt(), []).append(h)
     jobs: list[Job] = []
-    overlapping: set[int] = set()
+    n_overlapping = 0
     for group in by_crs.values():
-        comps, overlaps = _components(group)
-        overlapping.update(id(group[i]) for pair in overlaps for i in pair)
-        for comp in comps:
+        touching, overlapping = _contacts(group)
+        n_overlapping += len(overlapping)
+        for i in sorted(overlapping):
+            jobs.append(_scene_job(group[i].path, group[i]))
+        for comp in _components(len(group), touching, skip=overlapping):
             members = [group[i] for i in comp]
             if len(members) == 1:
                 jobs.append(_scene_job(members[0].path, members[0]))
-                continue
-            inner = [(a, b) for a, b in overlaps if a in comp and b in comp]
-            jobs.append(_catalog_of_files(members, [(group[a], group[b]) for a, b in inner]))
-    if overlapping:
+            else:
+                jobs.append(_catalog_of_files(members))
+    if n_overlapping:
         log.info(
-            "%d scenes overlap another input and are predicted each on its own (a catalog's "
+            "%d inputs overlap another input and are predicted each on its own (a catalog's "
             "tiles touch without overlapping; give a VRT to mosaic overlapping tiles)",
-            len(overlapping),
+            n_overlapping,
         )
     return jobs
 
 
-def _components(
-    group: list[_Header],
-) -> tuple[list[list[int]], list[tuple[int, int]]]:
-    """Connected components of ``group`` by contacts, and the pairs that overlap."""
+def _contacts(group: list[_Header]) -> tuple[list[tuple[int, int]], set[int]]:
+    """The pairs of ``group`` that touch (edge or corner, no common area), and the members
+    that overlap another."""
     import shapely
 
     px = min(min(abs(h.transform.a), abs(h.transform.e)) for h in group)
     eps = PIXEL_TOLERANCE * px
     boxes = [shapely.box(*h.bounds) for h in group]
-    tree = shapely.STRtree([b.buffer(eps, join_style="mitre") for b in boxes])
+    tree = shapely.STRtree([b.buffer(CONTACT * px, join_style="mitre") for b in boxes])
     left, right = tree.query(boxes, predicate="intersects")
-    parent = list(range(len(group)))
+    touching: list[tuple[int, int]] = []
+    overlapping: set[int] = set()
+    for a, b in zip(left.tolist(), right.tolist(), strict=True):
+        if a >= b:
+            continue
+        ax0, ay0, ax1, ay1 = group[a].bounds
+        bx0, by0, bx1, by1 = group[b].bounds
+        if min(ax1, bx1) - max(ax0, bx0) > eps and min(ay1, by1) - max(ay0, by0) > eps:
+            overlapping.update((a, b))
+        else:
+            touching.append((a, b))
+    return touching, overlapping
+
+
+def _components(n: int, pairs: list[tuple[int, int]], skip: set[int]) -> list[list[int]]:
+    """Connected components of ``range(n)`` minus ``skip`` joined by ``pairs``."""
+    parent = list(range(n))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -225,20 +244,14 @@ def _components(
             i = parent[i]
         return i
 
-    overlaps: list[tuple[int, int]] = []
-    for a, b in zip(left.tolist(), right.tolist(), strict=True):
-        if a >= b:
-            continue
-        ax0, ay0, ax1, ay1 = group[a].bounds
-        bx0, by0, bx1, by1 = group[b].bounds
-        if min(ax1, bx1) - max(ax0, bx0) > eps and min(ay1, by1) - max(ay0, by0) > eps:
-            overlaps.append((a, b))
-            continue
-        parent[find(a)] = find(b)
+    for a, b in pairs:
+        if a not in skip and b not in skip:
+            parent[find(a)] = find(b)
     comps: dict[int, list[int]] = {}
-    for i in range(len(group)):
-        comps.setdefault(find(i), []).append(i)
-    return list(comps.values()), overlaps
+    for i in range(n):
+        if i not in skip:
+            comps.setdefault(find(i), []).append(i)
+    return list(comps.values())
 
 
 def _grid_problem(a: _Header, b: _Header) -> str | None:
@@ -258,7 +271,7 @@ def _grid_problem(a: _Header, b: _Header) -> str | None:
     return None
 
 
-def _catalog_of_files(members: list[_Header], overlaps: list[tuple[_Header, _Header]]) -> Job:
+def _catalog_of_files(members: list[_Header]) -> Job:
     """The catalog of touching files ``members``, or a job refusing them in one line."""
     members = sorted(members, key=lambda h: str(h.path))
     fix = (
@@ -266,12 +279,6 @@ def _catalog_of_files(members: list[_Header], overlaps: list[tuple[_Header, _Hea
         "each file on its own"
     )
     error: Exception | None = None
-    if overlaps:
-        a, b = overlaps[0]
-        error = InputError(
-            f"{a.path} and {b.path} overlap, yet both touch the same tiles; give a VRT "
-            "(gdalbuildvrt) that says which pixels win, or pass --no-catalog"
-        )
     for h in members[1:]:
         problem = error is None and _grid_problem(members[0], h)
         if problem:

@@ -183,6 +183,7 @@ def run_job(
         log.debug("%s: failed: %s", job.name, e)
         run.fail(e)
     run.result.seconds = time.perf_counter() - t0
+    run.sort_records()
     return run.result
 
 
@@ -241,6 +242,16 @@ class _JobRun:
                     exception=e,
                 )
             )  # fmt: skip
+
+    def sort_records(self) -> None:
+        """Records in the order of the job's outputs (tiles in input order), not of writing."""
+        order = {str(o.classes): i for i, o in enumerate(self.outputs)}
+        order.update({str(o.tile.path): i for i, o in enumerate(self.outputs)})
+
+        def key(rec: SceneResult) -> int:
+            return order.get(str(rec.output), order.get(str(rec.scene), len(order)))
+
+        self.result.outputs.sort(key=key)
 
     def _owns_first(self) -> bool:
         try:
@@ -321,7 +332,7 @@ class _JobRun:
         model = model_identity(bundle)
         options = {
             "chip": int(bundle.chip_size),
-            "stride": stride_for(int(bundle.chip_size), opts.overlap),
+            "overlap": opts.overlap,
             "tta": opts.tta,
             "bands": list(bands),
             "resampled": pred is not src,

@@ -126,9 +126,18 @@ def _glob_escape(text: str) -> str:
 
 
 def manifest_changes(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    """The manifest entries that differ between two states of one job, by name."""
-    keys = sorted({*mine, *theirs} - {"key", "format", "version"})
-    return [k for k in keys if mine.get(k) != theirs.get(k)]
+    """What differs between the manifests of two states of one job: entry names, and the
+    names inside ``options`` and ``execution`` (the arguments a user changed)."""
+    changed = []
+    for k in sorted({*mine, *theirs} - {"key", "format", "version", "blocks"}):
+        a, b = mine.get(k), theirs.get(k)
+        if a == b:
+            continue
+        if k in ("options", "execution") and isinstance(a, dict) and isinstance(b, dict):
+            changed += [s for s in sorted({*a, *b}) if a.get(s) != b.get(s) and s != "grid"]
+        else:
+            changed.append(k)
+    return changed
 
 
 class BlockFiles:
