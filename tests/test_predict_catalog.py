@@ -239,17 +239,17 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def test_slurm_array_tasks_as_processes_join_into_one_run(flight, tmp_path):
-    root, tiles, _, _ = flight
+    # three array tasks at once, from the environment Slurm sets, on the checkpoint of the
+    # model that made the one-process reference
+    root, tiles, cls, prob = flight
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt", CHIP)
     glob = str(root / "flight" / "*.tif")
     args = [sys.executable, "-m", "aerialct", "--quiet", "predict", str(ckpt), glob,
-            "--device", "cpu", "--batch-size", str(BATCH), "--probabilities", "--json"]  # fmt: skip
-    one = subprocess.run([*args, "--out", str(tmp_path / "one")], env=_env(), capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
-    assert one.returncode == 0, one.stderr
+            "--device", "cpu", "--batch-size", str(BATCH), "--probabilities", "--json",
+            "--out", str(tmp_path / "arr")]  # fmt: skip
     procs = [
         subprocess.Popen(
-            [*args, "--out", str(tmp_path / "arr")],
+            args,
             env=_env(SLURM_ARRAY_TASK_ID=str(k), SLURM_ARRAY_TASK_COUNT="3"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -257,16 +257,12 @@ def test_slurm_array_tasks_as_processes_join_into_one_run(flight, tmp_path):
         )
         for k in range(3)
     ]
-    outs = [p.communicate(timeout=300) for p in procs]
+    outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [e for _, e in outs]
     runs_ = [json.loads(o)["jobs"][0] for o, _ in outs]
     assert sorted(r["blocks_run"] for r in runs_) == [1, 1, 1]  # 3 bands, one per task
-    for t in tiles:
-        for kind in ("classes", "probabilities"):
-            name = f"{t.stem}_{kind}.tif"
-            np.testing.assert_array_equal(
-                read(tmp_path / "arr" / name), read(tmp_path / "one" / name)
-            )
+    assert sum(json.loads(o)["ok"] for o, _ in outs) == 9
+    assert_tiles_equal_whole(tmp_path / "arr", tiles, cls, prob)
     assert not (tmp_path / "arr" / ".aerialct-state").exists()
 
 
@@ -382,3 +378,44 @@ def test_skip_existing_checks_every_output(flight, tmp_path):
     Image.fromarray(px).save(png, pnginfo=meta)
     res = predict_scenes(tiny_bundle(CHIP), [scene], out, **kw)
     assert "whole_quicklook.png" in res.scenes[0].error and "checksum" in res.scenes[0].error
+
+
+def test_the_gpu_layout_restarts_blocks_exactly(flight, tmp_path, monkeypatch):
+    # the GPU's accumulator (one window high, frame-wide) and writer thread, on the CPU
+    import aerialct.predict.stream as stream
+
+    monkeypatch.setitem(stream.ACCUMULATORS, "cpu", stream.BandAccumulator)
+    monkeypatch.setitem(stream.THREADED_WRITER, "cpu", True)
+    root, tiles, _, _ = flight
+    kw = dict(batch_size=BATCH, probabilities=True)
+    ref = tmp_path / "ref" / "whole_classes.tif"
+    predict_scene(tiny_bundle(CHIP), root / "whole.tif", ref, **kw)
+    out = tmp_path / "pred"
+    for k in (1, 2):
+        predict_scenes(tiny_bundle(CHIP), tiles, out, shard=Shard(k, 2), block_shape=SMALL, **kw)
+    assert_tiles_equal_whole(out, tiles, read(ref), read(ref.with_name("whole_probabilities.tif")))
+
+
+def test_a_catalog_predicted_at_the_training_pixel_size(flight, tmp_path):
+    # tiles at 1 m for a model trained at 0.5 m: predicted on the 0.5 m grid, warped back
+    with rasterio.open(flight[0] / "whole.tif") as ds:
+        image = ds.read()[:, ::3, ::3][:, :96, :96]
+    coarse = Affine(1.0, 0, 368000.0, 0, -1.0, 5808000.0)
+    whole = tmp_path / "w.tif"
+    write_scene(whole, np.ascontiguousarray(image), transform=coarse)
+    tiles = cut_tiles(tmp_path / "tiles", image, coarse, 48)
+    kw = dict(batch_size=BATCH, probabilities=True, resample_to_training_gsd=True)
+    res = predict_scene(tiny_bundle(CHIP), whole, tmp_path / "ref" / "w_classes.tif", **kw)
+    assert res.resampled
+    out = tmp_path / "pred"
+    got = predict_scenes(tiny_bundle(CHIP), tiles, out, block_shape=SMALL, **kw)
+    assert [s.status for s in got.scenes] == ["ok"] * 4 and got.jobs[0].blocks > 1
+    cls, prob = (
+        read(tmp_path / "ref" / "w_classes.tif"),
+        read(tmp_path / "ref" / "w_probabilities.tif"),
+    )
+    for t in tiles:
+        r, c = (int(v) for v in t.stem.split("_")[1:])
+        win = np.s_[:, r * 48 : (r + 1) * 48, c * 48 : (c + 1) * 48]
+        np.testing.assert_array_equal(read(out / f"{t.stem}_classes.tif"), cls[win])
+        np.testing.assert_array_equal(read(out / f"{t.stem}_probabilities.tif"), prob[win])

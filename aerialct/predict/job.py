@@ -277,12 +277,13 @@ class _JobRun:
         bundle.model.eval()
         with contextlib.ExitStack() as stack:
             src = stack.enter_context(_open_source(job, not opts.allow_no_crs))
+            self.job = job = _sized(job, src)
             chip = int(bundle.chip_size)
             stack.enter_context(gdal_env(src, chip, dev.type == "cuda"))
-            bands = data_bands(src, opts.bands, int(bundle.in_chans), Path(job.name))
+            bands = data_bands(src, opts.bands, int(bundle.in_chans), self._where())
             self._check_values(src, bands)
             pred = self._prediction_source(stack, src)
-            grid = prediction_grid(_sized(job, src), bundle, opts)
+            grid = prediction_grid(job, bundle, opts)
             assert grid is not None
             if (grid.height, grid.width) != (pred.height, pred.width):
                 raise RuntimeError(f"internal error: grid {grid} vs source {pred.shape}")
@@ -290,38 +291,46 @@ class _JobRun:
             self.result.blocks = len(self.blocks)
             aoi = aoi_for(opts.aoi, pred, job.name)
             self._setup(src, pred, bands, aoi)
-            self._compute(FrameInput(pred, bands, aoi, job.cover), dev)
+            cover = job.cover if pred is src else None  # tile rectangles are on src's grid
+            self._compute(FrameInput(pred, bands, aoi, cover), dev)
             self._finish()
 
     def _check_values(self, src: Any, bands: list[int]) -> None:
         """The value-range check on the scene, or on up to three tiles of a catalog."""
         from aerialct.geo.io import no_georef_warning, open_raster
 
-        if not self.job.catalog:
-            check_value_range(src, bands, self.bundle, Path(self.job.name))
+        if not self.job.catalog or self.job.vrt is not None:  # a VRT may pick other bands
+            check_value_range(src, bands, self.bundle, self._where())
             return
         tiles = self.job.tiles
         for t in {tiles[0].path: 0, tiles[len(tiles) // 2].path: 0, tiles[-1].path: 0}:
             with no_georef_warning(), open_raster(t) as ds:
                 check_value_range(ds, bands, self.bundle, Path(str(t)))
 
+    def _where(self) -> Path:
+        """What messages name: the scene's path, or the catalog's VRT or name."""
+        job = self.job
+        if job.catalog:
+            return Path(os.fspath(job.vrt)) if job.vrt is not None else Path(job.name)
+        return Path(str(job.tiles[0].path))
+
     def _prediction_source(self, stack: contextlib.ExitStack, src: Any) -> Any:
         """``src``, or a VRT of it at the training pixel size (with a log line)."""
-        job, bundle = self.job, self.bundle
+        job, bundle, where = self.job, self.bundle, self._where()
         gsd = grid_gsd(src.crs, src.transform)
         if not (self.opts.resample_to_training_gsd and bundle.gsd):
-            msg = check_gsd(gsd, bundle.gsd, Path(job.name))
+            msg = check_gsd(gsd, bundle.gsd, where)
             if msg:
                 log.warning(msg)
             return src
         if gsd is None:
             raise InputError(
-                f"{job.name}: cannot resample to the training pixel size without a projected, "
+                f"{where}: cannot resample to the training pixel size without a projected, "
                 "north-up CRS; warp it first (gdalwarp -t_srs EPSG:XXXX -tr ...)"
             )
-        if check_gsd(gsd, bundle.gsd, Path(job.name)) is None:
+        if check_gsd(gsd, bundle.gsd, where) is None:
             return src
-        check_resample(gsd, float(bundle.gsd), src, Path(job.name))
+        check_resample(gsd, float(bundle.gsd), src, where)
         log.info("%s: predicting at the training pixel size %g", job.name, bundle.gsd)
         return stack.enter_context(training_grid_vrt(src, float(bundle.gsd)))
 
@@ -599,7 +608,12 @@ def _sized(job: Job, src: Any) -> Job:
         return job
     from dataclasses import replace
 
-    return replace(job, width=src.width, height=src.height, crs=src.crs, transform=src.transform)
+    tiles = job.tiles
+    if not job.catalog:
+        tiles = [Tile(tiles[0].path, 0, 0, src.height, src.width, src.transform, src.crs)]
+    return replace(
+        job, tiles=tiles, width=src.width, height=src.height, crs=src.crs, transform=src.transform
+    )
 
 
 @contextlib.contextmanager
