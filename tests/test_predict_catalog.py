@@ -170,6 +170,14 @@ def test_catalog_recognition(flight, tmp_path, caplog):
     assert find_jobs([*tiles, far])[1].name == "flight"
     assert any("2 inputs overlap another input" in r.getMessage() for r in caplog.records)
     assert all(not j.catalog for j in find_jobs(tiles, catalog=False))
+    # one folder, two CRSs: a catalog per CRS, named after the folder and the EPSG code
+    mixed = tmp_path / "mixed"
+    cut_tiles(mixed, image, transform, 48)
+    for p in cut_tiles(tmp_path / "utm32", image, transform, 48):
+        with rasterio.open(p) as src:
+            write_scene(mixed / f"u{p.name}", src.read(), crs="EPSG:32632", transform=src.transform)
+    names = [(j.name, len(j.tiles)) for j in find_jobs(sorted(mixed.iterdir()))]
+    assert names == [("mixed_epsg32632", 4), ("mixed_epsg32633", 4)]
 
 
 @pytest.mark.parametrize(
@@ -363,6 +371,13 @@ def test_skip_existing_checks_every_output(flight, tmp_path):
     res = predict_scenes(tiny_bundle(CHIP, seed=1), [scene], out, **kw)  # another model
     assert "another model" in res.scenes[0].error
 
+    prob = out / "whole_probabilities.tif"
+    good_p = prob.read_bytes()
+    prob.write_bytes(good_p[: int(len(good_p) * 0.6)])
+    res = predict_scenes(tiny_bundle(CHIP), [scene], out, **kw)
+    assert "whole_probabilities.tif" in res.scenes[0].error
+    prob.write_bytes(good_p)
+
     png = out / "whole_quicklook.png"
     from PIL import Image
 
@@ -419,3 +434,25 @@ def test_a_catalog_predicted_at_the_training_pixel_size(flight, tmp_path):
         win = np.s_[:, r * 48 : (r + 1) * 48, c * 48 : (c + 1) * 48]
         np.testing.assert_array_equal(read(out / f"{t.stem}_classes.tif"), cls[win])
         np.testing.assert_array_equal(read(out / f"{t.stem}_probabilities.tif"), prob[win])
+
+
+def test_a_catalog_with_an_area_of_interest(flight, tmp_path):
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    root, tiles, _, _ = flight
+    with rasterio.open(root / "whole.tif") as ds:
+        t, crs = ds.transform, ds.crs
+    # the area: pixels 20..80 of the mosaic, inside tile t_0_0 near t_0_1
+    area = gpd.GeoDataFrame(
+        geometry=[box(t.c + 20 * t.a, t.f + 80 * t.e, t.c + 80 * t.a, t.f + 20 * t.e)], crs=crs
+    )
+    kw = dict(batch_size=BATCH, aoi=area)
+    ref = tmp_path / "ref" / "whole_classes.tif"
+    predict_scene(tiny_bundle(CHIP), root / "whole.tif", ref, **kw)
+    out = tmp_path / "pred"
+    res = predict_scenes(tiny_bundle(CHIP), tiles, out, block_shape=SMALL, **kw)
+    status = {s.scene.stem: s.status for s in res.scenes}
+    assert status == {"t_0_0": "ok", **{t.stem: "skipped" for t in tiles[1:]}}
+    np.testing.assert_array_equal(read(out / "t_0_0_classes.tif"), crop(read(ref), tiles[0]))
+    assert not (out / "t_0_1_classes.tif").exists()

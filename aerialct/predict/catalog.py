@@ -330,8 +330,9 @@ def _name_catalogs(jobs: list[Job]) -> None:
         first = Path(os.fspath(j.tiles[0].path))
         j.name = first.parent.name or first.stem
     cats = [j for j in jobs if j.catalog]
+    shared = {j.name for j in cats if sum(o.name == j.name for o in cats) > 1}
     for j in named:
-        if sum(o.name == j.name for o in cats) > 1 and j.crs is not None and j.crs.to_epsg():
+        if j.name in shared and j.crs is not None and j.crs.to_epsg():
             j.name = f"{j.name}_epsg{j.crs.to_epsg()}"
     seen: dict[str, int] = {}
     for j in cats:

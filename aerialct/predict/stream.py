@@ -178,7 +178,7 @@ def predict_frame(
     cuda = device.type == "cuda"
     weight = torch.from_numpy(blend_weights(size)).to(device)
     spec = _spec(frame, K, device, probabilities)
-    accumulate = ACCUMULATORS.get(device.type, RowAccumulator)(spec)
+    accumulate: Accumulator = ACCUMULATORS.get(device.type, RowAccumulator)(spec)
     model = _TimedModel(bundle.model, cuda)
     autocast = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
