@@ -2,11 +2,11 @@
 
 An output is written once every block it needs is in the state folder
 (:mod:`aerialct.predict.state`), by whichever process sees that first. A VRT over
-those blocks gives the output's pixels (through a warp back onto the input's grid
-when the prediction ran at the training pixel size); they are streamed a block row at
-a time into a tiled part file while their checksum and class counts are taken, then
-the part becomes a COG under a temporary name that is read back and renamed
-(:func:`aerialct.geo.outputs.atomic_output`). Two processes that both finish a tile's
+those blocks gives the output's pixels: one pass over it takes their checksum and
+class counts, and GDAL's COG driver then copies it, tags and colours included, under
+a temporary name that is read back and renamed
+(:func:`aerialct.geo.outputs.atomic_output`). When the prediction ran at the training
+pixel size, the blocks are warped back onto the input's grid into a part file first. Two processes that both finish a tile's
 last blocks at once both write it, with the same pixels; the rename makes one of
 them the file.
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.geo.classraster import class_tags, write_category_names
-from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, finish_cog, gtiff_profile
+from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, copy_as_cog, finish_cog, gtiff_profile
 from aerialct.geo.outputs import atomic_output
 from aerialct.geo.tags import CHECKSUM_TAG, PREDICTION_TAG
 from aerialct.predict.catalog import Tile
@@ -117,7 +117,42 @@ def write_output(ctx: JoinContext, out: Output) -> SceneResult:
 
 
 def _write_raster(ctx: JoinContext, out: Output, path: Path, *, probabilities: bool) -> np.ndarray:
-    """Stream the output's pixels from the blocks into a COG at ``path``; the class counts."""
+    """Write the output's pixels from the blocks as a COG at ``path``; the class counts.
+
+    One pass over a VRT of the blocks takes the checksum and the counts; the COG is then
+    copied from the same VRT, which carries the tags. Resampled outputs go through a part
+    file on the output's grid instead (the warp back).
+    """
+    if ctx.resampled:
+        return _write_warped(ctx, out, path, probabilities=probabilities)
+    import rasterio
+    from rasterio.windows import Window
+
+    from aerialct.geo.io import no_georef_warning
+
+    tile = out.tile
+    count = len(ctx.classes) if probabilities else 1
+    nodata = None if probabilities else IGNORE_INDEX
+    blocks = needed_blocks(ctx, out)
+    hist = np.zeros(256, dtype=np.int64)
+    ck = Checksum()
+    xml = blocks_vrt(ctx, blocks, tile, count, probabilities, nodata)
+    with no_georef_warning(), rasterio.open(xml) as vrt:
+        for y in range(0, tile.height, PART_BLOCK):
+            n = min(PART_BLOCK, tile.height - y)
+            data = vrt.read(window=Window(0, y, tile.width, n))  # (count, n, w)
+            ck.update(data)
+            if not probabilities:
+                hist += np.bincount(data.ravel(), minlength=256)
+    meta = _metadata(ctx.classes, out, probabilities, ck.text())
+    xml = blocks_vrt(ctx, blocks, tile, count, probabilities, nodata, meta)
+    with atomic_output(path, ctx.overwrite, inputs=[tile.path]) as tmp, no_georef_warning():
+        copy_as_cog(xml, tmp, ctx.creation_prob if probabilities else ctx.creation)
+    return hist
+
+
+def _write_warped(ctx: JoinContext, out: Output, path: Path, *, probabilities: bool) -> np.ndarray:
+    """Stream the output's pixels, warped back from the blocks, into a COG at ``path``."""
     import rasterio
     from rasterio.windows import Window
 
@@ -131,54 +166,59 @@ def _write_raster(ctx: JoinContext, out: Output, path: Path, *, probabilities: b
     ck = Checksum()
     with (
         atomic_output(path, ctx.overwrite, inputs=[tile.path]) as tmp,
-        _view(ctx, out, probabilities) as (view, row_off, col_off),
+        _warped(ctx, probabilities) as view,
     ):
+        top, _, left, _ = tile.rect
         part = tmp.with_name(f"{tmp.name}.part.tif")
         with rasterio.open(part, "w", **prof) as ds:
             for y in range(0, h, PART_BLOCK):
                 n = min(PART_BLOCK, h - y)
-                data = view.read(window=Window(col_off, row_off + y, w, n))  # (count, n, w)
+                data = view.read(window=Window(left, top + y, w, n))  # (count, n, w)
                 ck.update(data)
                 if not probabilities:
                     hist += np.bincount(data.ravel(), minlength=256)
                 ds.write(data, window=Window(0, y, w, n))
-            _tag(ds, ctx.classes, out, probabilities, ck.text())
+            meta = _metadata(ctx.classes, out, probabilities, ck.text())
+            ds.update_tags(**meta.tags)
+            for i, d in enumerate(meta.descriptions):
+                ds.set_band_description(i + 1, d)
+            if meta.colormap:
+                ds.write_colormap(1, meta.colormap)
         finish_cog(part, tmp, ctx.creation_prob if probabilities else ctx.creation)
     return hist
 
 
-def _tag(ds: Any, classes: ClassTable, out: Output, probabilities: bool, checksum: str) -> None:
+@dataclass(frozen=True)
+class _Meta:
+    """What an output raster carries besides its pixels."""
+
+    tags: dict[str, str]
+    descriptions: list[str]
+    colormap: dict[int, tuple[int, int, int, int]] | None
+
+
+def _metadata(classes: ClassTable, out: Output, probabilities: bool, checksum: str) -> _Meta:
     """Class table, source, provenance and checksum tags; colours or band names."""
     source = out.provenance.source.get("path")
     tags = class_tags(classes, source=source, prob_scale=PROB_SCALE if probabilities else None)
     tags[PREDICTION_TAG] = out.provenance.to_json()
     tags[CHECKSUM_TAG] = checksum
-    ds.update_tags(**tags)
     if probabilities:
-        for i, name in enumerate(classes.names):
-            ds.set_band_description(i + 1, name)
-    else:
-        ds.write_colormap(1, classes.colormap())
-        ds.set_band_description(1, "class")
+        return _Meta(tags, list(classes.names), None)
+    return _Meta(tags, ["class"], classes.colormap())
 
 
 @contextlib.contextmanager
-def _view(ctx: JoinContext, out: Output, probabilities: bool) -> Iterator[tuple[Any, int, int]]:
-    """An open raster holding the output's pixels, and where the output starts in it."""
+def _warped(ctx: JoinContext, probabilities: bool) -> Iterator[Any]:
+    """The blocks warped back onto the job's own grid (a WarpedVRT, read by windows)."""
     import rasterio
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
 
     from aerialct.geo.io import no_georef_warning
 
     count = len(ctx.classes) if probabilities else 1
     nodata = None if probabilities else IGNORE_INDEX
-    if not ctx.resampled:
-        xml = blocks_vrt(ctx, needed_blocks(ctx, out), out.tile, count, probabilities, nodata)
-        with no_georef_warning(), rasterio.open(xml) as vrt:
-            yield vrt, 0, 0
-        return
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
-
     whole = Tile("", 0, 0, ctx.pred.height, ctx.pred.width, ctx.pred.transform, ctx.pred.crs)
     xml = blocks_vrt(ctx, list(ctx.blocks), whole, count, probabilities, nodata)
     kw: dict[str, Any] = {
@@ -190,9 +230,8 @@ def _view(ctx: JoinContext, out: Output, probabilities: bool) -> Iterator[tuple[
     }
     if nodata is not None:
         kw["nodata"] = nodata
-    top, _, left, _ = out.tile.rect
     with no_georef_warning(), rasterio.open(xml) as vrt, WarpedVRT(vrt, **kw) as warped:
-        yield warped, top, left
+        yield warped
 
 
 def blocks_vrt(
@@ -202,8 +241,10 @@ def blocks_vrt(
     count: int,
     probabilities: bool,
     nodata: int | None,
+    meta: _Meta | None = None,
 ) -> str:
-    """A VRT (XML) of ``tile``'s rectangle of the prediction grid, from ``blocks``' files."""
+    """A VRT (XML) of ``tile``'s rectangle of the prediction grid, from ``blocks``' files,
+    with the tags, band descriptions and colour table of ``meta``."""
     top, bottom, left, right = tile.rect
     t = tile.transform
     gt = ", ".join(repr(float(v)) for v in (t.c, t.a, t.b, t.f, t.d, t.e))
@@ -230,12 +271,32 @@ def blocks_vrt(
             )
         nd = f"<NoDataValue>{nodata}</NoDataValue>" if nodata is not None else ""
         bands.append(
-            f'<VRTRasterBand dataType="Byte" band="{band}">{nd}{"".join(sources)}</VRTRasterBand>'
+            f'<VRTRasterBand dataType="Byte" band="{band}">{_band_meta(meta, band)}{nd}'
+            f"{''.join(sources)}</VRTRasterBand>"
         )
+    mdi = ""
+    if meta is not None:
+        items = "".join(f'<MDI key="{escape(k)}">{escape(v)}</MDI>' for k, v in meta.tags.items())
+        mdi = f"<Metadata>{items}</Metadata>"
     return (
         f'<VRTDataset rasterXSize="{right - left}" rasterYSize="{bottom - top}">{srs}'
-        f"<GeoTransform>{gt}</GeoTransform>{''.join(bands)}</VRTDataset>"
+        f"<GeoTransform>{gt}</GeoTransform>{mdi}{''.join(bands)}</VRTDataset>"
     )
+
+
+def _band_meta(meta: _Meta | None, band: int) -> str:
+    """A VRT band's description and colour table."""
+    if meta is None:
+        return ""
+    out = f"<Description>{escape(meta.descriptions[band - 1])}</Description>"
+    if meta.colormap and band == 1:
+        top = max(meta.colormap)
+        entries = "".join(
+            '<Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(*meta.colormap.get(i, (0, 0, 0, 0)))
+            for i in range(top + 1)
+        )
+        out += f"<ColorInterp>Palette</ColorInterp><ColorTable>{entries}</ColorTable>"
+    return out
 
 
 def _write_quicklook(ctx: JoinContext, out: Output) -> None:

@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ import numpy as np
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.geo.classraster import class_tags
 from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, RowWriter, gtiff_profile
+from aerialct.geo.io import verify_raster
 from aerialct.geo.outputs import (
     MARKER,
     TMP_MARK,
@@ -161,10 +162,10 @@ class BlockFiles:
         if w < 16 or h < 16:
             options = {"compress": "zstd", "zstd_level": 1}
         try:
-            tmp = self.stack.enter_context(atomic_output(state.classes_path(block), True))
+            tmp = self.stack.enter_context(_block_output(state.classes_path(block)))
             tmp_p = None
             if probabilities:
-                tmp_p = self.stack.enter_context(atomic_output(state.prob_path(block), True))
+                tmp_p = self.stack.enter_context(_block_output(state.prob_path(block)))
             prof = gtiff_profile(w, h, 1, "uint8", grid.crs, transform, IGNORE_INDEX, **options)
             ds = self.stack.enter_context(rasterio.open(tmp, "w", **prof))
             ds.update_tags(**class_tags(classes))
@@ -194,6 +195,19 @@ class BlockFiles:
     def abort(self, exc: BaseException) -> None:
         """Remove the temporaries after ``exc``."""
         self.stack.__exit__(type(exc), exc, exc.__traceback__)
+
+
+@contextlib.contextmanager
+def _block_output(path: Path) -> Iterator[Path]:
+    """:func:`atomic_output` for a block file, read back by its last block only.
+
+    A GeoTIFF's directory is written last, on close, and every block write raises on
+    failure, so a file that opens and decodes its last block was written to the end;
+    the join decodes every block again when it cuts the outputs.
+    """
+    with atomic_output(path, True, verify=False) as tmp:
+        yield tmp
+        verify_raster(tmp, whole=False)
 
 
 class BlockCutter:
