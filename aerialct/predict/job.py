@@ -55,6 +55,7 @@ from aerialct.predict.outputs import gdal_env, training_grid_shape, training_gri
 from aerialct.predict.plan import (
     DEFAULT_BLOCK_SHAPE,
     Block,
+    BlockIndex,
     BlockShape,
     WindowGrid,
     plan_blocks,
@@ -205,6 +206,7 @@ class _JobRun:
         self.outputs: list[Output] = []
         self.reported: set[int] = set()  # outputs whose record this process gives
         self.recorded: set[int] = set()
+        self.outside: set[int] = set()  # outputs outside --aoi: never written
         self.users: dict[int, list[int]] = {}  # block index -> outputs to write that need it
         self.need: dict[int, list[Block]] = {}  # output -> the blocks it needs
         self.todo: dict[int, Output] = {}
@@ -354,8 +356,9 @@ class _JobRun:
             vrt = source_identity(job.vrt) if job.vrt is not None else None
             catalog = {"name": job.name, "tiles": len(job.tiles), "hash": digest([placed, vrt])}
         self.outputs = self._outputs(sources, model, options, aoi_id, catalog)
+        index = BlockIndex(self.blocks)
         for i, o in enumerate(self.outputs):
-            first = next((b for b in self.blocks if b.intersects(*o.tile.rect)), self.blocks[0])
+            first = (index.within(*o.tile.rect) or self.blocks)[0]
             if self.owned(first):
                 self.reported.add(i)
         execution = {
@@ -376,6 +379,7 @@ class _JobRun:
         }
         self.state = State(self._out_dir(), job.name, digest(manifest), manifest)
         self.ctx = self._join_context(src, pred, bands)
+        self.ctx.index = index
         self._decide(aoi)
 
     def _out_dir(self) -> Path:
@@ -446,9 +450,12 @@ class _JobRun:
             )
         for i, o in enumerate(self.outputs):
             if aoi is not None and not _touches(o.tile, aoi):
+                self.outside.add(i)
                 self._record(i, SceneResult(scene=Path(str(o.tile.path)), status="skipped",
                                             error="outside --aoi"))  # fmt: skip
                 continue
+            if not any(self.owned(b) for b in needed_blocks(self.ctx, o)):
+                continue  # another process's: it checks, computes and writes it
             try:
                 fate = self._fate(o, resuming)
             except (OutputExistsError, InputError) as e:
@@ -591,7 +598,12 @@ class _JobRun:
                 self.result.outputs.append(
                     SceneResult(scene=Path(str(o.tile.path)), status="pending", output=o.classes)
                 )
-        if waiting:
+        unwritten = [
+            o
+            for i, o in enumerate(self.outputs)
+            if i not in self.outside and not o.classes.exists()
+        ]
+        if unwritten:  # waiting for other processes' blocks (or failed: a rerun needs them)
             self.result.state = self.state.root
             return
         self.state.remove([d for d, _ in self.state.others()])

@@ -30,7 +30,7 @@ from aerialct.geo.outputs import atomic_output
 from aerialct.geo.tags import CHECKSUM_TAG, PREDICTION_TAG
 from aerialct.predict.catalog import Tile
 from aerialct.predict.identity import Checksum, Provenance
-from aerialct.predict.plan import Block
+from aerialct.predict.plan import Block, BlockIndex
 from aerialct.predict.quicklook import write_quicklook
 from aerialct.predict.results import SceneResult
 from aerialct.predict.state import State
@@ -81,6 +81,7 @@ class JoinContext:
     source: Any = None  # the job's open source raster, for quick looks
     bands: Sequence[int] = ()
     title: str = ""
+    index: BlockIndex | None = None
 
 
 def needed_blocks(ctx: JoinContext, out: Output) -> list[Block]:
@@ -88,6 +89,8 @@ def needed_blocks(ctx: JoinContext, out: Output) -> list[Block]:
     back reads the whole prediction grid)."""
     if ctx.resampled:
         return list(ctx.blocks)
+    if ctx.index is not None:
+        return ctx.index.within(*out.tile.rect)
     return [b for b in ctx.blocks if b.intersects(*out.tile.rect)]
 
 

@@ -220,3 +220,26 @@ def run_frame(run: Sequence[Block]) -> Frame:
     """The frame that streams the blocks of ``run`` (consecutive bands of one part) in one go."""
     first, last = run[0].frame, run[-1].frame
     return Frame(first.grid, (first.rows[0], last.rows[1]), first.cols)
+
+
+class BlockIndex:
+    """The blocks of a plan that meet a pixel rectangle, found by bisection (bands share
+    their rows across parts, parts their columns across bands)."""
+
+    def __init__(self, blocks: Sequence[Block]) -> None:
+        self.tops = sorted({b.top for b in blocks})
+        self.lefts = sorted({b.left for b in blocks})
+        self.at = {(b.top, b.left): b for b in blocks}
+
+    def within(self, top: int, bottom: int, left: int, right: int) -> list[Block]:
+        """The blocks meeting ``[top, bottom) x [left, right)``, in plan order."""
+        i0 = max(0, bisect.bisect_right(self.tops, top) - 1)
+        i1 = bisect.bisect_left(self.tops, bottom)
+        j0 = max(0, bisect.bisect_right(self.lefts, left) - 1)
+        j1 = bisect.bisect_left(self.lefts, right)
+        found = [
+            self.at[(self.tops[i], self.lefts[j])] for i in range(i0, i1) for j in range(j0, j1)
+        ]
+        return sorted(
+            (b for b in found if b.intersects(top, bottom, left, right)), key=lambda b: b.index
+        )
