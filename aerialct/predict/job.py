@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aerialct.errors import InputError, OutputExistsError
+from aerialct.errors import DiskFullError, InputError, OutputExistsError
 from aerialct.geo.cog import cog_options
 from aerialct.geo.grid import stride_for
 from aerialct.geo.inputs import redact
@@ -530,6 +530,16 @@ class _JobRun:
         for b in mine:  # outputs whose blocks are all there already
             self._write_ready(b)
         todo = [b for b in mine if not self.state.done(b, self.opts.probabilities)]
+        try:
+            self._stream(todo, source, dev)
+        except DiskFullError as e:  # name what could not be written, not a block of the state
+            target = self.outputs[0].classes if len(self.outputs) == 1 else self._out_dir()
+            raise DiskFullError(target) from e
+        self.result.windows = self.stats.windows
+        self.result.forward_seconds = self.stats.forward_seconds
+
+    def _stream(self, todo: list[Block], source: FrameInput, dev: Any) -> None:
+        """Compute the blocks ``todo``: consecutive bands of a part in one stream each."""
         label = self.job.name
         for run in runs(todo):
             frame = run_frame(run)
@@ -550,8 +560,6 @@ class _JobRun:
             self.stats.windows += stats.windows
             self.stats.forward_seconds += stats.forward_seconds
             self.result.blocks_run += len(run)
-        self.result.windows = self.stats.windows
-        self.result.forward_seconds = self.stats.forward_seconds
 
     def _open_block(self, block: Block) -> BlockFiles:
         assert self.state is not None and self.ctx is not None
