@@ -210,6 +210,7 @@ class _JobRun:
         self.users: dict[int, list[int]] = {}  # block index -> outputs to write that need it
         self.need: dict[int, list[Block]] = {}  # output -> the blocks it needs
         self.todo: dict[int, Output] = {}
+        self.replace: set[int] = set()  # ids of outputs whose complete side outputs are redone
         self.written: set[int] = set()
         self.blocks: list[Block] = []
         self.ctx: JoinContext | None = None
@@ -480,6 +481,9 @@ class _JobRun:
             for p in present:
                 check_output(p, True)
             return "todo"
+        if not o.classes.exists() and self._sides_complete(o, present):
+            self.replace.add(id(o))  # a writer stopped between its renames: write it again
+            return "todo"
         reason = self._incomplete(o)
         if reason is None:
             if self.opts.skip_existing or resuming:
@@ -490,6 +494,25 @@ class _JobRun:
             f"it is not a complete prediction of {o.provenance.source.get('path')} ({reason}); "
             "delete it or pass --overwrite",
         )
+
+    def _sides_complete(self, o: Output, present: list[Path]) -> bool:
+        """Whether the side outputs in ``present`` are complete ones of ``o`` (its class
+        raster is renamed last, so a writer stopped between its renames leaves these)."""
+        import json
+
+        h, w = o.tile.height, o.tile.width
+        table = json.dumps(self.bundle.classes.to_list())
+        for p in present:
+            if p == o.probabilities:
+                shape = (len(self.bundle.classes), h, w)
+                if why_incomplete(p, o.provenance, table, shape) is not None:
+                    return False
+            elif p == o.quicklook:
+                if why_quicklook_incomplete(p, o.provenance) is not None:
+                    return False
+            else:
+                return False
+        return True
 
     def _incomplete(self, o: Output) -> str | None:
         import json
@@ -582,10 +605,12 @@ class _JobRun:
     def _write(self, i: int, o: Output) -> None:
         assert self.ctx is not None
         try:
-            rec = write_output(self.ctx, o)
-        except Exception:
-            if o.classes.exists() and self._incomplete(o) is None:
-                self.written.add(i)  # another process wrote it (and took the state) just now
+            rec = write_output(self.ctx, o, replace=id(o) in self.replace)
+        except Exception as e:
+            assert self.state is not None
+            race = isinstance(e, OutputExistsError) or not self.state.root.is_dir()
+            if self._written_by_another(o, wait=30.0 if race else 0.0):
+                self.written.add(i)
                 return
             raise
         self.written.add(i)
@@ -593,6 +618,14 @@ class _JobRun:
         rec.device, rec.gsd = self.device, grid_gsd(o.tile.crs, o.tile.transform)
         rec.resampled = self.ctx.resampled
         self.result.outputs.append(rec)
+
+    def _written_by_another(self, o: Output, wait: float) -> bool:
+        """Whether another process that finished the same blocks at the same moment has
+        written ``o`` (its class raster, renamed last, appears within ``wait`` seconds)."""
+        deadline = time.monotonic() + wait
+        while not o.classes.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return o.classes.exists() and self._incomplete(o) is None
 
     def _finish(self) -> None:
         assert self.state is not None

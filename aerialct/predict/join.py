@@ -94,16 +94,24 @@ def needed_blocks(ctx: JoinContext, out: Output) -> list[Block]:
     return [b for b in ctx.blocks if b.intersects(*out.tile.rect)]
 
 
-def write_output(ctx: JoinContext, out: Output) -> SceneResult:
-    """Write ``out``'s rasters (and quick look) from the finished blocks; its result record."""
+def write_output(ctx: JoinContext, out: Output, *, replace: bool = False) -> SceneResult:
+    """Write ``out``'s rasters (and quick look) from the finished blocks; its result record.
+
+    ``replace`` lets complete side outputs of this very output (left by a writer that
+    stopped before its class raster) be written again.
+    """
     t0 = time.perf_counter()
     tile = out.tile
-    hist = _write_raster(ctx, out, out.classes, probabilities=False)
-    if out.probabilities is not None:
-        _write_raster(ctx, out, out.probabilities, probabilities=True)
+    sides = ctx.overwrite or replace
+    # the class raster is renamed into place last: when it is there, its side outputs are
+    with atomic_output(out.classes, ctx.overwrite, inputs=[tile.path]) as tmp_cls:
+        hist = _write_raster(ctx, out, tmp_cls, probabilities=False)
+        if out.probabilities is not None:
+            with atomic_output(out.probabilities, sides, inputs=[tile.path]) as tmp:
+                _write_raster(ctx, out, tmp, probabilities=True)
+        if out.quicklook is not None:
+            _write_quicklook(ctx, out, tmp_cls, sides)
     write_category_names(out.classes, ctx.classes)
-    if out.quicklook is not None:
-        _write_quicklook(ctx, out)
     return SceneResult(
         scene=Path(str(tile.path)),
         output=out.classes,
@@ -119,15 +127,16 @@ def write_output(ctx: JoinContext, out: Output) -> SceneResult:
     )
 
 
-def _write_raster(ctx: JoinContext, out: Output, path: Path, *, probabilities: bool) -> np.ndarray:
-    """Write the output's pixels from the blocks as a COG at ``path``; the class counts.
+def _write_raster(ctx: JoinContext, out: Output, tmp: Path, *, probabilities: bool) -> np.ndarray:
+    """Write the output's pixels from the blocks as a COG at ``tmp`` (an atomic output's
+    temporary); the class counts.
 
     One pass over a VRT of the blocks takes the checksum and the counts; the COG is then
     copied from the same VRT, which carries the tags. Resampled outputs go through a part
     file on the output's grid instead (the warp back).
     """
     if ctx.resampled:
-        return _write_warped(ctx, out, path, probabilities=probabilities)
+        return _write_warped(ctx, out, tmp, probabilities=probabilities)
     import rasterio
     from rasterio.windows import Window
 
@@ -149,13 +158,13 @@ def _write_raster(ctx: JoinContext, out: Output, path: Path, *, probabilities: b
                 hist += np.bincount(data.ravel(), minlength=256)
     meta = _metadata(ctx.classes, out, probabilities, ck.text())
     xml = blocks_vrt(ctx, blocks, tile, count, probabilities, nodata, meta)
-    with atomic_output(path, ctx.overwrite, inputs=[tile.path]) as tmp, no_georef_warning():
+    with no_georef_warning():
         copy_as_cog(xml, tmp, ctx.creation_prob if probabilities else ctx.creation)
     return hist
 
 
-def _write_warped(ctx: JoinContext, out: Output, path: Path, *, probabilities: bool) -> np.ndarray:
-    """Stream the output's pixels, warped back from the blocks, into a COG at ``path``."""
+def _write_warped(ctx: JoinContext, out: Output, tmp: Path, *, probabilities: bool) -> np.ndarray:
+    """Stream the output's pixels, warped back from the blocks, into a COG at ``tmp``."""
     import rasterio
     from rasterio.windows import Window
 
@@ -167,10 +176,7 @@ def _write_warped(ctx: JoinContext, out: Output, path: Path, *, probabilities: b
     prof = gtiff_profile(w, h, count, "uint8", tile.crs, tile.transform, nodata, **options)
     hist = np.zeros(256, dtype=np.int64)
     ck = Checksum()
-    with (
-        atomic_output(path, ctx.overwrite, inputs=[tile.path]) as tmp,
-        _warped(ctx, probabilities) as view,
-    ):
+    with _warped(ctx, probabilities) as view:
         top, _, left, _ = tile.rect
         part = tmp.with_name(f"{tmp.name}.part.tif")
         with rasterio.open(part, "w", **prof) as ds:
@@ -302,15 +308,16 @@ def _band_meta(meta: _Meta | None, band: int) -> str:
     return out
 
 
-def _write_quicklook(ctx: JoinContext, out: Output) -> None:
-    """The quick look of the output's part of the job's source, with its provenance."""
+def _write_quicklook(ctx: JoinContext, out: Output, classes: Path, overwrite: bool) -> None:
+    """The quick look of the output's part of the job's source, with its provenance, from
+    the class raster ``classes``."""
     assert out.quicklook is not None
     top, bottom, left, right = out.tile.rect
-    with atomic_output(out.quicklook, ctx.overwrite, inputs=[out.tile.path]) as tmp:
+    with atomic_output(out.quicklook, overwrite, inputs=[out.tile.path]) as tmp:
         write_quicklook(
             ctx.source,
             list(ctx.bands),
-            out.classes,
+            classes,
             tmp,
             ctx.classes,
             title=Path(str(out.tile.path)).name + ctx.title,
