@@ -9,7 +9,14 @@ import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
-from aerialct.cli.options import CreationOptions, Device, Json, Overwrite, parse_creation_options
+from aerialct.cli.options import (
+    CreationOptions,
+    Device,
+    Json,
+    Overwrite,
+    Stac,
+    parse_creation_options,
+)
 
 if TYPE_CHECKING:
     from aerialct.predict import BatchResult
@@ -17,7 +24,7 @@ if TYPE_CHECKING:
 
 def _load_bundle(checkpoint: Path, device: str) -> Any:
     """The checkpoint's inference bundle (a seam the tests replace with an oracle model)."""
-    from aerialct.engine.checkpoint import load_inference_model
+    from aerialct.predict.bundle import load_inference_model
 
     return load_inference_model(checkpoint, device=device)
 
@@ -157,6 +164,7 @@ def predict(
     catalog: Catalog = True,
     mosaic: Mosaic = False,
     shard: Shard = None,
+    stac: Stac = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -168,6 +176,8 @@ def predict(
     --shard K/N, N machines (or array tasks) given the same inputs cover it once,
     by scenes or by blocks of large scenes. A killed run resumes from its last
     finished block when run again with the same arguments.
+    Each output gets a STAC Item, <stem>.stac.json beside it, or in the
+    catalogue --stac DIR.
 
     Examples:
 
@@ -176,6 +186,7 @@ def predict(
       aerialct predict run/best.pt 'flight/*.tif' --out pred
       aerialct predict run/best.pt flight.vrt --out pred --mosaic
       aerialct predict best.pt 'flight/*.tif' -o pred --shard 3/8
+      aerialct predict best.pt tiles/ -o pred --stac delivery/stac
     """
     if skip_existing and overwrite:
         raise typer.BadParameter(
@@ -185,18 +196,14 @@ def predict(
     creation = parse_creation_options(co)
     band_list = _parse_bands(bands)
 
-    from aerialct.errors import InputError
+    from aerialct.errors import ItemFailure, raise_for_failures
     from aerialct.geo.inputs import expand_inputs
     from aerialct.predict import predict_scenes, reduce_heap_fragmentation, resolve_device_name
-    from aerialct.shards import parse_shard, shard_from_env
+    from aerialct.stac import check_stac_dir, deliver_predictions
 
-    try:
-        shard_kn = parse_shard(shard) if shard is not None else None
-    except InputError as e:
-        raise typer.BadParameter(str(e), param_hint="--shard") from None
-    if shard_kn is None and (shard_kn := shard_from_env()) is not None:
-        console.info(f"shard {shard_kn} from {shard_kn.source}")
+    shard_kn = _shard(shard)
     scene_list = expand_inputs(scenes)
+    check_stac_dir(stac)
     reduce_heap_fragmentation()
     if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
         device = "cpu"  # onnxruntime's CPU provider
@@ -225,16 +232,38 @@ def predict(
             aoi=aoi,
             progress=progress,
         )
-    _render(result, json_out)
-    _raise_failures(result)
+    items = deliver_predictions(result.scenes, bundle, stac)
+    _render(result, json_out, items)
+    raise_for_failures(
+        len(result.scenes),
+        [ItemFailure(str(s.scene), s.error or "", s.exception) for s in result.failed],
+        "scenes",
+        result,
+    )
 
 
-def _render(result: BatchResult, json_out: bool) -> None:
+def _shard(shard: str | None) -> Any:
+    """The --shard K/N given, or the one a Slurm array / Kubernetes indexed Job sets."""
+    from aerialct.errors import InputError
+    from aerialct.shards import resolve_shard
+
+    try:
+        shard_kn = resolve_shard(shard)
+    except InputError as e:
+        if shard is None:
+            raise  # the environment's mistake: its own line names the variable
+        raise typer.BadParameter(str(e), param_hint="--shard") from None
+    if shard is None and shard_kn is not None:
+        console.info(f"shard {shard_kn} from {shard_kn.source}")
+    return shard_kn
+
+
+def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
     """The batch as JSON, or as a table of scenes (left out for one failed scene, whose
-    error line says it all), and a line about skipped scenes."""
+    error line says it all), and a line about skipped scenes and the STAC Items."""
     single_failure = len(result.scenes) == 1 and bool(result.failed)
     if json_out:
-        console.print_json(result.to_dict())
+        console.print_json({**result.to_dict(), "stac": [str(p) for p in items]})
     elif not single_failure:
         rows = [
             (
@@ -255,6 +284,8 @@ def _render(result: BatchResult, json_out: bool) -> None:
         console.print_table(
             title, ["scene", "status", "size", "s", "Mpx/s", "output / error"], rows
         )
+    if items and not json_out:
+        console.info(f"STAC: {', '.join(str(p) for p in items)}")
     if result.skipped:
         console.info(
             f"{len(result.skipped)} of {len(result.scenes)} scenes skipped: complete outputs exist"
@@ -266,24 +297,3 @@ def _render(result: BatchResult, json_out: bool) -> None:
                 f"{job.pending} output(s) wait for the other shards' blocks and are written by "
                 f"the one that finishes last (or by a rerun); state: {job.state}"
             )
-
-
-def _raise_failures(result: BatchResult) -> None:
-    """Exit 1 when every scene failed (one scene: its own error), 3 when some did."""
-    from aerialct.errors import AerialctError, PartialFailure
-
-    failed = result.failed
-    if not failed:
-        return
-    if len(failed) == len(result.scenes):
-        first = failed[0]
-        if len(result.scenes) == 1 and first.exception is not None:
-            raise first.exception
-        raise AerialctError(
-            f"all {len(failed)} scene(s) failed; first: {first.scene}: {first.error}"
-        )
-    raise PartialFailure(
-        f"{len(failed)} of {len(result.scenes)} scenes failed: "
-        + ", ".join(s.scene.name for s in failed),
-        result,
-    )

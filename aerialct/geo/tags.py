@@ -30,3 +30,10 @@ hash and the options that change the result (:class:`aerialct.predict.identity.P
 CHECKSUM_TAG = "AERIALCT_CHECKSUM"
 """``sha256:<hex>`` of a predicted raster's decoded pixels, row by row, each row band after
 band (of a quick look: its RGB pixels), written when the raster was finished."""
+
+BAND_CLASS_PREFIX = "CLASS_"
+"""Band metadata (not a dataset tag) of a class raster: ``CLASS_<id>=<name>`` per class, kept
+inside the GeoTIFF so the names survive without the ``.aux.xml`` sidecar."""
+
+MODEL_TAG = "AERIALCT_MODEL"
+"""The model that predicted a raster, as JSON: checkpoint name, sha256, preset, weights."""

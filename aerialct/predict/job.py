@@ -67,6 +67,7 @@ from aerialct.predict.results import BundleLike, SceneResult
 from aerialct.predict.state import BlockCutter, BlockFiles, State, manifest_changes
 from aerialct.predict.stream import GridStats, predict_frame
 from aerialct.progress import ProgressFn, as_progress
+from aerialct.stac import model_tags
 
 log = logging.getLogger("aerialct")
 
@@ -241,7 +242,7 @@ class _JobRun:
         for t in targets:
             self.result.outputs.append(
                 SceneResult(
-                    scene=Path(str(t.path)), status="failed", error=" ".join(str(e).split()),
+                    scene=Path(str(t.path)), source=os.fspath(t.path), status="failed", error=" ".join(str(e).split()),
                     exception=e,
                 )
             )  # fmt: skip
@@ -434,6 +435,7 @@ class _JobRun:
             source=src,
             bands=bands,
             title=f" · {Path(ckpt).name}" if ckpt else "",
+            model_tags=model_tags(bundle),
         )
 
     def _decide(self, aoi: Any) -> None:
@@ -452,7 +454,7 @@ class _JobRun:
         for i, o in enumerate(self.outputs):
             if aoi is not None and not _touches(o.tile, aoi):
                 self.outside.add(i)
-                self._record(i, SceneResult(scene=Path(str(o.tile.path)), status="skipped",
+                self._record(i, SceneResult(scene=Path(str(o.tile.path)), source=os.fspath(o.tile.path), status="skipped",
                                             error="outside --aoi"))  # fmt: skip
                 continue
             if not any(self.owned(b) for b in needed_blocks(self.ctx, o)):
@@ -637,7 +639,12 @@ class _JobRun:
             if i in self.reported:
                 o = self.todo[i]
                 self.result.outputs.append(
-                    SceneResult(scene=Path(str(o.tile.path)), status="pending", output=o.classes)
+                    SceneResult(
+                        scene=Path(str(o.tile.path)),
+                        source=os.fspath(o.tile.path),
+                        status="pending",
+                        output=o.classes,
+                    )
                 )
         unwritten = [
             o
@@ -698,13 +705,18 @@ def _touches(tile: Tile, aoi: Any) -> bool:
 
 def _failed(o: Output, e: Exception) -> SceneResult:
     return SceneResult(
-        scene=Path(str(o.tile.path)), status="failed", error=" ".join(str(e).split()), exception=e
+        scene=Path(str(o.tile.path)),
+        source=os.fspath(o.tile.path),
+        status="failed",
+        error=" ".join(str(e).split()),
+        exception=e,
     )
 
 
 def _skipped(o: Output) -> SceneResult:
     return SceneResult(
         scene=Path(str(o.tile.path)),
+        source=os.fspath(o.tile.path),
         status="skipped",
         output=o.classes,
         probabilities=o.probabilities,

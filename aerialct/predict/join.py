@@ -14,9 +14,10 @@ them the file.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -24,7 +25,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.geo.classraster import class_tags, write_category_names
+from aerialct.geo.classraster import band_class_names, class_tags, write_class_sidecars
 from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, copy_as_cog, finish_cog, gtiff_profile
 from aerialct.geo.outputs import atomic_output
 from aerialct.geo.tags import CHECKSUM_TAG, PREDICTION_TAG
@@ -82,6 +83,8 @@ class JoinContext:
     bands: Sequence[int] = ()
     title: str = ""
     index: BlockIndex | None = None
+    model_tags: dict[str, str] = field(default_factory=dict)
+    """The tag naming the model (:func:`aerialct.stac.model_tags`), on every raster."""
 
 
 def needed_blocks(ctx: JoinContext, out: Output) -> list[Block]:
@@ -111,9 +114,10 @@ def write_output(ctx: JoinContext, out: Output, *, replace: bool = False) -> Sce
                 _write_raster(ctx, out, tmp, probabilities=True)
         if out.quicklook is not None:
             _write_quicklook(ctx, out, tmp_cls, sides)
-    write_category_names(out.classes, ctx.classes)
+    write_class_sidecars(out.classes, ctx.classes)  # gdalinfo / QGIS: names, RAT, style
     return SceneResult(
         scene=Path(str(tile.path)),
+        source=os.fspath(tile.path),
         output=out.classes,
         probabilities=out.probabilities,
         quicklook=out.quicklook,
@@ -156,7 +160,7 @@ def _write_raster(ctx: JoinContext, out: Output, tmp: Path, *, probabilities: bo
             ck.update(data)
             if not probabilities:
                 hist += np.bincount(data.ravel(), minlength=256)
-    meta = _metadata(ctx.classes, out, probabilities, ck.text())
+    meta = _metadata(ctx, out, probabilities, ck.text())
     xml = blocks_vrt(ctx, blocks, tile, count, probabilities, nodata, meta)
     with no_georef_warning():
         copy_as_cog(xml, tmp, ctx.creation_prob if probabilities else ctx.creation)
@@ -187,8 +191,10 @@ def _write_warped(ctx: JoinContext, out: Output, tmp: Path, *, probabilities: bo
                 if not probabilities:
                     hist += np.bincount(data.ravel(), minlength=256)
                 ds.write(data, window=Window(0, y, w, n))
-            meta = _metadata(ctx.classes, out, probabilities, ck.text())
+            meta = _metadata(ctx, out, probabilities, ck.text())
             ds.update_tags(**meta.tags)
+            if meta.band_tags:
+                ds.update_tags(1, **meta.band_tags)
             for i, d in enumerate(meta.descriptions):
                 ds.set_band_description(i + 1, d)
             if meta.colormap:
@@ -204,17 +210,22 @@ class _Meta:
     tags: dict[str, str]
     descriptions: list[str]
     colormap: dict[int, tuple[int, int, int, int]] | None
+    band_tags: dict[str, str] = field(default_factory=dict)
+    """Metadata of band 1 (a class raster's class names)."""
 
 
-def _metadata(classes: ClassTable, out: Output, probabilities: bool, checksum: str) -> _Meta:
-    """Class table, source, provenance and checksum tags; colours or band names."""
+def _metadata(ctx: JoinContext, out: Output, probabilities: bool, checksum: str) -> _Meta:
+    """Class table, source, model, provenance and checksum tags; colours and class names,
+    or band names."""
+    classes = ctx.classes
     source = out.provenance.source.get("path")
     tags = class_tags(classes, source=source, prob_scale=PROB_SCALE if probabilities else None)
     tags[PREDICTION_TAG] = out.provenance.to_json()
     tags[CHECKSUM_TAG] = checksum
+    tags.update(ctx.model_tags)
     if probabilities:
         return _Meta(tags, list(classes.names), None)
-    return _Meta(tags, ["class"], classes.colormap())
+    return _Meta(tags, ["class"], classes.colormap(), band_class_names(classes))
 
 
 @contextlib.contextmanager
@@ -294,7 +305,7 @@ def blocks_vrt(
 
 
 def _band_meta(meta: _Meta | None, band: int) -> str:
-    """A VRT band's description and colour table."""
+    """A VRT band's description, colour table and metadata."""
     if meta is None:
         return ""
     out = f"<Description>{escape(meta.descriptions[band - 1])}</Description>"
@@ -305,6 +316,11 @@ def _band_meta(meta: _Meta | None, band: int) -> str:
             for i in range(top + 1)
         )
         out += f"<ColorInterp>Palette</ColorInterp><ColorTable>{entries}</ColorTable>"
+    if meta.band_tags and band == 1:
+        items = "".join(
+            f'<MDI key="{escape(k)}">{escape(v)}</MDI>' for k, v in meta.band_tags.items()
+        )
+        out += f"<Metadata>{items}</Metadata>"
     return out
 
 

@@ -83,6 +83,7 @@ def predict_scene(
     (rec,) = result.outputs
     if rec.status == "failed" and rec.exception is not None:
         raise rec.exception
+    rec.source = os.fspath(scene)  # as given: a URL or /vsi path keeps its //
     rec.seconds = result.seconds
     rec.pixels_per_second = rec.width * rec.height / max(rec.seconds, 1e-9)
     return rec

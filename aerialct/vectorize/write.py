@@ -13,11 +13,12 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
-from aerialct.vectorize.layer import Polygonised, _check_options, polygonise
+from aerialct.vectorize.layer import Polygonised, check_options, polygonise
 from aerialct.vectorize.windows import parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
+    from aerialct.styles import LayerStyle
 
 
 @dataclass
@@ -76,7 +77,7 @@ def vectorize(
         raise InputError(f"{out}: --overwrite and --append exclude each other; pick one")
     if not append:
         check_output(out, overwrite, inputs=[p for p in (raster, probabilities) if p is not None])
-    _check_options(min_area, fill_holes, simplify, connectivity, window_size)
+    check_options(min_area, fill_holes, simplify, connectivity, window_size)
     ops = _morph_ops(morph)
     poly = polygonise(
         raster,
@@ -96,7 +97,10 @@ def vectorize(
     appended = append and out.exists()
     if appended:
         out_layer = _continue_ids(out, poly.layer_name, out_layer, str(raster))
-    write_layers(out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append)
+    styles = layer_styles(raster, poly.layer_name, poly.names, list(out_layer.fields))
+    write_layers(
+        out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append, styles=styles
+    )
     return _result(poly, out_layer, out, driver, window_size, t0, appended, {
         "min_area": min_area,
         "fill_holes": fill_holes,
@@ -106,6 +110,24 @@ def vectorize(
         "connectivity": connectivity,
         "probabilities": str(probabilities) if probabilities else None,
     })  # fmt: skip
+
+
+def layer_styles(
+    raster: str | os.PathLike, layer: str, names: list[str], fields: list[str]
+) -> list[LayerStyle]:
+    """The QGIS styles of a polygon layer of ``raster``: its classes in the colours of the
+    raster's class table, and a graduated confidence style when the layer has one."""
+    import rasterio
+
+    from aerialct.geo.classraster import raster_class_table
+    from aerialct.geo.inputs import source_path
+    from aerialct.geo.io import no_georef_warning
+    from aerialct.styles import vector_styles
+
+    with no_georef_warning(), rasterio.open(source_path(raster)) as ds:
+        table = raster_class_table(ds)
+    assert table is not None  # the default is POTSDAM
+    return vector_styles(layer, table, names, fields)
 
 
 def _morph_ops(
@@ -173,7 +195,9 @@ class VectorizeBatch:
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".fgb")
 
 
-def _probabilities_for(raster: Path, probabilities: str | os.PathLike | None) -> Path | None:
+def _probabilities_for(
+    raster: str | os.PathLike, probabilities: str | os.PathLike | None
+) -> Path | None:
     """The probability raster of ``raster``: a file as given, or ``<stem>_probabilities.tif``
     in a folder (``<stem>`` without ``_classes``, as predict names them)."""
     if probabilities is None:
@@ -181,7 +205,7 @@ def _probabilities_for(raster: Path, probabilities: str | os.PathLike | None) ->
     p = Path(probabilities)
     if not p.is_dir():
         return p
-    return p / f"{raster.stem.removesuffix('_classes')}_probabilities.tif"
+    return p / f"{Path(raster).stem.removesuffix('_classes')}_probabilities.tif"
 
 
 def vectorize_many(
@@ -203,14 +227,15 @@ def vectorize_many(
     raster that fails is recorded and the others go on. ``options`` go to
     :func:`polygonise`.
     """
+    from aerialct.geo.inputs import source_path
     from aerialct.geo.outputs import check_output
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()
-    paths = [Path(r) for r in rasters]
+    paths = [source_path(r) for r in rasters]  # GDAL paths and URLs stay verbatim
     if not paths:
         raise InputError("no raster to vectorise; give class rasters, a folder or a pattern")
-    _check_options(
+    check_options(
         options.get("min_area", 0.0), options.get("fill_holes", 0.0),
         options.get("simplify", 0.0), options.get("connectivity", 8),
         options.get("window_size", 2048),
@@ -225,7 +250,7 @@ def vectorize_many(
         if file_format not in ("gpkg", "geojson", "fgb"):
             raise InputError(f"--format {file_format}: use gpkg, geojson or fgb")
         for r in paths:
-            target = out / f"{r.stem}.{file_format}"
+            target = out / f"{Path(r).stem}.{file_format}"
             try:
                 results.append(vectorize(r, target, probabilities=_probabilities_for(r, probabilities),
                                          overwrite=overwrite, progress=progress, **options))  # fmt: skip
@@ -258,7 +283,12 @@ def vectorize_many(
     for p in polys:
         layers.setdefault(p.layer_name, []).append(p)
     merged = {name: _concat([p.layer for p in group]) for name, group in layers.items()}
-    write_layers(out, merged, overwrite=overwrite)
+    styles = [
+        style
+        for name, group in layers.items()
+        for style in layer_styles(group[0].source, name, group[0].names, list(merged[name].fields))
+    ]
+    write_layers(out, merged, overwrite=overwrite, styles=styles)
     window_size = options.get("window_size", 2048)
     for name, group in layers.items():
         start = 0
