@@ -5,8 +5,9 @@ Windows run row of windows by row of windows over a :class:`~aerialct.predict.pl
 :mod:`aerialct.predict`); rows above the next window row are final and go straight to
 a :class:`RowSink`. On the CPU only the overlap rows are kept at full width
 (:class:`RowAccumulator`); on a GPU a full-width accumulator of one window's height
-lives in device memory (:class:`BandAccumulator`). Both take an
-:class:`AccumulatorSpec`. Peak memory grows with the frame's width, never with its
+lives in device memory (:class:`BandAccumulator`). Both are an :class:`Accumulator`
+(one typed interface: built from an :class:`AccumulatorSpec`, fed batches, handing rows
+to a :class:`RowWriter`). Peak memory grows with the frame's width, never with its
 height.
 """
 
@@ -16,6 +17,7 @@ import contextlib
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -267,15 +269,32 @@ class AccumulatorSpec:
     wx: Any = None
 
 
-class Accumulator(Protocol):
-    """Sums weighted window probabilities and hands finished rows to a writer."""
+class RowWriter(Protocol):
+    """Where an accumulator hands its finished rows: class ids ``cls`` (n, W) uint8, the
+    ``valid`` mask (n, W) and, when probabilities are asked for, ``p8`` (K, n, W) uint8."""
 
-    rows_done: int
-
-    def __call__(self, batch: Batch, probs: Any, writer: _Writer) -> None: ...
+    def put(self, cls: np.ndarray, valid: np.ndarray, p8: np.ndarray | None) -> None: ...
 
 
-class BandAccumulator:
+class Accumulator(ABC):
+    """The one interface of the accumulators (CPU: :class:`RowAccumulator`, GPU:
+    :class:`BandAccumulator`): built from an :class:`AccumulatorSpec`, called with each
+    batch's weighted window probabilities in batch order, they hand every finished row to a
+    :class:`RowWriter` exactly once, top to bottom; ``rows_done`` counts them.
+    """
+
+    def __init__(self, spec: AccumulatorSpec) -> None:
+        self.spec = spec
+        self.wy, self.wx = spec.wy, spec.wx
+        self.rows_done = 0
+
+    @abstractmethod
+    def __call__(self, batch: Batch, probs: Any, writer: RowWriter) -> None:
+        """Add the weighted ``probs`` (B, K, S, S) of ``batch``; hand the rows it completes
+        to ``writer``."""
+
+
+class BandAccumulator(Accumulator):
     """A frame-wide accumulator of one window's height, in device memory (used on a GPU).
 
     Every pixel sums its windows in batch order (window row by window row, left to right).
@@ -284,14 +303,13 @@ class BandAccumulator:
     def __init__(self, spec: AccumulatorSpec) -> None:
         import torch
 
+        super().__init__(spec)
         # one-row batches: a window row starts where the rows done end
         self.acc = torch.zeros(
             (spec.classes, spec.size, spec.width), dtype=torch.float32, device=spec.device
         )
-        self.wy, self.wx = spec.wy, spec.wx
-        self.rows_done = 0
 
-    def __call__(self, batch: Batch, probs: Any, writer: _Writer) -> None:
+    def __call__(self, batch: Batch, probs: Any, writer: RowWriter) -> None:
         """Add the weighted ``probs`` of ``batch``; hand the rows it completes to ``writer``."""
         acc, base = self.acc, self.rows_done
         for b, (y, x0, h, w) in enumerate(batch.pos):
@@ -307,7 +325,7 @@ class BandAccumulator:
             self.rows_done += n
 
 
-class RowAccumulator:
+class RowAccumulator(Accumulator):
     """One-row batches with only the overlap rows kept at full width (used on the CPU).
 
     For a window row at ``y`` (``h`` valid rows, the next row at ``y + d``), the
@@ -324,9 +342,9 @@ class RowAccumulator:
     def __init__(self, spec: AccumulatorSpec) -> None:
         import torch
 
+        super().__init__(spec)
         K, size, H, rows = spec.classes, spec.size, spec.height, spec.rows
         self.K, self.size, self.H, self.W, self.device = K, size, H, spec.width, spec.device
-        self.wy, self.wx = spec.wy, spec.wx
         self.next_top = {y: rows[i + 1] if i + 1 < len(rows) else H for i, y in enumerate(rows)}
         carry_rows = max([min(size, H - y) - (self.next_top[y] - y) for y in rows[:-1]], default=0)
         self.carry = torch.zeros(
@@ -338,9 +356,8 @@ class RowAccumulator:
         self.overhang: Any = None
         self.cls_row: np.ndarray | None = None
         self.p_row: np.ndarray | None = None
-        self.rows_done = 0
 
-    def __call__(self, batch: Batch, probs: Any, writer: _Writer) -> None:
+    def __call__(self, batch: Batch, probs: Any, writer: RowWriter) -> None:
         """Add the weighted ``probs`` of ``batch``; hand a finished window row to ``writer``."""
         import torch
 
@@ -433,7 +450,7 @@ class _Writer:
         self.sink.write(cls, p8)
 
 
-ACCUMULATORS: dict[str, type[BandAccumulator] | type[RowAccumulator]] = {
+ACCUMULATORS: dict[str, type[Accumulator]] = {
     "cuda": BandAccumulator,
     "cpu": RowAccumulator,
 }
