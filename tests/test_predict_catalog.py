@@ -138,6 +138,22 @@ def test_mosaic_writes_one_cog_equal_to_the_whole(flight, tmp_path):
     assert (out / "flight_quicklook.png").is_file()
 
 
+def test_a_mosaic_from_the_cli_is_delivered_like_a_scene(cli, tmp_path, monkeypatch):
+    import aerialct.cli.predict as cli_predict
+
+    image, transform = city((96, 96), seed=5)
+    cut_tiles(tmp_path / "flight", image, transform, 48)
+    monkeypatch.setattr(cli_predict, "_load_bundle", lambda ckpt, device: tiny_bundle(CHIP))
+    out = tmp_path / "pred"
+    glob = str(tmp_path / "flight" / "*.tif")
+    r = cli("predict", tmp_path / "x.pt", glob, "--out", out, "--mosaic", "--quicklook",
+            "--batch-size", BATCH, "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["stac"] == [str(out / "flight.stac.json")]
+    item = assert_delivered(out, "flight", str(tmp_path / "flight"), probabilities=False)
+    assert item["properties"]["proj:shape"] == [96, 96] and "quicklook" in item["assets"]
+
+
 def test_shards_split_a_catalog_by_blocks_and_the_last_one_writes(flight, tmp_path):
     _root, tiles, cls, prob = flight
     out = tmp_path / "pred"
@@ -241,14 +257,19 @@ def test_a_catalog_with_a_gap_and_a_vrt_of_tiles(flight, tmp_path):
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JOB_COMPLETION"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "JOB_COMPLETION", "AERIALCT_SHARD"))
+    }
     env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1", **extra)
     return env
 
 
-def test_slurm_array_tasks_as_processes_join_into_one_run(flight, tmp_path):
-    # three array tasks at once, from the environment Slurm sets, on the checkpoint of the
-    # model that made the one-process reference
+def test_array_tasks_as_processes_join_into_one_run(flight, tmp_path):
+    # three array tasks at once, on the checkpoint of the model that made the one-process
+    # reference: the first from the environment a Slurm job array sets, the others from the
+    # one a Kubernetes indexed Job sets (both engines name the same shares)
     root, tiles, cls, prob = flight
     ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt", CHIP)
     glob = str(root / "flight" / "*.tif")
@@ -258,7 +279,9 @@ def test_slurm_array_tasks_as_processes_join_into_one_run(flight, tmp_path):
     procs = [
         subprocess.Popen(
             args,
-            env=_env(SLURM_ARRAY_TASK_ID=str(k), SLURM_ARRAY_TASK_COUNT="3"),
+            env=_env(SLURM_ARRAY_TASK_ID=str(k), SLURM_ARRAY_TASK_COUNT="3")
+            if k == 0
+            else _env(JOB_COMPLETION_INDEX=str(k), AERIALCT_SHARD_COUNT="3"),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -272,6 +295,26 @@ def test_slurm_array_tasks_as_processes_join_into_one_run(flight, tmp_path):
     assert sum(json.loads(o)["ok"] for o, _ in outs) == 9
     assert_tiles_equal_whole(tmp_path / "arr", tiles, cls, prob)
     assert not (tmp_path / "arr" / ".aerialct-state").exists()
+    for t in tiles:  # joined outputs get what every predicted raster gets
+        assert_delivered(tmp_path / "arr", t.stem, str(t), probabilities=True)
+
+
+def assert_delivered(out: Path, stem: str, source: str, probabilities: bool) -> dict:
+    """The output ``stem`` has its STAC Item (valid), QGIS style, GDAL sidecar, model tag and
+    class names inside the TIFF; the Item."""
+    from stac_helpers import validate_file
+
+    classes = out / f"{stem}_classes.tif"
+    item = validate_file(out / f"{stem}.stac.json")
+    assert item["id"] == stem and item["properties"]["aerialct:source"] == source
+    assets = {"classes", "style", "gdal_pam"} | ({"probabilities"} if probabilities else set())
+    assert assets <= set(item["assets"])
+    assert (out / f"{stem}_classes.qml").is_file()
+    assert (out / f"{stem}_classes.tif.aux.xml").is_file()
+    with rasterio.open(classes) as ds:
+        assert "AERIALCT_MODEL" in ds.tags() and "AERIALCT_PREDICTION" in ds.tags()
+        assert ds.tags(1)["CLASS_0"] == "impervious_surfaces"
+    return item
 
 
 KILLABLE = """

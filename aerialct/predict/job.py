@@ -403,7 +403,8 @@ class _JobRun:
             tile = self._mosaic_tile()
             cls, prob, ql = self.paths(job.name)
             prov = Provenance(source, model, options, aoi_id, catalog)
-            return [Output(tile, cls, prob, ql, prov)]
+            given = os.fspath(job.vrt) if job.vrt is not None else _folder(job)
+            return [Output(tile, cls, prob, ql, prov, given)]
         outputs = []
         for tile, source in zip(job.tiles, sources, strict=True):
             cls, prob, ql = self.paths(Path(str(tile.path)).stem)
@@ -674,6 +675,12 @@ def _sized(job: Job, src: Any) -> Job:
     return replace(
         job, tiles=tiles, width=src.width, height=src.height, crs=src.crs, transform=src.transform
     )
+
+
+def _folder(job: Job) -> str:
+    """The folder of a catalog's files (the first tile's, when they lie in several)."""
+    first = os.fspath(job.tiles[0].path)
+    return first.rsplit("/", 1)[0] if "/" in first else "."
 
 
 @contextlib.contextmanager

@@ -48,6 +48,9 @@ class Output:
     probabilities: Path | None
     quicklook: Path | None
     provenance: Provenance
+    source: str = ""
+    """What the output was predicted from, as the records name it (default: the tile's path;
+    a mosaic of files: their folder)."""
 
     @property
     def paths(self) -> list[Path]:
@@ -117,7 +120,7 @@ def write_output(ctx: JoinContext, out: Output, *, replace: bool = False) -> Sce
     write_class_sidecars(out.classes, ctx.classes)  # gdalinfo / QGIS: names, RAT, style
     return SceneResult(
         scene=Path(str(tile.path)),
-        source=os.fspath(tile.path),
+        source=out.source or os.fspath(tile.path),
         output=out.classes,
         probabilities=out.probabilities,
         quicklook=out.quicklook,
