@@ -46,6 +46,10 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "pt": ".pt"}
 METADATA_FORMAT = "aerialct-export"
 EXTRA_FILE = "aerialct.json"
 ONNX_OPSET = 17
+MIN_OPSET = 11
+"""The oldest opset the models export to (bilinear Resize with half-pixel centres)."""
+OUTPUT_KINDS = {"onnx": "onnx", "torchscript": "torchscript", "pt": "checkpoint"}
+"""What ``--overwrite`` may replace for each format (:func:`aerialct.geo.outputs.file_is_kind`)."""
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 __all__ = [
@@ -54,6 +58,7 @@ __all__ = [
     "OnnxRunner",
     "export_metadata",
     "export_model",
+    "exported_metadata",
     "is_torchscript",
     "load_exported_model",
     "slim_checkpoint",
@@ -89,6 +94,7 @@ def export_metadata(bundle: InferenceBundle, source: str | None = None) -> dict[
     """Everything needed to feed the exported network, as ``{str: str}`` (JSON values)."""
     from aerialct import __version__
 
+    low, high = getattr(bundle, "low", None), getattr(bundle, "high", None)
     meta: dict[str, Any] = {
         "aerialct_format": METADATA_FORMAT,
         "aerialct_version": __version__,
@@ -96,10 +102,12 @@ def export_metadata(bundle: InferenceBundle, source: str | None = None) -> dict[
         "ignore_index": int(bundle.ignore_index),
         "mean": [float(v) for v in bundle.mean],
         "std": [float(v) for v in bundle.std],
+        "low": None if low is None else [float(v) for v in low],
+        "high": None if high is None else [float(v) for v in high],
         "in_chans": int(bundle.in_chans),
         "chip_size": int(bundle.chip_size),
         "gsd": None if bundle.gsd is None else float(bundle.gsd),
-        "input": f"{INPUT_NAME}: float32 (B, in_chans, chip_size, chip_size), (raw - mean) / std",
+        "input": input_formula(low is not None and high is not None),
         "output": f"{OUTPUT_NAME}: float32 (B, classes, chip_size, chip_size); argmax = class id",
         "source": source or (bundle.path.name if bundle.path else ""),
     }
@@ -108,6 +116,21 @@ def export_metadata(bundle: InferenceBundle, source: str | None = None) -> dict[
 
         meta["model"] = to_dict(bundle.config.model)
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def input_formula(clipped: bool) -> str:
+    """What the exported network's input is, in words and symbols (the ``input`` metadata)."""
+    per_band = "(clip(raw, low, high) - mean) / std" if clipped else "(raw - mean) / std"
+    return (
+        f"{INPUT_NAME}: float32 (B, in_chans, chip_size, chip_size) = {per_band}, per band, "
+        "with raw the pixel values of the scene's bands in training order"
+        + (
+            " and low/high/mean/std the lists in this metadata (clip first: values outside "
+            "[low, high] are set to the bound)"
+            if clipped
+            else " and mean/std the lists in this metadata"
+        )
+    )
 
 
 def _parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
@@ -126,8 +149,15 @@ def _parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: the aerialct metadata is incomplete or invalid ({e}); export it again"
         ) from e
-    if len(out["mean"]) != out["in_chans"] or len(out["std"]) != out["in_chans"]:
+    n = out["in_chans"]
+    if len(out["mean"]) != n or len(out["std"]) != n:
         raise CheckpointError(f"{path}: metadata has no mean/std per band; export it again")
+    for key in ("low", "high"):
+        bounds = out.get(key)
+        if bounds is not None and len(bounds) != n:
+            raise CheckpointError(
+                f"{path}: metadata {key!r} has no value per band; export it again"
+            )
     return out
 
 
@@ -151,6 +181,8 @@ def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
         epoch=ckpt.get("epoch") or 0,
         best_miou=ckpt.get("best_miou"),
         metrics={k: metrics[k] for k in ("last", "best_epoch") if k in metrics},
+        low=norm.get("low"),
+        high=norm.get("high"),
     )
     slim["exported"] = True
     return slim
@@ -180,6 +212,8 @@ def export_model(
     if fmt not in FORMATS:
         raise InputError(f"--format {format!r}: unknown; use one of {', '.join(FORMATS)}")
     src, dst = Path(checkpoint), Path(out)
+    if fmt == "onnx":
+        check_opset(opset)
     if (fmt == "onnx") != (dst.suffix.lower() == ".onnx"):
         raise InputError(
             f"{dst}: an {fmt} model "
@@ -188,11 +222,13 @@ def export_model(
         )
     if src.resolve() == dst.resolve():
         raise InputError(f"{dst}: is the checkpoint itself; give another output file")
-    check_output(dst, overwrite)
+    _check_source(src)
+    kind = OUTPUT_KINDS[fmt]
+    check_output(dst, overwrite, kind=kind, inputs=[src])
     diff: float | None = None
     if fmt == "pt":
         slim = slim_checkpoint(load_checkpoint(src))
-        with atomic_output(dst, overwrite) as tmp, open(tmp, "wb") as f:
+        with atomic_output(dst, overwrite, kind=kind, inputs=[src]) as tmp, open(tmp, "wb") as f:
             torch.save(slim, f)
         bundle = load_inference_model(dst)  # proves the slim file loads for predict
     else:
@@ -204,7 +240,7 @@ def export_model(
         example = torch.randn(2, C, S, S, generator=gen)
         with torch.inference_mode():
             expected = model(example)
-        with atomic_output(dst, overwrite) as tmp:
+        with atomic_output(dst, overwrite, kind=kind, inputs=[src]) as tmp:
             if fmt == "onnx":
                 _write_onnx(model, example, tmp, meta, opset)
                 if check:
@@ -230,6 +266,29 @@ def export_model(
         max_abs_diff=diff,
         seconds=time.perf_counter() - t0,
     )
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an ONNX opset that torch's exporter cannot write for these models."""
+    import torch.onnx
+
+    constants = getattr(torch.onnx, "_constants", None)  # private: a fallback if it moves
+    top = int(getattr(constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    if not MIN_OPSET <= int(opset) <= top:
+        raise InputError(
+            f"--opset {opset}: this torch exports opsets {MIN_OPSET}..{top} of these models; "
+            f"use one of them (the default, {ONNX_OPSET}, runs on onnxruntime 1.14 and later)"
+        )
+
+
+def _check_source(src: Path) -> None:
+    """Refuse an exported model given as the model to export (it holds no checkpoint)."""
+    if src.suffix.lower() == ".onnx" or is_torchscript(src):
+        what = "an ONNX" if src.suffix.lower() == ".onnx" else "a TorchScript"
+        raise InputError(
+            f"{src}: is {what} model exported by aerialct, not a checkpoint; export takes the "
+            "best.pt / last.pt that aerialct train wrote (predict takes the exported model as is)"
+        )
 
 
 def _write_onnx(model: Any, example: Any, path: Path, meta: dict[str, str], opset: int) -> None:
@@ -266,7 +325,14 @@ def _write_torchscript(model: Any, example: Any, path: Path, meta: dict[str, str
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings, torch.jit's deprecation notice
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(meta)})
+        # into memory, then written from Python: torch's own file writer aborts the process
+        # (a C++ exception, exit 134) on a full disk, where Python's write raises ENOSPC
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
+    with open(path, "wb") as f:
+        f.write(buf.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------------------
@@ -344,6 +410,39 @@ def is_torchscript(path: str | os.PathLike) -> bool:
     return False
 
 
+def exported_metadata(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
+    """The parsed aerialct metadata of an exported model and its number of weights
+    (``aerialct info``), without onnxruntime."""
+    import torch
+
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        import numpy as np
+        import onnx
+
+        try:
+            proto = onnx.load(str(p), load_external_data=False)
+        except Exception as e:  # onnx raises DecodeError and its own types
+            first = (str(e).splitlines() or ["unreadable"])[0][:160]
+            raise CheckpointError(f"{p}: not a readable ONNX model ({first})") from e
+        raw = {prop.key: prop.value for prop in proto.metadata_props}
+        count = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+        return _parse_metadata(raw, p), count
+    extra = {EXTRA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+    except Exception as e:
+        first = (str(e).splitlines() or ["unreadable"])[0][:160]
+        raise CheckpointError(f"{p}: not a readable TorchScript model ({first})") from e
+    try:
+        raw = json.loads(extra[EXTRA_FILE] or "{}")
+    except ValueError:
+        raw = {}
+    return _parse_metadata(raw, p), sum(t.numel() for t in model.parameters())
+
+
 def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> InferenceBundle:
     """An :class:`InferenceBundle` around an exported ``.onnx`` or TorchScript model."""
     import torch
@@ -379,6 +478,7 @@ def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> Inferen
             raw = {}
         meta = _parse_metadata(raw, p)
         model.eval().to(torch.device(device))
+    low, high = meta.get("low"), meta.get("high")
     return InferenceBundle(
         model=model,
         classes=meta["classes_table"],
@@ -390,4 +490,6 @@ def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> Inferen
         config=None,
         path=p,
         ignore_index=int(meta.get("ignore_index", IGNORE_INDEX)),
+        low=None if low is None else tuple(float(v) for v in low),
+        high=None if high is None else tuple(float(v) for v in high),
     )

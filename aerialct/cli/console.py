@@ -33,7 +33,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     handler = RichHandler(
         console=stderr, show_time=False, show_path=verbose, markup=False, rich_tracebacks=False
     )
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_Redacting("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
@@ -47,6 +47,15 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
         import warnings
 
         warnings.simplefilter("ignore")
+
+
+class _Redacting(logging.Formatter):
+    """Log lines without the secrets of URLs (query strings, user:password@)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from aerialct.geo.inputs import redact
+
+        return redact(super().format(record))
 
 
 def show_progress() -> bool:
@@ -116,7 +125,7 @@ def print_table(
     to_stderr: bool = False,
 ) -> None:
     """A table of ``rows`` under ``columns`` on stdout (or stderr); floats as 0.1234."""
-    table = Table(title=title, show_lines=False)
+    table = Table(title=None if title is None else _safe(title), show_lines=False)
     for c in columns:
         table.add_column(str(c), overflow="fold")
     for r in rows:
@@ -125,25 +134,35 @@ def print_table(
 
 
 def fmt(v: Any) -> str:
-    """A table cell: floats with four decimals (``nan`` as is), anything else as ``str``."""
+    """A table cell: floats with four decimals (``nan`` as is), anything else as ``str``
+    (URLs without their secrets)."""
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4f}"
-    return str(v)
+    return _safe(str(v))
+
+
+def _safe(text: str) -> str:
+    """``text`` without the secrets of the URLs in it (every line the CLI prints)."""
+    if "://" not in text and "/vsi" not in text:
+        return text
+    from aerialct.geo.inputs import redact
+
+    return redact(text)
 
 
 def info(message: str) -> None:
     """A line for the human reader on stderr (quiet hides it)."""
     if not _quiet:
-        stderr.print(message, markup=False, highlight=False)
+        stderr.print(_safe(message), markup=False, highlight=False)
 
 
 def warn(message: str) -> None:
     """A ``warning:`` line on stderr (shown even with ``--quiet``)."""
-    stderr.print(f"warning: {message}", markup=False, highlight=False, style="yellow")
+    stderr.print(f"warning: {_safe(message)}", markup=False, highlight=False, style="yellow")
 
 
 def error(message: str) -> None:
     """The one ``error:`` line the CLI prints before a non-zero exit."""
     stderr.print(
-        f"error: {message}", markup=False, highlight=False, style="bold red", soft_wrap=True
+        f"error: {_safe(message)}", markup=False, highlight=False, style="bold red", soft_wrap=True
     )

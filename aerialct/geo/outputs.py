@@ -24,6 +24,7 @@ from pathlib import Path
 from aerialct.errors import DiskFullError, InputError, OutputExistsError
 from aerialct.geo.inputs import is_gdal_path
 from aerialct.geo.io import no_georef_warning, verify_raster
+from aerialct.geo.locks import output_lock
 from aerialct.geo.tags import TAG_PREFIX
 
 TMP_MARK = ".aerialct-tmp"
@@ -53,6 +54,7 @@ _SUFFIX_KINDS = {
     ".json": "json",
     ".png": "png",
     ".pt": "checkpoint",
+    ".onnx": "onnx",
 }
 
 
@@ -64,6 +66,8 @@ _KIND_WORDS = {
     "json": "a JSON file",
     "png": "a PNG image",
     "checkpoint": "a PyTorch checkpoint",
+    "onnx": "an ONNX model exported by aerialct",
+    "torchscript": "a TorchScript model exported by aerialct",
 }
 
 
@@ -110,6 +114,8 @@ def file_is_kind(path: Path, kind: str) -> bool:
         return head.startswith(b"\x89PNG")
     if kind == "checkpoint":
         return head.startswith(b"PK\x03\x04")
+    if kind in ("onnx", "torchscript"):
+        return _is_exported_model(path, kind)
     if kind in ("json", "geojson"):
         try:
             doc = json.loads(path.read_text())
@@ -117,6 +123,22 @@ def file_is_kind(path: Path, kind: str) -> bool:
             return False
         return isinstance(doc, dict) and (kind == "json" or "features" in doc or "type" in doc)
     return True
+
+
+def _is_exported_model(path: Path, kind: str) -> bool:
+    """An ONNX or TorchScript model that ``aerialct export`` wrote (it carries its metadata)."""
+    from aerialct.export import METADATA_FORMAT, is_torchscript
+
+    if kind == "torchscript":
+        return is_torchscript(path)
+    try:
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # not protobuf, or not a model: onnx raises its own types
+        return False
+    return any(p.key == "aerialct_format" and p.value == METADATA_FORMAT
+               for p in model.metadata_props)  # fmt: skip
 
 
 def has_aerialct_tags(path: Path) -> bool:
@@ -134,7 +156,7 @@ def check_output(
     overwrite: bool,
     *,
     kind: str | None = None,
-    inputs: Sequence[str | os.PathLike] = (),
+    inputs: Sequence[str | os.PathLike | None] = (),
 ) -> Path:
     """Refuse an output that must not be written; return the path.
 
@@ -177,17 +199,20 @@ def check_output(
     return p
 
 
-def check_not_input(out: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
-    """Refuse an output path that is, or contains, one of ``inputs``."""
+def check_not_input(
+    out: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike | None],
+    fix: str = "would replace the input {item}; choose another output path",
+) -> None:
+    """Refuse an output path that is, or contains, one of ``inputs`` (``fix``: the message
+    after the output's name, ``{item}`` the input)."""
     o = Path(out).resolve()
     for item in inputs:
         if item is None or is_gdal_path(item):
             continue
         i = Path(item).resolve()
         if i == o or o in i.parents:
-            raise InputError(
-                f"{out}: this output would replace the input {item}; choose another output path"
-            )
+            raise InputError(f"{out}: this output " + fix.format(item=item))
 
 
 def temp_path_for(path: str | os.PathLike) -> Path:
@@ -306,15 +331,19 @@ def atomic_output(
     overwrite: bool = False,
     *,
     kind: str | None = None,
-    inputs: Sequence[str | os.PathLike] = (),
+    inputs: Sequence[str | os.PathLike | None] = (),
     verify: bool = True,
     made_by: str = "",
+    wait: bool = False,
 ) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` once complete.
 
     The rules (README, "What aerialct promises about your files"):
 
     - :func:`check_output` refuses what must not be replaced, before and again after the work;
+    - the output's lock (:func:`aerialct.geo.locks.output_lock`) is held from the start to
+      the rename: a second writer of the same output fails naming this one, or with
+      ``wait`` waits for it;
     - stale temporaries of this output from a killed run are removed first (and logged);
     - ``kind="folder"``: the temporary is created as a folder holding aerialct's marker;
     - after the body, the file is re-opened and read whole (:func:`verify_output`) unless
@@ -324,7 +353,30 @@ def atomic_output(
     """
     final = check_output(path, overwrite, kind=kind, inputs=inputs)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(final)
+    with contextlib.ExitStack() as held:
+        with _disk_full_as_error(final):
+            held.enter_context(output_lock(final, wait=wait))
+            check_output(final, overwrite, kind=kind)  # another writer may have finished it
+            remove_stale_temps(final)
+        with _written(final, kind, verify, made_by, overwrite) as tmp:
+            yield tmp
+
+
+@contextlib.contextmanager
+def _disk_full_as_error(final: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if not isinstance(e, DiskFullError) and disk_full(e, final.parent):
+            raise DiskFullError(final) from e
+        raise
+
+
+@contextlib.contextmanager
+def _written(
+    final: Path, kind: str | None, verify: bool, made_by: str, overwrite: bool
+) -> Iterator[Path]:
+    """The body of :func:`atomic_output`, under the output's lock."""
     want = kind or kind_of(final)
     tmp = temp_path_for(final)
     try:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from aerialct.errors import InputError
-from aerialct.geo.inputs import source_path
+from aerialct.geo.inputs import source_label, source_path
+from aerialct.geo.outputs import check_not_input
 from aerialct.predict.checks import aoi_frame, touches_aoi
 from aerialct.predict.outputs import complete_output, output_paths
 from aerialct.predict.results import BatchResult, BundleLike, SceneResult
@@ -49,7 +50,10 @@ def predict_scenes(
         rank = launch.rank if rank is None else rank
         world_size = launch.world_size if world_size is None else world_size
     paths = [source_path(s) for s in scenes]
-    stems = [Path(p).stem for p in paths]
+    # outputs beside the scenes would be taken for scenes by the next `predict FOLDER`
+    check_not_input(out_dir, paths, "folder holds the scene {item}: the next run would take "
+                    "its outputs for scenes; choose another --out")  # fmt: skip
+    stems = [Path(source_label(p)).stem for p in paths]
     dup = sorted({s for s in stems if stems.count(s) > 1})
     if dup:
         raise InputError(
@@ -70,11 +74,11 @@ def predict_scenes(
             probabilities=bool(kwargs.get("probabilities")),
             quicklook=bool(kwargs.get("quicklook")),
         ):
-            log.info("%s: complete output %s exists; skipped", Path(p).name, out)
+            log.info("%s: complete output %s exists; skipped", source_label(p), out)
             side = output_paths(p, out_dir)
             results.append(
                 SceneResult(
-                    scene=Path(p),
+                    scene=p,
                     status="skipped",
                     output=out,
                     probabilities=side["probabilities"] if kwargs.get("probabilities") else None,
@@ -84,16 +88,14 @@ def predict_scenes(
             continue
         try:
             if not touches_aoi(p, aoi):
-                log.info("%s: outside the area of interest; skipped", Path(p).name)
-                results.append(SceneResult(scene=Path(p), status="skipped", error="outside --aoi"))
+                log.info("%s: outside the area of interest; skipped", source_label(p))
+                results.append(SceneResult(scene=p, status="skipped", error="outside --aoi"))
                 continue
             results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
         except Exception as e:  # one scene's failure must not stop the batch
             # recorded in the result, which the caller renders; visible with --verbose
             log.debug("%s: failed: %s", p, e)
             results.append(
-                SceneResult(
-                    scene=Path(p), status="failed", error=" ".join(str(e).split()), exception=e
-                )
+                SceneResult(scene=p, status="failed", error=" ".join(str(e).split()), exception=e)
             )
     return BatchResult(results, time.perf_counter() - t0, rank, world_size)

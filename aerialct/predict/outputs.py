@@ -12,13 +12,14 @@ import numpy as np
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.geo.classraster import class_tags, tag_class_raster
 from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, gtiff_profile
+from aerialct.geo.inputs import source_label
 from aerialct.geo.tags import CLASSES_TAG, SOURCE_TAG
 from aerialct.predict.stream import PROB_SCALE
 
 
 def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
     """The files ``predict`` writes for ``scene`` in ``out_dir``, by kind."""
-    stem = Path(scene).stem
+    stem = Path(source_label(scene)).stem  # a signed URL's query is no part of the name
     d = Path(out_dir)
     return {
         "classes": d / f"{stem}_classes.tif",
@@ -37,17 +38,17 @@ def part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
     return prof
 
 
-def tag_class_part(ds: Any, classes: ClassTable, scene: Path) -> None:
+def tag_class_part(ds: Any, classes: ClassTable, scene: str | os.PathLike) -> None:
     """Class table, colours and source scene on the class raster's part file."""
-    tag_class_raster(ds, classes, source=scene.name)
+    tag_class_raster(ds, classes, source=source_label(scene))
     ds.set_band_description(1, "class")
 
 
-def tag_prob_part(ds: Any, classes: ClassTable, scene: Path) -> None:
+def tag_prob_part(ds: Any, classes: ClassTable, scene: str | os.PathLike) -> None:
     """Band names, class table, scale and source scene on the probability part file."""
     for i, name in enumerate(classes.names):
         ds.set_band_description(i + 1, name)
-    ds.update_tags(**class_tags(classes, source=scene.name, prob_scale=PROB_SCALE))
+    ds.update_tags(**class_tags(classes, source=source_label(scene), prob_scale=PROB_SCALE))
 
 
 def part_name(tmp: Path, tag: str) -> Path:
@@ -160,7 +161,7 @@ def complete_output(
         for p in wanted:
             with no_georef_warning(), rasterio.open(p) as ds:
                 tags = ds.tags()
-                if CLASSES_TAG not in tags or tags.get(SOURCE_TAG) != Path(scene).name:
+                if CLASSES_TAG not in tags or tags.get(SOURCE_TAG) != source_label(scene):
                     return False
                 if (ds.width, ds.height) != size:
                     return False

@@ -30,7 +30,8 @@ class SceneResult:
     """What happened to one scene: ``status`` is "ok", "skipped" (a complete output was
     already there, ``--skip-existing``) or "failed" (then ``error`` says why)."""
 
-    scene: Path
+    scene: str | Path
+    """The scene as given: a Path, or a GDAL path / URL as a string (recorded redacted)."""
     status: str = "ok"
     output: Path | None = None
     probabilities: Path | None = None

@@ -15,7 +15,7 @@ from aerialct.errors import InputError
 from aerialct.geo.classraster import write_category_names
 from aerialct.geo.cog import cog_options, finish_cog
 from aerialct.geo.grid import stride_for
-from aerialct.geo.inputs import source_path
+from aerialct.geo.inputs import source_label, source_path
 from aerialct.geo.io import no_georef_warning, open_raster
 from aerialct.geo.outputs import atomic_output, check_output
 from aerialct.predict.checks import (
@@ -78,8 +78,8 @@ def predict_scene(
     Raises :class:`InputError` / :class:`RasterError` / :class:`OutputExistsError`.
     """
     t_start = time.perf_counter()
-    source = source_path(scene)  # a URL or /vsi path is opened as given
-    scene, out_path = Path(scene), Path(out_path)
+    source = source_path(scene)  # a URL or /vsi path is opened as given, and named so
+    scene, out_path = source, Path(out_path)
     stride = _check_options(bundle, overlap, batch_size, tta)
     prob_path, ql_path = _outputs(scene, out_path, probabilities, quicklook, overwrite)
     co = cog_options(creation_options, overview_resampling)
@@ -94,7 +94,7 @@ def predict_scene(
     result = SceneResult(scene=scene, device=str(dev))
 
     with contextlib.ExitStack() as stack:
-        ds = stack.enter_context(open_raster(source, require_crs=not allow_no_crs))
+        ds = stack.enter_context(open_raster(scene, require_crs=not allow_no_crs))
         stack.enter_context(no_georef_warning(ds.crs is None))
         stack.enter_context(gdal_env(ds, int(bundle.chip_size), dev.type == "cuda"))
         chosen = data_bands(ds, bands, int(bundle.in_chans), scene)
@@ -151,7 +151,7 @@ def _check_options(bundle: BundleLike, overlap: float, batch_size: int, tta: str
 
 
 def _outputs(
-    scene: Path, out_path: Path, probabilities: bool, quicklook: bool, overwrite: bool
+    scene: str | Path, out_path: Path, probabilities: bool, quicklook: bool, overwrite: bool
 ) -> tuple[Path | None, Path | None]:
     """The probability raster and quick-look paths beside ``out_path`` (None when not asked
     for), after checking that every output may be written."""
@@ -189,7 +189,7 @@ def _prediction_grid(
     check_resample(result.gsd, float(bundle.gsd), ds, scene)
     vrt = stack.enter_context(training_grid_vrt(ds, float(bundle.gsd)))
     result.resampled = True
-    log.info("%s: predicting at the training pixel size %g", scene.name, bundle.gsd)
+    log.info("%s: predicting at the training pixel size %g", source_label(scene), bundle.gsd)
     return vrt
 
 
@@ -223,7 +223,7 @@ def _stream_parts(
     src: Any,
     bands: list[int],
     parts: _Parts,
-    scene: Path,
+    scene: str | Path,
     result: SceneResult,
     **grid: Any,
 ) -> GridStats:
@@ -246,7 +246,8 @@ def _stream_parts(
             )
             tag_prob_part(prob_ds, bundle.classes, scene)
         t_grid = time.perf_counter()
-        stats = predict_grid(bundle, src, bands, cls_ds, prob_ds, label=scene.name, **grid)
+        stats = predict_grid(bundle, src, bands, cls_ds, prob_ds, label=source_label(scene),
+                             **grid)  # fmt: skip
     result.grid_seconds = time.perf_counter() - t_grid
     return stats
 
@@ -257,7 +258,7 @@ def _quicklook(
     bands: list[int],
     classes: Path,
     out: Path,
-    scene: Path,
+    scene: str | Path,
     overwrite: bool,
 ) -> None:
     """Write the quick look of ``ds`` with the class raster ``classes`` over it to ``out``.
@@ -266,5 +267,5 @@ def _quicklook(
     """
     with atomic_output(out, overwrite) as tmp_ql:
         ckpt = getattr(bundle, "path", None)
-        title = scene.name + (f" · {Path(ckpt).name}" if ckpt else "")
+        title = source_label(scene) + (f" · {Path(ckpt).name}" if ckpt else "")
         write_quicklook(ds, bands, classes, tmp_ql, bundle.classes, title=title)

@@ -13,6 +13,7 @@ import numpy as np
 
 from aerialct.classes import ClassTable
 from aerialct.errors import InputError
+from aerialct.geo.inputs import source_name
 from aerialct.progress import ProgressFn, as_progress
 from aerialct.vectorize.geometry import _canonical, _fill_small_holes, _polygonal
 from aerialct.vectorize.merge import _Pieces
@@ -121,10 +122,10 @@ def polygonise(
         regularize=regularize,
         with_probs=probs is not None,
         prob_scale=scale,
-        source=str(raster),
+        source=source_name(raster),
     )
     return Polygonised(
-        source=str(raster),
+        source=source_name(raster),
         layer_name=layer or (names[0] if len(names) == 1 else "classes"),
         layer=out_layer,
         names=names,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -66,6 +67,7 @@ def vectorize(
     pixels. The output CRS is the raster's. See the module docstring for the
     order of operations.
     """
+    from aerialct.geo.locks import output_lock
     from aerialct.geo.outputs import check_output
     from aerialct.geo.vector import driver_for, write_layers
 
@@ -93,10 +95,12 @@ def vectorize(
         progress=progress,
     )
     out_layer = poly.layer
-    appended = append and out.exists()
-    if appended:
-        out_layer = _continue_ids(out, poly.layer_name, out_layer, str(raster))
-    write_layers(out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append)
+    # appending writers take turns: each reads the layer (ids, sources) and adds to it whole
+    with output_lock(out, wait=True) if append else contextlib.nullcontext():
+        appended = append and out.exists()
+        if appended:
+            out_layer = _continue_ids(out, poly.layer_name, out_layer, poly.source)
+        write_layers(out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append)
     return _result(poly, out_layer, out, driver, window_size, t0, appended, {
         "min_area": min_area,
         "fill_holes": fill_holes,
@@ -297,6 +301,7 @@ def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Laye
     """
     import pyogrio
 
+    from aerialct.geo.inputs import same_source
     from aerialct.geo.vector import Layer, list_layers, same_crs
 
     if layer not in list_layers(path):
@@ -312,7 +317,7 @@ def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Laye
         _, _, _, (sources,) = pyogrio.raw.read(
             path, layer=layer, columns=["source"], read_geometry=False
         )
-        if source in set(sources.tolist()):
+        if any(same_source(source, s) for s in set(sources.tolist()) if s):
             raise InputError(
                 f"{path}: layer {layer!r} already holds the polygons of {source}; appending it "
                 "again would duplicate them: skip this raster, or rewrite the file with --overwrite"
