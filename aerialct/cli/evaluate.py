@@ -12,13 +12,13 @@ from aerialct.cli.app import app
 from aerialct.cli.options import Json, Overwrite
 
 Prediction = Annotated[
-    Path,
+    str,
     typer.Argument(
         help="Predicted class raster, polygon file (.gpkg ...), or a folder or quoted glob of them."
     ),
 ]
 Reference = Annotated[
-    Path | None,
+    str | None,
     typer.Argument(
         help="Reference label raster or polygon file, or a folder or quoted glob of them "
         "(matched to the predictions by file name)."

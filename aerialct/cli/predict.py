@@ -95,7 +95,7 @@ ResampleToTrainingGsd = Annotated[
     ),
 ]
 Aoi = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--aoi",
         help="Polygons of the area of interest (any CRS): only windows touching it run; "
@@ -213,7 +213,7 @@ def _render(result: BatchResult, json_out: bool) -> None:
     elif not single_failure:
         rows = [
             (
-                s.scene.name,
+                s.name,
                 s.status,
                 f"{s.width}x{s.height}" if s.width else "",
                 f"{s.seconds:.1f}" if s.status == "ok" else "",
@@ -230,9 +230,14 @@ def _render(result: BatchResult, json_out: bool) -> None:
         console.print_table(
             title, ["scene", "status", "size", "s", "Mpx/s", "output / error"], rows
         )
-    if result.skipped:
+    outside = [s for s in result.skipped if s.error == "outside --aoi"]
+    complete = len(result.skipped) - len(outside)
+    if complete:
+        console.info(f"{complete} of {len(result.scenes)} scenes skipped: complete outputs exist")
+    if outside:
         console.info(
-            f"{len(result.skipped)} of {len(result.scenes)} scenes skipped: complete outputs exist"
+            f"{len(outside)} of {len(result.scenes)} scenes skipped: outside --aoi, nothing "
+            f"written ({', '.join(s.name for s in outside)})"
         )
 
 
@@ -252,6 +257,6 @@ def _raise_failures(result: BatchResult) -> None:
         )
     raise PartialFailure(
         f"{len(failed)} of {len(result.scenes)} scenes failed: "
-        + ", ".join(s.scene.name for s in failed),
+        + ", ".join(s.name for s in failed),
         result,
     )

@@ -29,7 +29,7 @@ Labels = Annotated[
     ),
 ]
 LabelsVector = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--labels-vector", help="Polygons (GeoPackage, ...) rasterised onto each image."),
 ]
 Classes = Annotated[
@@ -117,7 +117,7 @@ NoEroded = Annotated[
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")]
 Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
 Aoi = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--aoi",
         help="Polygons of the area of interest (any CRS): only windows touching it are cut.",
@@ -205,7 +205,7 @@ def tile(
         else:
             result = tile_scenes(
                 inputs, out, labels=labels, labels_vector=labels_vector, class_field=class_field,
-                classes=classes or "potsdam", burn=burn, class_map=mapping or None,
+                classes=classes, burn=burn, class_map=mapping or None,
                 vector_layer=layer, background=background, split=split, progress=progress,
                 **common,
             )  # fmt: skip

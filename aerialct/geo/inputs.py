@@ -123,3 +123,8 @@ def same_source(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     if is_gdal_path(sa) or is_gdal_path(sb):
         return redact(sa) == redact(sb)
     return Path(sa).resolve() == Path(sb).resolve()
+
+
+def suffix_of(path: str | os.PathLike) -> str:
+    """The lower-case suffix of an input's file name (a URL's without its query string)."""
+    return Path(source_label(path)).suffix.lower()

@@ -25,7 +25,7 @@ RANGE_SIGMAS = 6.0
 RANGE_RATIO = 10.0
 
 
-def data_bands(ds: Any, bands: Sequence[int] | None, in_chans: int, path: Path) -> list[int]:
+def data_bands(ds: Any, bands: Sequence[int] | None, in_chans: int, path: str | Path) -> list[int]:
     """The bands to feed the model: ``bands`` (checked), else all but alpha; as many as it takes."""
     from rasterio.enums import ColorInterp
 
@@ -53,7 +53,7 @@ def scene_gsd(ds: Any) -> float | None:
     return float((abs(t.a) + abs(t.e)) / 2)
 
 
-def check_gsd(scene: float | None, training: float | None, path: Path) -> str | None:
+def check_gsd(scene: float | None, training: float | None, path: str | Path) -> str | None:
     """A warning text when the scene's GSD is far from the training GSD, else None."""
     if scene is None or not training:
         return None
@@ -71,7 +71,7 @@ def check_gsd(scene: float | None, training: float | None, path: Path) -> str | 
     )
 
 
-def check_resample(scene: float, training: float, ds: Any, path: Path) -> None:
+def check_resample(scene: float, training: float, ds: Any, path: str | Path) -> None:
     """Refuse --resample-to-training-gsd beyond MAX_RESAMPLE (the size it would make, in words)."""
     ratio = scene / training
     if max(ratio, 1 / ratio) <= MAX_RESAMPLE:
@@ -84,7 +84,7 @@ def check_resample(scene: float, training: float, ds: Any, path: Path) -> None:
     )
 
 
-def check_value_range(ds: Any, bands: Sequence[int], bundle: BundleLike, path: Path) -> None:
+def check_value_range(ds: Any, bands: Sequence[int], bundle: BundleLike, path: str | Path) -> None:
     """Refuse a scene whose pixel values are not the kind the model was trained on.
 
     A thumbnail of at most 512 px (valid pixels only) is compared with the training

@@ -52,6 +52,13 @@ class SceneResult:
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
+    def name(self) -> str:
+        """The scene's file name, without a URL's secrets."""
+        from aerialct.geo.inputs import source_label
+
+        return source_label(self.scene)
+
+    @property
     def overhead_share(self) -> float:
         """Share of the wall time spent outside the model forward (read, blend, write, COG)."""
         return 1.0 - self.forward_seconds / self.seconds if self.seconds > 0 else float("nan")

@@ -468,7 +468,7 @@ def tile_scenes(
     class_field: str | None = None,
     vector_layer: str | None = None,
     background: str | int | None = None,
-    classes: str | os.PathLike | ClassTable = "potsdam",
+    classes: str | os.PathLike | ClassTable | None = None,
     burn: str | None = None,
     class_map: dict[str, str] | None = None,
     size: int = DEFAULT_SIZE,
@@ -489,6 +489,8 @@ def tile_scenes(
 
     ``classes`` is a class table, a built-in name (``potsdam``, ``buildings``) or a
     YAML file (:func:`aerialct.classes.resolve_class_table`); it travels with the chips.
+    Without it, label rasters that carry a class table give theirs, else Potsdam's; label
+    rasters of another table than ``classes`` are refused.
     ``labels`` are rasters in the order of ``images`` (1 band of class ids, or 3
     bands of RGB colours converted through ``classes``); or ``labels_vector`` is a
     polygon file rasterised on each image grid (reprojected when its CRS differs;
@@ -511,12 +513,20 @@ def tile_scenes(
         raise InputError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     if val_fraction and split not in (None, "train"):
         raise InputError(f"--val-fraction with --split {split}: val is taken from train only")
-    table = check_label_options(classes, labels, labels_vector, class_field, burn, class_map)
+    given = classes is not None
+    table = check_label_options(
+        classes if classes is not None else "potsdam",
+        labels,
+        labels_vector,
+        class_field,
+        burn,
+        class_map,
+    )
     scenes = [inspect_image(p) for p in imgs]
     for sc in scenes:
         sc.split = split or "train"
     if labels:
-        attach_label_rasters(scenes, labels)
+        table = attach_label_rasters(scenes, labels, table, given)
     elif labels_vector is not None:
         attach_vector_labels(
             scenes, labels_vector, table, class_field=class_field, layer=vector_layer,

@@ -99,11 +99,15 @@ def inspect_image(path: str | Path) -> Scene:
 # --------------------------------------------------------------------------- raster labels
 
 
-def attach_label_raster(scene: Scene, path: Path) -> None:
-    """Check a label raster against its image and record how to read it."""
+def attach_label_raster(scene: Scene, path: Path) -> ClassTable | None:
+    """Check a label raster against its image and record how to read it; the class table
+    the raster carries (its ``AERIALCT_CLASSES`` tag), or None."""
     from affine import Affine
 
+    from aerialct.geo.classraster import raster_class_table
+
     with no_georef_warning(), open_raster(path) as lab, open_raster(scene.image) as img:
+        own = raster_class_table(lab, default=None)
         if lab.count == 1:
             kind = "ids"
         elif lab.count >= 3:
@@ -128,6 +132,7 @@ def attach_label_raster(scene: Scene, path: Path) -> None:
         scene.labels = str(path)
         scene.label_kind = kind
         scene.label_nodata = lab.nodata
+    return own
 
 
 def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -142,16 +147,48 @@ def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def attach_label_rasters(scenes: list[Scene], labels: Sequence[str | os.PathLike]) -> None:
-    """Attach one label raster per scene, in order; InputError when the counts differ."""
+def attach_label_rasters(
+    scenes: list[Scene],
+    labels: Sequence[str | os.PathLike],
+    table: ClassTable,
+    given: bool = True,
+) -> ClassTable:
+    """Attach one label raster per scene, in order; the class table to tile with.
+
+    Label rasters that carry a class table (``AERIALCT_CLASSES``) must carry ``table``
+    when it was ``given`` (``--classes``): ids of another table would be remapped without
+    a word. When it was not, their own table is taken (and must be one for all).
+    InputError when the counts or the tables differ.
+    """
     labs = expand_paths(labels)
     if len(labs) != len(scenes):
         raise InputError(
             f"{len(labs)} label rasters for {len(scenes)} images; give one --labels per image, "
             "in the same order"
         )
+    chosen: tuple[ClassTable, str] | None = None
+    untagged: Path | None = None
     for sc, lp in zip(scenes, labs, strict=True):
-        attach_label_raster(sc, lp)
+        own = attach_label_raster(sc, lp)
+        if own is None:
+            untagged = untagged or lp
+            continue
+        want, origin = (table, "--classes") if given else chosen or (own, str(lp))
+        if own.names != want.names:
+            raise InputError(
+                f"{lp}: its class table ({', '.join(own.names)}) differs from {origin}'s "
+                f"({', '.join(want.names)}); its ids would mean other classes: tile it with "
+                "--classes of its own table (a YAML file), or relabel it"
+            )
+        chosen = chosen or (own, str(lp))
+    if given or chosen is None:
+        return table
+    if untagged is not None and chosen[0].names != table.names:
+        raise InputError(
+            f"{untagged}: carries no class table while {chosen[1]} carries "
+            f"{', '.join(chosen[0].names)}; say which table the labels use with --classes"
+        )
+    return chosen[0]
 
 
 # --------------------------------------------------------------------------- vector labels
