@@ -22,6 +22,18 @@ import numpy as np
 IGNORE_INDEX = 255
 
 
+def check_class_name(name: object) -> None:
+    """Refuse a class name that options cannot name: empty, not text, or with spaces."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"class name {name!r} is not a name; give a word such as building")
+    if any(ch.isspace() for ch in name):
+        fixed = "_".join(name.split())
+        raise ValueError(
+            f"class name {name!r} holds a space, so options such as --burn and --class cannot "
+            f"name it; write {fixed!r}"
+        )
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     """One class: its id (0..n-1), name, RGB display colour and whether mean scores skip it."""
@@ -194,18 +206,6 @@ POTSDAM = ClassTable(
     )
 )
 """The ISPRS Potsdam legend (DESIGN section 2). Black (0, 0, 0) is ignore."""
-
-
-def check_class_name(name: object) -> None:
-    """Refuse a class name that options cannot name: empty, not text, or with spaces."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"class name {name!r} is not a name; give a word such as building")
-    if any(ch.isspace() for ch in name):
-        fixed = "_".join(name.split())
-        raise ValueError(
-            f"class name {name!r} holds a space, so options such as --burn and --class cannot "
-            f"name it; write {fixed!r}"
-        )
 
 
 BUILDINGS = ClassTable(

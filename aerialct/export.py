@@ -204,14 +204,14 @@ def export_model(
     """
     import torch
 
-    from aerialct.engine.checkpoint import load_checkpoint, load_inference_model
+    from aerialct.engine.checkpoint import load_checkpoint, load_inference_model, local_model
     from aerialct.geo.outputs import atomic_output, check_output
 
     t0 = time.perf_counter()
     fmt = (format or "").strip().lower()
     if fmt not in FORMATS:
         raise InputError(f"--format {format!r}: unknown; use one of {', '.join(FORMATS)}")
-    src, dst = Path(checkpoint), Path(out)
+    src, dst = local_model(checkpoint), Path(out)
     if fmt == "onnx":
         check_opset(opset)
     if (fmt == "onnx") != (dst.suffix.lower() == ".onnx"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +14,7 @@ from aerialct.cli.options import Json
 @app.command()
 def info(
     checkpoint: Annotated[
-        Path,
+        str,
         typer.Argument(
             help="A last.pt / best.pt written by `aerialct train`, or a model from `aerialct export`."
         ),

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from aerialct.predict import BatchResult
 
 
-def _load_bundle(checkpoint: Path, device: str) -> Any:
+def _load_bundle(checkpoint: str, device: str) -> Any:
     """The checkpoint's inference bundle (a seam the tests replace with an oracle model)."""
     from aerialct.engine.checkpoint import load_inference_model
 
@@ -44,7 +44,7 @@ def _parse_bands(text: str | None) -> list[int] | None:
 
 
 Checkpoint = Annotated[
-    Path,
+    str,
     typer.Argument(
         help="Checkpoint written by `aerialct train`, or a model from `aerialct export` "
         "(.onnx runs on the CPU through onnxruntime)."
@@ -175,7 +175,7 @@ def predict(
         console.info(f"shard {shard_kn} from {shard_kn.source}")
     scene_list = expand_inputs(scenes)
     reduce_heap_fragmentation()
-    if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
+    if checkpoint.lower().endswith(".onnx") and device.strip().lower() == "auto":
         device = "cpu"  # onnxruntime's CPU provider
     dev = resolve_device_name(device)
     bundle = _load_bundle(checkpoint, dev)

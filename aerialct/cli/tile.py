@@ -240,6 +240,12 @@ def _class_map(items: list[str] | None) -> dict[str, str]:
             raise typer.BadParameter(
                 f"{item!r}: write VALUE=CLASS, e.g. house=building", param_hint="--class-map"
             )
+        if mapping.get(value, name) != name:
+            raise typer.BadParameter(
+                f"{value!r} is mapped to both {mapping[value]!r} and {name!r}; give one class "
+                "per value",
+                param_hint="--class-map",
+            )
         mapping[value] = name
     return mapping
 

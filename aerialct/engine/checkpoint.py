@@ -128,6 +128,18 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any], overwrite: bo
     return Path(path)
 
 
+def local_model(path: str | os.PathLike) -> Path:
+    """A model file's path; CheckpointError for a URL or GDAL path (models are read locally)."""
+    from aerialct.geo.inputs import is_gdal_path, redact
+
+    if is_gdal_path(path):
+        raise CheckpointError(
+            f"{redact(path)}: models are read from local files, not URLs; download it first "
+            "(e.g. curl -o model.pt URL) and give that file"
+        )
+    return Path(path)
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", *, for_training: bool = False
 ) -> dict[str, Any]:
@@ -137,7 +149,7 @@ def load_checkpoint(
     """
     import torch
 
-    p = Path(path)
+    p = local_model(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint; give a .pt file written by aerialct train")
     if p.is_dir():
@@ -297,7 +309,7 @@ def load_inference_model(
     from aerialct.export import is_torchscript, load_exported_model
     from aerialct.models import build_model
 
-    p = Path(path)
+    p = local_model(path)
     if p.suffix.lower() == ".onnx" or is_torchscript(p):
         return load_exported_model(p, device=str(device))
     ckpt = load_checkpoint(p, map_location="cpu")

@@ -218,6 +218,11 @@ def check_label_options(
         raise InputError("give --burn or --class-field, not both")
     if labels_vector is None and (burn or class_field or class_map):
         raise InputError("--burn, --class-field and --class-map need --labels-vector")
+    if class_map and not class_field:
+        raise InputError(
+            "--class-map maps values of --class-field, and there is none: give --class-field "
+            "FIELD, or drop --class-map (--burn makes every polygon one class)"
+        )
     named = [(f"--burn {burn!r}", burn)] if burn is not None else []
     named += [(f"--class-map {v}={n}", n) for v, n in (class_map or {}).items()]
     for option, name in named:
