@@ -43,10 +43,18 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     gdal.handlers.clear()
     gdal.addHandler(handler if verbose else logging.NullHandler())
     gdal.propagate = False
-    if quiet:  # the libraries' own warnings (torch, rasterio, ...) are not the user's business
-        import warnings
+    import warnings
 
+    if quiet:  # the libraries' own warnings (torch, rasterio, ...) are not the user's business
         warnings.simplefilter("ignore")
+    if not getattr(warnings.formatwarning, "redacts", False):  # GDAL's warnings name the URL
+        plain = warnings.formatwarning
+
+        def formatwarning(*args: Any, **kwargs: Any) -> str:
+            return _safe(plain(*args, **kwargs))
+
+        formatwarning.redacts = True  # type: ignore[attr-defined]
+        warnings.formatwarning = formatwarning
 
 
 class _Redacting(logging.Formatter):

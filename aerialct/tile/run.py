@@ -40,6 +40,7 @@ from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS, write_chips
 from aerialct.errors import InputError
 from aerialct.geo.grid import window_starts
+from aerialct.geo.inputs import redact
 from aerialct.geo.outputs import FOLDER, atomic_output, check_output
 from aerialct.progress import ProgressFn, as_progress
 from aerialct.tile.result import SceneReport, TileResult
@@ -366,8 +367,13 @@ def _dataset_meta(
         "band_stats": result.band_stats,
         "class_shares": result.split_shares,
         "creation_options": co,
-        "scenes": [
-            {"name": r.name, "image": r.image, "labels": r.labels, "split": r.split}
+        "scenes": [  # signed URLs without their secrets
+            {
+                "name": r.name,
+                "image": redact(r.image),
+                "labels": r.labels and redact(r.labels),
+                "split": r.split,
+            }
             for r in result.scenes
         ],
         "aerialct_version": __version__,

@@ -24,7 +24,7 @@ from aerialct.classes import IGNORE_INDEX, ClassTable, resolve_class_table
 from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS
 from aerialct.errors import InputError, RasterError, VectorError
-from aerialct.geo.inputs import glob_paths, is_pattern
+from aerialct.geo.inputs import glob_paths, is_pattern, source_label, source_path
 from aerialct.geo.io import no_georef_warning, open_raster, require_same_grid
 
 log = logging.getLogger("aerialct")
@@ -80,7 +80,7 @@ def inspect_image(path: str | Path) -> Scene:
         )
         rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
         return Scene(
-            name=Path(path).stem,
+            name=Path(source_label(path)).stem,  # a signed URL: no query in chip names
             image=os.fspath(path),  # a URL or /vsi path stays as given
             width=ds.width,
             height=ds.height,
@@ -247,7 +247,7 @@ def _background_id(classes: ClassTable, background: str | int | None) -> int:
 
 
 def _load_vector(
-    path: Path,
+    path: str | Path,
     class_field: str | None,
     classes: ClassTable,
     layer: str | None,
@@ -283,7 +283,7 @@ def _load_vector(
 
 
 def _class_of_value(
-    v: Any, path: Path, class_field: str, classes: ClassTable, mapping: dict[str, str]
+    v: Any, path: str | Path, class_field: str, classes: ClassTable, mapping: dict[str, str]
 ) -> int:
     """The class id of a ``class_field`` value; InputError naming the value and the fix."""
     try:
@@ -339,7 +339,7 @@ def attach_vector_labels(
 ) -> None:
     """Rasterise the polygons of ``path`` onto every scene (reprojected when their CRS differs)."""
     bg = _background_id(classes, background)
-    frame, ids = _load_vector(Path(path), class_field, classes, layer, burn, class_map)
+    frame, ids = _load_vector(source_path(path), class_field, classes, layer, burn, class_map)
     for sc in scenes:
         sc.labels = str(path)
         _attach_vector(sc, frame, ids, bg)
