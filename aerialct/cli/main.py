@@ -97,13 +97,13 @@ def _signals_unwind() -> Iterator[None]:
     Not KeyboardInterrupt: typer would swallow that into a bare exit status. An ignored
     SIGINT (``nohup``, a shell's background job) stays ignored.
     """
-    from aerialct.errors import Terminated
+    from aerialct.workers import terminate
 
     def handler(signum: int, frame: object) -> None:
         # a second signal must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise Terminated(signum)
+        terminate(signum)  # raises Terminated, at once or where a thread start/stop ends
 
     previous = {}
     try:

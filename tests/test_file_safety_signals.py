@@ -1,0 +1,74 @@
+"""A signal never crashes a run: threads are started and stopped whole.
+
+``predict`` reads windows on a thread (and writes rows on one, on a GPU). SIGTERM
+becomes an exception raised wherever the main thread is; arriving while ``Thread.start``
+waited for the new thread, it left a reader that no ``with`` block stopped, reading a
+dataset that the unwinding then closed: SIGSEGV (-11) instead of exit 143, now and then
+under load. These tests put the signal exactly there, in-process, with the CLI's own
+handler.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+import rasterio
+from predict_helpers import random_image, write_scene
+
+from aerialct.cli.main import _signals_unwind
+from aerialct.errors import Terminated
+
+
+@pytest.fixture
+def signal_in_thread_start(monkeypatch):
+    """``Thread.start`` that gets a SIGTERM while it waits for the new thread."""
+    real = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        real(self)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):  # the handler runs at the next bytecode boundary: here
+            pass
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+
+def test_sigterm_while_the_reader_starts_stops_the_reader(tmp_path, signal_in_thread_start):
+    from aerialct.predict.reader import Reader
+
+    scene = tmp_path / "s.tif"
+    write_scene(scene, random_image(256, 256, seed=1))
+    with rasterio.open(scene) as src:
+        rows = cols = list(range(0, 256 - 31, 16))
+        reader = Reader(src, [1, 2, 3], 32, rows, cols, batch_size=2, pin=False, depth=1)
+        with _signals_unwind(), pytest.raises(Terminated), reader:
+            pytest.fail("the body of a reader whose start was interrupted must not run")
+        # nobody consumes: a reader left running would wait on its full queue for ever
+        assert not reader.thread.is_alive()
+
+
+def test_sigterm_while_the_writer_starts_stops_the_writer(tmp_path, signal_in_thread_start):
+    import numpy as np
+
+    from aerialct.predict.stream import GridStats, _Writer
+
+    prof = dict(driver="GTiff", width=16, height=16, count=1, dtype="uint8")
+    with rasterio.open(tmp_path / "c.tif", "w", **prof) as cls_ds:
+        writer = _Writer(cls_ds, None, GridStats(), threaded=True)
+        with _signals_unwind(), pytest.raises(Terminated), writer:
+            writer.put(np.zeros((1, 16), np.uint8), np.ones((1, 16), bool), None)
+        assert not writer.thread.is_alive()
+
+
+def test_a_held_signal_is_raised_when_the_hold_ends():
+    from aerialct.workers import signals_held
+
+    with _signals_unwind(), pytest.raises(Terminated) as caught, signals_held():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):
+            pass
+        reached = True
+    assert reached and caught.value.signum == signal.SIGTERM
