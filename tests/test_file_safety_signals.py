@@ -72,3 +72,24 @@ def test_a_held_signal_is_raised_when_the_hold_ends():
             pass
         reached = True
     assert reached and caught.value.signum == signal.SIGTERM
+
+
+def test_skip_existing_redoes_a_scene_whose_outputs_were_half_renamed(tmp_path):
+    # killed between the renames of one scene's outputs: probabilities there, classes not
+    from predict_helpers import oracle_bundle
+
+    from aerialct.predict import predict_scenes
+
+    scene = tmp_path / "a.tif"
+    write_scene(scene, random_image(40, 40, seed=1))
+    out = tmp_path / "o"
+    assert predict_scenes(oracle_bundle(32), [scene], out, probabilities=True).ok
+    (out / "a_classes.tif").unlink()
+    again = predict_scenes(oracle_bundle(32), [scene], out, probabilities=True, skip_existing=True)
+    assert [s.status for s in again.scenes] == ["ok"], again.scenes[0].error
+    # a file of the same name that is not this scene's prediction is never replaced
+    (out / "a_classes.tif").unlink()
+    (out / "a_probabilities.tif").write_bytes(b"someone else's file")
+    again = predict_scenes(oracle_bundle(32), [scene], out, probabilities=True, skip_existing=True)
+    assert again.scenes[0].status == "failed" and "output exists" in again.scenes[0].error
+    assert (out / "a_probabilities.tif").read_bytes() == b"someone else's file"

@@ -86,12 +86,20 @@ def predict_scenes(
                 )
             )
             continue
+        if skip_existing and _own_leftovers(p, out_dir):
+            # a run killed between the renames of one scene's outputs left some of them:
+            # continuing means doing the scene again, over its own partial outputs
+            log.warning("%s: an interrupted run left part of its outputs; predicting it again",
+                        source_label(p))  # fmt: skip
+            scene_kwargs = {**kwargs, "overwrite": True}
+        else:
+            scene_kwargs = kwargs
         try:
             if not touches_aoi(p, aoi):
                 log.info("%s: outside the area of interest; skipped", source_label(p))
                 results.append(SceneResult(scene=p, status="skipped", error="outside --aoi"))
                 continue
-            results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
+            results.append(predict_scene(bundle, p, out, progress=progress, **scene_kwargs))
         except Exception as e:  # one scene's failure must not stop the batch
             # recorded in the result, which the caller renders; visible with --verbose
             log.debug("%s: failed: %s", p, e)
@@ -99,3 +107,28 @@ def predict_scenes(
                 SceneResult(scene=p, status="failed", error=" ".join(str(e).split()), exception=e)
             )
     return BatchResult(results, time.perf_counter() - t0, rank, world_size)
+
+
+def _own_leftovers(scene: str | Path, out_dir: str | os.PathLike) -> bool:
+    """Whether the outputs of ``scene`` in ``out_dir`` that exist are all aerialct's own
+    predictions of this very scene (rasters whose ``AERIALCT_SOURCE`` names it, a PNG
+    quick look), and there is at least one: what an interrupted run leaves."""
+    import rasterio
+
+    from aerialct.geo.io import no_georef_warning
+    from aerialct.geo.outputs import file_is_kind
+    from aerialct.geo.tags import SOURCE_TAG
+
+    there = [q for q in output_paths(scene, out_dir).values() if q.exists()]
+    for q in there:
+        if q.suffix == ".png":
+            if not file_is_kind(q, "png"):
+                return False
+            continue
+        try:
+            with no_georef_warning(), rasterio.open(q) as ds:
+                if ds.tags().get(SOURCE_TAG) != source_label(scene):
+                    return False
+        except Exception:  # unreadable: not ours to replace
+            return False
+    return bool(there)
