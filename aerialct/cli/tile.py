@@ -190,7 +190,8 @@ def tile(
     if packed_out is not None:
         from aerialct.geo.outputs import FOLDER, check_output
 
-        check_output(packed_out, overwrite, kind=FOLDER)  # refuse before tiling, not after
+        # refuse before tiling, not after
+        check_output(packed_out, overwrite, kind=FOLDER, inputs=[*inputs, *(labels or [])])
     # size and resize: the mode's defaults unless given (--no-resize: none)
     grid: dict[str, Any] = {k: v for k, v in (("size", size), ("resize", resize)) if v is not None}
     if no_resize:

@@ -68,7 +68,7 @@ def vectorize(
     order of operations.
     """
     from aerialct.geo.locks import output_lock
-    from aerialct.geo.outputs import check_output
+    from aerialct.geo.outputs import check_not_input, check_output
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()
@@ -76,8 +76,11 @@ def vectorize(
     driver = driver_for(out)
     if overwrite and append:
         raise InputError(f"{out}: --overwrite and --append exclude each other; pick one")
-    if not append:
-        check_output(out, overwrite, inputs=[p for p in (raster, probabilities) if p is not None])
+    inputs = [p for p in (raster, probabilities) if p is not None]
+    if append:
+        check_not_input(out, inputs)
+    else:
+        check_output(out, overwrite, inputs=inputs)
     _check_options(min_area, fill_holes, simplify, connectivity, window_size)
     ops = _morph_ops(morph)
     poly = polygonise(
