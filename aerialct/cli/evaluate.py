@@ -179,13 +179,15 @@ def _pixel_table(result) -> None:
 
 
 def _building_table(result) -> None:
+    from aerialct.geo.inputs import source_label
+
     cols = ["predicted", "reference", "TP", "FP", "FN", "precision", "recall", "F1", "mean IoU"]
     if result.files:
         console.print_table(
             "buildings per file",
             ["file", *cols],
             [
-                [Path(f["reference"]).name, *(f[k] for k in (
+                [source_label(f["reference"]), *(f[k] for k in (
                     "predicted", "reference_count", "true_positives", "false_positives",
                     "false_negatives", "precision", "recall", "f1", "mean_iou"))]
                 for f in result.files

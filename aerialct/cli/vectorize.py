@@ -63,7 +63,7 @@ Morph = Annotated[
     ),
 ]
 Probabilities = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--probabilities",
         help="Probability raster from predict (or, for several rasters, the folder holding "
@@ -176,11 +176,12 @@ def vectorize(
 
 def _vectorize_many(
     paths: list[str | Path], out: Path, classes: list[str], min_area: float, fill_holes: float,
-    simplify: float, regularize: bool, ops: list, probabilities: Path | None, layer: str | None,
+    simplify: float, regularize: bool, ops: list, probabilities: str | None, layer: str | None,
     connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
     json_out: bool,
 ) -> None:  # fmt: skip
     from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.geo.inputs import source_label
     from aerialct.vectorize import vectorize_many
 
     if append:
@@ -208,6 +209,6 @@ def _vectorize_many(
     if batch.failed:
         raise PartialFailure(
             f"{len(batch.failed)} of {len(paths)} rasters failed: "
-            + ", ".join(Path(r).name for r, _ in batch.failed),
+            + ", ".join(source_label(r) for r, _ in batch.failed),
             batch,
         )

@@ -24,7 +24,7 @@ from aerialct.classes import IGNORE_INDEX, ClassTable, resolve_class_table
 from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS
 from aerialct.errors import InputError, RasterError, VectorError
-from aerialct.geo.inputs import glob_paths, is_pattern, source_label, source_path
+from aerialct.geo.inputs import glob_paths, is_gdal_path, is_pattern, source_label, source_path
 from aerialct.geo.io import no_georef_warning, open_raster, require_same_grid
 
 log = logging.getLogger("aerialct")
@@ -99,7 +99,7 @@ def inspect_image(path: str | Path) -> Scene:
 # --------------------------------------------------------------------------- raster labels
 
 
-def attach_label_raster(scene: Scene, path: Path) -> ClassTable | None:
+def attach_label_raster(scene: Scene, path: str | Path) -> ClassTable | None:
     """Check a label raster against its image and record how to read it; the class table
     the raster carries (its ``AERIALCT_CLASSES`` tag), or None."""
     from affine import Affine
@@ -126,7 +126,7 @@ def attach_label_raster(scene: Scene, path: Path) -> ClassTable | None:
                     f"from {scene.image} ({img.width}x{img.height}); give the label matching this image"
                 )
             scene.georef_copied = True
-            log.info("%s: no georeferencing; copied it from %s", path, Path(scene.image).name)
+            log.info("%s: no georeferencing; copied it from %s", path, source_label(scene.image))
         else:
             require_same_grid(lab, img, what="the label")
         scene.labels = str(path)
@@ -135,12 +135,15 @@ def attach_label_raster(scene: Scene, path: Path) -> ClassTable | None:
     return own
 
 
-def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Paths as given; a pattern with * ? [ that names no file is expanded as a glob."""
-    out: list[Path] = []
+def expand_paths(paths: Sequence[str | os.PathLike]) -> list[str | Path]:
+    """Paths as given (GDAL paths and URLs untouched); a pattern with * ? [ that names no
+    file is expanded as a glob."""
+    out: list[str | Path] = []
     for p in paths:
-        s = str(p)
-        if not Path(s).exists() and is_pattern(s):
+        s = os.fspath(p)
+        if is_gdal_path(s):
+            out.append(s)
+        elif not Path(s).exists() and is_pattern(s):
             out.extend(glob_paths(s))
         else:
             out.append(Path(s))
@@ -167,7 +170,7 @@ def attach_label_rasters(
             "in the same order"
         )
     chosen: tuple[ClassTable, str] | None = None
-    untagged: Path | None = None
+    untagged: str | Path | None = None
     for sc, lp in zip(scenes, labs, strict=True):
         own = attach_label_raster(sc, lp)
         if own is None:

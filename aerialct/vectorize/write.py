@@ -180,15 +180,20 @@ class VectorizeBatch:
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".fgb")
 
 
-def _probabilities_for(raster: Path, probabilities: str | os.PathLike | None) -> Path | None:
-    """The probability raster of ``raster``: a file as given, or ``<stem>_probabilities.tif``
-    in a folder (``<stem>`` without ``_classes``, as predict names them)."""
+def _probabilities_for(
+    raster: str | Path, probabilities: str | os.PathLike | None
+) -> str | Path | None:
+    """The probability raster of ``raster``: a file (or URL) as given, or
+    ``<stem>_probabilities.tif`` in a folder (``<stem>`` without ``_classes``, as predict
+    names them)."""
+    from aerialct.geo.inputs import source_label, source_path
+
     if probabilities is None:
         return None
-    p = Path(probabilities)
-    if not p.is_dir():
+    p = source_path(probabilities)
+    if not isinstance(p, Path) or not p.is_dir():
         return p
-    return p / f"{raster.stem.removesuffix('_classes')}_probabilities.tif"
+    return p / f"{Path(source_label(raster)).stem.removesuffix('_classes')}_probabilities.tif"
 
 
 def vectorize_many(
@@ -210,11 +215,12 @@ def vectorize_many(
     raster that fails is recorded and the others go on. ``options`` go to
     :func:`polygonise`.
     """
+    from aerialct.geo.inputs import source_label, source_path
     from aerialct.geo.outputs import check_output
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()
-    paths = [Path(r) for r in rasters]
+    paths = [source_path(r) for r in rasters]  # URLs as given
     if not paths:
         raise InputError("no raster to vectorise; give class rasters, a folder or a pattern")
     _check_options(
@@ -232,7 +238,7 @@ def vectorize_many(
         if file_format not in ("gpkg", "geojson", "fgb"):
             raise InputError(f"--format {file_format}: use gpkg, geojson or fgb")
         for r in paths:
-            target = out / f"{r.stem}.{file_format}"
+            target = out / f"{Path(source_label(r)).stem}.{file_format}"
             try:
                 results.append(vectorize(r, target, probabilities=_probabilities_for(r, probabilities),
                                          overwrite=overwrite, progress=progress, **options))  # fmt: skip
