@@ -169,6 +169,14 @@ def warn(message: str) -> None:
     stderr.print(f"warning: {_safe(message)}", markup=False, highlight=False, style="yellow")
 
 
+def traceback() -> None:
+    """The traceback of the exception being handled (``--verbose``), URL secrets removed."""
+    import traceback as tb
+
+    sys.stderr.write(_safe(tb.format_exc()))
+    sys.stderr.flush()
+
+
 def error(message: str) -> None:
     """The one ``error:`` line the CLI prints before a non-zero exit."""
     stderr.print(

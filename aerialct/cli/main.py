@@ -78,12 +78,12 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_SIGTERM
     except (AerialctError, OSError, ValueError) as e:
         if state.verbose:
-            console.stderr.print_exception()
+            console.traceback()
         console.error(_one_line(e))
         return EXIT_ERROR
     except Exception as e:  # the boundary: anything else is a bug, still one line
         if state.verbose:
-            console.stderr.print_exception()
+            console.traceback()
         console.error(
             f"internal error: {type(e).__name__}: {_one_line(e)} (run with --verbose for the traceback)"
         )
