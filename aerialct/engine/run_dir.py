@@ -104,6 +104,8 @@ class RunFolder:
 
     def _prepare(self, resume: bool, overwrite: bool) -> None:
         out, is_main = self.out, self.is_main
+        if resume and not out.exists():
+            check_resumable(out)  # refused before anything is made (the lock's folder)
         if is_main:
             if out.exists() and not out.is_dir():
                 raise OutputExistsError(out, "it is a file; give a folder for the run")

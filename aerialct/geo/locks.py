@@ -103,8 +103,12 @@ def output_lock(path: str | os.PathLike, *, wait: bool = False) -> Iterator[Path
 
 def _acquire(lock: Path, output: Path, wait: bool) -> int:
     """Open, lock and claim ``lock``; the locked descriptor."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform (Windows): the lock file only names us
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        _claim(fd, lock, output)
+        return fd
     told = False
     while True:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
