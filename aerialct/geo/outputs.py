@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from aerialct.errors import DiskFullError, InputError, OutputExistsError
+from aerialct.errors import AerialctError, DiskFullError, InputError, OutputExistsError
 from aerialct.geo.inputs import is_gdal_path
 from aerialct.geo.io import no_georef_warning, verify_raster
 from aerialct.geo.locks import output_lock
@@ -366,8 +366,8 @@ def atomic_output(
 def _disk_full_as_error(final: Path) -> Iterator[None]:
     try:
         yield
-    except OSError as e:
-        if not isinstance(e, DiskFullError) and disk_full(e, final.parent):
+    except OSError as e:  # the lock file or a stale temporary: not aerialct's own refusals
+        if not isinstance(e, AerialctError) and disk_full(e, final.parent):
             raise DiskFullError(final) from e
         raise
 
