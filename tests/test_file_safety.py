@@ -6,6 +6,12 @@
    are removed by the next run.
 4. Wrong kinds of input are refused, never turned into results.
 5. Every message names the file.
+
+The files beside this one take the same promises to the verbs and cases added since:
+``test_file_safety_writers`` (two writers at once, outputs that hold inputs),
+``_disk`` (full disks in pack and export), ``_results`` (wrong input refused, exported
+models), ``_messages``, ``_secrets`` (signed URLs from a real HTTP server) and
+``_signals`` (a signal never crashes a run).
 """
 
 from __future__ import annotations
