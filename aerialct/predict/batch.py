@@ -110,16 +110,19 @@ def predict_scenes(
 
 
 def _own_leftovers(scene: str | Path, out_dir: str | os.PathLike) -> bool:
-    """Whether the outputs of ``scene`` in ``out_dir`` that exist are all aerialct's own
-    predictions of this very scene (rasters whose ``AERIALCT_SOURCE`` names it, a PNG
-    quick look), and there is at least one: what an interrupted run leaves."""
+    """What a run killed between the renames of ``scene``'s outputs leaves: no class raster
+    (renamed last), and side outputs that are all aerialct's own of this very scene
+    (rasters whose ``AERIALCT_SOURCE`` names it, a PNG quick look)."""
     import rasterio
 
     from aerialct.geo.io import no_georef_warning
     from aerialct.geo.outputs import file_is_kind
     from aerialct.geo.tags import SOURCE_TAG
 
-    there = [q for q in output_paths(scene, out_dir).values() if q.exists()]
+    paths = output_paths(scene, out_dir)
+    if paths["classes"].exists():
+        return False  # a finished scene asked for more outputs: refused, as before
+    there = [q for q in paths.values() if q.exists()]
     for q in there:
         if q.suffix == ".png":
             if not file_is_kind(q, "png"):

@@ -103,6 +103,7 @@ def predict_scene(
         result.gsd = scene_gsd(ds)
         src = _prediction_grid(stack, ds, bundle, result, resample_to_training_gsd)
         aoi_geom = aoi_for(aoi, src, scene)
+        # entered first, so renamed last: a class raster there means the scene finished
         tmp_cls = stack.enter_context(atomic_output(out_path, overwrite))
         tmp_prob = stack.enter_context(atomic_output(prob_path, overwrite)) if prob_path else None
         parts = _Parts(tmp_cls, tmp_prob)
