@@ -413,7 +413,6 @@ def is_torchscript(path: str | os.PathLike) -> bool:
 def exported_metadata(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     """The parsed aerialct metadata of an exported model and its number of weights
     (``aerialct info``), without onnxruntime."""
-    import torch
 
     p = Path(path)
     if p.suffix.lower() == ".onnx":
@@ -428,10 +427,18 @@ def exported_metadata(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
         raw = {prop.key: prop.value for prop in proto.metadata_props}
         count = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
         return _parse_metadata(raw, p), count
+    model, meta = _load_torchscript(p)
+    return meta, sum(t.numel() for t in model.parameters())
+
+
+def _load_torchscript(p: Path) -> tuple[Any, dict[str, Any]]:
+    """A TorchScript model (on the CPU) and its parsed aerialct metadata."""
+    import torch
+
     extra = {EXTRA_FILE: ""}
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
             model = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
     except Exception as e:
         first = (str(e).splitlines() or ["unreadable"])[0][:160]
@@ -440,7 +447,7 @@ def exported_metadata(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
         raw = json.loads(extra[EXTRA_FILE] or "{}")
     except ValueError:
         raw = {}
-    return _parse_metadata(raw, p), sum(t.numel() for t in model.parameters())
+    return model, _parse_metadata(raw, p)
 
 
 def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> InferenceBundle:
@@ -464,19 +471,7 @@ def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> Inferen
         meta = _parse_metadata(model.metadata, p)
         model.to(device)
     else:
-        extra = {EXTRA_FILE: ""}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
-                model = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
-        except Exception as e:
-            first = (str(e).splitlines() or ["unreadable"])[0][:160]
-            raise CheckpointError(f"{p}: not a readable TorchScript model ({first})") from e
-        try:
-            raw = json.loads(extra[EXTRA_FILE] or "{}")
-        except ValueError:
-            raw = {}
-        meta = _parse_metadata(raw, p)
+        model, meta = _load_torchscript(p)
         model.eval().to(torch.device(device))
     low, high = meta.get("low"), meta.get("high")
     return InferenceBundle(
