@@ -6,45 +6,51 @@ deployment only the inference model and what feeds it are kept:
 
 * ``pt``: a slim aerialct checkpoint (model weights, config, class table,
   normalisation, chip size, GSD, final metrics) that
-  :func:`aerialct.engine.checkpoint.load_inference_model` and ``predict`` read
+  :func:`aerialct.predict.bundle.load_inference_model` and ``predict`` read
   like any checkpoint; ``train --resume`` refuses it.
 * ``onnx``: the network as an ONNX graph, batch size free, windows of the chip
-  size. Input ``image``: normalised float32 ``(B, C, S, S)`` = ``(raw - mean) / std``;
-  output ``logits``: float32 ``(B, K, S, S)``. The metadata (``metadata_props``)
-  holds the class table, mean/std, chip size and GSD (:func:`export_metadata`).
+  size. Input ``image``: normalised float32 ``(B, C, S, S)`` =
+  ``(clip(raw, low, high) - mean) / std``; output ``logits``: float32 ``(B, K, S, S)``.
+  The metadata (``metadata_props``) holds the class table, the per-band clip bounds
+  and mean/std, chip size and GSD (:func:`export_metadata`).
   ``predict`` runs it on the CPU through onnxruntime (:class:`OnnxRunner`).
 * ``torchscript``: the traced network, same input and output, with the same
   metadata as the extra file ``aerialct.json``.
 
 No format carries the projection heads: they exist only for the training loss.
+
+This module depends on the checkpoint format (:mod:`aerialct.engine.checkpoint`)
+and the model (:mod:`aerialct.models`) only; :func:`read_exported` gives an
+exported model back with its metadata, which :mod:`aerialct.predict.bundle` wraps
+for ``predict``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import io
 import json
 import os
 import time
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.config import ExperimentConfig, to_dict
+from aerialct.engine.checkpoint import load_checkpoint, local_model, make_checkpoint
 from aerialct.errors import CheckpointError, InputError
+from aerialct.geo.outputs import atomic_output, check_output
+from aerialct.modelfiles import EXTRA_FILE, METADATA_FORMAT, is_torchscript
+from aerialct.models.restore import model_from_checkpoint
 
 if TYPE_CHECKING:
     import torch
 
-    from aerialct.engine.checkpoint import InferenceBundle
-
 FORMATS = ("onnx", "torchscript", "pt")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "pt": ".pt"}
-METADATA_FORMAT = "aerialct-export"
-EXTRA_FILE = "aerialct.json"
 ONNX_OPSET = 17
 MIN_OPSET = 11
 """The oldest opset the models export to (bilinear Resize with half-pixel centres)."""
@@ -60,7 +66,7 @@ __all__ = [
     "export_model",
     "exported_metadata",
     "is_torchscript",
-    "load_exported_model",
+    "read_exported",
     "slim_checkpoint",
 ]
 
@@ -90,31 +96,31 @@ class ExportResult:
         return {**vars(self), "size_ratio": round(self.size_ratio, 4)}
 
 
-def export_metadata(bundle: InferenceBundle, source: str | None = None) -> dict[str, str]:
-    """Everything needed to feed the exported network, as ``{str: str}`` (JSON values)."""
-    from aerialct import __version__
-
-    low, high = getattr(bundle, "low", None), getattr(bundle, "high", None)
+def export_metadata(
+    ckpt: dict[str, Any], config: ExperimentConfig | None, source: str
+) -> dict[str, str]:
+    """Everything needed to feed the network of the (checked) checkpoint ``ckpt``, as
+    ``{str: str}`` (JSON values)."""
+    norm, gsd = ckpt["normalization"], ckpt.get("gsd")
+    low, high = norm.get("low"), norm.get("high")
     meta: dict[str, Any] = {
         "aerialct_format": METADATA_FORMAT,
         "aerialct_version": __version__,
-        "classes": bundle.classes.to_list(),
-        "ignore_index": int(bundle.ignore_index),
-        "mean": [float(v) for v in bundle.mean],
-        "std": [float(v) for v in bundle.std],
-        "low": None if low is None else [float(v) for v in low],
-        "high": None if high is None else [float(v) for v in high],
-        "in_chans": int(bundle.in_chans),
-        "chip_size": int(bundle.chip_size),
-        "gsd": None if bundle.gsd is None else float(bundle.gsd),
-        "input": input_formula(low is not None and high is not None),
+        "classes": ClassTable.from_list(ckpt["classes"]).to_list(),
+        "ignore_index": int(ckpt.get("ignore_index", IGNORE_INDEX)),
+        "mean": [float(v) for v in norm["mean"]],
+        "std": [float(v) for v in norm["std"]],
+        "low": [float(v) for v in low] if low else None,
+        "high": [float(v) for v in high] if high else None,
+        "in_chans": int(ckpt["in_chans"]),
+        "chip_size": int(ckpt["chip_size"]),
+        "gsd": None if gsd is None else float(gsd),
+        "input": input_formula(bool(low) and bool(high)),
         "output": f"{OUTPUT_NAME}: float32 (B, classes, chip_size, chip_size); argmax = class id",
-        "source": source or (bundle.path.name if bundle.path else ""),
+        "source": source,
     }
-    if bundle.config is not None:
-        from aerialct.config import to_dict
-
-        meta["model"] = to_dict(bundle.config.model)
+    if config is not None:
+        meta["model"] = to_dict(config.model)
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
@@ -163,11 +169,9 @@ def _parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
 
 def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The inference part of a checkpoint: no heads, optimiser, scheduler, scaler or RNG."""
-    from aerialct.engine.checkpoint import make_checkpoint
-
     metrics = ckpt.get("metrics") or {}
     norm = ckpt["normalization"]
-    slim = make_checkpoint(
+    return make_checkpoint(
         config=ckpt["config"],
         classes=ClassTable.from_list(ckpt["classes"]),
         mean=norm["mean"],
@@ -183,9 +187,8 @@ def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
         metrics={k: metrics[k] for k in ("last", "best_epoch") if k in metrics},
         low=norm.get("low"),
         high=norm.get("high"),
+        exported=True,
     )
-    slim["exported"] = True
-    return slim
 
 
 def export_model(
@@ -203,9 +206,6 @@ def export_model(
     absolute difference of its logits from the torch model's (``max_abs_diff``).
     """
     import torch
-
-    from aerialct.engine.checkpoint import load_checkpoint, load_inference_model, local_model
-    from aerialct.geo.outputs import atomic_output, check_output
 
     t0 = time.perf_counter()
     fmt = (format or "").strip().lower()
@@ -230,12 +230,14 @@ def export_model(
         slim = slim_checkpoint(load_checkpoint(src))
         with atomic_output(dst, overwrite, kind=kind, inputs=[src]) as tmp, open(tmp, "wb") as f:
             torch.save(slim, f)
-        bundle = load_inference_model(dst)  # proves the slim file loads for predict
+        ckpt = load_checkpoint(dst)  # proves the slim file loads for predict
+        model, _ = model_from_checkpoint(ckpt, dst)
     else:
-        bundle = load_inference_model(src)
-        meta = export_metadata(bundle, src.name)
-        model = bundle.model.eval().float()
-        S, C = int(bundle.chip_size), int(bundle.in_chans)
+        ckpt = load_checkpoint(src)
+        model, cfg = model_from_checkpoint(ckpt, src)
+        meta = export_metadata(ckpt, cfg, src.name)
+        model = model.float()
+        S, C = int(ckpt["chip_size"]), int(ckpt["in_chans"])
         gen = torch.Generator().manual_seed(0)
         example = torch.randn(2, C, S, S, generator=gen)
         with torch.inference_mode():
@@ -253,7 +255,7 @@ def export_model(
                         got = torch.jit.load(str(tmp), map_location="cpu")(example)
             if check:
                 diff = float((got - expected).abs().max())
-    params = sum(p.numel() for p in bundle.model.parameters())
+    params = sum(p.numel() for p in model.parameters())
     return ExportResult(
         source=str(src),
         output=str(dst),
@@ -261,8 +263,8 @@ def export_model(
         source_bytes=src.stat().st_size,
         output_bytes=dst.stat().st_size,
         parameters=int(params),
-        chip_size=int(bundle.chip_size),
-        classes=bundle.classes.names,
+        chip_size=int(ckpt["chip_size"]),
+        classes=[c["name"] for c in ckpt["classes"]],
         max_abs_diff=diff,
         seconds=time.perf_counter() - t0,
     )
@@ -400,20 +402,38 @@ class OnnxRunner:
         return iter(())
 
 
-def is_torchscript(path: str | os.PathLike) -> bool:
-    """True for a TorchScript archive written by ``aerialct export --format torchscript``."""
+def read_exported(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """An exported ``.onnx`` (an :class:`OnnxRunner`) or TorchScript model, in eval mode on
+    ``device``, and its checked metadata (``classes_table`` holds the parsed class table).
+
+    CheckpointError naming the file when it is missing, unreadable or has no aerialct
+    metadata.
+    """
+    import torch
+
     p = Path(path)
-    if not p.is_file() or not zipfile.is_zipfile(p):
-        return False
-    with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(p) as z:
-        return any(n.endswith(f"/extra/{EXTRA_FILE}") for n in z.namelist())
-    return False
+    if not p.is_file():
+        raise CheckpointError(f"{p}: no such model file; give a .onnx or .pt file")
+    model: Any
+    if p.suffix.lower() == ".onnx":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            raise CheckpointError(
+                f"{p}: predicting with an ONNX model needs onnxruntime; pip install onnxruntime"
+            ) from e
+        model = OnnxRunner(p)
+        meta = _parse_metadata(model.metadata, p)
+        model.to(device)
+        return model, meta
+    model, meta = _load_torchscript(p)
+    model.eval().to(torch.device(device))
+    return model, meta
 
 
 def exported_metadata(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     """The parsed aerialct metadata of an exported model and its number of weights
     (``aerialct info``), without onnxruntime."""
-
     p = Path(path)
     if p.suffix.lower() == ".onnx":
         import numpy as np
@@ -448,43 +468,3 @@ def _load_torchscript(p: Path) -> tuple[Any, dict[str, Any]]:
     except ValueError:
         raw = {}
     return model, _parse_metadata(raw, p)
-
-
-def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> InferenceBundle:
-    """An :class:`InferenceBundle` around an exported ``.onnx`` or TorchScript model."""
-    import torch
-
-    from aerialct.engine.checkpoint import InferenceBundle
-
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such model file; give a .onnx or .pt file")
-    model: Any
-    if p.suffix.lower() == ".onnx":
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as e:
-            raise CheckpointError(
-                f"{p}: predicting with an ONNX model needs onnxruntime; pip install onnxruntime"
-            ) from e
-        model = OnnxRunner(p)
-        meta = _parse_metadata(model.metadata, p)
-        model.to(device)
-    else:
-        model, meta = _load_torchscript(p)
-        model.eval().to(torch.device(device))
-    low, high = meta.get("low"), meta.get("high")
-    return InferenceBundle(
-        model=model,
-        classes=meta["classes_table"],
-        mean=tuple(float(v) for v in meta["mean"]),
-        std=tuple(float(v) for v in meta["std"]),
-        in_chans=int(meta["in_chans"]),
-        chip_size=int(meta["chip_size"]),
-        gsd=None if meta.get("gsd") is None else float(meta["gsd"]),
-        config=None,
-        path=p,
-        ignore_index=int(meta.get("ignore_index", IGNORE_INDEX)),
-        low=None if low is None else tuple(float(v) for v in low),
-        high=None if high is None else tuple(float(v) for v in high),
-    )

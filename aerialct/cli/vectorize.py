@@ -9,7 +9,7 @@ import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
-from aerialct.cli.options import Json, Overwrite
+from aerialct.cli.options import Json, Overwrite, Stac
 
 Rasters = Annotated[
     list[str],
@@ -103,10 +103,15 @@ def vectorize(
     connectivity: Connectivity = 8,
     window_size: WindowSize = 2048,
     append: Append = False,
+    stac: Stac = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
     """Polygonise classes of a class raster into a vector layer, merged exactly across windows.
+
+    A folder gives the class rasters in it (found by their AERIALCT_CLASSES tag, so
+    predict's probability rasters beside them are not taken). Each output gets a STAC
+    Item, <stem>.stac.json beside it, or in the catalogue --stac DIR.
 
     Examples:
 
@@ -117,13 +122,15 @@ def vectorize(
       aerialct vectorize 'pred/*_classes.tif' --out polygons/ --format fgb
     """
     from aerialct.cli.app import state
+    from aerialct.render import jsonable
 
     if state.own_process:  # a process of its own: skip pyogrio's pandas imports
         from aerialct.geo.vector import import_pyogrio_lean
 
         import_pyogrio_lean()
     from aerialct.errors import InputError
-    from aerialct.geo.inputs import expand_inputs
+    from aerialct.geo.classraster import expand_class_rasters
+    from aerialct.stac import check_stac_dir, deliver_vectors
     from aerialct.vectorize import parse_morph
     from aerialct.vectorize import vectorize as run_vectorize
 
@@ -135,11 +142,12 @@ def vectorize(
         ops = parse_morph(morph)
     except InputError as e:
         raise typer.BadParameter(str(e), param_hint="--morph") from None
-    paths = expand_inputs(rasters)
+    paths = expand_class_rasters(rasters)
+    check_stac_dir(stac)
     if len(paths) > 1 or Path(rasters[0]).is_dir():
         _vectorize_many(paths, out, class_ or ["building"], min_area, fill_holes, simplify,
                         regularize, ops, probabilities, layer, connectivity, window_size,
-                        file_format, overwrite, append, json_out)  # fmt: skip
+                        file_format, overwrite, append, json_out, stac)  # fmt: skip
         return
     with console.progress("vectorising") as progress:
         result = run_vectorize(
@@ -159,8 +167,9 @@ def vectorize(
             append=append,
             progress=progress,
         )
+    items = deliver_vectors([result], stac)
     if json_out:
-        console.print_json(result)
+        console.print_json({**jsonable(result), "stac": [str(p) for p in items]})
         return
     console.print_table(
         f"{result.output} (layer {result.layer}, {result.driver})",
@@ -172,16 +181,19 @@ def vectorize(
         f"{result.dropped_small} below --min-area dropped, {result.seam_merges} merged across "
         f"{result.windows} windows, {result.seconds:.1f} s"
     )
+    if items:
+        console.info(f"STAC: {', '.join(str(p) for p in items)}")
 
 
 def _vectorize_many(
     paths: list[str | Path], out: Path, classes: list[str], min_area: float, fill_holes: float,
     simplify: float, regularize: bool, ops: list, probabilities: str | None, layer: str | None,
     connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
-    json_out: bool,
+    json_out: bool, stac: Path | None,
 ) -> None:  # fmt: skip
-    from aerialct.errors import AerialctError, PartialFailure
-    from aerialct.geo.inputs import source_label
+    from aerialct.errors import ItemFailure, raise_for_failures
+    from aerialct.geo.inputs import redact
+    from aerialct.stac import deliver_vectors
     from aerialct.vectorize import vectorize_many
 
     if append:
@@ -195,8 +207,9 @@ def _vectorize_many(
             layer=layer, connectivity=connectivity, window_size=window_size,
             file_format=file_format, overwrite=overwrite, progress=progress,
         )  # fmt: skip
+    items = deliver_vectors(batch.results, stac)
     if json_out:
-        console.print_json(batch.to_dict())
+        console.print_json({**batch.to_dict(), "stac": [str(p) for p in items]})
     else:
         console.print_table(
             f"{len(batch.results)} rasters -> {batch.output}",
@@ -204,11 +217,7 @@ def _vectorize_many(
             [[r.source, r.output, r.layer, r.count] for r in batch.results]
             + [[raster, "failed", "", error] for raster, error in batch.failed],
         )
-    if batch.failed and not batch.results:
-        raise AerialctError(f"all {len(batch.failed)} rasters failed; first: {batch.failed[0][1]}")
-    if batch.failed:
-        raise PartialFailure(
-            f"{len(batch.failed)} of {len(paths)} rasters failed: "
-            + ", ".join(source_label(r) for r, _ in batch.failed),
-            batch,
-        )
+        if items:
+            console.info(f"STAC: {', '.join(str(p) for p in items)}")
+    failures = [ItemFailure(redact(raster), error) for raster, error in batch.failed]
+    raise_for_failures(len(paths), failures, "rasters", batch)

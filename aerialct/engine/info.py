@@ -53,7 +53,7 @@ def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     """Summarise a checkpoint (config, classes, normalisation, progress, last metrics), or
     a model written by ``aerialct export`` (its metadata)."""
     from aerialct.engine.checkpoint import local_model
-    from aerialct.export import is_torchscript
+    from aerialct.modelfiles import is_torchscript
 
     p = local_model(path)
     if p.suffix.lower() == ".onnx" or is_torchscript(p):

@@ -18,9 +18,9 @@ from aerialct.evaluate.buildings import (
 from aerialct.evaluate.pixel import (
     FileSet,
     PixelEvaluation,
-    _is_raster,
     describe,
     evaluate_pixels,
+    is_raster,
     match_chips,
     match_folders,
     members,
@@ -160,7 +160,7 @@ def _folders(
 ) -> PixelEvaluation | BuildingEvaluation:
     """Two folders or patterns: building scores of polygon files, else pixel scores of rasters."""
     refs = members(ref)
-    vector_dirs = not any(_is_raster(q) for q in refs)
+    vector_dirs = not any(is_raster(q) for q in refs)
     if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in refs):
         vpairs, missing = match_vector_folders(pred, ref)
         unmatched = _unmatched(pred, vpairs, lambda q: q.suffix.lower() in VECTOR_SUFFIXES)
@@ -173,7 +173,7 @@ def _folders(
             prediction=describe(pred), reference=describe(ref), unmatched=unmatched,
         )  # fmt: skip
     pairs, missing = match_folders(pred, ref)
-    unmatched = _unmatched(pred, pairs, _is_raster)
+    unmatched = _unmatched(pred, pairs, is_raster)
     if missing:
         log.warning("%d references have no prediction in %s; their pixels are not scored: %s",
                     len(missing), describe(pred), _names(missing))  # fmt: skip

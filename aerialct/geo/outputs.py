@@ -26,6 +26,7 @@ from aerialct.geo.inputs import is_gdal_path
 from aerialct.geo.io import no_georef_warning, verify_raster
 from aerialct.geo.locks import output_lock
 from aerialct.geo.tags import TAG_PREFIX
+from aerialct.modelfiles import is_exported_onnx, is_torchscript
 
 TMP_MARK = ".aerialct-tmp"
 """Every temporary file or folder aerialct writes carries this in its name."""
@@ -114,8 +115,10 @@ def file_is_kind(path: Path, kind: str) -> bool:
         return head.startswith(b"\x89PNG")
     if kind == "checkpoint":
         return head.startswith(b"PK\x03\x04")
-    if kind in ("onnx", "torchscript"):
-        return _is_exported_model(path, kind)
+    if kind == "onnx":
+        return is_exported_onnx(path)
+    if kind == "torchscript":
+        return is_torchscript(path)
     if kind in ("json", "geojson"):
         try:
             doc = json.loads(path.read_text())
@@ -123,22 +126,6 @@ def file_is_kind(path: Path, kind: str) -> bool:
             return False
         return isinstance(doc, dict) and (kind == "json" or "features" in doc or "type" in doc)
     return True
-
-
-def _is_exported_model(path: Path, kind: str) -> bool:
-    """An ONNX or TorchScript model that ``aerialct export`` wrote (it carries its metadata)."""
-    from aerialct.export import METADATA_FORMAT, is_torchscript
-
-    if kind == "torchscript":
-        return is_torchscript(path)
-    try:
-        import onnx
-
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception:  # not protobuf, or not a model: onnx raises its own types
-        return False
-    return any(p.key == "aerialct_format" and p.value == METADATA_FORMAT
-               for p in model.metadata_props)  # fmt: skip
 
 
 def has_aerialct_tags(path: Path) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,8 @@ from aerialct.geo.outputs import atomic_output
 if TYPE_CHECKING:
     import geopandas as gpd
 
+    from aerialct.styles import LayerStyle
+
 DRIVERS = {
     ".gpkg": "GPKG",
     ".geojson": "GeoJSON",
@@ -31,6 +33,11 @@ DRIVERS = {
     ".fgb": "FlatGeobuf",
 }
 MULTI_LAYER = {"GPKG"}
+
+GPKG_VERSION = "1.3"
+"""GeoPackage version of new files. GDAL 3.6 (Debian 12's) warns that it "may only partially
+support" 1.4, the default of newer GDAL; 1.3 reads cleanly everywhere. 1.4 only adds R-tree
+triggers that also work under SQL UPSERT statements, which aerialct never issues."""
 
 
 @dataclass
@@ -132,11 +139,13 @@ def driver_for(path: str | os.PathLike) -> str:
 
 
 def list_layers(path: str | os.PathLike) -> list[str]:
-    """The layer names of a vector file."""
+    """The data layer names of a vector file (a GeoPackage's table of QGIS styles is not one)."""
     import pyogrio
 
+    from aerialct.styles import STYLE_TABLE
+
     try:
-        return [str(name) for name, _ in pyogrio.list_layers(path)]
+        return [str(name) for name, _ in pyogrio.list_layers(path) if name != STYLE_TABLE]
     except Exception as e:  # pyogrio raises DataSourceError and friends
         raise VectorError(f"{path}: not a readable vector file ({_first_line(e)})") from e
 
@@ -222,13 +231,16 @@ def write_layers(
     overwrite: bool = False,
     append: bool = False,
     layer_options: Mapping[str, str] | None = None,
+    styles: Sequence[LayerStyle] = (),
 ) -> Path:
     """Write one or more layers to ``path`` atomically; return the path.
 
     ``append`` adds the features to an existing layer of the same name (or adds a
     new layer to a GeoPackage); without ``append`` or ``overwrite`` an existing
     file is refused. Polygons are written as MultiPolygons so a layer has one
-    geometry type.
+    geometry type. A new GeoPackage is version :data:`GPKG_VERSION`; ``styles`` go
+    into its ``layer_styles`` table (QGIS applies them on open) before the file is
+    checked and renamed into place (other formats have no place for them).
     """
     import pyogrio.raw
     import shapely
@@ -250,8 +262,10 @@ def write_layers(
     if driver == "FlatGeobuf":
         options["SPATIAL_INDEX"] = "YES"
     options.update(layer_options or {})
+    new_file_options = {"VERSION": GPKG_VERSION} if driver == "GPKG" else None
     with atomic_output(final, overwrite=overwrite or (append and exists)) as tmp:
         existing: list[str] = []
+        created = append and exists
         if append and exists:
             shutil.copy2(final, tmp)
             existing = list_layers(tmp)
@@ -272,9 +286,15 @@ def write_layers(
                     crs=crs_wkt(layer.crs),
                     append=name in existing,
                     layer_options=options if name not in existing else None,
+                    dataset_options=None if created else new_file_options,
                 )
             except Exception as e:
                 raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
+            created = True
+        if styles and driver == "GPKG":
+            from aerialct.styles import write_layer_styles
+
+            write_layer_styles(tmp, styles)
     return final
 
 

@@ -79,6 +79,7 @@ def predict_scenes(
             results.append(
                 SceneResult(
                     scene=p,
+                    source=os.fspath(p),
                     status="skipped",
                     output=out,
                     probabilities=side["probabilities"] if kwargs.get("probabilities") else None,
@@ -97,14 +98,24 @@ def predict_scenes(
         try:
             if not touches_aoi(p, aoi):
                 log.info("%s: outside the area of interest; skipped", source_label(p))
-                results.append(SceneResult(scene=p, status="skipped", error="outside --aoi"))
+                results.append(
+                    SceneResult(
+                        scene=p, source=os.fspath(p), status="skipped", error="outside --aoi"
+                    )
+                )
                 continue
             results.append(predict_scene(bundle, p, out, progress=progress, **scene_kwargs))
         except Exception as e:  # one scene's failure must not stop the batch
             # recorded in the result, which the caller renders; visible with --verbose
             log.debug("%s: failed: %s", p, e)
             results.append(
-                SceneResult(scene=p, status="failed", error=" ".join(str(e).split()), exception=e)
+                SceneResult(
+                    scene=p,
+                    source=os.fspath(p),
+                    status="failed",
+                    error=" ".join(str(e).split()),
+                    exception=e,
+                )
             )
     return BatchResult(results, time.perf_counter() - t0, rank, world_size)
 

@@ -37,7 +37,7 @@ import numpy as np
 from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.data import potsdam as pots
-from aerialct.data.index import SPLITS, write_chips
+from aerialct.data.index import SPLITS, ChipRow, ChipsHeader, chips_frame, write_chips
 from aerialct.errors import InputError
 from aerialct.geo.grid import window_starts
 from aerialct.geo.inputs import redact
@@ -253,9 +253,9 @@ def _jobs(
 
 def _cut(
     jobs: list[tuple[int, Job]], workers: int, reports: list[SceneReport], prog: Any
-) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
+) -> tuple[list[ChipRow], dict[str, list[np.ndarray]]]:
     """Run the band tasks (in ``workers`` processes); their index rows and pixel samples."""
-    rows: list[dict] = []
+    rows: list[ChipRow] = []
     samples: dict[str, list[np.ndarray]] = {}
 
     def collect(k: int, job: Job, res: BandResult) -> None:
@@ -277,28 +277,6 @@ def _cut(
         for k, job, res in run_in_workers(tile_band, jobs, workers):
             collect(k, job, res)
     return rows, samples
-
-
-def _index_frame(rows: list[dict], crs_wkt: str, classes: ClassTable) -> tuple[Any, np.ndarray]:
-    """The chips index (GeoDataFrame, one row per chip, in scene/row/col order) and its
-    per-chip label pixel counts (N, K+1: per class, then ignore)."""
-    import geopandas as gpd
-    import shapely
-
-    rows.sort(key=lambda d: (d["scene"], d["row_off"], d["col_off"]))
-    counts = np.stack([d.pop("counts") for d in rows])
-    bounds = np.array([d.pop("bounds") for d in rows], dtype=np.float64)
-    frame = gpd.GeoDataFrame(
-        rows,
-        geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
-        crs=crs_wkt,
-    )
-    for i, name in enumerate(classes.names):
-        frame[f"px_{name}"] = counts[:, i].astype(np.int64)
-    frame["px_ignore"] = counts[:, len(classes)].astype(np.int64)
-    for col in ("row_off", "col_off", "width", "height"):
-        frame[col] = frame[col].astype(np.int64)
-    return frame, counts
 
 
 def _split_counts(frame: Any) -> dict[str, int]:
@@ -346,29 +324,29 @@ def _unknown_warnings(reports: list[SceneReport], warnings: list[str]) -> dict[s
     return dict(unknown_all)
 
 
-def _dataset_meta(
-    result: TileResult, first: Scene, nodata_threshold: float, co: dict[str, str]
-) -> dict[str, Any]:
-    """The body of ``dataset.json`` (:mod:`aerialct.data.index` adds format and version)."""
-    return {
-        "classes": result.classes,
-        "ignore_index": IGNORE_INDEX,
-        "chip_size": result.chip_size,
-        "bands": first.count,
-        "dtype": first.dtype,
-        "gsd": result.gsd,
-        "crs": result.crs,
-        "source": result.source,
-        "splits": result.splits,
-        "label_mode": result.label_mode,
-        "window": result.window,
-        "stride": result.stride,
-        "nodata_threshold": nodata_threshold,
-        "band_stats": result.band_stats,
-        "class_shares": result.split_shares,
-        "creation_options": co,
-        "scenes": [  # signed URLs without their secrets
-            {
+def _header(
+    result: TileResult, classes: ClassTable, first: Scene, nodata_threshold: float, co: dict
+) -> ChipsHeader:
+    """What ``dataset.json`` says about the chips just cut."""
+    return ChipsHeader(
+        classes=classes,
+        ignore_index=IGNORE_INDEX,
+        chip_size=result.chip_size,
+        bands=first.count,
+        dtype=first.dtype,
+        gsd=result.gsd,
+        crs=result.crs,
+        source=result.source,
+        splits=result.splits,
+        label_mode=result.label_mode,
+        window=result.window,
+        stride=result.stride,
+        nodata_threshold=nodata_threshold,
+        band_stats=result.band_stats,
+        class_shares=result.split_shares,
+        creation_options=co,
+        scenes=[
+            {  # signed URLs without their secrets
                 "name": r.name,
                 "image": redact(r.image),
                 "labels": r.labels and redact(r.labels),
@@ -376,8 +354,8 @@ def _dataset_meta(
             }
             for r in result.scenes
         ],
-        "aerialct_version": __version__,
-    }
+        aerialct_version=__version__,
+    )
 
 
 def run(
@@ -429,7 +407,7 @@ def run(
                 f"no chips written: all {total} windows of {', '.join(s.image for s in scenes)} "
                 f"have more than {opts.nodata_threshold:.0%} nodata; raise --nodata-threshold"
             )
-        frame, counts = _index_frame(rows, first.crs_wkt, classes)
+        frame, counts = chips_frame(rows, first.crs_wkt, classes)
         names = [*classes.names, "ignore"]
         warn_one_sided(frame["split"].to_numpy(), counts, names, warnings)
         result = TileResult(
@@ -454,7 +432,7 @@ def run(
             band_stats=_band_stats(samples, first.dtype),
             classes=classes.to_list(),
         )
-        write_chips(tmp, frame, _dataset_meta(result, first, opts.nodata_threshold, co))
+        write_chips(tmp, frame, _header(result, classes, first, opts.nodata_threshold, co))
     result.unknown_values = _unknown_warnings(reports, warnings)
     for w_ in warnings:
         log.warning(w_)

@@ -15,10 +15,10 @@ from aerialct.classes import ClassTable
 from aerialct.errors import InputError
 from aerialct.geo.inputs import source_name
 from aerialct.progress import ProgressFn, as_progress
-from aerialct.vectorize.geometry import _canonical, _fill_small_holes, _polygonal
-from aerialct.vectorize.merge import _Pieces
+from aerialct.vectorize.geometry import canonical, fill_small_holes, polygonal
+from aerialct.vectorize.merge import Pieces
 from aerialct.vectorize.regularise import regularize_polygons
-from aerialct.vectorize.windows import _polygonise_windows, _prob_reader
+from aerialct.vectorize.windows import polygonise_windows, prob_reader
 
 log = logging.getLogger("aerialct")
 
@@ -40,7 +40,7 @@ class Polygonised:
     seam_groups: int
 
 
-def _check_options(
+def check_options(
     min_area: float, fill_holes: float, simplify: float, connectivity: int, window_size: int
 ) -> None:
     if connectivity not in (4, 8):
@@ -96,9 +96,9 @@ def polygonise(
                     f"{raster} and {probabilities}: grids differ ({diff}); "
                     "give the probability raster written with this class raster"
                 )
-            scale = _prob_reader(probs, table)
+            scale = prob_reader(probs, table)
         try:
-            pieces = _polygonise_windows(
+            pieces = polygonise_windows(
                 ds, table, ids, morph, connectivity, window_size, probs, prog
             )
         finally:
@@ -137,7 +137,7 @@ def polygonise(
 
 
 def _finish(
-    pieces: _Pieces,
+    pieces: Pieces,
     *,
     table: ClassTable,
     transform,
@@ -161,11 +161,11 @@ def _finish(
     psum, pmin = pieces.prob_sum, pieces.prob_min
     dropped = 0
     if len(geoms):
-        geoms = _canonical(geoms)
+        geoms = canonical(geoms)
         # a pixel polygon's area in pixel units is its pixel count
         pixels = np.rint(shapely.area(geoms)).astype(np.int64)
         if fill_holes > 0:
-            geoms = _fill_small_holes(geoms, fill_holes / pixel_area)
+            geoms = fill_small_holes(geoms, fill_holes / pixel_area)
         # deterministic order whatever the window size: top-left corner, then size
         b = shapely.bounds(geoms)
         order = np.lexsort((class_ids, -pixels, b[:, 0], b[:, 1]))
@@ -190,7 +190,7 @@ def _finish(
         if simplify > 0 or regularize:
             invalid = keep & ~shapely.is_valid(geoms)
             if invalid.any():
-                geoms[invalid] = _polygonal(shapely.make_valid(geoms[invalid]))
+                geoms[invalid] = polygonal(shapely.make_valid(geoms[invalid]))
             keep &= ~shapely.is_empty(geoms)
         dropped = int((~keep).sum())
         geoms, class_ids, pixels = geoms[keep], class_ids[keep], pixels[keep]

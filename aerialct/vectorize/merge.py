@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def _seam_pairs(a: np.ndarray, b: np.ndarray, diagonal: bool) -> np.ndarray:
+def seam_pairs(a: np.ndarray, b: np.ndarray, diagonal: bool) -> np.ndarray:
     """Label pairs (N, 2) of pixels adjacent across a seam: a[i] next to b[i] (and b[i+-1])."""
     out = []
     shifts = (0, -1, 1) if diagonal else (0,)
@@ -34,7 +34,7 @@ def _seam_pairs(a: np.ndarray, b: np.ndarray, diagonal: bool) -> np.ndarray:
 
 
 @dataclass
-class _Pieces:
+class Pieces:
     """Polygons in pixel coordinates, one per building, merged across seams."""
 
     geoms: np.ndarray
@@ -77,7 +77,7 @@ def merge_pieces(
     stat_psum: list[np.ndarray] | None,
     stat_pmin: list[np.ndarray],
     windows: int,
-) -> _Pieces:
+) -> Pieces:
     """One polygon per building from the windows' pieces and the label pairs at the seams.
 
     ``pieces`` are the traced polygons in global label order (labels 1..N);
@@ -89,7 +89,7 @@ def merge_pieces(
     n_labels = sum(len(p) for p in pieces)
     if n_labels == 0:
         empty = np.array([], dtype=np.float64)
-        return _Pieces(np.array([], dtype=object), np.array([], np.int64), empty, empty, windows, 0)
+        return Pieces(np.array([], dtype=object), np.array([], np.int64), empty, empty, windows, 0)
     geoms = np.concatenate(pieces)
     label_class_arr = np.concatenate(label_class)
     pair_arr = np.concatenate(pairs) if pairs else np.empty((0, 2), dtype=np.int64)
@@ -115,4 +115,4 @@ def merge_pieces(
     else:
         psum = np.full(len(uniq), np.nan)
         pmin = np.full(len(uniq), np.nan)
-    return _Pieces(merged, label_class_arr[uniq], psum, pmin, windows, len(multi))
+    return Pieces(merged, label_class_arr[uniq], psum, pmin, windows, len(multi))

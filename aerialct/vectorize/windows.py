@@ -13,8 +13,8 @@ from aerialct.classes import ClassTable
 from aerialct.errors import InputError
 from aerialct.geo.tags import PROB_SCALE_TAG
 from aerialct.progress import ProgressFn
-from aerialct.vectorize.merge import _Pieces, _seam_pairs, merge_pieces
-from aerialct.vectorize.trace import _Traced, trace_polygons
+from aerialct.vectorize.merge import Pieces, merge_pieces, seam_pairs
+from aerialct.vectorize.trace import Traced, trace_polygons
 
 if TYPE_CHECKING:
     import rasterio
@@ -62,7 +62,7 @@ def _structure(connectivity: int) -> np.ndarray:
     return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
-def _prob_reader(probs: rasterio.DatasetReader, table: ClassTable) -> float:
+def prob_reader(probs: rasterio.DatasetReader, table: ClassTable) -> float:
     """The scale of the probability raster (255 for integers) after checking its band count."""
     scale_tag = probs.tags().get(PROB_SCALE_TAG)
     if scale_tag:
@@ -77,7 +77,7 @@ def _prob_reader(probs: rasterio.DatasetReader, table: ClassTable) -> float:
     return scale
 
 
-def _polygonise_windows(
+def polygonise_windows(
     ds: rasterio.DatasetReader,
     table: ClassTable,
     ids: list[int],
@@ -86,7 +86,7 @@ def _polygonise_windows(
     size: int,
     probs: rasterio.DatasetReader | None,
     progress: ProgressFn,
-) -> _Pieces:
+) -> Pieces:
     from rasterio.windows import Window
 
     from aerialct.geo.classraster import check_class_values
@@ -143,9 +143,9 @@ def _polygonise_windows(
                     lo, hi = max(c0 - 1, 0), min(c0 + w + 1, width)
                     row0 = np.zeros(hi - lo, dtype=np.int64)
                     row0[c0 - lo : c0 - lo + w] = shifted(traced.top, offset)
-                    pairs.append(_seam_pairs(prev_bottom[c][lo:hi], row0, diagonal))
+                    pairs.append(seam_pairs(prev_bottom[c][lo:hi], row0, diagonal))
                 if wc > 0 and c in prev_right:
-                    pairs.append(_seam_pairs(prev_right[c], shifted(traced.left, offset), diagonal))
+                    pairs.append(seam_pairs(prev_right[c], shifted(traced.left, offset), diagonal))
                 prev_right[c] = shifted(traced.right, offset)
                 cur_bottom[c][c0 : c0 + w] = shifted(traced.bottom, offset)
                 if probs is not None:
@@ -164,7 +164,7 @@ def _polygonise_windows(
 
 
 def _confidence(
-    mask: np.ndarray, traced: _Traced, probs, class_id: int, window, connectivity: int
+    mask: np.ndarray, traced: Traced, probs, class_id: int, window, connectivity: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum and minimum of the class probability over each traced polygon's pixels."""
     from scipy import ndimage

@@ -14,11 +14,12 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
-from aerialct.vectorize.layer import Polygonised, _check_options, polygonise
+from aerialct.vectorize.layer import Polygonised, check_options, polygonise
 from aerialct.vectorize.windows import parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
+    from aerialct.styles import LayerStyle
 
 
 @dataclass
@@ -81,7 +82,7 @@ def vectorize(
         check_not_input(out, inputs)
     else:
         check_output(out, overwrite, inputs=inputs)
-    _check_options(min_area, fill_holes, simplify, connectivity, window_size)
+    check_options(min_area, fill_holes, simplify, connectivity, window_size)
     ops = _morph_ops(morph)
     poly = polygonise(
         raster,
@@ -103,7 +104,10 @@ def vectorize(
         appended = append and out.exists()
         if appended:
             out_layer = _continue_ids(out, poly.layer_name, out_layer, poly.source)
-        write_layers(out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append)
+        styles = layer_styles(raster, poly.layer_name, poly.names, list(out_layer.fields))
+        write_layers(
+            out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append, styles=styles
+        )
     return _result(poly, out_layer, out, driver, window_size, t0, appended, {
         "min_area": min_area,
         "fill_holes": fill_holes,
@@ -113,6 +117,24 @@ def vectorize(
         "connectivity": connectivity,
         "probabilities": str(probabilities) if probabilities else None,
     })  # fmt: skip
+
+
+def layer_styles(
+    raster: str | os.PathLike, layer: str, names: list[str], fields: list[str]
+) -> list[LayerStyle]:
+    """The QGIS styles of a polygon layer of ``raster``: its classes in the colours of the
+    raster's class table, and a graduated confidence style when the layer has one."""
+    import rasterio
+
+    from aerialct.geo.classraster import raster_class_table
+    from aerialct.geo.inputs import source_path
+    from aerialct.geo.io import no_georef_warning
+    from aerialct.styles import vector_styles
+
+    with no_georef_warning(), rasterio.open(source_path(raster)) as ds:
+        table = raster_class_table(ds)
+    assert table is not None  # the default is POTSDAM
+    return vector_styles(layer, table, names, fields)
 
 
 def _morph_ops(
@@ -223,7 +245,7 @@ def vectorize_many(
     paths = [source_path(r) for r in rasters]  # URLs as given
     if not paths:
         raise InputError("no raster to vectorise; give class rasters, a folder or a pattern")
-    _check_options(
+    check_options(
         options.get("min_area", 0.0), options.get("fill_holes", 0.0),
         options.get("simplify", 0.0), options.get("connectivity", 8),
         options.get("window_size", 2048),
@@ -271,7 +293,12 @@ def vectorize_many(
     for p in polys:
         layers.setdefault(p.layer_name, []).append(p)
     merged = {name: _concat([p.layer for p in group]) for name, group in layers.items()}
-    write_layers(out, merged, overwrite=overwrite)
+    styles = [
+        style
+        for name, group in layers.items()
+        for style in layer_styles(group[0].source, name, group[0].names, list(merged[name].fields))
+    ]
+    write_layers(out, merged, overwrite=overwrite, styles=styles)
     window_size = options.get("window_size", 2048)
     for name, group in layers.items():
         start = 0
