@@ -36,6 +36,7 @@ def classes_of(path: Path) -> np.ndarray:
 def test_exported_models_predict_exactly_what_the_checkpoint_predicts(cli, tmp_path):
     import onnx
 
+    from aerialct.engine.checkpoint import load_checkpoint
     from aerialct.export import export_model
 
     low, high = (60.0, 70.0, 80.0), (180.0, 190.0, 200.0)
@@ -44,9 +45,15 @@ def test_exported_models_predict_exactly_what_the_checkpoint_predicts(cli, tmp_p
     img = np.random.default_rng(3).integers(0, 256, (3, 96, 80), dtype=np.uint8)
     img[:, :40] = np.where(img[:, :40] > 128, 255, 0)  # half the scene beyond the clip bounds
     write_scene(scene, img)
-    models = {"pt": ckpt}
+    # the same weights without the clip bounds: what a format that drops them predicts
+    unclipped = tiny_checkpoint(tmp_path / "unclipped.pt", sharpen=1000.0)
+    models = {"pt": ckpt, "unclipped": unclipped}
     for fmt, name in (("onnx", "m.onnx"), ("torchscript", "m.ts"), ("pt", "slim.pt")):
         models[name] = export_model(ckpt, tmp_path / name, fmt).output
+    slim = load_checkpoint(tmp_path / "slim.pt")
+    assert slim["normalization"]["low"] == list(low), slim["normalization"]
+    assert slim["normalization"]["high"] == list(high) and slim["exported"]
+    assert slim.get("optimizer") is None
     rasters = {}
     for name, model in models.items():
         out = tmp_path / f"pred_{name.replace('.', '_')}"
@@ -55,6 +62,7 @@ def test_exported_models_predict_exactly_what_the_checkpoint_predicts(cli, tmp_p
         rasters[name] = classes_of(out / "scene_classes.tif")
     reference = rasters.pop("pt")
     assert len(np.unique(reference)) > 1
+    assert not np.array_equal(rasters.pop("unclipped"), reference)  # the bounds matter here
     for name, got in rasters.items():
         assert np.array_equal(got, reference), (name, int((got != reference).sum()))
     # the ONNX metadata states the whole input formula, with its numbers

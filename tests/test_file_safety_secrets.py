@@ -120,6 +120,21 @@ def test_predict_from_a_signed_url_keeps_the_token_out(
     assert doc["scenes"][0]["scene"] == f"/vsicurl/{base}/scene.tif"  # verbatim, without secrets
     with rasterio.open(out / "scene_classes.tif") as ds:
         assert ds.tags()["AERIALCT_SOURCE"] == "scene.tif"
+    item = json.loads((out / "scene.stac.json").read_text())  # the STAC Item names it too
+    assert item["properties"]["aerialct:source"] == f"/vsicurl/{base}/scene.tif"
+    # scenes that fail: each error shows its URL whole (https://, not https:/), without
+    # the token or the password, in the table, in --json and in the one-line summary
+    gone = f"https://user:{PASSWORD}@127.0.0.1:1/dir/gone.tif?token={SECRET}"
+    r = cli("predict", "x.pt", url, gone, "--out", tmp_path / "p3", "--json")
+    assert r.code == 3, r.err
+    secret_free(r.out, r.err, folder=tmp_path / "p3")
+    failed = json.loads(r.out)["scenes"][1]
+    assert failed["scene"] == "https://127.0.0.1:1/dir/gone.tif", failed
+    assert "https://127.0.0.1:1/dir/gone.tif: not a readable raster" in failed["error"], failed
+    assert "1 of 2 scenes failed: gone.tif" in r.err, r.err
+    r = cli("predict", "x.pt", url, gone, "--out", tmp_path / "p4")
+    assert r.code == 3 and "https://127.0.0.1:1/dir/gone.tif" in r.out + r.err, r.out
+    secret_free(r.out, r.err)
     # credentials in the URL: not in the message about it
     r = cli("predict", "x.pt", f"/vsicurl/http://user:{PASSWORD}@127.0.0.1:1/gone.tif?token={SECRET}",
             "--out", tmp_path / "p2")  # fmt: skip
@@ -160,9 +175,21 @@ def test_tile_vectorize_evaluate_from_signed_urls(cli, server, gdal_http, tmp_pa
     r = cli("vectorize", signed["classes.tif"], "-o", tmp_path / "b.gpkg", "--json")
     assert r.code == 0, r.err
     secret_free(r.out, r.err, folder=tmp_path)
-    assert set(pyogrio.read_dataframe(tmp_path / "b.gpkg")["source"]) == {
+    assert set(pyogrio.read_dataframe(tmp_path / "b.gpkg", layer="building")["source"]) == {
         f"/vsicurl/{base}/classes.tif"
     }
+    assert json.loads(r.out)["source"] == f"/vsicurl/{base}/classes.tif"
+    item = json.loads((tmp_path / "b.stac.json").read_text())
+    assert item["properties"]["aerialct:source"] == f"/vsicurl/{base}/classes.tif"
+    # several signed rasters into one GeoPackage (its styles from their class tables)
+    import shutil
+
+    shutil.copy(root / "classes.tif", root / "classes2.tif")
+    second = f"/vsicurl/{base}/classes2.tif?token={SECRET}"
+    r = cli("vectorize", signed["classes.tif"], second, "-o", tmp_path / "two.gpkg", "--json")
+    assert r.code == 0, r.err
+    secret_free(r.out, r.err, folder=tmp_path)
+    assert len(set(pyogrio.read_dataframe(tmp_path / "two.gpkg", layer="building")["source"])) == 2
     r = cli("evaluate", signed["classes.tif"], signed["fp.gpkg"], "--json",
             "--report", tmp_path / "report.json")  # fmt: skip
     assert r.code == 0, r.err

@@ -194,10 +194,11 @@ def progress(description: str, total: int | None = None) -> Iterator[Any]:
 
 
 def print_json(obj: Any) -> None:
-    """Write ``obj`` to stdout as indented JSON (the ``--json`` output of every verb)."""
+    """Write ``obj`` to stdout as indented JSON (the ``--json`` output of every verb), URL
+    secrets removed wherever they are quoted."""
     from aerialct.render import json_text  # numpy stays out of `aerialct --help`
 
-    sys.stdout.write(json_text(obj))
+    sys.stdout.write(_safe(json_text(obj)))  # errors quote URLs: none keeps its secrets
     sys.stdout.flush()
 
 

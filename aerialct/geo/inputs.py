@@ -96,7 +96,15 @@ def redact(text: str | os.PathLike) -> str:
         lambda m: f"/vsi{m.group(1)}/" + _redact_url(dict(parse_qsl(m.group(2))).get("url", "")),
         s,
     )
-    return _URL.sub(lambda m: _redact_url(m.group(0)), s)
+    return _URL.sub(_redact_match, s)
+
+
+def _redact_match(m: re.Match) -> str:
+    """A URL found in text, redacted; the punctuation that ends its sentence stays
+    (``https://h/a.tif?token=x: not found`` keeps its colon)."""
+    url = m.group(0)
+    body = url.rstrip(".,:;!)]}")
+    return _redact_url(body) + url[len(body) :]
 
 
 def source_name(path: str | os.PathLike) -> str:

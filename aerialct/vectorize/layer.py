@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aerialct.classes import ClassTable
+from aerialct.classes import POTSDAM, ClassTable
 from aerialct.errors import InputError
 from aerialct.geo.inputs import source_name
 from aerialct.progress import ProgressFn, as_progress
@@ -38,6 +38,8 @@ class Polygonised:
     dropped: int
     windows: int
     seam_groups: int
+    table: ClassTable = POTSDAM
+    """The raster's class table (the colours of the layer's QGIS style)."""
 
 
 def check_options(
@@ -133,6 +135,7 @@ def polygonise(
         dropped=dropped,
         windows=pieces.windows,
         seam_groups=pieces.seam_groups,
+        table=table,
     )
 
 

@@ -14,12 +14,12 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
+from aerialct.styles import vector_styles
 from aerialct.vectorize.layer import Polygonised, check_options, polygonise
 from aerialct.vectorize.windows import parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
-    from aerialct.styles import LayerStyle
 
 
 @dataclass
@@ -104,7 +104,7 @@ def vectorize(
         appended = append and out.exists()
         if appended:
             out_layer = _continue_ids(out, poly.layer_name, out_layer, poly.source)
-        styles = layer_styles(raster, poly.layer_name, poly.names, list(out_layer.fields))
+        styles = vector_styles(poly.layer_name, poly.table, poly.names, list(out_layer.fields))
         write_layers(
             out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append, styles=styles
         )
@@ -117,24 +117,6 @@ def vectorize(
         "connectivity": connectivity,
         "probabilities": str(probabilities) if probabilities else None,
     })  # fmt: skip
-
-
-def layer_styles(
-    raster: str | os.PathLike, layer: str, names: list[str], fields: list[str]
-) -> list[LayerStyle]:
-    """The QGIS styles of a polygon layer of ``raster``: its classes in the colours of the
-    raster's class table, and a graduated confidence style when the layer has one."""
-    import rasterio
-
-    from aerialct.geo.classraster import raster_class_table
-    from aerialct.geo.inputs import source_path
-    from aerialct.geo.io import no_georef_warning
-    from aerialct.styles import vector_styles
-
-    with no_georef_warning(), rasterio.open(source_path(raster)) as ds:
-        table = raster_class_table(ds)
-    assert table is not None  # the default is POTSDAM
-    return vector_styles(layer, table, names, fields)
 
 
 def _morph_ops(
@@ -296,7 +278,7 @@ def vectorize_many(
     styles = [
         style
         for name, group in layers.items()
-        for style in layer_styles(group[0].source, name, group[0].names, list(merged[name].fields))
+        for style in vector_styles(name, group[0].table, group[0].names, list(merged[name].fields))
     ]
     write_layers(out, merged, overwrite=overwrite, styles=styles)
     window_size = options.get("window_size", 2048)
