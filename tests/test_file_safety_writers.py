@@ -209,3 +209,34 @@ def test_export_overwrite_replaces_only_a_model_of_its_kind(cli, tmp_path):
     r = cli("export", ckpt, "--format", "onnx", "-o", tmp_path / "m.onnx")
     assert r.code == 1 and "output exists" in r.err
     assert not leftovers(tmp_path)
+
+
+def test_writers_of_one_stac_catalogue_take_turns(tmp_path):
+    """Ranks or array tasks adding to one ``--stac`` catalogue: a writer waits for the one
+    that holds the catalogue, then adds its Item beside the other's."""
+    import datetime as dt
+    import threading
+
+    import pystac
+
+    from aerialct.stac import write_catalog
+
+    def item(name: str) -> pystac.Item:
+        when = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+        return pystac.Item(name, None, None, when, {"aerialct:made_by": "aerialct"})
+
+    root = tmp_path / "stac"
+    write_catalog(root, [item("first")])
+    holder = hold_lock(root / "catalog.json")
+    done = threading.Event()
+    writer = threading.Thread(target=lambda: (write_catalog(root, [item("second")]), done.set()))
+    try:
+        writer.start()
+        assert not done.wait(1.5)  # waits for the holder
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.wait(30)
+    writer.join()
+    ids = {link["href"] for link in json.loads((root / "catalog.json").read_text())["links"]}
+    assert any("first" in h for h in ids) and any("second" in h for h in ids), ids
