@@ -20,8 +20,8 @@ in ``released`` CT mode the CT term is clamped at 1.0 instead of rescaled.
 the encoder's.
 
 The losses run with autocast off, on the features promoted to at least float32
-(bf16 / fp16 maps are upcast, float64 stays float64); the loss modules themselves
-follow their input's dtype.
+(bf16 / fp16 maps are upcast, float64 stays float64). The contrastive modules would
+compute in at least float32 anyway (:mod:`aerialct.losses.precision`).
 
 The projection heads live in ``task.heads`` (saved as the checkpoint's
 ``"heads"``); ``task.model`` is the inference model alone.

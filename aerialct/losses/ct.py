@@ -67,6 +67,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aerialct.errors import ConfigError
+from aerialct.losses.precision import param_dtype, upcast
 
 
 def token_class_counts(
@@ -216,15 +217,20 @@ def ct_cl_loss(pos_cos: Tensor, neg_cos: Tensor, smoothing: float = 0.1) -> Tens
     negative pairs (label smoothing over the two outcomes); the mean runs over all
     kept pairs together.
 
+    Computed in at least float32 (``1 - 1e-6`` is 1 in float16), returned in the
+    input's dtype.
+
     Shape:
         pos_cos ``(Pk,)``, neg_cos ``(Nk,)``; returns a scalar.
     """
+    out = pos_cos.dtype
+    pos_cos, neg_cos = upcast(pos_cos), upcast(neg_cos)
     s = (torch.cat([pos_cos, neg_cos]) + 1) / 2  # (Pk + Nk,)
     target = torch.cat([pos_cos.new_ones(pos_cos.shape), neg_cos.new_zeros(neg_cos.shape)])
     target = target * (1 - smoothing) + smoothing / 2  # (Pk + Nk,)
     eps = 1e-6
     s = s.clamp(eps, 1 - eps)
-    return -(target * s.log() + (1 - target) * (1 - s).log()).mean()
+    return -(target * s.log() + (1 - target) * (1 - s).log()).mean().to(out)
 
 
 def ct_infonce_loss(
@@ -235,13 +241,16 @@ def ct_infonce_loss(
     ``mean_i -log( e^{q_i.k_i/t} / (e^{q_i.k_i/t} + sum_n e^{q_i.n/t}) )``.
 
     Shape:
-        query ``(Q, D)``, key ``(Q, D)``, negatives ``(N, D)`` (L2-normalised); returns a scalar.
+        query ``(Q, D)``, key ``(Q, D)``, negatives ``(N, D)`` (L2-normalised); returns a scalar
+        (computed in at least float32, returned in the query's dtype).
     """
+    out = query.dtype
+    query, key, negatives = upcast(query), upcast(key), upcast(negatives)
     pos = (query * key).sum(-1, keepdim=True)  # (Q, 1)
     neg = query @ negatives.T  # (Q, N)
     logits = torch.cat([pos, neg], 1) / temperature  # (Q, 1 + N)
     target = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target).to(out)
 
 
 def cap_loss(
@@ -287,8 +296,13 @@ class ProjectionHead(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """L2-normalised projection ``(N, out_dim)`` of tokens ``(N, in_dim)``."""
-        return F.normalize(self.net(x), dim=-1)  # (N, out_dim)
+        """L2-normalised projection ``(N, out_dim)`` of tokens ``(N, in_dim)``.
+
+        The MLP runs in its parameters' dtype (tokens are cast to it); the
+        normalised output is at least float32, the dtype the CT losses compute in.
+        """
+        h = self.net(x.to(param_dtype(self, x.dtype)))  # (N, out_dim)
+        return F.normalize(upcast(h), dim=-1)  # (N, out_dim)
 
 
 def sample_per_class(
@@ -348,6 +362,8 @@ def batched_class_losses(
         returns ``loss (K,)`` (0 where not eligible) and ``eligible (K,)`` bool
         (at least ``min_samples`` positives and negatives).
     """
+    out = pos.dtype  # computed in at least float32, returned in this dtype
+    pos, neg = upcast(pos), upcast(neg)
     s, t = pos.shape[0], neg.shape[0]
     n_pos = pos_valid.sum(0)  # (K,)
     n_neg = neg_valid.sum(0)  # (K,)
@@ -398,7 +414,7 @@ def batched_class_losses(
         per_q = torch.logsumexp(torch.cat([l_pos, l_neg], 2), 2) - l_pos[..., 0]  # (K, Q)
         per_q = torch.where(kept_p.T, per_q, 0)
         loss = per_q.sum(1) / keep_p.clamp(min=1)  # (K,)
-    return torch.where(eligible, loss, 0), eligible
+    return torch.where(eligible, loss, 0).to(out), eligible
 
 
 RELEASED_FULL = 10
@@ -429,6 +445,8 @@ def released_class_losses(
         returns ``loss (K,)`` (0 where not eligible) and ``eligible (K,)`` bool
         (at least ``min_samples`` positives and negatives: the groups the code visits).
     """
+    out = pos.dtype  # computed in at least float32, returned in this dtype
+    pos, neg = upcast(pos), upcast(neg)
     s, t = pos.shape[0], neg.shape[0]
     dev = pos.device
     n_pos = pos_valid.sum(0)  # (K,)
@@ -457,7 +475,7 @@ def released_class_losses(
         bce_p = -(hi * F.logsigmoid(cos_p) + lo * F.logsigmoid(-cos_p))  # (H, K)
         l_pos = torch.where(kept_p, bce_p, 0).sum(0) / keep_p  # (K,)
         loss = l_neg + torch.where(n_pos >= full, l_pos, 0)
-        return torch.where(eligible, loss, 0), eligible
+        return torch.where(eligible, loss, 0).to(out), eligible
     # InfoNCE: mining on the negative pairs picks the positives too
     gate = eligible & (n_pos >= full) & (n_neg >= full)  # (K,) else the code returns 0
     u = max(min(s, t, RELEASED_INFONCE_MAX), 1)
@@ -483,7 +501,7 @@ def released_class_losses(
     per_q = torch.logsumexp(torch.cat([l_pos, l_neg], 2), 2) - l_pos[..., 0]  # (K, Q)
     per_q = torch.where((j < half).T, per_q, 0)
     loss = per_q.sum(1) / half.clamp(min=1)  # (K,)
-    return torch.where(gate, loss, 0), eligible
+    return torch.where(gate, loss, 0).to(out), eligible
 
 
 class PatchContrastLoss(nn.Module):
@@ -493,7 +511,9 @@ class PatchContrastLoss(nn.Module):
     groups with enough samples, as a tensor. ``rule="paper"``: the mean over those
     groups (0, still connected to the graph, when none); ``rule="released"``: their
     sum divided by (stages x classes present in the mask). Shapes are static and
-    nothing waits on the device. Computed in the dtype of the features (and heads).
+    nothing waits on the device. The heads run in their parameters' dtype; the loss
+    runs in at least float32 (:mod:`aerialct.losses.precision`) and comes back in the
+    features' dtype.
     """
 
     def __init__(
@@ -610,8 +630,8 @@ class PatchContrastLoss(nn.Module):
         if self.rule == "released":
             assert present is not None
             denom = (present.sum() * len(self.stages)).clamp(min=1)  # stages x classes present
-            return loss.sum() / denom, count
-        return loss.sum() / count.clamp(min=1), count
+            return (loss.sum() / denom).to(feats[0].dtype), count
+        return (loss.sum() / count.clamp(min=1)).to(feats[0].dtype), count
 
 
 def _side_by_side(parts: list[Tensor]) -> Tensor:
