@@ -371,7 +371,7 @@ def _build_task(
     task = SegmentationTask(
         model, cfg.loss, num_classes=k, ignore_index=ignore,
         gather=gather_with_grad if info.enabled else None,
-        class_weight=_class_weights(cfg, splits),
+        class_weight=_class_weights(cfg, splits), world_size=info.world_size,
     )  # fmt: skip
     return task.to(dev)
 

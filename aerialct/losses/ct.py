@@ -564,9 +564,17 @@ class PatchContrastLoss(nn.Module):
         mask: Tensor,
         gather=None,
         generator: torch.Generator | None = None,
+        world_size: int = 1,
     ) -> tuple[Tensor, Tensor]:
-        """(CT loss, number of (stage, class) terms) of the encoder maps against ``mask`` ``(B, H, W)``."""
+        """(CT loss, number of (stage, class) terms) of the encoder maps against ``mask`` ``(B, H, W)``.
+
+        Under DDP, ``gather`` pools the samples of the ``world_size`` ranks (see
+        :func:`aerialct.engine.distributed.gather_with_grad`); each rank draws
+        ``ceil(max_samples / world_size)`` per (stage, class), so the pool holds at most
+        ``max_samples``, as one process would.
+        """
         k = self.num_classes
+        limit = self.max_samples if self.max_samples <= 0 else -(-self.max_samples // world_size)
         emb_p, emb_n, ok_p, ok_n = [], [], [], []
         counts: Tensor | None = None
         present: Tensor | None = None
@@ -592,7 +600,7 @@ class PatchContrastLoss(nn.Module):
             else:
                 pos, neg = labels_from_counts(counts[..., :k])  # (B, h, w, K) in token order
             flags = torch.cat([pos, neg], -1).view(-1, 2 * k)  # (N, 2K)
-            idx, valid = sample_per_class(flags, self.max_samples, generator)  # (S, 2K)
+            idx, valid = sample_per_class(flags, limit, generator)  # (S, 2K)
             tokens = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])  # (N, C)
             rows = idx.reshape(-1)  # (S*2K,) a token recurs once per class
             # fewer tokens than draws: project each token once, then index

@@ -406,13 +406,25 @@ class MultiScaleContrastLoss(nn.Module):
         self.max_k = max_k
         self.max_total = max_total
 
+    def budget(self, world_size: int = 1) -> tuple[int, int]:
+        """This rank's ``(max_k, max_total)`` when ``world_size`` ranks pool their anchors.
+
+        The pool of all ranks keeps the single-process budget: ``max_total`` is shared
+        out over the ranks, and so is ``max_k`` under ``per-class`` (a cap per class);
+        under ``per-image-class`` it caps each (image, class) pair and stays whole.
+        """
+        w = max(1, world_size)
+        max_k = -(-self.max_k // w) if self.anchors == "per-class" else self.max_k
+        return max_k, -(-self.max_total // w)
+
     def embed_stage(
-        self, s: int, feat: Tensor, mask: Tensor, gather=None, generator=None
+        self, s: int, feat: Tensor, mask: Tensor, gather=None, generator=None, world_size=1
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Sample and project the anchors of stage ``s``.
+        """Sample and project the anchors of stage ``s`` (all ranks' when ``gather`` is given).
 
         Returns ``(S, dim)`` embeddings, ``(S,)`` labels and ``(S,)`` validity.
         """
+        max_k, max_total = self.budget(world_size)
         r = self.reductions[s]
         labels = downsample_labels(mask, r)  # (B, h, w)
         if labels.shape[-2:] != feat.shape[-2:]:
@@ -425,8 +437,8 @@ class MultiScaleContrastLoss(nn.Module):
             self.num_classes,
             self.ignore_index,
             self.min_pixels,
-            self.max_k,
-            self.max_total,
+            max_k,
+            max_total,
             generator,
             self.anchors,
         )
@@ -445,10 +457,18 @@ class MultiScaleContrastLoss(nn.Module):
         return emb, labels_s, valid
 
     def forward(
-        self, feats: list[Tensor], mask: Tensor, gather=None, generator=None
+        self, feats: list[Tensor], mask: Tensor, gather=None, generator=None, world_size: int = 1
     ) -> tuple[Tensor, Tensor]:
-        """(L_ms, L_cs) of the feature maps ``[(B, C_s, H/r_s, W/r_s)]`` against ``mask`` ``(B, H, W)``."""
-        emb = {s: self.embed_stage(s, feats[s], mask, gather, generator) for s in self.stages}
+        """(L_ms, L_cs) of the feature maps ``[(B, C_s, H/r_s, W/r_s)]`` against ``mask`` ``(B, H, W)``.
+
+        Under DDP, ``gather`` pools the anchors of the ``world_size`` ranks (see
+        :func:`aerialct.engine.distributed.gather_with_grad`); each rank draws its share
+        of the anchor budget (:meth:`budget`), so the pool matches one process's.
+        """
+        emb = {
+            s: self.embed_stage(s, feats[s], mask, gather, generator, world_size)
+            for s in self.stages
+        }
         t = self.temperature
         dtype = next(iter(emb.values()))[0].dtype if emb else loss_dtype(feats[0].dtype)
         ms = feats[0].new_zeros((), dtype=dtype)
