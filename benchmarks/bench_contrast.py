@@ -116,9 +116,14 @@ def prepare(task: Task, seed: int, work: Path) -> dict[str, str]:
     return paths
 
 
+LONGER = "none@2x"
+"""The plateau check: the baseline trained for twice the epochs."""
+
+
 def one_run(args: tuple[Task, str, int, dict[str, str], str]) -> dict:
     """Train one scheme on one seed's chips, predict and score the held-out town (own process)."""
     task, scheme, seed, paths, work = args
+    contrast, epochs = ("none", 2 * task.epochs) if scheme == LONGER else (scheme, task.epochs)
     import torch
 
     torch.set_num_threads(1)
@@ -132,7 +137,7 @@ def one_run(args: tuple[Task, str, int, dict[str, str], str]) -> dict:
     run_dir = Path(work) / "runs" / f"{task.name}-{scheme}-{seed}"
     cfg = load_config(
         resolve_config_path("tiny-cpu"),
-        [f"loss.contrast={scheme}", f"train.seed={seed}", f"train.epochs={task.epochs}",
+        [f"loss.contrast={contrast}", f"train.seed={seed}", f"train.epochs={epochs}",
          f"model.img_size={task.chip}", *task.overrides],
     )  # fmt: skip
     res = train(cfg, paths["chips"], run_dir, device="cpu", overwrite=True)
@@ -216,7 +221,7 @@ def report(rows: list[dict], schemes: list[str], tasks_: dict[str, Task], argv: 
         "## Does contrast help? Paired seeds on held-out towns (`bench_contrast.py`, CPU, tiny-cpu)",
         "",
         f"{dt.date.today().isoformat()}, {platform.machine()} ({os.cpu_count()} cores, shared, "
-        f"one thread per run), torch {torch.__version__}, commit {commit}. `{argv}`.",
+        f"one thread per run), torch {torch.__version__}, commit {commit or 'unknown'}. `{argv}`.",
         "",
         f"Seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}): seed i trains on a town of seed i and is "
         "scored on a separate held-out town of seed 1000 + i; every scheme sees the same chips "
@@ -240,16 +245,34 @@ def report(rows: list[dict], schemes: list[str], tasks_: dict[str, Task], argv: 
     for t in tasks_:
         for metric in ("mean_iou", "building_iou") if t == "town" else ("building_iou",):
             lines += summarise(rows, schemes, t, metric)
+    lines += ["", *plateau_lines(rows, tasks_)]
+    return "\n".join(lines) + "\n"
+
+
+def plateau_lines(rows: list[dict], tasks_: dict[str, Task]) -> list[str]:
+    """Has the baseline plateaued? Twice the epochs against the study's, paired by seed."""
+    out = []
     for t in tasks_:
-        gains = [r["plateau_gain"] for r in rows if r["task"] == t and r["scheme"] == "none"
+        by = {(r["scheme"], r["seed"]): r for r in rows if r["task"] == t}
+        seeds = [s for (scheme, s) in by if scheme == LONGER and ("none", s) in by]
+        metric = "mean_iou" if t == "town" else "building_iou"
+        if len(seeds) >= 2:
+            m, lo, hi = t_interval(
+                [by[(LONGER, s)][metric] - by[("none", s)][metric] for s in seeds]
+            )
+            out.append(
+                f"Plateau check, `{t}`: the baseline with twice the epochs ({2 * tasks_[t].epochs}) "
+                f"changes held-out {metric} by {m:+.4f} [{lo:+.4f}, {hi:+.4f}] over seeds "
+                f"{', '.join(map(str, sorted(seeds)))}."
+            )
+        gains = [r["plateau_gain"] for r in by.values() if r["scheme"] == "none"
                  and r["plateau_gain"] is not None]  # fmt: skip
         if gains:
-            lines.append(
-                f"\nPlateau check, `{t}`: the baseline's in-town validation mIoU changed by "
-                f"{statistics.fmean(gains):+.4f} on average (range {min(gains):+.4f} to "
-                f"{max(gains):+.4f}) over the last quarter of its epochs."
+            out.append(
+                f"In-town validation mIoU of the `{t}` baseline over its last quarter of epochs: "
+                f"{statistics.fmean(gains):+.4f} on average ({min(gains):+.4f} to {max(gains):+.4f})."
             )
-    return "\n".join(lines) + "\n"
+    return out
 
 
 def main() -> None:
@@ -258,10 +281,12 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--schemes", default=",".join(SCHEMES))
     ap.add_argument("--tasks", default="town,buildings")
-    ap.add_argument("--epochs-town", type=int, default=20)
-    ap.add_argument("--epochs-buildings", type=int, default=20)
+    ap.add_argument("--epochs-town", type=int, default=25)
+    ap.add_argument("--epochs-buildings", type=int, default=15)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="runs at once, one thread each")  # fmt: skip
+    ap.add_argument("--plateau-seeds", type=int, default=3,
+                    help="seeds on which the baseline also trains for twice the epochs")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="2 seeds, 2 epochs, tiny towns")
     ap.add_argument("--work", default=str(HERE.parent / "bench-out" / "contrast"))
     ap.add_argument("--name", default="contrast", help="results/<name>.md")
@@ -289,7 +314,8 @@ def main() -> None:
     for seed in seeds:
         for task in chosen.values():
             paths = prepare(task, seed, work)
-            todo += [(task, s, seed, paths, str(work)) for s in schemes
+            longer = [LONGER] if seed < args.first_seed + args.plateau_seeds else []
+            todo += [(task, s, seed, paths, str(work)) for s in [*schemes, *longer]
                      if key(task, s, seed) not in done]  # fmt: skip
     print(f"{len(todo)} runs to do, {len(rows)} done", file=sys.stderr, flush=True)
     import multiprocessing as mp
@@ -302,7 +328,7 @@ def main() -> None:
             with log.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row), file=sys.stderr, flush=True)
-    keys = {key(t, s, seed) for t in chosen.values() for s in schemes for seed in seeds}
+    keys = {key(t, s, seed) for t in chosen.values() for s in [*schemes, LONGER] for seed in seeds}
     mine = [r for r in rows if r["key"] in keys]
     argv = "python benchmarks/bench_contrast.py " + " ".join(sys.argv[1:])
     text = report(mine, schemes, chosen, argv.strip())

@@ -529,7 +529,7 @@ class PatchContrastLoss(nn.Module):
         dim: int = 128,
         keep_fraction: float = 0.5,
         min_samples: int = 5,
-        max_samples: int = 2048,
+        max_samples: int = 4096,
         smoothing: float = 0.1,
         temperature: float = 0.1,
         rule: Literal["paper", "released"] = "paper",
