@@ -40,7 +40,12 @@ released
     and the total uses ``clamp(L, 0, 1)`` (no gradient above 1).
 
 In both modes a group's positives and negatives are first drawn at random, at most
-``max_samples`` of each (``loss.ct_max_samples``; 0: no limit, as the released code).
+``max_samples`` of each (``loss.ct_max_samples``, 4096; 0: no limit, as the released code),
+and the projection head is ``Linear -> ReLU -> Linear`` (the released code's is GELU: the
+heads are training-only and one architecture keeps checkpoints loadable in either mode).
+The bound "clipped to 1.0" is read as a rescale in ``paper`` mode and is the code's clamp
+in ``released`` mode (:func:`cap_loss`); the released InfoNCE pairs at most
+:data:`RELEASED_INFONCE_MAX` (2000) rows. ``tests/test_loss_choices.py`` pins each choice.
 
 At a stage with reduction ``r`` every token covers an ``r x r`` pixel block. For
 class ``c`` a block whose labelled pixels are all ``c`` is a *positive*, a block
@@ -287,7 +292,10 @@ def class_contrast_loss(
 
 
 class ProjectionHead(nn.Module):
-    """Per-stage MLP ``Linear -> ReLU -> Linear`` then L2 normalisation (training only)."""
+    """Per-stage MLP ``Linear -> ReLU -> Linear`` then L2 normalisation (training only).
+
+    ReLU in both loss modes; the authors' released code uses GELU here.
+    """
 
     def __init__(self, in_dim: int, hidden: int = 128, out_dim: int = 128) -> None:
         super().__init__()

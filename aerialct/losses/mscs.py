@@ -24,6 +24,11 @@ evenly among the images containing it, and uses the paper's two-layer projector;
 ``released`` draws K anchors per (image, class) pair and uses the released configs'
 one-layer projector. ``loss.mscs_anchors`` and ``loss.mscs_proj_layers`` override
 either choice.
+Both modes share the rest of the projector: linear layers with a bias and BatchNorm
+momentum 0.1 (the released code: no bias, momentum 3e-4); ``tests/test_loss_choices.py``
+pins it. Each pair's term is ``softplus(LSE_{n in N(i)} - s_ip)`` with the negatives
+summed directly (never as all classes minus the own class, which cancels in float32);
+see :class:`_SupCon`.
 """
 
 from __future__ import annotations
@@ -306,7 +311,8 @@ class Projector(nn.Module):
     The paper's projector has ``layers=2``; the released configs use one. The hidden
     layers run on the whole feature map (BatchNorm statistics over every pixel of the
     batch, as a conv on the map has them); the last 1x1 conv is a linear layer
-    applied to the sampled pixels only.
+    applied to the sampled pixels only. In both modes the linear layers have a bias and
+    BatchNorm's momentum is 0.1; the released code's convs have no bias and momentum 3e-4.
     """
 
     def __init__(
