@@ -19,12 +19,14 @@ ORDER = [
     "step",
     "engine",
     "train",
+    "contrast",
     "buildings",
     "evidence",
     "predict",
     "export",
     "vectorize",
     "startup",
+    "decoders",
 ]
 
 
