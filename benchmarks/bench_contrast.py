@@ -19,7 +19,9 @@ and score of one run, measured in its own process: load from other jobs inflates
 little). Each run's row is appended to ``<work>/runs.jsonl`` as it finishes, so a killed
 study resumes where it stopped. Writes ``benchmarks/results/contrast.md``.
 
-    python benchmarks/bench_contrast.py                    # 5 seeds x 5 schemes x 2 tasks, ~1 h on 2 cores
+    python benchmarks/bench_contrast.py                    # 5 seeds x 5 schemes x 2 tasks
+    # about 16,000 CPU-seconds (2 h on 2 idle cores): tiny-cpu's baseline needs ~50 epochs of
+    # these towns to plateau (25 epochs left it 0.08 mIoU short), and MS/CS costs 2.3x
     python benchmarks/bench_contrast.py --seeds 20 --jobs 16    # more power on a bigger machine
     python benchmarks/bench_contrast.py --quick            # 2 seeds, 2 epochs, tiny towns: a run check
 """
@@ -71,7 +73,7 @@ def tasks(quick: bool, epochs_town: int, epochs_buildings: int) -> dict[str, Tas
     """The two tasks at the study's sizes (``quick``: a run check, nothing to conclude)."""
     town = Task("town", 768, 512, 64, 64, epochs_town, {"gsd": 0.5})
     build = Task(
-        "buildings", 1024, 768, 64, 64, epochs_buildings,
+        "buildings", 768, 768, 64, 64, epochs_buildings,
         {"gsd": 0.5, "dtype": "uint16", "bands": 1, "classes": "buildings", "built_up": 0.1},
         tuple(BUILDINGS_RECIPE),
     )  # fmt: skip
@@ -86,7 +88,7 @@ def prepare(task: Task, seed: int, work: Path) -> dict[str, str]:
     from aerialct.data.synth import synth_scene
     from aerialct.tile import tile_scenes
 
-    d = work / "data" / f"{task.name}-{seed}"
+    d = work / "data" / f"{task.name}-{task.size}-{task.held_out}-{task.chip}-{task.stride}-{seed}"
     done = d / "ready.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -138,7 +140,8 @@ def one_run(args: tuple[Task, str, int, dict[str, str], str]) -> dict:
     cfg = load_config(
         resolve_config_path("tiny-cpu"),
         [f"loss.contrast={contrast}", f"train.seed={seed}", f"train.epochs={epochs}",
-         f"model.img_size={task.chip}", *task.overrides],
+         f"model.img_size={task.chip}", f"train.save_every={epochs}",
+         f"train.val_every={max(1, epochs // 10)}", *task.overrides],
     )  # fmt: skip
     res = train(cfg, paths["chips"], run_dir, device="cpu", overwrite=True)
     bundle = load_inference_model(res.last_checkpoint, device="cpu")
@@ -281,8 +284,8 @@ def main() -> None:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--schemes", default=",".join(SCHEMES))
     ap.add_argument("--tasks", default="town,buildings")
-    ap.add_argument("--epochs-town", type=int, default=25)
-    ap.add_argument("--epochs-buildings", type=int, default=15)
+    ap.add_argument("--epochs-town", type=int, default=50)
+    ap.add_argument("--epochs-buildings", type=int, default=50)
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="runs at once, one thread each")  # fmt: skip
     ap.add_argument("--plateau-seeds", type=int, default=3,
