@@ -396,14 +396,17 @@ def test_many_rasters_in_one_process(cli, tmp_path):
     r = cli("vectorize", f"{pred}/s*_classes.tif", "-o", tmp_path / "each", "--format", "fgb")
     assert r.code == 0, r.err
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == [
-        "s0_classes.fgb", "s1_classes.fgb", "s2_classes.fgb"
+        "s0_classes.fgb", "s0_classes.stac.json", "s1_classes.fgb", "s1_classes.stac.json",
+        "s2_classes.fgb", "s2_classes.stac.json",
     ]  # fmt: skip
     # one broken raster: reported, the others written, exit 3
     write_raster_rgb = np.zeros((3, 8, 8), np.uint8)
     with rasterio.open(pred / "rgb.tif", "w", driver="GTiff", width=8, height=8, count=3,
                        dtype="uint8") as ds:  # fmt: skip
         ds.write(write_raster_rgb)
-    r = cli("vectorize", pred, "-o", tmp_path / "partial.gpkg")
+    r = cli("vectorize", pred, "-o", tmp_path / "tagged.gpkg")  # a folder: class rasters only
+    assert r.code == 0 and len(read(tmp_path / "tagged.gpkg")) == 6, r.err
+    r = cli("vectorize", f"{pred}/*.tif", "-o", tmp_path / "partial.gpkg")
     assert r.code == 3 and "rgb.tif" in r.err
     assert len(read(tmp_path / "partial.gpkg")) == 6
     # several CRSs cannot share one layer
