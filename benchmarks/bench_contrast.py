@@ -69,9 +69,11 @@ class Task:
     overrides: tuple[str, ...] = ()
 
 
-def tasks(quick: bool, epochs_town: int, epochs_buildings: int) -> dict[str, Task]:
+def tasks(
+    quick: bool, epochs_town: int, epochs_buildings: int, town_size: int = 768, held_out: int = 512
+) -> dict[str, Task]:
     """The two tasks at the study's sizes (``quick``: a run check, nothing to conclude)."""
-    town = Task("town", 768, 512, 64, 64, epochs_town, {"gsd": 0.5})
+    town = Task("town", town_size, held_out, 64, 64, epochs_town, {"gsd": 0.5})
     build = Task(
         "buildings", 768, 768, 64, 64, epochs_buildings,
         {"gsd": 0.5, "dtype": "uint16", "bands": 1, "classes": "buildings", "built_up": 0.1},
@@ -286,6 +288,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="town,buildings")
     ap.add_argument("--epochs-town", type=int, default=50)
     ap.add_argument("--epochs-buildings", type=int, default=50)
+    ap.add_argument("--town-size", type=int, default=768, help="town task: training town, px")
+    ap.add_argument("--held-out-size", type=int, default=512, help="town task: held-out town, px")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="runs at once, one thread each")  # fmt: skip
     ap.add_argument("--plateau-seeds", type=int, default=3,
@@ -300,7 +304,9 @@ def main() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    all_tasks = tasks(args.quick, args.epochs_town, args.epochs_buildings)
+    all_tasks = tasks(
+        args.quick, args.epochs_town, args.epochs_buildings, args.town_size, args.held_out_size
+    )
     chosen = {k: all_tasks[k] for k in args.tasks.split(",") if k}
     schemes = [s for s in args.schemes.split(",") if s]
     if "none" not in schemes:
