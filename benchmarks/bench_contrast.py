@@ -132,10 +132,10 @@ def one_run(args: tuple[Task, str, int, dict[str, str], str]) -> dict:
 
     torch.set_num_threads(1)
     from aerialct.config import load_config, resolve_config_path
-    from aerialct.predict.bundle import load_inference_model
     from aerialct.engine.train import train
     from aerialct.evaluate import evaluate
     from aerialct.predict import predict_scene
+    from aerialct.predict.bundle import load_inference_model
 
     c0, t0 = time.process_time(), time.perf_counter()
     run_dir = Path(work) / "runs" / f"{task.name}-{scheme}-{seed}"
