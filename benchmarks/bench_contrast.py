@@ -23,6 +23,9 @@ study resumes where it stopped. Writes ``benchmarks/results/contrast.md``.
     # about 16,000 CPU-seconds (2 h on 2 idle cores): tiny-cpu's baseline needs ~50 epochs of
     # these towns to plateau (25 epochs left it 0.08 mIoU short), and MS/CS costs 2.3x
     python benchmarks/bench_contrast.py --seeds 20 --jobs 16    # more power on a bigger machine
+    # a smaller town study (5 seeds x 3 schemes, ~200 steps per run: short of the plateau)
+    python benchmarks/bench_contrast.py --tasks town --town-size 512 --held-out-size 384 \
+        --schemes none,ct-cl,mscs --epochs-town 30 --plateau-seeds 0
     python benchmarks/bench_contrast.py --quick            # 2 seeds, 2 epochs, tiny towns: a run check
 """
 
