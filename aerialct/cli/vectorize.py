@@ -101,7 +101,7 @@ def vectorize(
     file_format: FileFormat = "gpkg",
     layer: Layer = None,
     connectivity: Connectivity = 8,
-    window_size: WindowSize = 2048,
+    window_size: WindowSize = 1536,  # aerialct.vectorize.windows.DEFAULT_WINDOW
     append: Append = False,
     stac: Stac = None,
     overwrite: Overwrite = False,
@@ -124,10 +124,12 @@ def vectorize(
     from aerialct.cli.app import state
     from aerialct.render import jsonable
 
-    if state.own_process:  # a process of its own: skip pyogrio's pandas imports
-        from aerialct.geo.vector import import_pyogrio_lean
+    if state.own_process:  # a process of its own: pyogrio, if needed, without pandas
+        from aerialct.geo.ogr import lean_pyogrio_when_needed
+        from aerialct.workers import reduce_heap_fragmentation
 
-        import_pyogrio_lean()
+        lean_pyogrio_when_needed()
+        reduce_heap_fragmentation()  # window arrays go back to the system once freed
     from aerialct.errors import InputError
     from aerialct.geo.classraster import expand_class_rasters
     from aerialct.stac import check_stac_dir, deliver_vectors

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aerialct.errors import InputError, OutputExistsError, VectorError
+from aerialct.geo.ogr import pyogrio_api
 from aerialct.geo.outputs import atomic_output
 
 if TYPE_CHECKING:
@@ -60,38 +61,6 @@ class Layer:
             if c != frame.geometry.name
         }
         return cls(np.asarray(frame.geometry.values, dtype=object), fields, frame.crs)
-
-
-_NOT_ON_THIS_PATH = ("geopandas", "pandas", "pyarrow")
-
-
-def import_pyogrio_lean() -> None:
-    """Import pyogrio without the pandas stack it would pull in (a CLI start-up saving).
-
-    pyogrio imports geopandas and pandas when they are installed, although its raw
-    array API, which ``write_layers`` uses, needs neither; that costs about half a
-    second per process, paid per file by shell loops. Only the ``aerialct`` command
-    calls this, in a process of its own; afterwards pyogrio's DataFrame functions
-    are unavailable in that process, so a library caller never should.
-    """
-    import importlib.abc
-    import sys
-
-    if "pyogrio" in sys.modules or any(m in sys.modules for m in _NOT_ON_THIS_PATH):
-        return
-
-    class _Skip(importlib.abc.MetaPathFinder):
-        def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-            if name.split(".")[0] in _NOT_ON_THIS_PATH:
-                raise ImportError(f"{name} is not needed on this path")
-            return None
-
-    skip = _Skip()
-    sys.meta_path.insert(0, skip)
-    try:
-        import pyogrio.raw  # noqa: F401
-    finally:
-        sys.meta_path.remove(skip)
 
 
 def crs_wkt(crs: Any) -> str | None:
@@ -140,10 +109,9 @@ def driver_for(path: str | os.PathLike) -> str:
 
 def list_layers(path: str | os.PathLike) -> list[str]:
     """The data layer names of a vector file (a GeoPackage's table of QGIS styles is not one)."""
-    import pyogrio
-
     from aerialct.styles import STYLE_TABLE
 
+    pyogrio = pyogrio_api()
     try:
         return [str(name) for name, _ in pyogrio.list_layers(path) if name != STYLE_TABLE]
     except Exception as e:  # pyogrio raises DataSourceError and friends
@@ -221,9 +189,6 @@ def write_layers(
     into its ``layer_styles`` table (QGIS applies them on open) before the file is
     checked and renamed into place (other formats have no place for them).
     """
-    import pyogrio.raw
-    import shapely
-
     final = Path(path)
     driver = driver_for(final)
     if overwrite and append:
@@ -241,40 +206,86 @@ def write_layers(
     if driver == "FlatGeobuf":
         options["SPATIAL_INDEX"] = "YES"
     options.update(layer_options or {})
-    new_file_options = {"VERSION": GPKG_VERSION} if driver == "GPKG" else None
+    prepared = {name: _prepared(item) for name, item in layers.items()}
     with atomic_output(final, overwrite=overwrite or (append and exists)) as tmp:
-        existing: list[str] = []
-        created = append and exists
-        if append and exists:
-            shutil.copy2(final, tmp)
-            existing = list_layers(tmp)
-        for name, item in layers.items():
-            layer = item if isinstance(item, Layer) else Layer.from_frame(item)
-            geoms = to_multipolygons(layer.geometry)
-            kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
-            geometry_type = "MultiPolygon" if kinds <= {6} else "Unknown"
-            try:
-                pyogrio.raw.write(
-                    tmp,
-                    shapely.to_wkb(geoms),
-                    list(layer.fields.values()),
-                    list(layer.fields),
-                    layer=name,
-                    driver=driver,
-                    geometry_type=geometry_type,
-                    crs=crs_wkt(layer.crs),
-                    append=name in existing,
-                    layer_options=options if name not in existing else None,
-                    dataset_options=None if created else new_file_options,
-                )
-            except Exception as e:
-                raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
-            created = True
+        plain = driver == "GPKG" and not (append and exists) and not layer_options
+        if not (plain and _write_gpkg(tmp, final, prepared)):  # else nothing written: pyogrio
+            _write_pyogrio(tmp, final, prepared, driver, options, append and exists)
         if styles and driver == "GPKG":
             from aerialct.styles import write_layer_styles
 
             write_layer_styles(tmp, styles)
     return final
+
+
+def _write_pyogrio(
+    tmp: Path,
+    final: Path,
+    prepared: dict[str, tuple[Layer, np.ndarray, str]],
+    driver: str,
+    options: dict[str, str],
+    appending: bool,
+) -> None:
+    """Write ``prepared`` layers to ``tmp`` with pyogrio (a copy of ``final`` when
+    ``appending``); a new GeoPackage is version :data:`GPKG_VERSION`."""
+    import shapely
+
+    pyogrio = pyogrio_api()
+    new_file_options = {"VERSION": GPKG_VERSION} if driver == "GPKG" else None
+    existing: list[str] = []
+    created = appending
+    if appending:
+        shutil.copy2(final, tmp)
+        existing = list_layers(tmp)
+    for name, (layer, geoms, geometry_type) in prepared.items():
+        try:
+            pyogrio.raw.write(
+                tmp,
+                shapely.to_wkb(geoms),
+                list(layer.fields.values()),
+                list(layer.fields),
+                layer=name,
+                driver=driver,
+                geometry_type=geometry_type,
+                crs=crs_wkt(layer.crs),
+                append=name in existing,
+                layer_options=options if name not in existing else None,
+                dataset_options=None if created else new_file_options,
+            )
+        except Exception as e:
+            raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
+        created = True
+
+
+def _prepared(item: Layer | gpd.GeoDataFrame) -> tuple[Layer, np.ndarray, str]:
+    """A layer, its geometries as MultiPolygons (one type per layer) and that type's name."""
+    import shapely
+
+    layer = item if isinstance(item, Layer) else Layer.from_frame(item)
+    geoms = to_multipolygons(layer.geometry)
+    kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
+    return layer, geoms, "MultiPolygon" if kinds <= {6} else "Unknown"
+
+
+def _write_gpkg(tmp: Path, final: Path, prepared: dict[str, tuple[Layer, np.ndarray, str]]) -> bool:
+    """Write a new GeoPackage without pyogrio when every layer allows it (:mod:`aerialct.geo.gpkg`);
+    False (nothing written) otherwise."""
+    import shapely
+
+    from aerialct.geo.gpkg import GpkgLayer, writable, write_gpkg
+
+    out: dict[str, GpkgLayer] = {}
+    for name, (layer, geoms, geometry_type) in prepared.items():
+        gtype = "GEOMETRY" if geometry_type == "Unknown" else geometry_type
+        if not writable(layer.fields, gtype):
+            return False
+        bounds = shapely.bounds(geoms)  # NaN for empty and missing geometries
+        out[name] = GpkgLayer(shapely.to_wkb(geoms), bounds, layer.fields, layer.crs, gtype)
+    try:
+        write_gpkg(tmp, out)
+    except Exception as e:
+        raise VectorError(f"{final}: cannot write the GeoPackage ({_first_line(e)})") from e
+    return True
 
 
 def _first_line(e: BaseException) -> str:

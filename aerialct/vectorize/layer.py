@@ -17,7 +17,7 @@ from aerialct.progress import ProgressFn, as_progress
 from aerialct.vectorize.geometry import canonical, fill_small_holes, polygonal
 from aerialct.vectorize.merge import Pieces
 from aerialct.vectorize.regularise import regularize_polygons
-from aerialct.vectorize.windows import polygonise_windows, prob_reader
+from aerialct.vectorize.windows import DEFAULT_WINDOW, polygonise_windows, prob_reader
 
 log = logging.getLogger("aerialct")
 
@@ -51,6 +51,26 @@ def check_options(
             raise InputError(f"--{name} must be a number >= 0, got {value}")
 
 
+def _block_cache(size: int, *datasets: Any) -> Any:
+    """GDAL's block cache capped at what one window needs, unless the user set GDAL_CACHEMAX.
+
+    Windows are read once each, so cached blocks are only reused within a window row of a
+    striped raster; GDAL's default (5% of RAM) would keep every block of the raster.
+    """
+    import rasterio
+
+    if "GDAL_CACHEMAX" in os.environ:
+        return rasterio.Env()
+    need = 0
+    for ds in datasets:
+        if ds is None:
+            continue
+        bh, bw = ds.block_shapes[0] if ds.block_shapes else (size, ds.width)
+        cols = ds.width if bw >= ds.width else min(ds.width, size + bw)  # strips: a window row
+        need += min(ds.height, size + bh) * cols * ds.count * np.dtype(ds.dtypes[0]).itemsize
+    return rasterio.Env(GDAL_CACHEMAX=int(max(4 << 20, 1.25 * need)))
+
+
 def polygonise(
     raster: str | os.PathLike,
     *,
@@ -63,7 +83,7 @@ def polygonise(
     probabilities: str | os.PathLike | None = None,
     layer: str | None = None,
     connectivity: int = 8,
-    window_size: int = 2048,
+    window_size: int = DEFAULT_WINDOW,
     progress: ProgressFn | None = None,
 ) -> Polygonised:
     """The polygons of ``classes`` of one class raster, cleaned up, with their attributes."""
@@ -97,9 +117,10 @@ def polygonise(
                 )
             scale = prob_reader(probs, table)
         try:
-            pieces = polygonise_windows(
-                ds, table, ids, morph, connectivity, window_size, probs, prog
-            )
+            with _block_cache(window_size, ds, probs):
+                pieces = polygonise_windows(
+                    ds, table, ids, morph, connectivity, window_size, probs, prog
+                )
         finally:
             if probs is not None:
                 probs.close()

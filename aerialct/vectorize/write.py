@@ -14,7 +14,7 @@ import numpy as np
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
 from aerialct.vectorize.layer import Polygonised, check_options, polygonise
-from aerialct.vectorize.windows import parse_morph
+from aerialct.vectorize.windows import DEFAULT_WINDOW, parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
@@ -56,7 +56,7 @@ def vectorize(
     probabilities: str | os.PathLike | None = None,
     layer: str | None = None,
     connectivity: int = 8,
-    window_size: int = 2048,
+    window_size: int = DEFAULT_WINDOW,
     overwrite: bool = False,
     append: bool = False,
     progress: ProgressFn | None = None,
@@ -238,7 +238,7 @@ def vectorize_many(
     check_options(
         options.get("min_area", 0.0), options.get("fill_holes", 0.0),
         options.get("simplify", 0.0), options.get("connectivity", 8),
-        options.get("window_size", 2048),
+        options.get("window_size", DEFAULT_WINDOW),
     )  # fmt: skip
     if options.get("morph"):
         options["morph"] = _morph_ops(options["morph"])
@@ -289,7 +289,7 @@ def vectorize_many(
         for style in layer_styles(group[0].source, name, group[0].names, list(merged[name].fields))
     ]
     write_layers(out, merged, overwrite=overwrite, styles=styles)
-    window_size = options.get("window_size", 2048)
+    window_size = options.get("window_size", DEFAULT_WINDOW)
     for name, group in layers.items():
         start = 0
         for p in group:  # each raster's rows of the merged layer, with their final ids
@@ -325,9 +325,10 @@ def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Laye
     A raster whose polygons the layer already holds (same ``source``) is refused:
     appending it again would duplicate every polygon.
     """
-    import pyogrio
-
+    from aerialct.geo.ogr import pyogrio_api
     from aerialct.geo.vector import Layer, list_layers, same_crs
+
+    pyogrio = pyogrio_api()
 
     if layer not in list_layers(path):
         return out_layer
