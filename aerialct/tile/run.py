@@ -40,6 +40,7 @@ from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS, ChipRow, ChipsHeader, chips_columns, write_chips
 from aerialct.errors import InputError
 from aerialct.geo.grid import window_starts
+from aerialct.geo.inputs import redact
 from aerialct.geo.outputs import FOLDER, atomic_output, check_output
 from aerialct.progress import ProgressFn, as_progress
 from aerialct.tile.result import SceneReport, TileResult
@@ -355,7 +356,12 @@ def _header(
         class_shares=result.split_shares,
         creation_options=co,
         scenes=[
-            {"name": r.name, "image": r.image, "labels": r.labels, "split": r.split}
+            {  # signed URLs without their secrets
+                "name": r.name,
+                "image": redact(r.image),
+                "labels": r.labels and redact(r.labels),
+                "split": r.split,
+            }
             for r in result.scenes
         ],
         aerialct_version=__version__,
@@ -458,7 +464,7 @@ def tile_scenes(
     class_field: str | None = None,
     vector_layer: str | None = None,
     background: str | int | None = None,
-    classes: str | os.PathLike | ClassTable = "potsdam",
+    classes: str | os.PathLike | ClassTable | None = None,
     burn: str | None = None,
     class_map: dict[str, str] | None = None,
     size: int = DEFAULT_SIZE,
@@ -479,6 +485,8 @@ def tile_scenes(
 
     ``classes`` is a class table, a built-in name (``potsdam``, ``buildings``) or a
     YAML file (:func:`aerialct.classes.resolve_class_table`); it travels with the chips.
+    Without it, label rasters that carry a class table give theirs, else Potsdam's; label
+    rasters of another table than ``classes`` are refused.
     ``labels`` are rasters in the order of ``images`` (1 band of class ids, or 3
     bands of RGB colours converted through ``classes``); or ``labels_vector`` is a
     polygon file rasterised on each image grid (reprojected when its CRS differs;
@@ -501,12 +509,20 @@ def tile_scenes(
         raise InputError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     if val_fraction and split not in (None, "train"):
         raise InputError(f"--val-fraction with --split {split}: val is taken from train only")
-    table = check_label_options(classes, labels, labels_vector, class_field, burn, class_map)
+    given = classes is not None
+    table = check_label_options(
+        classes if classes is not None else "potsdam",
+        labels,
+        labels_vector,
+        class_field,
+        burn,
+        class_map,
+    )
     scenes = [inspect_image(p) for p in imgs]
     for sc in scenes:
         sc.split = split or "train"
     if labels:
-        attach_label_rasters(scenes, labels)
+        table = attach_label_rasters(scenes, labels, table, given)
     elif labels_vector is not None:
         attach_vector_labels(
             scenes, labels_vector, table, class_field=class_field, layer=vector_layer,

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from aerialct.classes import ClassTable
+from aerialct.classes import POTSDAM, ClassTable
 from aerialct.errors import InputError
+from aerialct.geo.inputs import source_name
 from aerialct.progress import ProgressFn, as_progress
 from aerialct.vectorize.geometry import canonical, fill_small_holes, polygonal
 from aerialct.vectorize.merge import Pieces
@@ -37,6 +38,8 @@ class Polygonised:
     dropped: int
     windows: int
     seam_groups: int
+    table: ClassTable = POTSDAM
+    """The raster's class table (the colours of the layer's QGIS style)."""
 
 
 def check_options(
@@ -142,10 +145,10 @@ def polygonise(
         regularize=regularize,
         with_probs=probs is not None,
         prob_scale=scale,
-        source=str(raster),
+        source=source_name(raster),
     )
     return Polygonised(
-        source=str(raster),
+        source=source_name(raster),
         layer_name=layer or (names[0] if len(names) == 1 else "classes"),
         layer=out_layer,
         names=names,
@@ -153,6 +156,7 @@ def polygonise(
         dropped=dropped,
         windows=pieces.windows,
         seam_groups=pieces.seam_groups,
+        table=table,
     )
 
 
