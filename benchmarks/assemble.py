@@ -19,6 +19,7 @@ ORDER = [
     "step",
     "engine",
     "train",
+    "contrast",
     "buildings",
     "pretrained",
     "evidence",
@@ -26,6 +27,7 @@ ORDER = [
     "export",
     "vectorize",
     "startup",
+    "decoders",
 ]
 
 

@@ -169,12 +169,83 @@ def test_cross_scale_anchor_without_coarse_class_counts_as_zero():
     assert only0.item() == 0.0
 
 
-def test_supcon_is_stable_at_tiny_temperature():
-    z = F.normalize(torch.randn(6, 3), dim=1).requires_grad_()
-    y = torch.tensor([0, 0, 0, 1, 1, 1])
-    loss = supervised_contrastive_loss(z, y, temperature=1e-3)  # exp(1000) would overflow
-    loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(z.grad).all()
+def separated_clusters(flip: int, n: int = 30, d: int = 8, noise: float = 0.05):
+    """Two tight clusters (class 0 near e0, class 1 near e1), the first ``flip`` anchors of
+    class 0 labelled 1: a model that separates the classes, with a few mislabelled pixels."""
+    g = torch.Generator().manual_seed(0)
+    centre = torch.eye(2, d, dtype=torch.float64)  # (2, D)
+    y = torch.arange(2).repeat_interleave(n)  # (2n,)
+    z = F.normalize(centre[y] + noise * torch.randn(2 * n, d, generator=g, dtype=torch.float64))
+    y = y.clone()
+    y[:flip] = 1
+    return z, y
+
+
+def oracle_supcon(z, y, t):
+    """An independent float64 reference: masks over the whole matrix, torch's own
+    logsumexp and softplus, autograd for the gradient."""
+    s = z @ z.T / t  # (A, A)
+    same_class = y[:, None] == y[None, :]
+    pos = same_class & ~torch.eye(len(y), dtype=torch.bool)
+    lse = torch.logsumexp(s.masked_fill(same_class, -math.inf), 1)  # (A,) over N(i)
+    per = (F.softplus(lse[:, None] - s) * pos).sum(1) / pos.sum(1).clamp(min=1)
+    has = pos.any(1) & (~same_class).any(1)
+    return torch.where(has, per, 0).sum() / len(y)
+
+
+@pytest.mark.parametrize("flip", [2, 0])
+@pytest.mark.parametrize("t", [0.2, 0.1, 0.05, 0.02])
+def test_supcon_float32_equals_float64_oracle_on_separated_clusters(t, flip):
+    # The negatives are summed directly: with (all classes) - (own class) the self pair
+    # cancels them away once classes separate (6% off at t = 0.05, negative with flip = 0).
+    z, y = separated_clusters(flip)
+    z64 = z.clone().requires_grad_()
+    want = oracle_supcon(z64, y, t)
+    want.backward()
+    z32 = z.float().requires_grad_()
+    got = supervised_contrastive_loss(z32, y, temperature=t)
+    got.backward()
+    assert got.dtype == torch.float32 and got.item() >= 0
+    assert got.item() == pytest.approx(want.item(), rel=2e-6)
+    g32, g64 = z32.grad.double(), z64.grad
+    assert (g32 - g64).norm() <= 1e-5 * g64.norm()
+    torch.testing.assert_close(g32, g64, rtol=1e-4, atol=1e-6 * g64.abs().max().item())
+
+
+def mp_supcon(z, y, t) -> float:
+    """Eq. 1 at 50 significant digits (mpmath), straight from the definition."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    zz = [[mpmath.mpf(float(v)) for v in row] for row in z]
+    total = mpmath.mpf(0)
+    for i in range(len(zz)):
+        sim = [
+            mpmath.fsum(a * b for a, b in zip(zz[i], zz[j], strict=True)) / t
+            for j in range(len(zz))
+        ]
+        pos = [j for j in range(len(zz)) if y[j] == y[i] and j != i]
+        negsum = mpmath.fsum(mpmath.exp(sim[j]) for j in range(len(zz)) if y[j] != y[i])
+        if pos and negsum:
+            terms = [-mpmath.log(mpmath.exp(sim[p]) / (mpmath.exp(sim[p]) + negsum)) for p in pos]
+            total += mpmath.fsum(terms) / len(pos)
+    return float(total / len(zz))
+
+
+@pytest.mark.parametrize(("t", "least"), [(0.02, 4.8), (0.01, 9.1), (0.005, 17.9)])
+def test_supcon_tiny_temperature_is_exact_in_float64(t, least):
+    # Separated clusters of 6, one anchor mislabelled: its positives sit in the other
+    # cluster, far below its negatives, so the loss is large. With the self pair in the
+    # shift and (all - own) for the negatives, float64 gave 4.63, 11.5 and 28.3 here.
+    z, y = separated_clusters(1, n=6, d=4, noise=0.02)
+    want = mp_supcon(z.tolist(), y.tolist(), t)
+    assert want > least
+    got = supervised_contrastive_loss(z, y, temperature=t)
+    assert got.item() == pytest.approx(want, rel=1e-12)
+    z32 = z.float().requires_grad_()
+    got32 = supervised_contrastive_loss(z32, y, temperature=t)
+    got32.backward()
+    assert got32.item() == pytest.approx(want, rel=1e-5) and torch.isfinite(z32.grad).all()
 
 
 def test_supcon_one_class_or_singletons_is_zero():

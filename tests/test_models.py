@@ -192,3 +192,43 @@ def test_fixed_size_swin_when_timm_has_no_dynamic_sizes(monkeypatch):
     assert bb(torch.randn(1, 3, 64, 64))[0].shape == (1, 16, 16, 16)
     with pytest.raises(InputError, match="exactly 64x64"):
         bb.check_input_size(96, 96)
+
+
+# Parameter counts of the decoders at the CT paper's encoder widths, as measured equal to the
+# reference code (GeoSeg's DCSwin.py / UNetFormer.py, and the CT authors' fork) by
+# benchmarks/compare_decoders.py, whose outputs after weight transfer agree to 1e-12 in
+# float64 (benchmarks/RESULTS.md). A change to either decoder must be re-checked there.
+REFERENCE_PARAMS = {
+    ("dcswin", (64, 128, 256, 512)): 8_055_746,
+    ("dcswin", (64, 128, 320, 512)): 9_701_394,
+    ("unetformer", (64, 128, 256, 512)): 511_006,  # GeoSeg's training-only aux head excluded
+}
+
+
+@pytest.mark.parametrize(("decoder", "widths"), list(REFERENCE_PARAMS))
+def test_decoders_have_the_reference_parameter_counts(decoder, widths):
+    from aerialct.models.decoders import build_decoder
+
+    dec = build_decoder(decoder, list(widths), 6, 64)
+    assert sum(p.numel() for p in dec.parameters()) == REFERENCE_PARAMS[(decoder, widths)]
+
+
+def test_decoder_comparison_script_maps_every_tensor_once():
+    # benchmarks/compare_decoders.py's key map (the part that runs without a reference checkout)
+    import importlib.util
+    from pathlib import Path
+
+    from aerialct.models.decoders import build_decoder
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_decoders.py"
+    spec = importlib.util.spec_from_file_location("compare_decoders", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for name in ("dcswin", "unetformer"):
+        keys = list(build_decoder(name, [64, 128, 256, 512], 6, 64).state_dict())
+        mapped = [mod.reference_key(name, k) for k in keys]
+        assert len(set(mapped)) == len(keys)  # one reference tensor per tensor
+    assert mod.reference_key("unetformer", "b4.attn.local3.0.weight") == "b4.attn.local1.0.weight"
+    assert mod.reference_key("dcswin", "down8_16b.skip.1.bias") == "dcfam.down232.downsample.1.bias"
+    with pytest.raises(SystemExit, match=r"nowhere/geoseg/models/DCSwin.py: not found"):
+        mod.load_reference(Path("nowhere"), "DCSwin")

@@ -266,8 +266,12 @@ def test_mscs_on_decoder_features(decoder):
     )
     cfg = LossConfig(contrast="mscs", mscs_features="decoder", mscs_min_pixels=2, ms_lambda=1.0)
     task = SegmentationTask(model, cfg, K)
-    # projectors sized for the decoder's maps (8 channels), not the encoder's
-    assert all(p.pre[0].in_features == 8 for p in task.heads["mscs"].projectors.values())
+    # projectors sized for the decoder's maps (8 channels; dcswin's DCFAM keeps the
+    # encoder's widths), not the encoder's
+    dec_ch = model.decoder_feature_channels
+    assert dec_ch == (model.feature_channels if decoder == "dcswin" else [8] * 4)
+    projectors = task.heads["mscs"].projectors
+    assert all(p.pre[0].in_features == dec_ch[int(s)] for s, p in projectors.items())
     images, masks = batch()
     _, enc, dec = model.forward_with_decoder_features(images)
     assert [d.shape[-2:] for d in dec] == [e.shape[-2:] for e in enc]

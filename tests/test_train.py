@@ -151,6 +151,20 @@ def test_existing_run_needs_resume_or_overwrite(chips, tmp_path):
         train(tiny_cfg("data.classes=[ground, building]"), chips, tmp_path / "other")
 
 
+def test_resume_error_names_the_mscs_projector_depth(chips, tmp_path):
+    # MS/CS checkpoints from before the loss modes have one-layer projectors; the
+    # paper mode builds two: the error itself says how to resume.
+    run = tmp_path / "run"
+    train(tiny_cfg("train.epochs=1", "loss.contrast=mscs", "loss.mscs_proj_layers=1"), chips, run)
+    with pytest.raises(CheckpointError, match=r"resume with --set loss\.mscs_proj_layers=1$"):
+        train(tiny_cfg("train.epochs=2", "loss.contrast=mscs"), chips, run, resume=True)
+    res = train(
+        tiny_cfg("train.epochs=2", "loss.contrast=mscs", "loss.mscs_proj_layers=1"),
+        chips, run, resume=True,
+    )  # fmt: skip
+    assert res.epochs == 2
+
+
 def test_cli_train_resume_and_errors(chips, tmp_path, cli):
     run = tmp_path / "run"
     base = ["train", "--config", TINY, "--data", chips, "--out", run, "--json"]

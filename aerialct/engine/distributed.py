@@ -8,8 +8,9 @@ one place that reads them; :func:`resolve_device` is the one place that turns a
 ``WORLD_SIZE > 1``. Rank 0 alone writes files; every rank runs the same steps.
 
 :func:`gather_with_grad` is the ``gather`` function handed to the task: it
-concatenates a tensor (e.g. contrastive samples) from all ranks along dim 0,
-keeping the autograd graph for this rank's part. Sizes may differ per rank.
+concatenates a tensor (e.g. contrastive samples) from all ranks along dim 0, and
+its backward pass sums the gradient over ranks, so that after DDP's average the
+gradient of a pooled loss does not depend on the world size. Sizes may differ per rank.
 """
 
 from __future__ import annotations
@@ -153,17 +154,34 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` from all ranks along dim 0; gradient flows into the local part only.
+    """Concatenate ``x`` from all ranks along dim 0, in rank order, with a summing backward.
 
     Ranks may hold different numbers of rows: sizes are exchanged first and the
     rows padded to the largest count for ``all_gather``. Every rank must call
-    this the same number of times in the same order (it is a collective).
+    this the same number of times in the same order (it is a collective, and so
+    is its backward pass).
+
+    Every rank computes the same pooled loss ``L`` from the gathered rows, and each
+    rank's rows reach ``L`` on every rank. The backward pass therefore sums the
+    incoming gradient over ranks (one ``all_reduce``) and hands each rank the slice of
+    its own rows: rank r gets ``sum_q dL_q / dx_r`` = W x ``dL / dx_r``. DDP then
+    averages the parameters' gradients over the W ranks, which gives exactly
+    ``dL / dtheta``: the gradient of the pooled loss, whatever the world size. (With
+    a gradient into the local rows only, DDP's average scaled it by 1 / W.)
+    Integer and bool tensors are gathered without a graph.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
     if x.dtype == torch.bool:  # gloo cannot all-gather bool tensors
         return gather_with_grad(x.to(torch.uint8)).bool()
-    world, rank = dist.get_world_size(), dist.get_rank()
+    if not x.is_floating_point():
+        return _gather_rows(x)[0]
+    return _GatherRows.apply(x)
+
+
+def _gather_rows(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """All ranks' rows of ``x`` (no graph) and each rank's row count."""
+    world = dist.get_world_size()
     n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
     sizes = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(sizes, n)
@@ -176,5 +194,23 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     bufs = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(bufs, local.contiguous())
     parts = [b[:c] for b, c in zip(bufs, counts, strict=True)]
-    parts[rank] = x  # the local part keeps its graph
-    return torch.cat(parts, dim=0)
+    return torch.cat(parts, dim=0), counts
+
+
+class _GatherRows(torch.autograd.Function):
+    """Forward: all ranks' rows. Backward: the gradient summed over ranks, this rank's rows."""
+
+    @staticmethod
+    def forward(ctx, x):  # type: ignore[override]
+        """Every rank's rows of ``x``, concatenated in rank order."""
+        rows, counts = _gather_rows(x)
+        rank = dist.get_rank()
+        ctx.start, ctx.stop = sum(counts[:rank]), sum(counts[: rank + 1])
+        return rows
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        """Sum of every rank's gradient of the gathered rows, sliced to this rank's rows."""
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total[ctx.start : ctx.stop]

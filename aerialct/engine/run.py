@@ -445,7 +445,7 @@ def _build_task(
     task = SegmentationTask(
         model, cfg.loss, num_classes=k, ignore_index=ignore,
         gather=gather_with_grad if info.enabled else None,
-        class_weight=_class_weights(cfg, splits),
+        class_weight=_class_weights(cfg, splits), world_size=info.world_size,
     )  # fmt: skip
     return task.to(dev)
 
@@ -459,8 +459,29 @@ def _load_weights(task: SegmentationTask, ckpt: dict, out: Path) -> None:
         except RuntimeError as e:
             raise CheckpointError(
                 f"{out / 'last.pt'}: projection heads do not fit the loss config "
-                f"({str(e).splitlines()[0][:120]}); keep the checkpoint's loss settings"
+                f"({str(e).splitlines()[0][:120]}); "
+                + _heads_hint(ckpt["heads"], task.cfg.mscs_settings()[1])
             ) from e
+
+
+def _heads_hint(heads: dict, layers: int) -> str:
+    """How to resume when the heads do not fit: the MS/CS projector depth, else the loss settings.
+
+    MS/CS checkpoints from before the loss modes have one-layer projectors
+    (``mscs.projectors.<stage>.pre.<i>``: three modules a layer) where the paper mode
+    now builds two.
+    """
+    parts = [k.split(".") for k in heads]  # mscs.projectors.<stage>.pre.<i>.<param>
+    found = {
+        int(p[4]) // 3 + 1 for p in parts if p[:2] == ["mscs", "projectors"] and p[3:4] == ["pre"]
+    }
+    saved = max(found, default=0)
+    if saved and saved != layers:
+        return (
+            f"its MS/CS projectors have {saved} layer(s), the config {layers}: resume with "
+            f"--set loss.mscs_proj_layers={saved}"
+        )
+    return "keep the checkpoint's loss settings"
 
 
 def _optimizer(task: SegmentationTask, tc: TrainConfig) -> torch.optim.AdamW:

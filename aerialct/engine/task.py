@@ -20,17 +20,20 @@ in ``released`` CT mode the CT term is clamped at 1.0 instead of rescaled.
 the encoder's.
 
 The losses run with autocast off, on the features promoted to at least float32
-(bf16 / fp16 maps are upcast, float64 stays float64); the loss modules themselves
-follow their input's dtype.
+(bf16 / fp16 maps are upcast, float64 stays float64). The contrastive modules would
+compute in at least float32 anyway (:mod:`aerialct.losses.precision`).
 
 The projection heads live in ``task.heads`` (saved as the checkpoint's
 ``"heads"``); ``task.model`` is the inference model alone.
 
-Under DDP, pass ``gather`` (e.g. :func:`aerialct.engine.distributed.gather_with_grad`):
-a collective that concatenates a tensor's rows from all ranks (row counts may
-differ) with autograd through the local rows. The contrastive samples of all
-ranks are then pooled before pairing (CT) and before the anchor/contrast sets
-are formed (MS/CS).
+Under DDP, pass ``gather`` (:func:`aerialct.engine.distributed.gather_with_grad`)
+and ``world_size``: ``gather`` concatenates a tensor's rows from all ranks (row
+counts may differ) and its backward sums the gradient over ranks. The contrastive
+samples of all ranks are pooled before pairing (CT) and before the anchor/contrast
+sets are formed (MS/CS); each rank draws its share of the sample budget
+(``ct_max_samples``, ``mscs_max_total``...), so the pool is the size one process
+would draw. With DDP's average of the gradients, the objective and its gradient are
+those of one process on the whole batch (``tests/test_ddp.py`` checks this).
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class SegmentationTask(nn.Module):
         ignore_index: int = 255,
         gather: GatherFn | None = None,
         class_weight: Tensor | None = None,
+        world_size: int = 1,
     ) -> None:
         super().__init__()
         mode = loss_cfg.contrast
@@ -100,6 +104,7 @@ class SegmentationTask(nn.Module):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.gather = gather
+        self.world_size = world_size if gather is not None else 1
         self.seg_loss = SegmentationLoss(
             ignore_index, loss_cfg.ce_smoothing, loss_cfg.dice_weight, class_weight
         )
@@ -181,12 +186,14 @@ class SegmentationTask(nn.Module):
                 total = total + cfg.focal_weight * focal
                 out["focal"] = focal.detach()
             if "ct" in self.heads:
-                ct, _ = self.heads["ct"]([_at_least_float32(f) for f in feats], masks, self.gather)
+                ct, _ = self.heads["ct"](
+                    [_at_least_float32(f) for f in feats], masks, self.gather, None, self.world_size
+                )
                 total = total + cfg.ct_lambda * cap_loss(ct, 1.0, cfg.ct_mode)
                 out["ct"] = ct.detach()
             if "mscs" in self.heads:
                 maps = [_at_least_float32(f) for f in dec]
-                ms, cs = self.heads["mscs"](maps, masks, self.gather)
+                ms, cs = self.heads["mscs"](maps, masks, self.gather, None, self.world_size)
                 total = total + cfg.ms_lambda * ms + cfg.cs_lambda * cs
                 out["ms"], out["cs"] = ms.detach(), cs.detach()
         out["loss"] = total

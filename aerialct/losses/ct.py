@@ -40,7 +40,12 @@ released
     and the total uses ``clamp(L, 0, 1)`` (no gradient above 1).
 
 In both modes a group's positives and negatives are first drawn at random, at most
-``max_samples`` of each (``loss.ct_max_samples``; 0: no limit, as the released code).
+``max_samples`` of each (``loss.ct_max_samples``, 4096; 0: no limit, as the released code),
+and the projection head is ``Linear -> ReLU -> Linear`` (the released code's is GELU: the
+heads are training-only and one architecture keeps checkpoints loadable in either mode).
+The bound "clipped to 1.0" is read as a rescale in ``paper`` mode and is the code's clamp
+in ``released`` mode (:func:`cap_loss`); the released InfoNCE pairs at most
+:data:`RELEASED_INFONCE_MAX` (2000) rows. ``tests/test_loss_choices.py`` pins each choice.
 
 At a stage with reduction ``r`` every token covers an ``r x r`` pixel block. For
 class ``c`` a block whose labelled pixels are all ``c`` is a *positive*, a block
@@ -67,6 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aerialct.errors import ConfigError
+from aerialct.losses.precision import param_dtype, upcast
 
 
 def token_class_counts(
@@ -216,15 +222,20 @@ def ct_cl_loss(pos_cos: Tensor, neg_cos: Tensor, smoothing: float = 0.1) -> Tens
     negative pairs (label smoothing over the two outcomes); the mean runs over all
     kept pairs together.
 
+    Computed in at least float32 (``1 - 1e-6`` is 1 in float16), returned in the
+    input's dtype.
+
     Shape:
         pos_cos ``(Pk,)``, neg_cos ``(Nk,)``; returns a scalar.
     """
+    out = pos_cos.dtype
+    pos_cos, neg_cos = upcast(pos_cos), upcast(neg_cos)
     s = (torch.cat([pos_cos, neg_cos]) + 1) / 2  # (Pk + Nk,)
     target = torch.cat([pos_cos.new_ones(pos_cos.shape), neg_cos.new_zeros(neg_cos.shape)])
     target = target * (1 - smoothing) + smoothing / 2  # (Pk + Nk,)
     eps = 1e-6
     s = s.clamp(eps, 1 - eps)
-    return -(target * s.log() + (1 - target) * (1 - s).log()).mean()
+    return -(target * s.log() + (1 - target) * (1 - s).log()).mean().to(out)
 
 
 def ct_infonce_loss(
@@ -235,13 +246,16 @@ def ct_infonce_loss(
     ``mean_i -log( e^{q_i.k_i/t} / (e^{q_i.k_i/t} + sum_n e^{q_i.n/t}) )``.
 
     Shape:
-        query ``(Q, D)``, key ``(Q, D)``, negatives ``(N, D)`` (L2-normalised); returns a scalar.
+        query ``(Q, D)``, key ``(Q, D)``, negatives ``(N, D)`` (L2-normalised); returns a scalar
+        (computed in at least float32, returned in the query's dtype).
     """
+    out = query.dtype
+    query, key, negatives = upcast(query), upcast(key), upcast(negatives)
     pos = (query * key).sum(-1, keepdim=True)  # (Q, 1)
     neg = query @ negatives.T  # (Q, N)
     logits = torch.cat([pos, neg], 1) / temperature  # (Q, 1 + N)
     target = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
-    return F.cross_entropy(logits, target)
+    return F.cross_entropy(logits, target).to(out)
 
 
 def cap_loss(
@@ -278,7 +292,10 @@ def class_contrast_loss(
 
 
 class ProjectionHead(nn.Module):
-    """Per-stage MLP ``Linear -> ReLU -> Linear`` then L2 normalisation (training only)."""
+    """Per-stage MLP ``Linear -> ReLU -> Linear`` then L2 normalisation (training only).
+
+    ReLU in both loss modes; the authors' released code uses GELU here.
+    """
 
     def __init__(self, in_dim: int, hidden: int = 128, out_dim: int = 128) -> None:
         super().__init__()
@@ -287,8 +304,13 @@ class ProjectionHead(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        """L2-normalised projection ``(N, out_dim)`` of tokens ``(N, in_dim)``."""
-        return F.normalize(self.net(x), dim=-1)  # (N, out_dim)
+        """L2-normalised projection ``(N, out_dim)`` of tokens ``(N, in_dim)``.
+
+        The MLP runs in its parameters' dtype (tokens are cast to it); the
+        normalised output is at least float32, the dtype the CT losses compute in.
+        """
+        h = self.net(x.to(param_dtype(self, x.dtype)))  # (N, out_dim)
+        return F.normalize(upcast(h), dim=-1)  # (N, out_dim)
 
 
 def sample_per_class(
@@ -348,6 +370,8 @@ def batched_class_losses(
         returns ``loss (K,)`` (0 where not eligible) and ``eligible (K,)`` bool
         (at least ``min_samples`` positives and negatives).
     """
+    out = pos.dtype  # computed in at least float32, returned in this dtype
+    pos, neg = upcast(pos), upcast(neg)
     s, t = pos.shape[0], neg.shape[0]
     n_pos = pos_valid.sum(0)  # (K,)
     n_neg = neg_valid.sum(0)  # (K,)
@@ -398,7 +422,7 @@ def batched_class_losses(
         per_q = torch.logsumexp(torch.cat([l_pos, l_neg], 2), 2) - l_pos[..., 0]  # (K, Q)
         per_q = torch.where(kept_p.T, per_q, 0)
         loss = per_q.sum(1) / keep_p.clamp(min=1)  # (K,)
-    return torch.where(eligible, loss, 0), eligible
+    return torch.where(eligible, loss, 0).to(out), eligible
 
 
 RELEASED_FULL = 10
@@ -429,6 +453,8 @@ def released_class_losses(
         returns ``loss (K,)`` (0 where not eligible) and ``eligible (K,)`` bool
         (at least ``min_samples`` positives and negatives: the groups the code visits).
     """
+    out = pos.dtype  # computed in at least float32, returned in this dtype
+    pos, neg = upcast(pos), upcast(neg)
     s, t = pos.shape[0], neg.shape[0]
     dev = pos.device
     n_pos = pos_valid.sum(0)  # (K,)
@@ -457,7 +483,7 @@ def released_class_losses(
         bce_p = -(hi * F.logsigmoid(cos_p) + lo * F.logsigmoid(-cos_p))  # (H, K)
         l_pos = torch.where(kept_p, bce_p, 0).sum(0) / keep_p  # (K,)
         loss = l_neg + torch.where(n_pos >= full, l_pos, 0)
-        return torch.where(eligible, loss, 0), eligible
+        return torch.where(eligible, loss, 0).to(out), eligible
     # InfoNCE: mining on the negative pairs picks the positives too
     gate = eligible & (n_pos >= full) & (n_neg >= full)  # (K,) else the code returns 0
     u = max(min(s, t, RELEASED_INFONCE_MAX), 1)
@@ -483,7 +509,7 @@ def released_class_losses(
     per_q = torch.logsumexp(torch.cat([l_pos, l_neg], 2), 2) - l_pos[..., 0]  # (K, Q)
     per_q = torch.where((j < half).T, per_q, 0)
     loss = per_q.sum(1) / half.clamp(min=1)  # (K,)
-    return torch.where(gate, loss, 0), eligible
+    return torch.where(gate, loss, 0).to(out), eligible
 
 
 class PatchContrastLoss(nn.Module):
@@ -493,7 +519,9 @@ class PatchContrastLoss(nn.Module):
     groups with enough samples, as a tensor. ``rule="paper"``: the mean over those
     groups (0, still connected to the graph, when none); ``rule="released"``: their
     sum divided by (stages x classes present in the mask). Shapes are static and
-    nothing waits on the device. Computed in the dtype of the features (and heads).
+    nothing waits on the device. The heads run in their parameters' dtype; the loss
+    runs in at least float32 (:mod:`aerialct.losses.precision`) and comes back in the
+    features' dtype.
     """
 
     def __init__(
@@ -509,7 +537,7 @@ class PatchContrastLoss(nn.Module):
         dim: int = 128,
         keep_fraction: float = 0.5,
         min_samples: int = 5,
-        max_samples: int = 2048,
+        max_samples: int = 4096,
         smoothing: float = 0.1,
         temperature: float = 0.1,
         rule: Literal["paper", "released"] = "paper",
@@ -544,9 +572,17 @@ class PatchContrastLoss(nn.Module):
         mask: Tensor,
         gather=None,
         generator: torch.Generator | None = None,
+        world_size: int = 1,
     ) -> tuple[Tensor, Tensor]:
-        """(CT loss, number of (stage, class) terms) of the encoder maps against ``mask`` ``(B, H, W)``."""
+        """(CT loss, number of (stage, class) terms) of the encoder maps against ``mask`` ``(B, H, W)``.
+
+        Under DDP, ``gather`` pools the samples of the ``world_size`` ranks (see
+        :func:`aerialct.engine.distributed.gather_with_grad`); each rank draws
+        ``ceil(max_samples / world_size)`` per (stage, class), so the pool holds at most
+        ``max_samples``, as one process would.
+        """
         k = self.num_classes
+        limit = self.max_samples if self.max_samples <= 0 else -(-self.max_samples // world_size)
         emb_p, emb_n, ok_p, ok_n = [], [], [], []
         counts: Tensor | None = None
         present: Tensor | None = None
@@ -572,7 +608,7 @@ class PatchContrastLoss(nn.Module):
             else:
                 pos, neg = labels_from_counts(counts[..., :k])  # (B, h, w, K) in token order
             flags = torch.cat([pos, neg], -1).view(-1, 2 * k)  # (N, 2K)
-            idx, valid = sample_per_class(flags, self.max_samples, generator)  # (S, 2K)
+            idx, valid = sample_per_class(flags, limit, generator)  # (S, 2K)
             tokens = f.permute(0, 2, 3, 1).reshape(-1, f.shape[1])  # (N, C)
             rows = idx.reshape(-1)  # (S*2K,) a token recurs once per class
             # fewer tokens than draws: project each token once, then index
@@ -610,8 +646,8 @@ class PatchContrastLoss(nn.Module):
         if self.rule == "released":
             assert present is not None
             denom = (present.sum() * len(self.stages)).clamp(min=1)  # stages x classes present
-            return loss.sum() / denom, count
-        return loss.sum() / count.clamp(min=1), count
+            return (loss.sum() / denom).to(feats[0].dtype), count
+        return (loss.sum() / count.clamp(min=1)).to(feats[0].dtype), count
 
 
 def _side_by_side(parts: list[Tensor]) -> Tensor:

@@ -24,10 +24,16 @@ evenly among the images containing it, and uses the paper's two-layer projector;
 ``released`` draws K anchors per (image, class) pair and uses the released configs'
 one-layer projector. ``loss.mscs_anchors`` and ``loss.mscs_proj_layers`` override
 either choice.
+Both modes share the rest of the projector: linear layers with a bias and BatchNorm
+momentum 0.1 (the released code: no bias, momentum 3e-4); ``tests/test_loss_choices.py``
+pins it. Each pair's term is ``softplus(LSE_{n in N(i)} - s_ip)`` with the negatives
+summed directly (never as all classes minus the own class, which cancels in float32);
+see :class:`_SupCon`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, cast
 
@@ -36,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aerialct.errors import ConfigError
+from aerialct.losses.precision import loss_dtype, param_dtype, upcast
 
 
 def downsample_labels(mask: Tensor, reduction: int) -> Tensor:
@@ -146,102 +153,112 @@ def balanced_sample(
     return BalancedSample(index, flat[index], chosen[top], k, pairs)
 
 
-_FILL = -1e9  # a finite "minus infinity": keeps logsumexp NaN-free on rows with no negative
-
-
-_TINY = 1e-30
-
-
 class _SupCon(torch.autograd.Function):
     """Chunked supervised InfoNCE with an analytic backward; no (A, M) tensor outlives a chunk.
 
     Labels carry validity: invalid anchors are -1, invalid contrast rows -2, classes >= 0.
-    With ``m_i`` the row maximum of ``s_ij = z_i.z_j / t`` and ``E_ij = exp(s_ij - m_i)``
-    (so the log-sum-exp is taken relative to the maximum and never overflows), the
-    negatives' sum ``NS_i = sum_n E_in`` and the class sums ``E @ Y`` (Y = one-hot
-    labels of the contrast set) come from one matrix product, and
+    For anchor ``i`` with ``s_ij = z_i.z_j / t``, positives ``P(i)`` (same class, not
+    ``i``) and negatives ``N(i)`` (valid rows of the other classes)::
 
-        L_i = mean_p softplus(lse_i - s_ip) = mean_p [ log(E_ip + NS_i) - (s_ip - m_i) ]
+        lse_i = m_i + log sum_{n in N(i)} exp(s_in - m_i),   m_i = max_{n in N(i)} s_in
+        L_i   = mean_{p in P(i)} softplus(lse_i - s_ip)
 
-    where ``sum_p log(E_ip + NS_i)`` is a second product with Y and ``sum_p s_ip`` is
-    ``z_i . (sum of class-mates) / t``. Backward: ``dL_i/ds_ip = -NS_i / (E_ip + NS_i) / |P_i|``
-    and ``dL_i/ds_in = (sum_p NS_i / (E_ip + NS_i)) / |P_i| * E_in / NS_i``.
+    The negatives are summed directly, over their own entries and shifted by their own
+    maximum, never as (all classes) minus (own class): that difference cancels in
+    float32 once the classes separate (the self pair, the largest term, is in both).
+    ``softplus`` keeps every pair's term non-negative and exact when it is tiny.
+    Backward: ``dL_i/ds_ip = -sigmoid(lse_i - s_ip) / |P(i)|`` and
+    ``dL_i/ds_in = (sum_p sigmoid(lse_i - s_ip)) / |P(i)| * exp(s_in - lse_i)``.
     """
 
     @staticmethod
-    def forward(ctx, a, c, a_lab, c_lab, num_classes, same, temperature, step):  # type: ignore[override]
+    def forward(ctx, a, c, a_lab, c_lab, same, temperature, step):  # type: ignore[override]
         """The mean SupCon loss over anchors ``a`` against contrast set ``c`` (see the class)."""
-        k = num_classes
-        c_ok = c_lab >= 0
-        cols = (k + 1 + 7) // 8 * 8  # pad the one-hot to 8 columns: aligned, faster GEMMs
-        y = F.one_hot(torch.where(c_ok, c_lab, k), cols).to(a.dtype)  # (M, cols)
-        y[:, k] = c_ok.to(a.dtype)  # column k: every valid row
-        class_n = y.sum(0)  # (cols,) valid contrast rows per class, total in column k
-        class_z = y[:, :k].T @ c  # (K, D) sum of each class's contrast embeddings
         a_ok = a_lab >= 0
-        lab = a_lab.clamp(min=0)[:, None]  # (A, 1)
         a_s = a / temperature  # (A, D)
         n_all = a.shape[0]
-        m_all = a.new_empty(n_all)
-        ns_all = a.new_empty(n_all)
+        npos, nneg = _pair_counts(a_lab, c_lab, same)  # (A,) each, exact integers
+        lse_all = a.new_empty(n_all)
         t_all = a.new_empty(n_all)
         for s in range(0, n_all, step):
             e = min(s + step, n_all)
             sim = a_s[s:e] @ c.T  # (n, M)
-            m = sim.amax(1)  # (n,)
-            ex = sim.sub_(m[:, None]).exp_()  # E, in place (n, M)
-            sums = ex @ y  # (n, K+1)
-            ns = sums[:, k] - sums.gather(1, lab[s:e])[:, 0]  # (n,) negatives' sum
-            t_sum = (ex.add_(ns[:, None] + _TINY).log_() @ y).gather(1, lab[s:e])[:, 0]
-            m_all[s:e], ns_all[s:e], t_all[s:e] = m, ns, t_sum
-        npos = class_n[lab[:, 0]]  # (A,) same-class valid rows (self included if same)
-        s_sum = (a_s * class_z[lab[:, 0]]).sum(1)  # (A,) sum_p s_ip (self included if same)
-        if same:
-            self_s = (a_s * a).sum(1)  # (A,)
-            self_t = torch.log(torch.exp(self_s - m_all) + ns_all + _TINY)
-            npos = npos - a_ok.to(a.dtype)
-            s_sum = s_sum - self_s * a_ok
-            t_all = t_all - self_t * a_ok
-        nneg = class_n[k] - class_n[lab[:, 0]]  # (A,)
+            eq, not_neg = _pair_masks(a_lab, c_lab, s, e)  # (n, M) each
+            neg_s = torch.where(not_neg, -math.inf, sim)  # (n, M) negatives only
+            m = neg_s.amax(1, keepdim=True).nan_to_num_(neginf=0.0)  # (n, 1)
+            ns = neg_s.sub_(m).exp_().sum(1, keepdim=True)  # (n, 1) sum over N(i) only
+            lse = ns.log_().add_(m)  # (n, 1), -inf without a negative
+            pair = F.softplus(sim.neg_().add_(lse))  # (n, M) softplus(lse_i - s_ij)
+            pair.mul_(eq)  # class-mates only (every term is finite)
+            if same:  # not the anchor itself
+                rows = torch.arange(e - s, device=pair.device)
+                pair[rows, rows + s] = 0.0
+            t_all[s:e] = pair.sum(1)  # (n,) sum over P(i)
+            lse_all[s:e] = lse[:, 0]
         has = a_ok & (npos > 0) & (nneg > 0)
-        per = (t_all - (s_sum - npos * m_all)) / npos.clamp(min=1)  # (A,)
+        per = t_all / npos.clamp(min=1)  # (A,)
         # every valid anchor counts; one without a positive or a negative adds 0 (eq. 1)
         count = a_ok.sum().clamp(min=1)
-        ctx.save_for_backward(a_s, c, a_lab, c_lab, y, m_all, ns_all, npos, has, count)
-        ctx.same, ctx.temperature, ctx.step, ctx.k = same, temperature, step, k
+        ctx.save_for_backward(a_s, c, a_lab, c_lab, lse_all, npos, has, count)
+        ctx.same, ctx.temperature, ctx.step = same, temperature, step
         return torch.where(has, per, 0).sum() / count
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         """Gradients for ``a`` and ``c`` from the sums kept by ``forward`` (no autograd graph)."""
-        a_s, c, a_lab, c_lab, y, m_all, ns_all, npos, has, count = ctx.saved_tensors
+        a_s, c, a_lab, c_lab, lse_all, npos, has, count = ctx.saved_tensors
         t, step = ctx.temperature, ctx.step
         scale = torch.where(has, grad_out / count / npos.clamp(min=1), 0)[:, None]  # (A, 1)
         c_ok = (c_lab >= 0).to(c.dtype)[:, None]  # (M, 1)
         c_masked = c * c_ok  # invalid contrast rows get no gradient and give none
-        lab = a_lab.clamp(min=0)[:, None]
+        lse_safe = torch.where(has, lse_all, 0)[:, None]  # (A, 1) finite
         ga = torch.empty_like(a_s)
         gc = torch.zeros_like(c)
         for s in range(0, a_s.shape[0], step):
             e = min(s + step, a_s.shape[0])
             a_chunk = a_s[s:e]
-            ns = ns_all[s:e, None]  # (n, 1)
-            ex = torch.addmm(-m_all[s:e, None], a_chunk, c.T).exp_()  # E (n, M)
-            r = torch.add(ex, ns + _TINY).reciprocal_().mul_(-ns)  # -sigmoid(lse - s)
-            r_sum = -(r @ y).gather(1, lab[s:e])  # (n, 1) over class-mates (+ self)
+            eq, not_neg = _pair_masks(a_lab, c_lab, s, e)  # (n, M) each
+            d = torch.addmm(lse_safe[s:e], a_chunk, c.T, alpha=-1)  # (n, M) lse_i - s_ij
+            sig = torch.where(eq, torch.sigmoid(d), 0.0)  # (n, M) over class-mates
             if ctx.same:
-                rows = torch.arange(e - s, device=ex.device)
-                r_sum = r_sum + (r[rows, rows + s] * (a_lab[s:e] >= 0))[:, None]
-            alpha = torch.where(ns > 0, r_sum / ns.clamp(min=_TINY), 0)  # (n, 1)
-            eq = a_lab[s:e, None] == c_lab[None, :]  # (n, M) class-mates
-            g = torch.where(eq, r, ex.mul_(alpha), out=ex)  # dL/dsim up to the row scale
-            if ctx.same:
-                g[rows, rows + s] = 0
+                rows = torch.arange(e - s, device=sig.device)
+                sig[rows, rows + s] = 0.0
+            w = sig.sum(1, keepdim=True)  # (n, 1)
+            # dL/ds up to the row scale: exp(s - lse) * w on N(i), -sigmoid(lse - s) on P(i)
+            g = d.masked_fill_(not_neg, math.inf).neg_().exp_().mul_(w).sub_(sig)
+            g.masked_fill_(~has[s:e, None], 0.0)
             sc = scale[s:e]
             ga[s:e] = (g @ c_masked) * (sc / t)
             gc.addmm_(g.T, a_chunk * sc)
         gc.mul_(c_ok)
-        return ga, gc, None, None, None, None, None, None
+        return ga, gc, None, None, None, None, None
+
+
+def _pair_counts(a_lab: Tensor, c_lab: Tensor, same: bool) -> tuple[Tensor, Tensor]:
+    """Positives and negatives of every anchor, counted exactly from the contrast labels.
+
+    Shape:
+        returns ``(npos, nneg)``, each ``(A,)`` int64.
+    """
+    ordered = c_lab.sort().values  # (M,) invalid rows (-2) first
+    mates = torch.searchsorted(ordered, a_lab, right=True) - torch.searchsorted(ordered, a_lab)
+    valid = (c_lab >= 0).sum()
+    npos = mates - (a_lab >= 0).long() if same else mates  # the anchor itself is no positive
+    return npos, torch.where(a_lab >= 0, valid - mates, 0)
+
+
+def _pair_masks(a_lab: Tensor, c_lab: Tensor, s: int, e: int) -> tuple[Tensor, Tensor]:
+    """Class-mates and non-negatives of anchors ``s:e`` against every contrast row.
+
+    ``eq`` holds the anchor itself when anchors and contrast are the same set (the
+    caller clears it); ``not_neg`` is ``eq`` or an invalid contrast row.
+
+    Shape:
+        returns ``(eq, not_neg)``, each ``(e - s, M)`` bool.
+    """
+    lab = a_lab[s:e, None]  # (n, 1), -1 for invalid anchors
+    eq = lab == c_lab[None, :]  # (n, M) class-mates (invalid rows are -2: never equal)
+    return eq, eq | (c_lab < 0)[None, :]
 
 
 def supervised_contrastive_loss(
@@ -253,7 +270,6 @@ def supervised_contrastive_loss(
     anchor_valid: Tensor | None = None,
     contrast_valid: Tensor | None = None,
     chunk_elements: int = 1 << 25,
-    num_classes: int | None = None,
 ) -> Tensor:
     """Supervised InfoNCE ``L(A, C)``, stable via log-sum-exp (module docstring).
 
@@ -263,6 +279,9 @@ def supervised_contrastive_loss(
     valid anchor the result is 0 (still on the graph).
     Anchors are processed in chunks of at most ``chunk_elements`` similarities and
     the backward pass recomputes them, so memory stays O(chunk), not O(A * M).
+    float16 and bfloat16 inputs are computed in float32 (their range and precision
+    cannot hold ``exp`` and ``log`` at t = 0.1) and the result is returned in the
+    input's dtype; float32 and float64 are computed as they are.
 
     Shape:
         anchors ``(A, D)``, anchor_labels ``(A,)``, contrast ``(M, D)``,
@@ -279,10 +298,11 @@ def supervised_contrastive_loss(
     step = max(1, chunk_elements // max(contrast.shape[0], 1))
     a_lab = torch.where(anchor_valid, anchor_labels, -1)  # labels are >= 0
     c_lab = torch.where(contrast_valid, contrast_labels, -2)
-    if num_classes is None:  # one host sync; the loss modules pass it
-        num_classes = int(max(int(anchor_labels.max()), int(contrast_labels.max()))) + 1
-    c = anchors if same else contrast
-    return _SupCon.apply(anchors, c, a_lab, c_lab, num_classes, same, temperature, step)
+    work = loss_dtype(anchors.dtype)
+    a = anchors.to(work)
+    c = a if same else contrast.to(work)
+    loss = _SupCon.apply(a, c, a_lab, c_lab, same, temperature, step)
+    return loss.to(anchors.dtype)
 
 
 class Projector(nn.Module):
@@ -291,7 +311,8 @@ class Projector(nn.Module):
     The paper's projector has ``layers=2``; the released configs use one. The hidden
     layers run on the whole feature map (BatchNorm statistics over every pixel of the
     batch, as a conv on the map has them); the last 1x1 conv is a linear layer
-    applied to the sampled pixels only.
+    applied to the sampled pixels only. In both modes the linear layers have a bias and
+    BatchNorm's momentum is 0.1; the released code's convs have no bias and momentum 3e-4.
     """
 
     def __init__(
@@ -319,7 +340,7 @@ class Projector(nn.Module):
         h = self.pre(tokens)  # (N, hidden)
         if index is not None:
             h = h[index]  # (S, hidden)
-        return F.normalize(self.out(h), dim=-1)  # (S, dim)
+        return F.normalize(upcast(self.out(h)), dim=-1)  # (S, dim), at least float32
 
     def forward_without_norm(self, tokens: Tensor) -> Tensor:
         """The projection with the BatchNorm layers skipped (for a one-pixel map)."""
@@ -327,15 +348,16 @@ class Projector(nn.Module):
         for m in self.pre:
             if not isinstance(m, nn.BatchNorm1d):
                 h = m(h)
-        return F.normalize(self.out(h), dim=-1)
+        return F.normalize(upcast(self.out(h)), dim=-1)
 
 
 class MultiScaleContrastLoss(nn.Module):
     """MS and CS losses over the scales of a feature pyramid, with one projector per scale.
 
     ``forward`` returns ``(L_ms, L_cs)``, each 0 (on the graph) when no anchor had
-    both a positive and a negative. Static shapes, no host syncs. Computed in the
-    dtype of the features (and projectors).
+    both a positive and a negative. Static shapes, no host syncs. The projectors run in
+    their parameters' dtype; normalisation and the loss run in at least float32
+    (:mod:`aerialct.losses.precision`); the values come back in the features' dtype.
     """
 
     def __init__(
@@ -390,13 +412,25 @@ class MultiScaleContrastLoss(nn.Module):
         self.max_k = max_k
         self.max_total = max_total
 
+    def budget(self, world_size: int = 1) -> tuple[int, int]:
+        """This rank's ``(max_k, max_total)`` when ``world_size`` ranks pool their anchors.
+
+        The pool of all ranks keeps the single-process budget: ``max_total`` is shared
+        out over the ranks, and so is ``max_k`` under ``per-class`` (a cap per class);
+        under ``per-image-class`` it caps each (image, class) pair and stays whole.
+        """
+        w = max(1, world_size)
+        max_k = -(-self.max_k // w) if self.anchors == "per-class" else self.max_k
+        return max_k, -(-self.max_total // w)
+
     def embed_stage(
-        self, s: int, feat: Tensor, mask: Tensor, gather=None, generator=None
+        self, s: int, feat: Tensor, mask: Tensor, gather=None, generator=None, world_size=1
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Sample and project the anchors of stage ``s``.
+        """Sample and project the anchors of stage ``s`` (all ranks' when ``gather`` is given).
 
         Returns ``(S, dim)`` embeddings, ``(S,)`` labels and ``(S,)`` validity.
         """
+        max_k, max_total = self.budget(world_size)
         r = self.reductions[s]
         labels = downsample_labels(mask, r)  # (B, h, w)
         if labels.shape[-2:] != feat.shape[-2:]:
@@ -409,13 +443,14 @@ class MultiScaleContrastLoss(nn.Module):
             self.num_classes,
             self.ignore_index,
             self.min_pixels,
-            self.max_k,
-            self.max_total,
+            max_k,
+            max_total,
             generator,
             self.anchors,
         )
-        tokens = feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])  # (B*h*w, C)
         proj = cast(Projector, self.projectors[str(s)])
+        tokens = feat.permute(0, 2, 3, 1).reshape(-1, feat.shape[1])  # (B*h*w, C)
+        tokens = tokens.to(param_dtype(proj, tokens.dtype))
         if tokens.shape[0] < 2 and proj.training:  # BatchNorm cannot train on one pixel
             emb = proj.forward_without_norm(tokens[smp.index])
             valid = torch.zeros_like(smp.valid)
@@ -428,25 +463,30 @@ class MultiScaleContrastLoss(nn.Module):
         return emb, labels_s, valid
 
     def forward(
-        self, feats: list[Tensor], mask: Tensor, gather=None, generator=None
+        self, feats: list[Tensor], mask: Tensor, gather=None, generator=None, world_size: int = 1
     ) -> tuple[Tensor, Tensor]:
-        """(L_ms, L_cs) of the feature maps ``[(B, C_s, H/r_s, W/r_s)]`` against ``mask`` ``(B, H, W)``."""
-        emb = {s: self.embed_stage(s, feats[s], mask, gather, generator) for s in self.stages}
+        """(L_ms, L_cs) of the feature maps ``[(B, C_s, H/r_s, W/r_s)]`` against ``mask`` ``(B, H, W)``.
+
+        Under DDP, ``gather`` pools the anchors of the ``world_size`` ranks (see
+        :func:`aerialct.engine.distributed.gather_with_grad`); each rank draws its share
+        of the anchor budget (:meth:`budget`), so the pool matches one process's.
+        """
+        emb = {
+            s: self.embed_stage(s, feats[s], mask, gather, generator, world_size)
+            for s in self.stages
+        }
         t = self.temperature
-        dtype = next(iter(emb.values()))[0].dtype if emb else feats[0].dtype
+        dtype = next(iter(emb.values()))[0].dtype if emb else loss_dtype(feats[0].dtype)
         ms = feats[0].new_zeros((), dtype=dtype)
         for s, w in enumerate(self.ms_weights):
             if w:
                 z, y, ok = emb[s]
-                ms = ms + w * supervised_contrastive_loss(
-                    z, y, temperature=t, anchor_valid=ok, num_classes=self.num_classes
-                )
+                ms = ms + w * supervised_contrastive_loss(z, y, temperature=t, anchor_valid=ok)
         cs = feats[0].new_zeros((), dtype=dtype)
         for a, b in self.cs_stage_pairs:
             (za, ya, oka), (zb, yb, okb) = emb[a], emb[b]
-            cs = cs + supervised_contrastive_loss(
-                za, ya, zb, yb, t, oka, okb, num_classes=self.num_classes
-            )
+            cs = cs + supervised_contrastive_loss(za, ya, zb, yb, t, oka, okb)
         # keep every projector on the graph even when a scale contributed nothing
         anchor = sum(e[0].sum() * 0.0 for e in emb.values())
-        return ms + anchor, cs + anchor
+        out = feats[0].dtype  # computed in at least float32, returned in the input's dtype
+        return (ms + anchor).to(out), (cs + anchor).to(out)

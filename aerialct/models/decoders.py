@@ -9,6 +9,8 @@ encoder stages' strides), which MS/CS can contrast (``loss.mscs_features: decode
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,17 +27,20 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Sequent
     )
 
 
-def conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:
-    """Conv (same padding, no bias) -> BatchNorm."""
+def conv_bn(cin: int, cout: int, k: int = 1, groups: int = 1, stride: int = 1) -> nn.Sequential:
+    """Conv (padding ``(stride - 1 + k - 1) // 2``, no bias) -> BatchNorm."""
     return nn.Sequential(
-        nn.Conv2d(cin, cout, k, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)
+        nn.Conv2d(
+            cin, cout, k, stride=stride, padding=(stride + k - 2) // 2, groups=groups, bias=False
+        ),
+        nn.BatchNorm2d(cout),
     )
 
 
 def separable_conv_bn(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-    """Depthwise conv -> BatchNorm -> pointwise conv."""
+    """Depthwise conv (padding ``(k - 1) // 2``) -> BatchNorm -> pointwise conv."""
     return nn.Sequential(
-        nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin, bias=False),
+        nn.Conv2d(cin, cin, k, padding=(k - 1) // 2, groups=cin, bias=False),
         nn.BatchNorm2d(cin),
         nn.Conv2d(cin, cout, 1, bias=False),
     )
@@ -86,26 +91,31 @@ class FPNDecoder(nn.Module):
 
 
 # ---------------------------------------------------------------------------
-# DCSwin-style densely connected feature aggregation
+# DCSwin: densely connected feature aggregation (DCFAM), as in the reference code
 
 
-class LinearAttention(nn.Module):
-    """Kernel (linear) spatial attention, O(N) in the number of pixels (as in DCSwin/MANet)."""
+class SpatialLinearAttention(nn.Module):
+    """Linear (kernelised) attention over the positions, O(N) in the pixels.
+
+    With ``q``, ``k`` the L2-normalised (over channels) 1x1 projections to ``C / 8``
+    channels and ``v`` a 1x1 projection: ``out_n = (sum_m v_m + (K V^T)^T q_n) /
+    (N + q_n . (sum_m k_m + eps))``, returned as ``x + gamma * out`` (gamma starts at 0).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
         super().__init__()
-        self.q = nn.Conv2d(dim, dim // 4 or 1, 1)
-        self.k = nn.Conv2d(dim, dim // 4 or 1, 1)
+        self.q = nn.Conv2d(dim, max(dim // 8, 1), 1)
+        self.k = nn.Conv2d(dim, max(dim // 8, 1), 1)
         self.v = nn.Conv2d(dim, dim, 1)
         self.gamma = nn.Parameter(torch.zeros(1))
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` plus linear (kernelised) self-attention over all positions, ``(B, C, h, w)``."""
+        """``x`` plus attention over all positions, ``(B, C, h, w)``."""
         b, c, h, w = x.shape
         n = h * w
-        q = F.normalize(self.q(x).flatten(2), dim=1)  # (B, c', N)
-        k = F.normalize(self.k(x).flatten(2), dim=1)  # (B, c', N)
+        q = _unit_channels(self.q(x).flatten(2))  # (B, c', N)
+        k = _unit_channels(self.k(x).flatten(2))  # (B, c', N)
         v = self.v(x).flatten(2)  # (B, C, N)
         kv = torch.einsum("bmn,bcn->bmc", k, v)  # (B, c', C)
         norm = 1.0 / (n + torch.einsum("bmn,bm->bn", q, k.sum(-1) + self.eps))  # (B, N)
@@ -113,83 +123,158 @@ class LinearAttention(nn.Module):
         return x + self.gamma * out.view(b, c, h, w)
 
 
-class ChannelAttention(nn.Module):
-    """Squeeze-and-excitation channel reweighting."""
+class ChannelLinearAttention(nn.Module):
+    """Linear attention between channels (no projections, one ``gamma``).
 
-    def __init__(self, dim: int, ratio: int = 4) -> None:
+    Each pixel's channel vector is L2-normalised (``u``); channel ``c`` gets
+    ``(sum_c' x_c' + sum_m (X U^T)_cm u_m) / (N + sum_n u_cn (sum_c' u_c'n + eps))``,
+    returned as ``x + gamma * out`` (gamma starts at 0).
+    """
+
+    def __init__(self, eps: float = 1e-6) -> None:
         super().__init__()
-        hidden = max(dim // ratio, 8)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(dim, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, dim, 1)
-        )
+        self.gamma = nn.Parameter(torch.zeros(1))
+        self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` reweighted per channel, ``(B, C, h, w)``."""
-        att = self.mlp(F.adaptive_avg_pool2d(x, 1)) + self.mlp(F.adaptive_max_pool2d(x, 1))
-        return x * torch.sigmoid(att)  # (B, C, h, w)
+        """``x`` plus attention across its channels, ``(B, C, h, w)``."""
+        b, c, h, w = x.shape
+        v = x.flatten(2)  # (B, C, N)
+        u = _unit_channels(v)  # (B, C, N) each pixel's channel vector of length 1
+        norm = 1.0 / (h * w + torch.einsum("bcn,bn->bc", u, u.sum(1) + self.eps))  # (B, C)
+        mix = torch.einsum("bcn,bmn->bcm", v, u)  # (B, C, C)
+        out = v.sum(1, keepdim=True) + torch.einsum("bcm,bmn->bcn", mix, u)  # (B, C, N)
+        return x + self.gamma * (out * norm[..., None]).view(b, c, h, w)
+
+
+def _unit_channels(t: Tensor) -> Tensor:
+    """``t`` ``(B, C, N)`` divided by its L2 norm over the channels."""
+    return t / t.norm(dim=1, keepdim=True)
+
+
+class DownConnection(nn.Module):
+    """A residual stride-2 block: two 3x3 conv-BN (ReLU between) plus a 3x3 stride-2 conv-BN."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = conv_bn(cin, cout, 3)
+        self.conv2 = conv_bn(cout, cout, 3, stride=2)
+        self.skip = conv_bn(cin, cout, 3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, cout, ceil(h / 2), ceil(w / 2))``."""
+        return F.relu(self.conv2(F.relu(self.conv1(x))) + self.skip(x))
+
+
+def separable_conv_bn_relu(cin: int, cout: int, dilation: int) -> nn.Sequential:
+    """Depthwise 3x3 conv (dilated) -> pointwise conv -> BatchNorm -> ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cin, 3, padding=dilation, dilation=dilation, groups=cin, bias=False),
+        nn.Conv2d(cin, cout, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+    )
+
+
+class LongRangeUp(nn.Module):
+    """Two dilated separable convs, each followed by a nearest x2 upsampling (DCFAM's long-range path)."""
+
+    def __init__(self, c: tuple[int, int, int], rates: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv1 = separable_conv_bn_relu(c[0], c[1], rates[0])
+        self.conv2 = separable_conv_bn_relu(c[1], c[2], rates[1])
+
+    def forward(self, x: Tensor, mid: Tensor, out: Tensor) -> Tensor:
+        """From ``x``'s stride to ``out``'s (four times finer), through ``mid``'s size."""
+        x = F.interpolate(self.conv1(x), size=mid.shape[-2:], mode="nearest")
+        return F.interpolate(self.conv2(x), size=out.shape[-2:], mode="nearest")
 
 
 class DCSwinDecoder(nn.Module):
-    """Densely connected aggregation decoder in the spirit of DCSwin's DCFAM.
+    """DCSwin's decoder: the densely connected feature aggregation module (DCFAM).
 
-    Each stage is projected to ``dim`` channels; the deepest gets linear spatial
-    attention; every shallower stage is fused with *all* deeper decoded stages
-    (dense top-down connections) through 1x1 fusion, channel attention and a
-    3x3 conv; the head densely concatenates all decoded stages at stride 1/4.
+    It works at the encoder's own widths ``C1..C4`` (strides 4..32), as the reference
+    (GeoSeg's ``DCSwin.py``, used unchanged by the CT authors' fork); ``dim`` is not
+    used. With ``pa`` one spatial linear attention (shared by its two uses), ``ca`` one
+    channel linear attention (shared) and ``down`` residual stride-2 blocks::
+
+        d32 = conv1x1(x32) + down(pa(down(x8)))        (stride 32, C4)
+        d16 = pa(x16) + down(ca(down(x4)))             (stride 16, C3)
+        d8  = ca(x8) + long_range(d32)                 (stride 8,  C2)
+        d4  = long_range(d16) + conv1x1(x4)            (stride 4,  C1)
+        logits = head(dropout(d4 + up(d8)))
+
+    ``long_range``: two dilated (6, 12) separable convs, each then upsampled x2
+    (nearest). The logits go to the input size by bilinear interpolation with
+    ``align_corners=True`` (the reference's ``UpsamplingBilinear2d``).
     """
 
-    def __init__(self, channels: list[int], num_classes: int, dim: int = 64) -> None:
+    align_corners = True
+
+    def __init__(
+        self,
+        channels: list[int],
+        num_classes: int,
+        dim: int = 64,
+        rates: tuple[int, int] = (6, 12),
+        dropout: float = 0.05,
+    ) -> None:
         super().__init__()
         _require_levels("dcswin", channels, 4)
-        n = len(channels)
-        self.lateral = nn.ModuleList(conv_bn_relu(c, dim, 1) for c in channels)
-        self.deep_attention = LinearAttention(dim)
-        self.fuse = nn.ModuleList(
-            nn.Sequential(
-                conv_bn_relu(dim * (n - i), dim, 1), ChannelAttention(dim), conv_bn_relu(dim, dim)
-            )
-            for i in range(n - 1)
-        )
-        self.head_attention = LinearAttention(dim)
+        c1, c2, c3, c4 = channels
+        self.conv32 = nn.Conv2d(c4, c4, 1, bias=False)
+        self.conv4 = nn.Conv2d(c1, c1, 1, bias=False)
+        self.long32 = LongRangeUp((c4, c3, c2), rates)
+        self.long16 = LongRangeUp((c3, c2, c1), rates)
+        self.ca = ChannelLinearAttention()
+        self.pa = SpatialLinearAttention(c3)
+        self.down4_8 = DownConnection(c1, c2)
+        self.down8_16a = DownConnection(c2, c3)  # x4's path to stride 16
+        self.down8_16b = DownConnection(c2, c3)  # x8's path to stride 32
+        self.down16_32 = DownConnection(c3, c4)
+        self.up = conv_bn_relu(c2, c1, 3)
+        self.dropout = nn.Dropout2d(dropout)
         self.head = nn.Sequential(
-            conv_bn_relu(dim * n, dim, 1),
-            conv_bn_relu(dim, dim, 3),
-            nn.Dropout2d(0.1),
-            nn.Conv2d(dim, num_classes, 1),
+            conv_bn_relu(c1, c1, 3), nn.Conv2d(c1, num_classes, 1, bias=False)
         )
 
-        self.feature_channels = [dim] * n
+        self.feature_channels = list(channels)
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         """Logits at the finest stride ``(B, K, h_0, w_0)``."""
         return self.forward_features(feats)[0]
 
     def forward_features(self, feats: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """Logits at the finest stride and the densely aggregated maps (finest first)."""
-        lat = [m(f) for m, f in zip(self.lateral, feats, strict=True)]  # (B, D, h_i, w_i)
-        n = len(lat)
-        dec: list[Tensor] = [lat[-1]] * n
-        dec[-1] = self.deep_attention(lat[-1])
-        for i in range(n - 2, -1, -1):
-            dense = [lat[i], *(_up(dec[j], lat[i]) for j in range(i + 1, n))]
-            dec[i] = self.fuse[i](torch.cat(dense, 1))  # (B, D, h_i, w_i)
-        fused = torch.cat([dec[0], *(_up(d, dec[0]) for d in dec[1:])], 1)  # (B, n*D, h_0, w_0)
-        x = self.head[0](fused)
-        x = self.head_attention(x)
-        return self.head[1:](x), dec  # (B, K, h_0, w_0), [(B, D, h_i, w_i)]
+        """Logits at the finest stride and the aggregated maps ``d4, d8, d16, d32``."""
+        x4, x8, x16, x32 = feats
+        d32 = self.conv32(x32) + self.down16_32(self.pa(self.down8_16b(x8)))  # (B, C4, .)
+        d16 = self.pa(x16) + self.down8_16a(self.ca(self.down4_8(x4)))  # (B, C3, .)
+        d8 = self.ca(x8) + self.long32(d32, x16, x8)  # (B, C2, H/8, W/8)
+        d4 = self.long16(d16, x8, x4) + self.conv4(x4)  # (B, C1, H/4, W/4)
+        up = F.interpolate(self.up(d8), size=d4.shape[-2:], mode="nearest")
+        return self.head(self.dropout(d4 + up)), [d4, d8, d16, d32]
 
 
 # ---------------------------------------------------------------------------
-# UNetFormer-style global-local decoder
+# UNetFormer: global-local Transformer blocks, as in the reference code
+
+
+def _pad_reflect(x: Tensor, right: int, bottom: int) -> Tensor:
+    """Pad right and bottom by reflection (zeros where the map is too small to reflect)."""
+    if not right and not bottom:
+        return x
+    small = right >= x.shape[-1] or bottom >= x.shape[-2]
+    return F.pad(x, (0, right, 0, bottom), mode="constant" if small else "reflect")
 
 
 class GlobalLocalAttention(nn.Module):
-    """Window self-attention (global branch) + 1x1/3x3 convolutions (local branch).
+    """Window self-attention (global branch) + 3x3/1x1 conv-BN (local branch), UNetFormer's.
 
-    The global branch attends inside non-overlapping ``window x window`` windows
-    with a learned relative position bias, then mixes context across windows
-    with horizontal and vertical strip average pooling (UNetFormer's cross-shaped
-    window context); the local branch is the sum of a 1x1 and a 3x3 conv-BN.
+    The map is padded (reflection) to whole ``window x window`` windows; multi-head
+    attention runs inside each window with a learned relative position bias; the
+    result is cropped back and replaced by its horizontal plus vertical strip means
+    (``window``-long average pools, UNetFormer's cross-shaped context); the local
+    branch is added, and a ``window x window`` separable conv-BN mixes the sum.
     """
 
     bias_index: Tensor
@@ -197,15 +282,16 @@ class GlobalLocalAttention(nn.Module):
 
     def __init__(self, dim: int, heads: int = 8, window: int = 8) -> None:
         super().__init__()
-        heads = max(1, min(heads, dim // 8)) if dim >= 8 else 1
+        heads = math.gcd(heads, dim)
         self.heads = heads
         self.window = window
         self.qkv = nn.Conv2d(dim, dim * 3, 1, bias=False)
+        self.local3 = conv_bn(dim, dim, 3)
         self.local1 = conv_bn(dim, dim, 1)
-        self.local2 = conv_bn(dim, dim, 3)
-        self.pool_x = nn.AvgPool2d((window, 1), stride=1, padding=(window // 2, 0))
-        self.pool_y = nn.AvgPool2d((1, window), stride=1, padding=(0, window // 2))
-        self.proj = separable_conv_bn(dim, dim, window - 1 if window % 2 == 0 else window)
+        pad = window // 2 - 1
+        self.pool_x = nn.AvgPool2d((window, 1), stride=1, padding=(pad, 0))
+        self.pool_y = nn.AvgPool2d((1, window), stride=1, padding=(0, pad))
+        self.proj = separable_conv_bn(dim, dim, window)
         self.bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
         nn.init.trunc_normal_(self.bias_table, std=0.02)
         coords = torch.stack(
@@ -220,10 +306,9 @@ class GlobalLocalAttention(nn.Module):
         """Window attention with strip context (global) plus the local convs, ``(B, C, h, w)``."""
         b, c, h, w = x.shape
         ws, nh = self.window, self.heads
-        local = self.local1(x) + self.local2(x)  # (B, C, h, w)
-        ph, pw = (-h) % ws, (-w) % ws
-        xp = F.pad(x, (0, pw, 0, ph))
-        hp, wp = h + ph, w + pw
+        local = self.local1(x) + self.local3(x)  # (B, C, h, w)
+        xp = _pad_reflect(x, (-w) % ws, (-h) % ws)
+        hp, wp = xp.shape[-2:]
         qkv = self.qkv(xp)  # (B, 3C, hp, wp)
         qkv = qkv.view(b, 3, nh, c // nh, hp // ws, ws, wp // ws, ws)
         qkv = qkv.permute(1, 0, 4, 6, 2, 5, 7, 3).reshape(3, -1, nh, ws * ws, c // nh)
@@ -232,8 +317,9 @@ class GlobalLocalAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*nW, nh, N, hd)
         out = out.view(b, hp // ws, wp // ws, nh, ws, ws, c // nh)
         out = out.permute(0, 3, 6, 1, 4, 2, 5).reshape(b, c, hp, wp)[:, :, :h, :w]
-        ctx = self.pool_x(out)[:, :, :h, :w] + self.pool_y(out)[:, :, :h, :w]
-        return self.proj(out + ctx + local)  # (B, C, h, w)
+        ctx = self.pool_x(_pad_reflect(out, 0, 1)) + self.pool_y(_pad_reflect(out, 1, 0))
+        mixed = self.proj(_pad_reflect(ctx[:, :, :h, :w] + local, 1, 1))
+        return mixed[:, :, :h, :w]  # (B, C, h, w)
 
 
 class GLTBlock(nn.Module):
@@ -255,53 +341,72 @@ class GLTBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def conv_bn_relu6(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    """Conv (same padding, no bias) -> BatchNorm -> ReLU6 (UNetFormer's ConvBNReLU)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU6()
+    )
+
+
 class WeightedFusion(nn.Module):
-    """Upsample the decoder map and add the projected skip with learned normalised weights."""
+    """Upsample the decoder map and add the 1x1-projected skip with learned normalised weights."""
 
     def __init__(self, skip_channels: int, dim: int) -> None:
         super().__init__()
-        self.pre = conv_bn(skip_channels, dim, 1)
+        self.pre = nn.Conv2d(skip_channels, dim, 1, bias=False)
         self.weights = nn.Parameter(torch.ones(2))
-        self.post = conv_bn_relu(dim, dim, 3)
+        self.post = conv_bn_relu6(dim, dim, 3)
+
+    def fuse(self, x: Tensor, skip: Tensor) -> Tensor:
+        """``w0 * pre(skip) + w1 * up(x)`` with ``w = relu(weights) / (sum + 1e-8)``."""
+        w = F.relu(self.weights)
+        w = w / (w.sum() + 1e-8)
+        return w[0] * self.pre(skip) + w[1] * _up(x, skip)
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         """The decoder map fused with the skip, at the skip's size ``(B, D, h, w)``."""
-        w = F.relu(self.weights)
-        w = w / (w.sum() + 1e-8)
-        return self.post(w[0] * self.pre(skip) + w[1] * _up(x, skip))
+        return self.post(self.fuse(x, skip))
 
 
-class FeatureRefinementHead(nn.Module):
+class FeatureRefinementHead(WeightedFusion):
     """UNetFormer's FRH at stride 1/4: weighted fusion, then spatial + channel attention paths."""
 
     def __init__(self, skip_channels: int, dim: int) -> None:
-        super().__init__()
-        self.fusion = WeightedFusion(skip_channels, dim)
+        super().__init__(skip_channels, dim)
         self.spatial = nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1, groups=dim), nn.Sigmoid())
-        hidden = max(dim // 16, 4)
+        hidden = max(dim // 16, 1)
         self.channel = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(dim, hidden, 1),
-            nn.ReLU6(inplace=True),
-            nn.Conv2d(hidden, dim, 1),
+            nn.Conv2d(dim, hidden, 1, bias=False),
+            nn.ReLU6(),
+            nn.Conv2d(hidden, dim, 1, bias=False),
             nn.Sigmoid(),
         )
         self.shortcut = conv_bn(dim, dim, 1)
         self.proj = separable_conv_bn(dim, dim, 3)
-        self.act = nn.ReLU6(inplace=True)
+        self.act = nn.ReLU6()
 
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
         """The refined finest-stride map ``(B, D, h_0, w_0)``."""
-        x = self.fusion(x, skip)  # (B, D, h0, w0)
+        x = self.post(self.fuse(x, skip))  # (B, D, h0, w0)
         refined = self.spatial(x) * x + self.channel(x) * x
         return self.act(self.proj(refined) + self.shortcut(x))
 
 
 class UNetFormerDecoder(nn.Module):
-    """UNetFormer-style decoder: GLT blocks at strides 32/16/8, weighted skip fusion, FRH at 4."""
+    """UNetFormer's decoder: GLT blocks at strides 32/16/8, weighted skip fusion, FRH at 4.
+
+    As the reference (GeoSeg's ``UNetFormer.py``) in eval mode; its training-only
+    auxiliary head is left out (aerialct trains no auxiliary loss).
+    """
 
     def __init__(
-        self, channels: list[int], num_classes: int, dim: int = 64, window: int = 8
+        self,
+        channels: list[int],
+        num_classes: int,
+        dim: int = 64,
+        window: int = 8,
+        dropout: float = 0.05,
     ) -> None:
         super().__init__()
         _require_levels("unetformer", channels, 4)
@@ -313,7 +418,9 @@ class UNetFormerDecoder(nn.Module):
         self.b2 = GLTBlock(dim, window=window)
         self.frh = FeatureRefinementHead(channels[0], dim)
         self.head = nn.Sequential(
-            conv_bn_relu(dim, dim, 3), nn.Dropout2d(0.1), nn.Conv2d(dim, num_classes, 1)
+            conv_bn_relu6(dim, dim, 3),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(dim, num_classes, 1, bias=False),
         )
 
         self.feature_channels = [dim] * 4

@@ -100,7 +100,8 @@ class SegmentationModel(nn.Module):
         return self._full_size(logits, x), feats, dec
 
     def _full_size(self, logits: Tensor, x: Tensor) -> Tensor:
-        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        corners = getattr(self.decoder, "align_corners", False)  # dcswin: as its reference
+        logits = F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=corners)
         return logits if self.refine is None else self.refine(logits, x)
 
     def forward(self, x: Tensor) -> Tensor:
