@@ -9,9 +9,10 @@ to the temporary name first, so even an append is all-or-nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,9 +210,6 @@ def write_layers(
     file is refused. Polygons are written as MultiPolygons so a layer has one
     geometry type.
     """
-    import pyogrio.raw
-    import shapely
-
     final = Path(path)
     driver = driver_for(final)
     if overwrite and append:
@@ -225,9 +223,7 @@ def write_layers(
         raise InputError(
             f"{final}: appending is supported for GeoPackage only; write a .gpkg or use --overwrite"
         )
-    options = {"SPATIAL_INDEX": "YES"} if driver == "GPKG" else {}
-    if driver == "FlatGeobuf":
-        options["SPATIAL_INDEX"] = "YES"
+    options = _layer_options(driver)
     options.update(layer_options or {})
     with atomic_output(final, overwrite=overwrite or (append and exists)) as tmp:
         existing: list[str] = []
@@ -236,25 +232,90 @@ def write_layers(
             existing = list_layers(tmp)
         for name, item in layers.items():
             layer = item if isinstance(item, Layer) else Layer.from_frame(item)
-            geoms = to_multipolygons(layer.geometry)
-            kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
-            geometry_type = "MultiPolygon" if kinds <= {6} else "Unknown"
-            try:
-                pyogrio.raw.write(
-                    tmp,
-                    shapely.to_wkb(geoms),
-                    list(layer.fields.values()),
-                    list(layer.fields),
-                    layer=name,
-                    driver=driver,
-                    geometry_type=geometry_type,
-                    crs=crs_wkt(layer.crs),
-                    append=name in existing,
-                    layer_options=options if name not in existing else None,
-                )
-            except Exception as e:
-                raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
+            _write_layer(tmp, final, name, layer, driver, append=name in existing,
+                         options=options if name not in existing else None)  # fmt: skip
     return final
+
+
+def _write_layer(
+    tmp: Path, final: Path, name: str, layer: Layer, driver: str, *, append: bool,
+    options: Mapping[str, str] | None,
+) -> None:  # fmt: skip
+    """Write (or append) one layer of shapely geometries to the temporary ``tmp``."""
+    import shapely
+
+    geoms = to_multipolygons(layer.geometry)
+    kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
+    geometry_type = "MultiPolygon" if kinds <= {6} else "Unknown"
+    _write_wkb(tmp, final, name, shapely.to_wkb(geoms), layer.fields, layer.crs, driver,
+               geometry_type=geometry_type, append=append, options=options)  # fmt: skip
+
+
+def _write_wkb(
+    tmp: Path, final: Path, name: str, wkb: np.ndarray, fields: Mapping[str, np.ndarray],
+    crs: Any, driver: str, *, geometry_type: str, append: bool,
+    options: Mapping[str, str] | None,
+) -> None:  # fmt: skip
+    import pyogrio.raw
+
+    try:
+        pyogrio.raw.write(
+            tmp, wkb, list(fields.values()), list(fields), layer=name, driver=driver,
+            geometry_type=geometry_type, crs=crs_wkt(crs), append=append,
+            layer_options=dict(options) if options else None,
+        )  # fmt: skip
+    except Exception as e:
+        raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
+
+
+def _layer_options(driver: str) -> dict[str, str]:
+    return {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
+
+
+class LayerStream:
+    """Layers written batch by batch into the temporary file of :func:`stream_layers`."""
+
+    def __init__(self, tmp: Path, final: Path, driver: str) -> None:
+        self.tmp, self.final, self.driver = tmp, final, driver
+        self.made: set[str] = set()
+        self.counts: dict[str, int] = {}
+
+    def write(self, name: str, layer: Layer) -> None:
+        """Append ``layer``'s features (polygons) to layer ``name``, made on first use."""
+        import shapely
+
+        geoms = to_multipolygons(layer.geometry)
+        self.write_wkb(name, shapely.to_wkb(geoms), layer.fields, layer.crs)
+
+    def write_wkb(
+        self, name: str, wkb: np.ndarray, fields: Mapping[str, np.ndarray], crs: Any
+    ) -> None:
+        """Append features given as (Multi)Polygon WKB and field arrays to layer ``name``."""
+        if self.driver not in MULTI_LAYER and self.made and name not in self.made:
+            raise InputError(
+                f"{self.final}: {self.driver} holds one layer, these polygons need layers "
+                f"{sorted(self.made | {name})}; use a .gpkg"
+            )
+        first = name not in self.made
+        _write_wkb(self.tmp, self.final, name, wkb, fields, crs, self.driver,
+                   geometry_type="MultiPolygon", append=not first,
+                   options=_layer_options(self.driver) if first else None)  # fmt: skip
+        self.made.add(name)
+        self.counts[name] = self.counts.get(name, 0) + len(wkb)
+
+
+@contextlib.contextmanager
+def stream_layers(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[LayerStream]:
+    """Write layers batch by batch, atomically: a temporary sibling renamed when complete.
+
+    Memory holds one batch at a time. An existing file is refused unless ``overwrite``.
+    """
+    final = Path(path)
+    driver = driver_for(final)
+    if final.exists() and not overwrite:
+        raise OutputExistsError(final, "pass --overwrite to replace it")
+    with atomic_output(final, overwrite=overwrite) as tmp:
+        yield LayerStream(tmp, final, driver)
 
 
 def _first_line(e: BaseException) -> str:

@@ -18,6 +18,7 @@ from aerialct.vectorize.windows import parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
+    from aerialct.shards import Shard
 
 
 @dataclass
@@ -156,6 +157,19 @@ class VectorizeBatch:
     failed: list[tuple[str, str]]
     output: str
     seconds: float
+    mosaics: int = 0
+    """Maps the rasters formed (touching rasters on one grid are one map); 0: one file each."""
+    across_files: int = 0
+    """Buildings joined across file seams."""
+    shard: str | None = None
+    """K/N when this process traced a share (its part is in ``<output>.parts``)."""
+    parts_joined: int = 0
+    """How many parts this process joined into ``output`` (0: none, or left to another)."""
+
+    @property
+    def waiting(self) -> bool:
+        """A shard whose part is written and whose join is left to another process."""
+        return self.shard is not None and not self.parts_joined
 
     def to_dict(self) -> dict:
         """Each raster's result, the failures and the total count (the ``--json`` output)."""
@@ -166,6 +180,10 @@ class VectorizeBatch:
             "rasters": [asdict(r) for r in self.results],
             "failed": [{"raster": r, "error": e} for r, e in self.failed],
             "count": sum(r.count for r in self.results),
+            "mosaics": self.mosaics,
+            "across_files": self.across_files,
+            "shard": self.shard,
+            "parts_joined": self.parts_joined,
             "seconds": round(self.seconds, 3),
         }
 
@@ -191,20 +209,22 @@ def vectorize_many(
     probabilities: str | os.PathLike | None = None,
     file_format: str = "gpkg",
     overwrite: bool = False,
+    shard: Shard | None = None,
     progress: ProgressFn | None = None,
     **options: Any,
 ) -> VectorizeBatch:
     """Vectorise many class rasters in one process (a shell loop pays start-up per file).
 
     ``out`` with a vector suffix (.gpkg, .geojson, .fgb) gets every raster's polygons in
-    one layer, ids numbered through, written once at the end (all rasters must share
-    a CRS); any other ``out`` is a folder that gets ``<stem>.<file_format>`` per raster.
-    ``probabilities`` is a raster (one input) or the folder predict wrote them to. A
-    raster that fails is recorded and the others go on. ``options`` go to
-    :func:`polygonise`.
+    one layer, ids numbered through; rasters that touch on one pixel grid are one map,
+    whose buildings are merged across file seams (:func:`vectorize_catalog`; all rasters
+    must share a CRS). Any other ``out`` is a folder that gets ``<stem>.<file_format>``
+    per raster. ``probabilities`` is a raster (one input) or the folder predict wrote
+    them to. A raster that fails is recorded and the others go on. ``shard`` (K/N) does
+    one share: of the map's rows (joined when all parts are there), or of the rasters
+    with a folder ``out``. ``options`` go to :func:`polygonise`.
     """
-    from aerialct.geo.outputs import check_output
-    from aerialct.geo.vector import driver_for, write_layers
+    from aerialct.shards import shard_items
 
     t0 = time.perf_counter()
     paths = [Path(r) for r in rasters]
@@ -218,57 +238,24 @@ def vectorize_many(
     if options.get("morph"):
         options["morph"] = _morph_ops(options["morph"])
     out = Path(out)
-    one_file = out.suffix.lower() in VECTOR_SUFFIXES
+    if out.suffix.lower() in VECTOR_SUFFIXES:
+        from aerialct.vectorize.catalog import vectorize_catalog
+
+        return vectorize_catalog(paths, out, probabilities=probabilities, overwrite=overwrite,
+                                 shard=shard, progress=progress, **options)  # fmt: skip
+    if file_format not in ("gpkg", "geojson", "fgb"):
+        raise InputError(f"--format {file_format}: use gpkg, geojson or fgb")
     results: list[VectorizeResult] = []
     failed: list[tuple[str, str]] = []
-    if not one_file:
-        if file_format not in ("gpkg", "geojson", "fgb"):
-            raise InputError(f"--format {file_format}: use gpkg, geojson or fgb")
-        for r in paths:
-            target = out / f"{r.stem}.{file_format}"
-            try:
-                results.append(vectorize(r, target, probabilities=_probabilities_for(r, probabilities),
-                                         overwrite=overwrite, progress=progress, **options))  # fmt: skip
-            except Exception as e:  # one raster's failure must not stop the batch
-                failed.append((str(r), " ".join(str(e).split())))
-        return VectorizeBatch(results, failed, str(out), time.perf_counter() - t0)
-
-    driver = driver_for(out)
-    check_output(out, overwrite, inputs=paths)
-    polys: list[Polygonised] = []
-    for r in paths:
+    for r in shard_items(paths, shard):
+        target = out / f"{r.stem}.{file_format}"
         try:
-            polys.append(polygonise(r, probabilities=_probabilities_for(r, probabilities),
-                                    progress=progress, **options))  # fmt: skip
-        except Exception as e:
+            results.append(vectorize(r, target, probabilities=_probabilities_for(r, probabilities),
+                                     overwrite=overwrite, progress=progress, **options))  # fmt: skip
+        except Exception as e:  # one raster's failure must not stop the batch
             failed.append((str(r), " ".join(str(e).split())))
-    if not polys:
-        raise InputError(f"all {len(paths)} rasters failed; first: {failed[0][0]}: {failed[0][1]}")
-    crs_of = {p.source: p.crs for p in polys}
-    first = polys[0]
-    from aerialct.geo.vector import same_crs
-
-    other = next((p for p in polys if not same_crs(p.crs, first.crs)), None)
-    if other is not None:
-        raise InputError(
-            f"{other.source} is in {crs_of[other.source]}, {first.source} in {first.crs}: one "
-            "layer holds one CRS; write one file per raster (--out FOLDER) or reproject"
-        )
-    layers: dict[str, list[Polygonised]] = {}
-    for p in polys:
-        layers.setdefault(p.layer_name, []).append(p)
-    merged = {name: _concat([p.layer for p in group]) for name, group in layers.items()}
-    write_layers(out, merged, overwrite=overwrite)
-    window_size = options.get("window_size", 2048)
-    for name, group in layers.items():
-        start = 0
-        for p in group:  # each raster's rows of the merged layer, with their final ids
-            n = len(p.layer.geometry)
-            fields = {k: v[start : start + n] for k, v in merged[name].fields.items()}
-            part = type(p.layer)(p.layer.geometry, fields, p.crs)
-            results.append(_result(p, part, out, driver, window_size, t0, False, {}))
-            start += n
-    return VectorizeBatch(results, failed, str(out), time.perf_counter() - t0)
+    return VectorizeBatch(results, failed, str(out), time.perf_counter() - t0,
+                          shard=str(shard) if shard is not None else None)  # fmt: skip
 
 
 def _concat(parts: list[Layer]) -> Layer:
