@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -45,8 +46,8 @@ def cut(src: Path, out: Path, rows: list[int], cols: list[int], suffix: str = ""
     paths = []
     with rasterio.open(src) as ds:
         tags = ds.tags()
-        for i, (r0, r1) in enumerate(zip(rows, rows[1:])):
-            for j, (c0, c1) in enumerate(zip(cols, cols[1:])):
+        for i, (r0, r1) in enumerate(itertools.pairwise(rows)):
+            for j, (c0, c1) in enumerate(itertools.pairwise(cols)):
                 win = Window(c0, r0, c1 - c0, r1 - r0)
                 prof = ds.profile | {
                     "width": c1 - c0, "height": r1 - r0,

@@ -309,13 +309,23 @@ def stream_layers(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     """Write layers batch by batch, atomically: a temporary sibling renamed when complete.
 
     Memory holds one batch at a time. An existing file is refused unless ``overwrite``.
+    SQLite does not sync the temporary to disk after each batch (a crash discards the
+    temporary anyway; a sync costs 0.1-0.2 s per batch on some disks).
     """
+    import pyogrio
+
     final = Path(path)
     driver = driver_for(final)
     if final.exists() and not overwrite:
         raise OutputExistsError(final, "pass --overwrite to replace it")
-    with atomic_output(final, overwrite=overwrite) as tmp:
-        yield LayerStream(tmp, final, driver)
+    key = "OGR_SQLITE_SYNCHRONOUS"
+    before = pyogrio.get_gdal_config_option(key)
+    pyogrio.set_gdal_config_options({key: "OFF"})
+    try:
+        with atomic_output(final, overwrite=overwrite) as tmp:
+            yield LayerStream(tmp, final, driver)
+    finally:
+        pyogrio.set_gdal_config_options({key: before})
 
 
 def _first_line(e: BaseException) -> str:
