@@ -33,6 +33,9 @@ from aerialct.geo.outputs import (
     write_marker,
 )
 
+__all__ = ["claim", "fingerprint", "parts_dir", "prepare", "read_json", "release",
+           "remove_path", "stamp", "temp_path_for", "write_json"]  # fmt: skip
+
 log = logging.getLogger("aerialct")
 
 CLAIM = "join.claim"

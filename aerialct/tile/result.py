@@ -47,3 +47,13 @@ class TileResult:
     band_stats: dict = field(default_factory=dict)
     """Robust per-band statistics of the training pixels (see :func:`band_statistics`)."""
     classes: list[dict] = field(default_factory=list)
+    shard: str | None = None
+    """K/N when this process cut a share of the band tasks."""
+    complete: bool = True
+    """False for a shard that left the index and header to the last shard to finish."""
+    tasks: int = 0
+    """Band tasks of the run (a row of windows of a scene each)."""
+    tasks_done: int = 0
+    """Band tasks finished so far, by any process."""
+    tasks_kept: int = 0
+    """Band tasks of an interrupted earlier run that this run kept (checked) instead of redoing."""

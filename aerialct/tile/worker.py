@@ -221,6 +221,8 @@ def _write_chip(
         made.add(split)
     image_rel = f"{split}/images/{chip_id}.tif"
     prof = chip_profile(sc, sc.count, sc.dtype, chip, t, crs, sc.nodata, job.creation_options)
+    # a band cut again after a kill: GDAL would first open what a killed run left half-written
+    (out / image_rel).unlink(missing_ok=True)
     with rasterio.open(out / image_rel, "w", **prof) as dst:
         dst.write(img)
     verify_raster(out / image_rel, whole=False)
@@ -230,6 +232,7 @@ def _write_chip(
     if lab is not None:
         mask_rel = f"{split}/masks/{chip_id}.tif"
         mprof = chip_profile(None, 1, "uint8", chip, t, crs, IGNORE_INDEX, job.creation_options)
+        (out / mask_rel).unlink(missing_ok=True)
         with rasterio.open(out / mask_rel, "w", **mprof) as dst:
             dst.write(lab, 1)
             tag_class_raster(dst, job.classes)
