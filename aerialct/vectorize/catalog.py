@@ -82,17 +82,15 @@ class Tally:
     def add(self, mosaic: Mosaic, done: _Finished) -> None:
         """Count a finished batch of ``mosaic``'s buildings."""
         fields = done.layer.fields
-        for i, t in enumerate(mosaic.tiles):
+        for i in np.unique(done.tiles).tolist():
             mine = done.tiles == i
-            row = self._row(t.path)
-            if mine.any():
-                for name, n in zip(
-                    *np.unique(fields["class"][mine], return_counts=True), strict=False
-                ):
-                    row["counts"][str(name)] = row["counts"].get(str(name), 0) + int(n)
-                row["area"] += float(fields["area"][mine].sum())
-                row["seams"] += int(done.merged[mine].sum())
-            row["dropped"] += int((done.dropped == i).sum())
+            row = self._row(mosaic.tiles[i].path)
+            for name, n in zip(*np.unique(fields["class"][mine], return_counts=True), strict=True):
+                row["counts"][str(name)] = row["counts"].get(str(name), 0) + int(n)
+            row["area"] += float(fields["area"][mine].sum())
+            row["seams"] += int(done.merged[mine].sum())
+        for i, n in zip(*np.unique(done.dropped, return_counts=True), strict=True):
+            self._row(mosaic.tiles[int(i)].path)["dropped"] += int(n)
         self.across += int(done.spans.sum())
 
     def add_windows(self, mosaic: Mosaic, tracer: _Tracer) -> None:

@@ -94,6 +94,9 @@ class Mosaic:
     _band_tiles: list[list[int]] = field(init=False, repr=False)
     _open: OrderedDict = field(init=False, repr=False, default_factory=OrderedDict)
     _tree: Any = field(init=False, repr=False, default=None)
+    _cols: dict[int, list[tuple[int, int, int]]] = field(
+        init=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         rows = [t.row for t in self.tiles] + [t.row + t.height for t in self.tiles]
@@ -124,11 +127,13 @@ class Mosaic:
 
     def window_cols(self, size: int) -> list[tuple[int, int, int]]:
         """(first column, width, strip) of each column of windows: strips cut to ``size``."""
-        out: list[tuple[int, int, int]] = []
-        for s in range(len(self.col_edges) - 1):
-            lo, hi = int(self.col_edges[s]), int(self.col_edges[s + 1])
-            out.extend((c, min(size, hi - c), s) for c in range(lo, hi, size))
-        return out
+        if size not in self._cols:
+            out: list[tuple[int, int, int]] = []
+            for s in range(len(self.col_edges) - 1):
+                lo, hi = int(self.col_edges[s]), int(self.col_edges[s + 1])
+                out.extend((c, min(size, hi - c), s) for c in range(lo, hi, size))
+            self._cols[size] = out
+        return self._cols[size]
 
     def row_weights(self, size: int) -> np.ndarray:
         """Per row of windows of ``size``, how many of its windows lie in a tile."""

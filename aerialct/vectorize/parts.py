@@ -20,6 +20,7 @@ the order of the keys: the same file one process writes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import asdict
@@ -267,24 +268,23 @@ def _join(run: Run, headers: list[dict[str, Any]]) -> None:
     names = [part_name_of(h) for h in headers]
     for h in headers:
         run.tally.update(h["tally"])
-    with_npz = [(h, np.load(run.dir / f"{n}.npz")) for h, n in zip(headers, names, strict=True)]
     bases = band_bases(run.mosaics)
     joined: dict[int, tuple[str, np.ndarray, dict]] = {}
-    for m, mosaic in enumerate(run.mosaics):
-        done = _join_open(run, m, with_npz)
-        if done is None or not len(done.layer.geometry):
-            continue
-        run.tally.add(mosaic, done)
-        fields = dict(done.layer.fields) | {k: done.keys[:, i] for i, k in enumerate(KEYS)}
-        fields["_k0"] = fields["_k0"] + bases[m]
-        wkb = shapely.to_wkb(to_multipolygons(done.layer.geometry))
-        for band in np.unique(fields["_k0"]).tolist():
-            sel = fields["_k0"] == band
-            joined[band] = (
-                run.opts.layer_of(mosaic),
-                wkb[sel],
-                {k: v[sel] for k, v in fields.items()},
-            )
+    with contextlib.ExitStack() as stack:
+        with_npz = [(h, stack.enter_context(np.load(run.dir / f"{n}.npz")))
+                    for h, n in zip(headers, names, strict=True)]  # fmt: skip
+        for m, mosaic in enumerate(run.mosaics):
+            done = _join_open(run, m, with_npz)
+            if done is None or not len(done.layer.geometry):
+                continue
+            run.tally.add(mosaic, done)
+            fields = dict(done.layer.fields) | {k: done.keys[:, i] for i, k in enumerate(KEYS)}
+            fields["_k0"] = fields["_k0"] + bases[m]
+            wkb = shapely.to_wkb(to_multipolygons(done.layer.geometry))
+            layer = run.opts.layer_of(mosaic)
+            for band in np.unique(fields["_k0"]).tolist():
+                sel = fields["_k0"] == band
+                joined[band] = (layer, wkb[sel], {k: v[sel] for k, v in fields.items()})
     everything = sorted({int(b) for h in headers for b in h["bands"]} | set(joined))
     next_id: dict[str, int] = {}
     with stream_layers(run.out, overwrite=run.overwrite) as stream:
