@@ -25,6 +25,7 @@ ORDER = [
     "export",
     "vectorize",
     "startup",
+    "flight",
 ]
 
 

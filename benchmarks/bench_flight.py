@@ -156,6 +156,18 @@ def same_rasters(a: Path, b: Path) -> tuple[int, int]:
     return len(names), differ
 
 
+def class_ratio(folder: Path) -> float:
+    """Raw class pixels (one byte each) per byte of the class rasters predict wrote."""
+    import rasterio
+
+    px = size = 0
+    for path in folder.glob("*_classes.tif"):
+        with rasterio.open(path) as ds:
+            px += ds.width * ds.height
+        size += path.stat().st_size
+    return px / size
+
+
 def same_buildings(a: Path, b: Path) -> bool:
     import pyogrio
 
@@ -231,6 +243,83 @@ def sharded(ckpt: Path, work: Path, args: argparse.Namespace, classes: list[str]
     }  # fmt: skip
 
 
+# --------------------------------------------------------------------------- at scale
+
+
+def recorded_gpu_rate() -> tuple[float, float, float]:
+    """DCSwin's recorded GPU rate (results/predict_gpu.md): windows/s, km²/h, its GSD in m."""
+    text = (ROOT / "benchmarks" / "results" / "predict_gpu.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| dcswin |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    return float(cells[3]), float(cells[4]), 0.05
+
+
+def recorded_vectorize_rate() -> float:
+    """Pixels per CPU second of `aerialct vectorize` on the 10000² building mask
+    (results/vectorize.md, start-up included)."""
+    text = (ROOT / "benchmarks" / "results" / "vectorize.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| aerialct vectorize"))
+    cpu = float(row.strip("|").split("|")[2])
+    return 10000 * 10000 / cpu
+
+
+def at_scale(measured: dict[str, float], area_km2: float = 10_000, gsd: float = 0.1) -> str:
+    """What ``area_km2`` at ``gsd`` means, from the recorded GPU rate and this run's ratios."""
+    px = area_km2 * 1e6 / gsd**2
+    window, stride = 512, 384  # DCSwin's 512 px windows at 25 % overlap
+    windows = px / stride**2
+    wps, km2h, rec_gsd = recorded_gpu_rate()
+    gpu_h = windows / wps / 3600
+    tiles = area_km2  # 1 km² tiles
+    tile_px = 1000 / gsd
+    vec_core_h = px / recorded_vectorize_rate() / 3600 * measured["vectorize_overhead"]
+    gpus = (1, 8, 32, 64)
+    lines = [
+        f"### What {area_km2:,.0f} km² at {gsd * 100:.0f} cm means",
+        "",
+        f"- **Pixels:** {area_km2:,.0f} km² / ({gsd} m)² = {px:.2e} px; the RGB imagery is "
+        f"{3 * px / 1e12:.1f} TB raw, the class rasters {px / 1e12:.1f} TB raw (uint8) and "
+        f"about {px / measured['class_ratio'] / 1e9:,.0f} GB as written (DEFLATE COGs with "
+        f"overviews compressed {measured['class_ratio']:.0f}:1 in this run's town), "
+        f"6 probability bands {6 * px / 1e12:.0f} TB raw.",
+        f"- **Tiles and outputs:** {tiles:,.0f} tiles of 1 km² ({tile_px:,.0f}² px), so "
+        f"{tiles:,.0f} class rasters, one `buildings.gpkg`.",
+        f"- **Windows:** DCSwin's {window} px windows at 25 % overlap step {stride} px: "
+        f"{px:.2e} / {stride}² = {windows:.2e} windows (plus the last row and column of each "
+        "scene).",
+        f"- **GPU hours:** the recorded DCSwin rate, {wps:.0f} windows/s on one GPU (bf16, "
+        f"batch 16; {km2h:.0f} km²/h at {rec_gsd * 100:.0f} cm, so "
+        f"{km2h * (gsd / rec_gsd) ** 2:,.0f} km²/h at {gsd * 100:.0f} cm: the window rate is "
+        f"what counts), gives {gpu_h:.1f} GPU hours: "
+        + ", ".join(
+            f"{gpu_h / n * 60:.0f} min on {n} GPUs"
+            if gpu_h / n < 2
+            else f"{gpu_h / n:.1f} h on {n} GPU{'s' if n > 1 else ''}"
+            for n in gpus
+        )
+        + ".",
+        f"- **Halos:** to give each tile the mosaic's pixels, a tile is predicted with every "
+        f"window of the mosaic's grid that overlaps it, so windows across a seam run once per "
+        f"tile: ({tile_px:,.0f} + {window})² / {tile_px:,.0f}² = "
+        f"{((tile_px + window) / tile_px) ** 2:.2f}x the windows at 1 km² tiles (this run's "
+        f"{measured['tile']} px tiles cost {measured['predict_overhead']:.2f}x the mosaic on "
+        "the CPU, per-file costs included).",
+        f"- **Vectorize:** {recorded_vectorize_rate() / 1e6:.0f} Mpx per CPU second on a "
+        f"building mask (results/vectorize.md), times this run's catalog cost "
+        f"({measured['vectorize_overhead']:.2f}x the mosaic whole, all classes): "
+        f"{vec_core_h:.1f} core hours, {vec_core_h / 16 * 60:.0f} min on 16 cores.",
+        "- **What limits it:** the GPU step. Vectorising the whole map costs a few core "
+        "hours on CPUs that can work beside the GPUs, and its joins hold one row of windows "
+        f"per shard seam. Reading {3 * px / 1e12:.0f} TB of raw imagery at 1 GB/s (a modest "
+        f"shared file system) takes {3 * px / 1e9 / 3600:.1f} h, so beyond about "
+        f"{max(1, round(gpu_h / (3 * px / 1e9 / 3600)))} GPUs reading such a store, not the "
+        "GPUs, sets the pace (compressed imagery and faster stores move that point up). The "
+        "model itself runs at 1-2 % of the GPU's peak (results/predict_gpu.md): small "
+        "networks, launch- and memory-bound.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -240,7 +329,7 @@ def report(args, tiles: int, one: dict, wh: dict, sh: dict, checks: dict, setup:
     lines = [
         "## A flight as one map: catalog, shards, kill and resume (`bench_flight.py`)",
         "",
-        f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: "
+        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Machine: "
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores (shared with "
         f"other jobs), Python {platform.python_version()}; device {args.device}. "
         f"Mode: {'quick' if args.quick else 'full'}. Setup (town, tiles, checkpoint) {setup:.0f} s.",
@@ -287,8 +376,11 @@ def report(args, tiles: int, one: dict, wh: dict, sh: dict, checks: dict, setup:
         f"predict {p_over:.2f}x, vectorize in one process {v_over:.2f}x, vectorize in "
         f"{n} shards with the join {vs_over:.2f}x. Each process pays its start-up (imports: "
         "torch for predict), which small tiles and many shards multiply.",
+        "",
     ]
-    return "\n".join(lines) + "\n"
+    measured = {"predict_overhead": p_over, "vectorize_overhead": v_over,
+                "class_ratio": checks["class_ratio"], "tile": args.tile}  # fmt: skip
+    return "\n".join(lines) + "\n" + at_scale(measured)
 
 
 def main() -> None:
@@ -319,6 +411,7 @@ def main() -> None:
         wh = whole(ckpt, town, work, args.device, classes)
         sh = sharded(ckpt, work, args, classes)
         checks = {
+            "class_ratio": class_ratio(work / "one_pred"),
             "rasters": same_rasters(work / "one_pred", work / "shard_pred"),
             "buildings": same_buildings(work / "one.gpkg", work / "shard.gpkg"),
             "whole": polygons_like(work / "whole.gpkg", work / "one.gpkg"),

@@ -168,8 +168,8 @@ class VectorizeBatch:
 
     @property
     def waiting(self) -> bool:
-        """A shard whose part is written and whose join is left to another process."""
-        return self.shard is not None and not self.parts_joined
+        """A shard of a map whose part is written and whose join is left to another process."""
+        return self.shard is not None and self.mosaics > 0 and not self.parts_joined
 
     def to_dict(self) -> dict:
         """Each raster's result, the failures and the total count (the ``--json`` output)."""
