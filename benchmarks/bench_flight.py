@@ -233,13 +233,17 @@ def sharded(ckpt: Path, work: Path, args: argparse.Namespace, classes: list[str]
            for k in range(1, n + 1)]  # fmt: skip
     parts = Path(f"{out}.parts")
     vkilled = concurrent(vec, kill_when=lambda: len(list(parts.glob("*.json"))) >= max(1, n // 2))
+    parts_at_kill = len(list(parts.glob("*.json")))
+    if out.exists():  # every shard finished before the kill: the run below starts afresh
+        out.unlink()
+        parts_at_kill = n
     t0 = time.perf_counter()
     vresumed = concurrent(vec)
     return {
         "killed": killed, "done_at_kill": done_at_kill, "resumed": resumed,
         "predict_wall": predict_wall, "vkilled": vkilled, "vresumed": vresumed,
         "vectorize_wall": time.perf_counter() - t0,
-        "vparts_at_kill": sum(1 for _ in parts.glob("*.json")) if parts.exists() else 0,
+        "vparts_at_kill": parts_at_kill,
     }  # fmt: skip
 
 

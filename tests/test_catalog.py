@@ -86,6 +86,19 @@ def test_a_catalog_gives_the_polygons_of_its_mosaic(city, tmp_path, options):
     assert sum(r.count for r in apart.results) > whole.count
 
 
+def test_a_missing_tile_is_a_gap_of_the_map(city, tmp_path):
+    """Without its middle tile the catalog is the mosaic with nodata there."""
+    with rasterio.open(city / "whole.tif") as ds:
+        labels, transform, crs = ds.read(1), ds.transform, ds.crs
+    labels[ROWS[1] : ROWS[2], COLS[1] : COLS[2]] = 255
+    holed = write_class_raster(tmp_path / "holed.tif", labels, transform, crs)
+    vectorize(holed, tmp_path / "holed.gpkg", window_size=64)
+    rest = [p for p in tiles(city) if p.name != "r1_c1_classes.tif"]
+    batch = vectorize_many(rest, tmp_path / "catalog.gpkg", window_size=64)
+    assert batch.mosaics == 1 and len(batch.results) == 8
+    same_polygons(frame(tmp_path / "holed.gpkg"), frame(tmp_path / "catalog.gpkg"))
+
+
 def test_shards_joined_equal_one_process(city, tmp_path):
     one = vectorize_many(tiles(city), tmp_path / "one.gpkg", window_size=64)
     assert one.shard is None and not one.waiting
