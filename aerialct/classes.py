@@ -129,12 +129,8 @@ class ClassTable:
         )
 
     def category_names(self) -> list[str]:
-        """GDAL category names, index = class id (up to 255 = ignore; gaps are empty)."""
-        names = [""] * (IGNORE_INDEX + 1)
-        for c in self.classes:
-            names[c.id] = c.name
-        names[IGNORE_INDEX] = "ignore"
-        return names
+        """GDAL category names, index = class id: exactly the classes (255, nodata, has none)."""
+        return [c.name for c in self.classes]
 
     def rgb_to_ids(self, rgb: np.ndarray) -> tuple[np.ndarray, dict[tuple[int, int, int], int]]:
         """Convert an RGB-colour label (3, H, W) to class ids (H, W) through the legend.
@@ -184,7 +180,8 @@ POTSDAM = ClassTable(
         ClassInfo(5, "clutter", (255, 0, 0)),
     )
 )
-"""The ISPRS Potsdam legend (DESIGN section 2). Black (0, 0, 0) is ignore."""
+"""The ISPRS Potsdam legend (README, "The data: `synth` and `tile`"); black (0, 0, 0) is
+ignore."""
 
 BUILDINGS = ClassTable(
     (

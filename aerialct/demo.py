@@ -226,8 +226,8 @@ def _tile(data: _DemoData, chips: Path, *, size: int, seed: int) -> Path:
 
 def _predict(checkpoint: Path, scene: Path, folder: Path, device: str) -> _Prediction:
     """Classes, probabilities and a quick look of the held-out district."""
-    from aerialct.engine.checkpoint import load_inference_model
     from aerialct.predict import predict_scene, resolve_device_name
+    from aerialct.predict.bundle import load_inference_model
 
     dev = resolve_device_name(device)
     bundle = load_inference_model(checkpoint, device=dev)
@@ -241,6 +241,9 @@ def _predict(checkpoint: Path, scene: Path, folder: Path, device: str) -> _Predi
     )
     if pred.status != "ok" or pred.output is None:
         raise InputError(f"{scene}: prediction failed ({pred.error})")
+    from aerialct.stac import deliver_predictions
+
+    deliver_predictions([pred], bundle)  # heldout.stac.json beside the outputs
     return _Prediction(pred.output, pred.probabilities, pred.quicklook)
 
 
@@ -253,9 +256,10 @@ class _Prediction:
 
 def _vectorize(pred: _Prediction, buildings: Path) -> Path:
     """Building polygons of the predicted classes, with the mean confidence of each."""
+    from aerialct.stac import deliver_vectors
     from aerialct.vectorize import vectorize
 
-    vectorize(
+    result = vectorize(
         pred.output,
         buildings,
         classes=("building",),
@@ -264,6 +268,7 @@ def _vectorize(pred: _Prediction, buildings: Path) -> Path:
         simplify=0.25,
         probabilities=pred.probabilities,
     )
+    deliver_vectors([result])  # buildings.stac.json
     return buildings
 
 
@@ -290,6 +295,10 @@ def _evaluate(classes: Path, buildings: Path, data: _DemoData, out: Path) -> _Sc
     review = out / "review.gpkg"
     pix: Any = evaluate(classes, data.heldout_labels, report=pixel_report)
     bld: Any = evaluate(buildings, data.heldout_buildings, review=review, report=building_report)
+    from aerialct.stac import record_scores
+
+    record_scores(pix.to_dict())  # the scores join the outputs' STAC Items
+    record_scores(bld.to_dict())
     return _Scores(
         pixel_report=pixel_report,
         building_report=building_report,

@@ -8,6 +8,10 @@ usual way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import PurePath
+from typing import NamedTuple
+
 
 class AerialctError(Exception):
     """Base class of every error aerialct raises on purpose."""
@@ -54,6 +58,40 @@ class PartialFailure(AerialctError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class ItemFailure(NamedTuple):
+    """One failed item of a batch: its name (a path), its one-line error, the exception."""
+
+    name: str
+    error: str
+    exception: BaseException | None = None
+
+
+def raise_for_failures(
+    total: int, failures: Sequence[ItemFailure], noun: str, result: object = None
+) -> None:
+    """The failure policy of a batch of ``total`` items (``noun``: "scenes", "rasters").
+
+    Returns when nothing failed. When every item failed: a batch of one re-raises
+    that item's own error (when it is known), a larger one raises one AerialctError
+    naming the first failure (exit 1). When some failed: PartialFailure (exit 3)
+    listing them, carrying ``result`` (the whole outcome) for the CLI to render.
+    """
+    if not failures:
+        return
+    if len(failures) >= total:
+        first = failures[0]
+        if total == 1 and first.exception is not None:
+            raise first.exception
+        raise AerialctError(
+            f"all {len(failures)} {noun} failed; first: {first.name}: {first.error}"
+        )
+    raise PartialFailure(
+        f"{len(failures)} of {total} {noun} failed: "
+        + ", ".join(PurePath(f.name).name for f in failures),
+        result,
+    )
 
 
 class DiskFullError(AerialctError, OSError):

@@ -6,7 +6,7 @@ deployment only the inference model and what feeds it are kept:
 
 * ``pt``: a slim aerialct checkpoint (model weights, config, class table,
   normalisation, chip size, GSD, final metrics) that
-  :func:`aerialct.engine.checkpoint.load_inference_model` and ``predict`` read
+  :func:`aerialct.predict.bundle.load_inference_model` and ``predict`` read
   like any checkpoint; ``train --resume`` refuses it.
 * ``onnx``: the network as an ONNX graph, batch size free, windows of the chip
   size. Input ``image``: normalised float32 ``(B, C, S, S)`` = ``(raw - mean) / std``;
@@ -17,6 +17,11 @@ deployment only the inference model and what feeds it are kept:
   metadata as the extra file ``aerialct.json``.
 
 No format carries the projection heads: they exist only for the training loss.
+
+This module depends on the checkpoint format (:mod:`aerialct.engine.checkpoint`)
+and the model (:mod:`aerialct.models`) only; :func:`read_exported` gives an
+exported model back with its metadata, which :mod:`aerialct.predict.bundle` wraps
+for ``predict``.
 """
 
 from __future__ import annotations
@@ -33,13 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.config import ExperimentConfig, to_dict
+from aerialct.engine.checkpoint import load_checkpoint, make_checkpoint
 from aerialct.errors import CheckpointError, InputError
+from aerialct.geo.outputs import atomic_output, check_output
+from aerialct.models.restore import model_from_checkpoint
 
 if TYPE_CHECKING:
     import torch
-
-    from aerialct.engine.checkpoint import InferenceBundle
 
 FORMATS = ("onnx", "torchscript", "pt")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "pt": ".pt"}
@@ -55,7 +63,7 @@ __all__ = [
     "export_metadata",
     "export_model",
     "is_torchscript",
-    "load_exported_model",
+    "read_exported",
     "slim_checkpoint",
 ]
 
@@ -85,28 +93,28 @@ class ExportResult:
         return {**vars(self), "size_ratio": round(self.size_ratio, 4)}
 
 
-def export_metadata(bundle: InferenceBundle, source: str | None = None) -> dict[str, str]:
-    """Everything needed to feed the exported network, as ``{str: str}`` (JSON values)."""
-    from aerialct import __version__
-
+def export_metadata(
+    ckpt: dict[str, Any], config: ExperimentConfig | None, source: str
+) -> dict[str, str]:
+    """Everything needed to feed the network of the (checked) checkpoint ``ckpt``, as
+    ``{str: str}`` (JSON values)."""
+    norm, gsd = ckpt["normalization"], ckpt.get("gsd")
     meta: dict[str, Any] = {
         "aerialct_format": METADATA_FORMAT,
         "aerialct_version": __version__,
-        "classes": bundle.classes.to_list(),
-        "ignore_index": int(bundle.ignore_index),
-        "mean": [float(v) for v in bundle.mean],
-        "std": [float(v) for v in bundle.std],
-        "in_chans": int(bundle.in_chans),
-        "chip_size": int(bundle.chip_size),
-        "gsd": None if bundle.gsd is None else float(bundle.gsd),
+        "classes": ClassTable.from_list(ckpt["classes"]).to_list(),
+        "ignore_index": int(ckpt.get("ignore_index", IGNORE_INDEX)),
+        "mean": [float(v) for v in norm["mean"]],
+        "std": [float(v) for v in norm["std"]],
+        "in_chans": int(ckpt["in_chans"]),
+        "chip_size": int(ckpt["chip_size"]),
+        "gsd": None if gsd is None else float(gsd),
         "input": f"{INPUT_NAME}: float32 (B, in_chans, chip_size, chip_size), (raw - mean) / std",
         "output": f"{OUTPUT_NAME}: float32 (B, classes, chip_size, chip_size); argmax = class id",
-        "source": source or (bundle.path.name if bundle.path else ""),
+        "source": source,
     }
-    if bundle.config is not None:
-        from aerialct.config import to_dict
-
-        meta["model"] = to_dict(bundle.config.model)
+    if config is not None:
+        meta["model"] = to_dict(config.model)
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
 
 
@@ -133,11 +141,9 @@ def _parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
 
 def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     """The inference part of a checkpoint: no heads, optimiser, scheduler, scaler or RNG."""
-    from aerialct.engine.checkpoint import make_checkpoint
-
     metrics = ckpt.get("metrics") or {}
     norm = ckpt["normalization"]
-    slim = make_checkpoint(
+    return make_checkpoint(
         config=ckpt["config"],
         classes=ClassTable.from_list(ckpt["classes"]),
         mean=norm["mean"],
@@ -151,9 +157,8 @@ def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
         epoch=ckpt.get("epoch") or 0,
         best_miou=ckpt.get("best_miou"),
         metrics={k: metrics[k] for k in ("last", "best_epoch") if k in metrics},
+        exported=True,
     )
-    slim["exported"] = True
-    return slim
 
 
 def export_model(
@@ -171,9 +176,6 @@ def export_model(
     absolute difference of its logits from the torch model's (``max_abs_diff``).
     """
     import torch
-
-    from aerialct.engine.checkpoint import load_checkpoint, load_inference_model
-    from aerialct.geo.outputs import atomic_output, check_output
 
     t0 = time.perf_counter()
     fmt = (format or "").strip().lower()
@@ -194,12 +196,14 @@ def export_model(
         slim = slim_checkpoint(load_checkpoint(src))
         with atomic_output(dst, overwrite) as tmp, open(tmp, "wb") as f:
             torch.save(slim, f)
-        bundle = load_inference_model(dst)  # proves the slim file loads for predict
+        ckpt = load_checkpoint(dst)  # proves the slim file loads for predict
+        model, _ = model_from_checkpoint(ckpt, dst)
     else:
-        bundle = load_inference_model(src)
-        meta = export_metadata(bundle, src.name)
-        model = bundle.model.eval().float()
-        S, C = int(bundle.chip_size), int(bundle.in_chans)
+        ckpt = load_checkpoint(src)
+        model, cfg = model_from_checkpoint(ckpt, src)
+        meta = export_metadata(ckpt, cfg, src.name)
+        model = model.float()
+        S, C = int(ckpt["chip_size"]), int(ckpt["in_chans"])
         gen = torch.Generator().manual_seed(0)
         example = torch.randn(2, C, S, S, generator=gen)
         with torch.inference_mode():
@@ -217,7 +221,7 @@ def export_model(
                         got = torch.jit.load(str(tmp), map_location="cpu")(example)
             if check:
                 diff = float((got - expected).abs().max())
-    params = sum(p.numel() for p in bundle.model.parameters())
+    params = sum(p.numel() for p in model.parameters())
     return ExportResult(
         source=str(src),
         output=str(dst),
@@ -225,8 +229,8 @@ def export_model(
         source_bytes=src.stat().st_size,
         output_bytes=dst.stat().st_size,
         parameters=int(params),
-        chip_size=int(bundle.chip_size),
-        classes=bundle.classes.names,
+        chip_size=int(ckpt["chip_size"]),
+        classes=[c["name"] for c in ckpt["classes"]],
         max_abs_diff=diff,
         seconds=time.perf_counter() - t0,
     )
@@ -344,11 +348,14 @@ def is_torchscript(path: str | os.PathLike) -> bool:
     return False
 
 
-def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> InferenceBundle:
-    """An :class:`InferenceBundle` around an exported ``.onnx`` or TorchScript model."""
-    import torch
+def read_exported(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """An exported ``.onnx`` (an :class:`OnnxRunner`) or TorchScript model, in eval mode on
+    ``device``, and its checked metadata (``classes_table`` holds the parsed class table).
 
-    from aerialct.engine.checkpoint import InferenceBundle
+    CheckpointError naming the file when it is missing, unreadable or has no aerialct
+    metadata.
+    """
+    import torch
 
     p = Path(path)
     if not p.is_file():
@@ -364,30 +371,19 @@ def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> Inferen
         model = OnnxRunner(p)
         meta = _parse_metadata(model.metadata, p)
         model.to(device)
-    else:
-        extra = {EXTRA_FILE: ""}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
-                model = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
-        except Exception as e:
-            first = (str(e).splitlines() or ["unreadable"])[0][:160]
-            raise CheckpointError(f"{p}: not a readable TorchScript model ({first})") from e
-        try:
-            raw = json.loads(extra[EXTRA_FILE] or "{}")
-        except ValueError:
-            raw = {}
-        meta = _parse_metadata(raw, p)
-        model.eval().to(torch.device(device))
-    return InferenceBundle(
-        model=model,
-        classes=meta["classes_table"],
-        mean=tuple(float(v) for v in meta["mean"]),
-        std=tuple(float(v) for v in meta["std"]),
-        in_chans=int(meta["in_chans"]),
-        chip_size=int(meta["chip_size"]),
-        gsd=None if meta.get("gsd") is None else float(meta["gsd"]),
-        config=None,
-        path=p,
-        ignore_index=int(meta.get("ignore_index", IGNORE_INDEX)),
-    )
+        return model, meta
+    extra = {EXTRA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+            model = torch.jit.load(str(p), map_location="cpu", _extra_files=extra)
+    except Exception as e:
+        first = (str(e).splitlines() or ["unreadable"])[0][:160]
+        raise CheckpointError(f"{p}: not a readable TorchScript model ({first})") from e
+    try:
+        raw = json.loads(extra[EXTRA_FILE] or "{}")
+    except ValueError:
+        raw = {}
+    meta = _parse_metadata(raw, p)
+    model.eval().to(torch.device(device))
+    return model, meta

@@ -1,9 +1,9 @@
 """Assemble benchmarks/RESULTS.md from the sections in benchmarks/results/.
 
 Each benchmark writes its own section (``results/<name>.md``) with its date,
-machine and side-by-side figures. Sections measured on a lent GPU machine are
-named ``gpu_*.md``; they cannot be regenerated on the CPU machine and are kept
-as recorded. Usage: ``python benchmarks/assemble.py``.
+machine and side-by-side figures. Sections measured on a GPU machine are named
+``*_cuda.md`` or ``*_gpu.md`` (benchmarks/GPU_RUNS.md); a run without a GPU cannot
+regenerate them, so they are kept as recorded. Usage: ``python benchmarks/assemble.py``.
 """
 
 from __future__ import annotations

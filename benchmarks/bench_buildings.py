@@ -40,10 +40,10 @@ def run(work: Path, epochs: int = 45, size: int = 1536, overrides: list[str] | N
 
     from aerialct.config import load_config, resolve_config_path
     from aerialct.data.synth import synth_scene
-    from aerialct.engine.checkpoint import load_inference_model
     from aerialct.engine.train import train
     from aerialct.evaluate import evaluate
     from aerialct.predict import predict_scene
+    from aerialct.predict.bundle import load_inference_model
     from aerialct.tile import tile_scenes
 
     work.mkdir(parents=True, exist_ok=True)

@@ -70,8 +70,8 @@ def training_checkpoint(preset: str, path: Path) -> Path:
 
 
 def predict_once(model_path: Path, scene: Path, out: Path) -> tuple[float, float, int]:
-    from aerialct.engine.checkpoint import load_inference_model
     from aerialct.predict import predict_scene
+    from aerialct.predict.bundle import load_inference_model
 
     bundle = load_inference_model(model_path, device="cpu")
     t0 = time.perf_counter()

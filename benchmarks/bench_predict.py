@@ -95,7 +95,7 @@ def tiny_bundle(num_classes: int = 6, chip: int = 512):
     import torch
 
     from aerialct.classes import POTSDAM
-    from aerialct.engine.checkpoint import InferenceBundle
+    from aerialct.predict.bundle import InferenceBundle
 
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, num_classes, 1).eval()
@@ -116,8 +116,8 @@ def preset_bundle(config: str, device: str = "cpu"):
 
     from aerialct.classes import POTSDAM
     from aerialct.config import load_config
-    from aerialct.engine.checkpoint import InferenceBundle
     from aerialct.models import build_model
+    from aerialct.predict.bundle import InferenceBundle
 
     torch.manual_seed(0)
     cfg = load_config(ROOT / "configs" / f"{config}.yaml", [])

@@ -8,7 +8,7 @@ plain rule: a scheme "beats the baseline beyond seed noise" when its mean exceed
 baseline's by more than twice the standard error of the difference
 (2 * sqrt(s_a^2/n_a + s_b^2/n_b)).
 
-Two steps, because the GPU machine has no rasterio/pyogrio (DESIGN: packed chips need
+Two steps, because the GPU machine has no rasterio/pyogrio (packed chips need
 neither)::
 
     # 1. here, on the CPU: synthesise, tile, pack, archive (fits the 64 MiB transfer)

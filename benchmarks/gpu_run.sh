@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 15 in one call of about 8 minutes (see benchmarks/GPU_RUNS.md).
+# The GPU measurements in one run of about 8 minutes (the runbook: benchmarks/GPU_RUNS.md).
 # Needs: torch + timm + numpy + scipy + matplotlib + pyyaml (no rasterio/pyogrio), a CUDA GPU,
 # and bench-out/gpu-data/city.tar.gz from `python benchmarks/gpu_evidence.py make-data
-# --out bench-out/gpu-data` (made on the CPU machine, carried with the call).
+# --out bench-out/gpu-data` (on any machine with the GDAL stack).
 # Writes everything under ${OUT:-bench-out/gpu-results}; each part has its own time limit and
 # writes its results as it goes, so a part that runs out of time still leaves what it measured.
 set -uo pipefail

@@ -73,6 +73,7 @@ while IFS=$'\t' read -r st classes probs layer scene; do
     --probabilities "$probs" --min-area "${MIN_AREA:-2}" --simplify "${SIMPLIFY:-0.1}" \
     ${regularize[@]+"${regularize[@]}"} --json > /dev/null
 done < "$out/scenes.tsv"
+rm -f "${partial%.gpkg}.stac.json"   # the scratch file's STAC Item; the scenes' are in classes/
 if [[ -f "$partial" ]]; then
   mv -f "$partial" "$out/buildings.gpkg"
   echo "buildings: $out/buildings.gpkg"

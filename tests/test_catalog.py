@@ -164,13 +164,13 @@ def test_memory_holds_a_band_of_tiles_not_the_catalog(tmp_path, monkeypatch):
     from aerialct.vectorize import merge
 
     peak: list[int] = []
-    close = merge._Frontier.close
+    close = merge.Frontier.close
 
     def spy(self, keep_bottom=True):
         peak[-1] = max(peak[-1], self.n)
         return close(self, keep_bottom)
 
-    monkeypatch.setattr(merge._Frontier, "close", spy)
+    monkeypatch.setattr(merge.Frontier, "close", spy)
     from rasterio.transform import from_origin
 
     for n in (4, 8):

@@ -10,13 +10,13 @@ from aerialct.config import load_config
 from aerialct.engine.checkpoint import (
     check_resume_compatible,
     load_checkpoint,
-    load_inference_model,
     make_checkpoint,
     save_checkpoint,
 )
 from aerialct.engine.info import checkpoint_info
 from aerialct.errors import CheckpointError, InputError
 from aerialct.models import build_model
+from aerialct.predict.bundle import load_inference_model
 
 MEAN, STD = (90.0, 100.0, 80.0), (40.0, 35.0, 30.0)
 

@@ -68,3 +68,28 @@ def test_help_lists_the_verbs_in_pipeline_order(cli):
     ]  # fmt: skip
     # every registered verb has a place in the order
     assert sorted(listed) == sorted(typer.main.get_command(app).commands)
+
+
+def test_the_batch_failure_policy():
+    """One library function decides: ok, partial (exit 3), or all failed (exit 1)."""
+    import pytest
+
+    from aerialct.errors import (
+        AerialctError,
+        InputError,
+        ItemFailure,
+        PartialFailure,
+        raise_for_failures,
+    )
+
+    raise_for_failures(3, [], "scenes", result="r")  # nothing failed: nothing raised
+    own = InputError("a.tif: bad")
+    with pytest.raises(InputError, match=r"a\.tif: bad"):  # one item: its own error
+        raise_for_failures(1, [ItemFailure("d/a.tif", "a.tif: bad", own)], "scenes")
+    with pytest.raises(AerialctError, match=r"all 2 rasters failed; first: d/a\.tif: boom"):
+        raise_for_failures(
+            2, [ItemFailure("d/a.tif", "boom"), ItemFailure("b.tif", "x")], "rasters"
+        )
+    with pytest.raises(PartialFailure, match=r"^1 of 3 scenes failed: a\.tif$") as e:
+        raise_for_failures(3, [ItemFailure("d/a.tif", "boom")], "scenes", result="r")
+    assert e.value.result == "r"

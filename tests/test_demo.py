@@ -38,6 +38,14 @@ def test_demo_runs_the_pipeline_and_reports(cli, tmp_path):
     with rasterio.open(res["classes_raster"]) as c, rasterio.open(res["scene"]) as s:
         assert c.crs == s.crs and c.transform == s.transform
         assert c.colormap(1)[1][:3] == (0, 0, 255)  # building blue, Potsdam legend
+    # STAC Items beside the outputs, with the scores of the evaluation
+    from stac_helpers import validate_file
+
+    item = validate_file(out / "prediction" / "heldout.stac.json")["properties"]
+    assert item["aerialct:scores"]["mean_iou"] == pytest.approx(res["mean_iou"])
+    assert item["aerialct:model"]["sha256"] and item["aerialct:model"]["preset"]
+    polys = validate_file(out / "buildings.stac.json")["properties"]
+    assert polys["aerialct:scores"]["f1"] == pytest.approx(res["building_f1"])
 
 
 def test_demo_refuses_existing_output(cli, tmp_path):

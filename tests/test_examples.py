@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from aerialct.geo.vector import list_layers
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 TINY = ["train.epochs=1", "train.batch_size=8", "data.num_workers=0", "train.warmup_steps=0"]
@@ -87,7 +89,7 @@ def test_delivery_to_buildings_partial_failure(tmp_path, tiny_checkpoint):
     assert "broken.tif" in (out / "failed.txt").read_text()
     import pyogrio
 
-    layers = [name for name, _ in pyogrio.list_layers(out / "buildings.gpkg")]
+    layers = list_layers(out / "buildings.gpkg")
     assert layers == ["building_epsg32633"]
     frame = pyogrio.read_dataframe(out / "buildings.gpkg")
     delivered = {str(out / "classes" / "a_classes.tif"), str(out / "classes" / "b_classes.tif")}
@@ -135,7 +137,7 @@ def test_delivery_in_two_crss_survives_a_kill_and_reruns(tmp_path, tiny_checkpoi
     assert r.returncode == 0, r.stderr
     for name, mtime in done.items():  # finished scenes were not predicted again
         assert (out / "classes" / name).stat().st_mtime_ns == mtime
-    layers = sorted(name for name, _ in pyogrio.list_layers(out / "buildings.gpkg"))
+    layers = sorted(list_layers(out / "buildings.gpkg"))
     assert layers == ["building_epsg32632", "building_epsg32633"]
     sources = set(
         pyogrio.read_dataframe(out / "buildings.gpkg", layer="building_epsg32633")["source"]

@@ -14,7 +14,6 @@ from aerialct.classes import POTSDAM
 from aerialct.config import load_config
 from aerialct.engine.checkpoint import (
     load_checkpoint,
-    load_inference_model,
     make_checkpoint,
     save_checkpoint,
 )
@@ -23,6 +22,7 @@ from aerialct.engine.task import SegmentationTask
 from aerialct.errors import CheckpointError
 from aerialct.export import export_model
 from aerialct.models import build_model
+from aerialct.predict.bundle import load_inference_model
 from tests.synth_helpers import write_raster
 
 MEAN, STD = (90.0, 100.0, 80.0), (40.0, 35.0, 30.0)

@@ -122,8 +122,8 @@ def test_train_compile_on_cpu(tmp_path):
     from train_helpers import tiled_synth
 
     from aerialct.config import load_config
-    from aerialct.engine.checkpoint import load_inference_model
     from aerialct.engine.train import train
+    from aerialct.predict.bundle import load_inference_model
 
     chips = tiled_synth(tmp_path / "city")
     cfg = load_config(

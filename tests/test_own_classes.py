@@ -246,7 +246,7 @@ def test_synth_imagery_options(cli, tmp_path):
 
 def test_normalisation_is_identical_at_train_and_predict():
     from aerialct.data.transforms import Normalize
-    from aerialct.engine.checkpoint import InferenceBundle
+    from aerialct.predict.bundle import InferenceBundle
 
     x = torch.tensor([[[[100.0, 5000.0, 70000.0]]]])  # (1, 1, 1, 3)
     n = Normalize([4000.0], [1000.0], [1000.0], [9000.0])

@@ -105,8 +105,10 @@ def test_oracle_reproduced_exactly_with_georeferencing(tmp_path, hw):
     np.testing.assert_array_equal(got, oracle_classes(img))
     assert sum(res.class_pixels.values()) == h * w
     assert res.nodata_pixels == 0
-    # no temporary or part files left; the sidecar holds GDAL's category names
-    assert sorted(out.parent.iterdir()) == [out, out.with_name(out.name + ".aux.xml")]
+    # no temporary or part files left; the sidecars: GDAL's category names, the QGIS style
+    assert sorted(out.parent.iterdir()) == sorted(
+        [out, out.with_name(out.name + ".aux.xml"), out.with_suffix(".qml")]
+    )
 
 
 @pytest.mark.parametrize("hw", [(77, 101), (20, 13), (150, 40)])

@@ -95,7 +95,7 @@ def test_a_killed_tile_resumes_to_the_same_folder(flight, reference, tmp_path, c
     from aerialct.tile.work import Record
 
     rows = next(r.rows for r in map(Record.load, records(out)) if r is not None and r.rows)
-    victim = Path(f"{out}.parts") / "chips" / rows[0]["image"]
+    victim = Path(f"{out}.parts") / "chips" / rows[0].image
     victim.write_bytes(victim.read_bytes()[:100])
     r = cli(*args)
     assert r.code == 0, r.err

@@ -12,10 +12,11 @@ import torch
 from train_helpers import tiled_synth, write_chips
 
 from aerialct.config import load_config
-from aerialct.engine.checkpoint import load_checkpoint, load_inference_model
+from aerialct.engine.checkpoint import load_checkpoint
 from aerialct.engine.run import lr_factor
 from aerialct.engine.train import train
 from aerialct.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
+from aerialct.predict.bundle import load_inference_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = CONFIGS / "tiny-cpu.yaml"
@@ -237,16 +238,16 @@ def test_tiny_preset_learns_buildings(tmp_path):
 
 
 def test_save_every_writes_last_pt_and_plots_every_n_epochs(chips, tmp_path, monkeypatch):
-    from aerialct.engine import checkpoint
+    from aerialct.engine import run
 
     saved = []
-    real_save = checkpoint.save_checkpoint
+    real_save = run.save_checkpoint
 
-    def spy(path, ck):  # train() imports save_checkpoint from the module when it runs
+    def spy(path, ck):  # the run saves through the name it imported
         saved.append(int(ck["epoch"]))
         return real_save(path, ck)
 
-    monkeypatch.setattr(checkpoint, "save_checkpoint", spy)
+    monkeypatch.setattr(run, "save_checkpoint", spy)
     res = train(tiny_cfg("train.epochs=5", "train.save_every=2", "train.val_every=5"), chips,
                 tmp_path / "run")  # fmt: skip
     assert saved == [2, 4, 5] and res.epochs == 5

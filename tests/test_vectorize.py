@@ -11,9 +11,10 @@ from scipy import ndimage
 
 from aerialct.classes import POTSDAM, ClassInfo, ClassTable
 from aerialct.errors import InputError, OutputExistsError
+from aerialct.geo.vector import list_layers
 from aerialct.vectorize import regularize_polygons, trace_polygons, vectorize
-from aerialct.vectorize.geometry import _canonical
-from aerialct.vectorize.merge import _union_find
+from aerialct.vectorize.geometry import canonical
+from aerialct.vectorize.merge import union_find
 
 PX = 0.5  # metres per pixel
 ORIGIN = (500000.0, 5800000.0)
@@ -159,8 +160,8 @@ def test_tracer_agrees_with_gdal_polygonize(connectivity):
         gdal = [shape(g) for g, _ in shapes(labels, mask=mask, connectivity=connectivity)]
         traced = trace_polygons(mask, connectivity, offset=(3, 7))
         ours = shapely.transform(traced.polygons, lambda xy: xy - [3, 7])
-        a = sorted(g.wkt for g in _canonical(np.array(gdal, dtype=object)))
-        b = sorted(g.wkt for g in _canonical(ours))
+        a = sorted(g.wkt for g in canonical(np.array(gdal, dtype=object)))
+        b = sorted(g.wkt for g in canonical(ours))
         assert a == b
         # border maps name the polygon that holds each edge pixel
         polys = shapely.make_valid(ours)
@@ -181,7 +182,7 @@ def test_union_find_joins_pairs_to_the_smallest_label():
     rng = np.random.default_rng(2)
     n = 200
     pairs = rng.integers(1, n + 1, size=(150, 2))
-    root = _union_find(pairs, n)
+    root = union_find(pairs, n)
     parent = list(range(n + 1))  # a plain sequential union-find as the reference
 
     def find(x):
@@ -318,7 +319,7 @@ def test_overwrite_append_and_formats(tmp_path):
     with pytest.raises(OutputExistsError, match="--overwrite"):
         vectorize(src, out)
     vectorize(src, out, classes=["car"], append=True)  # a new layer
-    assert sorted(name for name, _ in pyogrio.list_layers(out)) == ["building", "car"]
+    assert sorted(list_layers(out)) == ["building", "car"]
     src2 = write_classes(tmp_path / "d.tif", a)
     vectorize(src2, out, append=True)  # more features in the same layer, ids continue
     assert read(out, "building")["id"].tolist() == [1, 2]
@@ -326,7 +327,7 @@ def test_overwrite_append_and_formats(tmp_path):
         vectorize(src, out, append=True)  # the same raster again would duplicate polygons
     assert read(out, "building")["id"].tolist() == [1, 2]
     vectorize(src, out, overwrite=True)
-    assert [name for name, _ in pyogrio.list_layers(out)] == ["building"]
+    assert list_layers(out) == ["building"]
     for suffix in (".geojson", ".fgb"):
         r = vectorize(src, tmp_path / f"b{suffix}")
         assert len(read(tmp_path / f"b{suffix}")) == r.count == 1
@@ -395,14 +396,17 @@ def test_many_rasters_in_one_process(cli, tmp_path):
     r = cli("vectorize", f"{pred}/s*_classes.tif", "-o", tmp_path / "each", "--format", "fgb")
     assert r.code == 0, r.err
     assert sorted(p.name for p in (tmp_path / "each").iterdir()) == [
-        "s0_classes.fgb", "s1_classes.fgb", "s2_classes.fgb"
+        "s0_classes.fgb", "s0_classes.stac.json", "s1_classes.fgb", "s1_classes.stac.json",
+        "s2_classes.fgb", "s2_classes.stac.json",
     ]  # fmt: skip
     # one broken raster: reported, the others written, exit 3
     write_raster_rgb = np.zeros((3, 8, 8), np.uint8)
     with rasterio.open(pred / "rgb.tif", "w", driver="GTiff", width=8, height=8, count=3,
                        dtype="uint8") as ds:  # fmt: skip
         ds.write(write_raster_rgb)
-    r = cli("vectorize", pred, "-o", tmp_path / "partial.gpkg")
+    r = cli("vectorize", pred, "-o", tmp_path / "tagged.gpkg")  # a folder: class rasters only
+    assert r.code == 0 and len(read(tmp_path / "tagged.gpkg")) == 6, r.err
+    r = cli("vectorize", f"{pred}/*.tif", "-o", tmp_path / "partial.gpkg")
     assert r.code == 3 and "rgb.tif" in r.err
     assert len(read(tmp_path / "partial.gpkg")) == 6
     # several CRSs cannot share one layer

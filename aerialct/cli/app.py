@@ -87,6 +87,22 @@ def main_callback(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")
     ] = False,
+    log_file: Annotated[
+        str | None,
+        typer.Option(
+            "--log-file",
+            metavar="FILE",
+            help="Also append the log lines, with times, to FILE (cron, schedulers).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            metavar="text|json",
+            help="Log lines as text, or as one JSON object per line (stderr and --log-file).",
+        ),
+    ] = "text",
     version: Annotated[
         bool,
         typer.Option(
@@ -96,10 +112,55 @@ def main_callback(
 ) -> None:
     """aerialct: from orthophotos to building layers.
 
+    Global options may also follow the command (aerialct predict ... -q).
     Exit status: 0 success, 1 error, 2 usage error, 3 partial failure in a batch.
     """
     state.verbose = verbose
     state.quiet = quiet
-    from aerialct.cli.console import setup_logging
+    from aerialct.cli.console import LOG_FORMATS, setup_logging
 
-    setup_logging(verbose=verbose, quiet=quiet)
+    if log_format not in LOG_FORMATS:
+        raise typer.BadParameter(f"{log_format!r}: use text or json", param_hint="--log-format")
+    try:
+        setup_logging(verbose=verbose, quiet=quiet, log_file=log_file, log_format=log_format)
+    except OSError as e:
+        raise typer.BadParameter(
+            f"{log_file}: cannot be opened for appending ({e.strerror})", param_hint="--log-file"
+        ) from None
+
+
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+"""Global options without a value that may also follow the command."""
+GLOBAL_VALUED = ("--log-file", "--log-format")
+"""Global options with a value that may also follow the command."""
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """``argv`` with the global options that follow the command moved before it.
+
+    ``aerialct predict ... -q`` then means ``aerialct -q predict ...``, as users of
+    other tools expect. Arguments after ``--`` are left alone.
+    """
+    commands = set(PIPELINE)
+    verb = next((i for i, a in enumerate(argv) if a in commands), None)
+    if verb is None:
+        return list(argv)
+    head, tail = list(argv[:verb]), []
+    rest = argv[verb + 1 :]
+    i = 0
+    while i < len(rest):
+        a = rest[i]
+        if a == "--":
+            tail.extend(rest[i:])
+            break
+        if a in GLOBAL_FLAGS:
+            head.append(a)
+        elif a in GLOBAL_VALUED and i + 1 < len(rest):
+            head.extend(rest[i : i + 2])
+            i += 1
+        elif a.split("=", 1)[0] in GLOBAL_VALUED and "=" in a:
+            head.append(a)
+        else:
+            tail.append(a)
+        i += 1
+    return [*head, argv[verb], *tail]

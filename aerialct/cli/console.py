@@ -2,6 +2,9 @@
 
 Results go to stdout (``--json`` or a table); logs and progress go to stderr.
 Progress bars are drawn only when stderr is a terminal and ``--quiet`` is off.
+When stderr is not a terminal (cron, a scheduler, a pipe) every log line is one plain,
+unwrapped line (``info: ...``, ``warning: ...``); ``--log-format json`` makes each one a
+JSON object, and ``--log-file FILE`` appends the same lines, with times, to FILE.
 """
 
 from __future__ import annotations
@@ -20,21 +23,89 @@ stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
 
 _quiet = False
+_plain: logging.Handler | None = None
+"""The handler of plain (or JSON) stderr lines, when stderr is not a terminal or JSON is asked."""
+_file: logging.Handler | None = None
+"""The ``--log-file`` handler, when one is open."""
+
+LOG_FORMATS = ("text", "json")
 
 
-def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
-    """Send the library's ``aerialct`` logger to stderr."""
-    global _quiet
+class PlainFormatter(logging.Formatter):
+    """``warning: message`` (``with_time``: an ISO time first), one line whatever the message."""
+
+    def __init__(self, with_time: bool = False) -> None:
+        super().__init__()
+        self.with_time = with_time
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = " ".join(record.getMessage().split())
+        line = f"{record.levelname.lower()}: {text}"
+        return f"{_iso_time(record.created)} {line}" if self.with_time else line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time``, ``level``, ``logger``, ``message``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        doc = {
+            "time": _iso_time(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": " ".join(record.getMessage().split()),
+        }
+        return json.dumps(doc, ensure_ascii=False)
+
+
+def _iso_time(created: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(created, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def setup_logging(
+    verbose: bool = False,
+    quiet: bool = False,
+    log_file: str | None = None,
+    log_format: str = "text",
+) -> None:
+    """Send the library's ``aerialct`` logger to stderr (and ``log_file``).
+
+    On a terminal the lines are drawn by rich; elsewhere, and with ``log_format="json"``,
+    they are plain lines (:class:`PlainFormatter`) or JSON lines (:class:`JsonFormatter`).
+    """
+    global _quiet, _plain, _file
     _quiet = quiet
-    from rich.logging import RichHandler
-
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"--log-format {log_format}: use text or json")
     logger = logging.getLogger("aerialct")
+    for old in logger.handlers:
+        if old is _file:
+            old.close()
     logger.handlers.clear()
-    handler = RichHandler(
-        console=stderr, show_time=False, show_path=verbose, markup=False, rich_tracebacks=False
-    )
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler: logging.Handler
+    if stderr.is_terminal and log_format == "text":
+        from rich.logging import RichHandler
+
+        handler = RichHandler(
+            console=stderr, show_time=False, show_path=verbose, markup=False, rich_tracebacks=False
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        _plain = None
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter() if log_format == "json" else PlainFormatter())
+        _plain = handler
     logger.addHandler(handler)
+    _file = None
+    if log_file:
+        _file = logging.FileHandler(log_file, encoding="utf-8")
+        _file.setFormatter(
+            JsonFormatter() if log_format == "json" else PlainFormatter(with_time=True)
+        )
+        logger.addHandler(_file)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
     # GDAL's own chatter (rasterio logs every CPLError) reaches the user as aerialct's one-line
@@ -131,19 +202,41 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def _record(level: int, message: str) -> logging.LogRecord:
+    return logging.LogRecord("aerialct.cli", level, "", 0, message, None, None)
+
+
+def _to_file(level: int, message: str) -> None:
+    if _file is not None:
+        _file.handle(_record(level, message))
+
+
 def info(message: str) -> None:
-    """A line for the human reader on stderr (quiet hides it)."""
-    if not _quiet:
+    """A line for the human reader on stderr (quiet hides it); also in ``--log-file``."""
+    _to_file(logging.INFO, message)
+    if _quiet:
+        return
+    if _plain is not None and isinstance(_plain.formatter, JsonFormatter):
+        _plain.handle(_record(logging.INFO, message))
+    else:
         stderr.print(message, markup=False, highlight=False)
 
 
 def warn(message: str) -> None:
-    """A ``warning:`` line on stderr (shown even with ``--quiet``)."""
-    stderr.print(f"warning: {message}", markup=False, highlight=False, style="yellow")
+    """A ``warning:`` line on stderr (shown even with ``--quiet``); also in ``--log-file``."""
+    _to_file(logging.WARNING, message)
+    if _plain is not None:
+        _plain.handle(_record(logging.WARNING, message))
+    else:
+        stderr.print(f"warning: {message}", markup=False, highlight=False, style="yellow")
 
 
 def error(message: str) -> None:
-    """The one ``error:`` line the CLI prints before a non-zero exit."""
-    stderr.print(
-        f"error: {message}", markup=False, highlight=False, style="bold red", soft_wrap=True
-    )
+    """The one ``error:`` line the CLI prints before a non-zero exit; also in ``--log-file``."""
+    _to_file(logging.ERROR, message)
+    if _plain is not None:
+        _plain.handle(_record(logging.ERROR, message))
+    else:
+        stderr.print(
+            f"error: {message}", markup=False, highlight=False, style="bold red", soft_wrap=True
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -98,8 +98,18 @@ def demo(
             ("buildings", result.buildings),
             ("review (TP/FP/FN)", result.review),
             ("reports", f"{result.pixel_report}, {result.building_report}"),
+            ("STAC Items", ", ".join(str(p) for p in _items(result))),
             ("training run", result.run),
             ("checkpoint", result.checkpoint),
         ],
     )
     console.info(f"done in {result.seconds:.0f} s (training {result.train_seconds:.0f} s)")
+
+
+def _items(result: Any) -> list[Path]:
+    """The STAC Items the demo wrote beside its outputs (with the scores)."""
+    from aerialct.stac import item_path
+
+    return [
+        p for p in (item_path(result.classes_raster), item_path(result.buildings)) if p.is_file()
+    ]

@@ -9,7 +9,7 @@ import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
-from aerialct.cli.options import Json, Overwrite
+from aerialct.cli.options import Json, Overwrite, Stac
 
 Prediction = Annotated[
     Path,
@@ -94,6 +94,7 @@ def evaluate(
     report: Report = None,
     score_field: ScoreField = "mean_confidence",
     burn: Burn = "building",
+    stac: Stac = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
@@ -101,7 +102,8 @@ def evaluate(
 
     Polygons with a confidence attribute (vectorize --probabilities) also get
     COCO-style AP@0.5 and AP@[.5:.95]; layers with a `class` attribute on both
-    sides are matched class by class.
+    sides are matched class by class. The scores are added to the predictions' STAC
+    Items (the <stem>.stac.json beside them, and those of the catalogue --stac DIR).
 
     Examples:
 
@@ -141,6 +143,9 @@ def evaluate(
             score_field=score_field,
             burn=burn,
         )
+    from aerialct.stac import record_scores
+
+    scored = record_scores(result.to_dict(), stac)
     if json_out:
         console.print_json(result.to_dict())  # the same object as the --report file
     elif result.kind == "building":
@@ -149,6 +154,8 @@ def evaluate(
         _pixel_table(result)
     if report is not None:
         console.info(f"report written to {report}")
+    if scored:
+        console.info(f"scores added to the STAC Items {', '.join(str(p) for p in scored)}")
 
 
 def _pixel_table(result) -> None:

@@ -1,6 +1,6 @@
 """Entry point and the one error boundary of the CLI.
 
-Exit codes (DESIGN section 9): 0 success, 1 error (one line on stderr, a
+Exit codes (CONTRACTS.md, "Exit codes and messages"): 0 success, 1 error (one line on stderr, a
 traceback only with --verbose), 2 usage error, 3 partial failure in a batch.
 """
 
@@ -27,7 +27,7 @@ from aerialct.cli import (  # noqa: F401  (each module registers its command)
     train,
     vectorize,
 )
-from aerialct.cli.app import app, state
+from aerialct.cli.app import app, hoist_global_options, state
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -50,9 +50,10 @@ def run(argv: list[str] | None = None) -> int:
     from aerialct.cli import console
     from aerialct.errors import AerialctError, PartialFailure, Terminated
 
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         with _signals_unwind():
-            rv = app(args=argv, prog_name="aerialct", standalone_mode=False)
+            rv = app(args=args, prog_name="aerialct", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK
     except _UsageError as e:
         e.show()

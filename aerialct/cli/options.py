@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -17,6 +18,15 @@ CreationOptions = Annotated[
         "--co",
         metavar="NAME=VALUE",
         help="GDAL creation option for output rasters (repeatable), e.g. --co COMPRESS=ZSTD.",
+    ),
+]
+Stac = Annotated[
+    Path | None,
+    typer.Option(
+        "--stac",
+        metavar="DIR",
+        help="Add the outputs' STAC Items to the catalogue DIR/catalog.json (a delivery), "
+        "instead of a <stem>.stac.json beside each output.",
     ),
 ]
 Device = Annotated[

@@ -9,7 +9,7 @@ import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
-from aerialct.cli.options import SHARD_DEFAULTS, Json, Overwrite, resolve_shard
+from aerialct.cli.options import SHARD_DEFAULTS, Json, Overwrite, Stac, resolve_shard
 
 if TYPE_CHECKING:
     from aerialct.shards import Shard as ShardKN
@@ -118,11 +118,16 @@ def vectorize(
     window_size: WindowSize = 2048,
     append: Append = False,
     shard: Shard = None,
+    stac: Stac = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
     """Polygonise classes of class rasters into a vector layer, merged exactly across windows
     and, where rasters touch on one grid, across files: a flight's tiles are one map.
+
+    A folder gives the class rasters in it (found by their AERIALCT_CLASSES tag, so
+    predict's probability rasters beside them are not taken). Each output gets a STAC
+    Item, <stem>.stac.json beside it, or in the catalogue --stac DIR.
 
     Examples:
 
@@ -134,13 +139,15 @@ def vectorize(
       aerialct vectorize 'pred/*_classes.tif' --out polygons/ --format fgb
     """
     from aerialct.cli.app import state
+    from aerialct.render import jsonable
 
     if state.own_process:  # a process of its own: skip pyogrio's pandas imports
         from aerialct.geo.vector import import_pyogrio_lean
 
         import_pyogrio_lean()
     from aerialct.errors import InputError
-    from aerialct.geo.inputs import expand_inputs
+    from aerialct.geo.classraster import expand_class_rasters
+    from aerialct.stac import check_stac_dir, deliver_vectors
     from aerialct.vectorize import parse_morph
     from aerialct.vectorize import vectorize as run_vectorize
 
@@ -153,11 +160,12 @@ def vectorize(
     except InputError as e:
         raise typer.BadParameter(str(e), param_hint="--morph") from None
     shard_kn = resolve_shard(shard)
-    paths = class_rasters(expand_inputs(rasters))
+    paths = class_rasters(expand_class_rasters(rasters))
+    check_stac_dir(stac)
     if len(paths) > 1 or Path(rasters[0]).is_dir() or shard_kn is not None:
         _vectorize_many(paths, out, class_ or ["building"], min_area, fill_holes, simplify,
                         regularize, ops, probabilities, layer, connectivity, window_size,
-                        file_format, overwrite, append, json_out, shard_kn)  # fmt: skip
+                        file_format, overwrite, append, json_out, shard_kn, stac)  # fmt: skip
         return
     with console.progress("vectorising") as progress:
         result = run_vectorize(
@@ -177,8 +185,9 @@ def vectorize(
             append=append,
             progress=progress,
         )
+    items = deliver_vectors([result], stac)
     if json_out:
-        console.print_json(result)
+        console.print_json({**jsonable(result), "stac": [str(p) for p in items]})
         return
     console.print_table(
         f"{result.output} (layer {result.layer}, {result.driver})",
@@ -190,15 +199,18 @@ def vectorize(
         f"{result.dropped_small} below --min-area dropped, {result.seam_merges} merged across "
         f"{result.windows} windows, {result.seconds:.1f} s"
     )
+    if items:
+        console.info(f"STAC: {', '.join(str(p) for p in items)}")
 
 
 def _vectorize_many(
     paths: list[str | Path], out: Path, classes: list[str], min_area: float, fill_holes: float,
     simplify: float, regularize: bool, ops: list, probabilities: Path | None, layer: str | None,
     connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
-    json_out: bool, shard: ShardKN | None,
+    json_out: bool, shard: ShardKN | None, stac: Path | None,
 ) -> None:  # fmt: skip
-    from aerialct.errors import AerialctError, PartialFailure
+    from aerialct.errors import ItemFailure, raise_for_failures
+    from aerialct.stac import deliver_vectors
     from aerialct.vectorize import vectorize_many
 
     if append:
@@ -212,18 +224,15 @@ def _vectorize_many(
             layer=layer, connectivity=connectivity, window_size=window_size,
             file_format=file_format, overwrite=overwrite, shard=shard, progress=progress,
         )  # fmt: skip
+    items = deliver_vectors(batch.results, stac)
     if json_out:
-        console.print_json(batch.to_dict())
+        console.print_json({**batch.to_dict(), "stac": [str(p) for p in items]})
     else:
         _render_many(batch)
-    if batch.failed and not batch.results:
-        raise AerialctError(f"all {len(batch.failed)} rasters failed; first: {batch.failed[0][1]}")
-    if batch.failed:
-        raise PartialFailure(
-            f"{len(batch.failed)} of {len(paths)} rasters failed: "
-            + ", ".join(Path(r).name for r, _ in batch.failed),
-            batch,
-        )
+        if items:
+            console.info(f"STAC: {', '.join(str(p) for p in items)}")
+    failures = [ItemFailure(raster, error) for raster, error in batch.failed]
+    raise_for_failures(len(paths), failures, "rasters", batch)
 
 
 TABLE_ROWS = 40
@@ -260,7 +269,7 @@ def _render_many(batch: VectorizeBatch) -> None:
 
 def class_rasters(paths: list[str | Path]) -> list[str | Path]:
     """The class rasters of an input list: predict's ``<stem>_probabilities.tif`` beside a
-    ``<stem>_classes.tif`` is left out (a folder of predictions holds both)."""
+    ``<stem>_classes.tif`` is left out (a pattern such as ``pred/*.tif`` matches both)."""
     names = {Path(p).name for p in paths}
     return [
         p

@@ -13,7 +13,6 @@ the trainer stores them in the checkpoint so prediction normalises the same way.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +22,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.classes import ClassTable
+from aerialct.data.index import INDEX, ChipIndex, read_index
+from aerialct.data.packed import (
+    PackedChipDataset,
+    PackedChips,
+    is_packed,
+    open_packed,
+    packed_band_stats,
+)
+from aerialct.data.samples import band_stats_from, chip_sample
 from aerialct.errors import InputError
-from aerialct.progress import ProgressFn, as_progress
+from aerialct.geo.io import read_failed, read_window
+from aerialct.progress import ProgressFn
 
 if TYPE_CHECKING:
     from aerialct.config import DataConfig
-    from aerialct.data.packed import PackedChipDataset
     from aerialct.data.transforms import JointAugment, Normalize
 
 log = logging.getLogger("aerialct")
@@ -63,7 +71,7 @@ class ChipSplits:
     gsd: float | None
     skipped_unlabelled: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
-    packed: Any = None
+    packed: PackedChips | None = None
     """The :class:`~aerialct.data.packed.PackedChips` when read from a packed folder
     (``train``/``val`` are then chip numbers), else None."""
 
@@ -77,8 +85,6 @@ class ChipSplits:
         """The torch dataset of ``which`` ('train' or 'val') for either form."""
         items = self.train if which == "train" else self.val
         if self.packed is not None:
-            from aerialct.data.packed import PackedChipDataset
-
             return PackedChipDataset(self.packed, items, normalize, augment, num_classes)
         return ChipDataset(items, normalize, augment, num_classes)
 
@@ -87,25 +93,19 @@ class ChipSplits:
     ) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-band mean/std of the training chips (same chips and values for either form)."""
         if self.packed is not None:
-            from aerialct.data.packed import packed_band_stats
-
             return packed_band_stats(self.packed, self.train, max_chips, progress)
         return compute_band_stats(self.train, max_chips, progress)
 
 
-def _is_null(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v == ""
-
-
-def _pairs(index: Any, split: str) -> tuple[list[tuple[Path, Path]], int]:
+def _pairs(index: ChipIndex, split: str) -> tuple[list[tuple[Path, Path]], int]:
+    """(image, mask) paths of the labelled chips of ``split`` and the number of unlabelled."""
     frame = index.split(split)
-    pairs, unlabelled = [], 0
-    for _, row in frame.iterrows():
-        if _is_null(row.get("mask")):
-            unlabelled += 1
-            continue
-        pairs.append((Path(index.image_path(row)), Path(index.mask_path(row))))
-    return pairs, unlabelled
+    pairs = [
+        (Path(index.image_path(row)), mask)
+        for _, row in frame.iterrows()
+        if (mask := index.mask_path(row)) is not None
+    ]
+    return pairs, len(frame) - len(pairs)
 
 
 def _split_names(index: Any) -> list[str]:
@@ -120,12 +120,8 @@ def open_chip_splits(
 
     ``check_files`` opens every chip's header to catch mixed sizes and band counts.
     """
-    from aerialct.data.packed import is_packed
-
     if is_packed(data_dir):
         return _open_packed_splits(data_dir, cfg)
-    from aerialct.data.index import read_index
-
     index = read_index(data_dir)
     root = Path(index.root)
     names = _split_names(index)
@@ -141,20 +137,20 @@ def open_chip_splits(
     elif val_split != cfg.val_split:
         log.warning("%s: no %r split; validating on %r instead", root, cfg.val_split, val_split)
 
-    meta = dict(index.meta)
-    bands = int(meta.get("bands") or 0)
-    size = meta.get("chip_size")
+    header = index.header
+    bands = int(header.bands or 0)
+    size = header.chip_size
     shape: tuple[int, int] | None = (int(size), int(size)) if size else None
     if check_files:
         bands, shape = _check_headers(root, [*train, *val], bands or None, shape)
     elif not bands or shape is None:
         bands, shape = _check_headers(root, train[:1], None, None)
-    gsd = meta.get("gsd")
-    extra = {"train_counts": _label_counts(index, cfg.train_split)}
+    gsd = header.gsd
+    extra = {"train_counts": index.label_counts(cfg.train_split)}
     return ChipSplits(
         root=root,
         classes=index.classes,
-        meta=meta,
+        meta=dict(index.meta),
         train=train,
         val=val,
         val_split=val_split,
@@ -190,8 +186,6 @@ def _choose_splits(root: Path, names: list[str], cfg: DataConfig, labelled: Call
 
 def _open_packed_splits(data_dir: str | Path, cfg: DataConfig) -> ChipSplits:
     """open_chip_splits for a packed folder: numpy only, shapes checked at open."""
-    from aerialct.data.packed import open_packed
-
     packed = open_packed(data_dir)
     root = packed.root
     train, val_split, val = _choose_splits(root, packed.split_names, cfg, packed.split)
@@ -219,22 +213,12 @@ def _open_packed_splits(data_dir: str | Path, cfg: DataConfig) -> ChipSplits:
     )
 
 
-def _packed_counts(packed: Any, chips: Sequence[int], k: int) -> np.ndarray:
+def _packed_counts(packed: PackedChips, chips: Sequence[int], k: int) -> np.ndarray:
     """Per labelled chip of a packed split (in ``chips`` order), its pixels per class ``(N, K)``."""
     counts = packed.index.get("counts")
     if counts is None:
         return np.zeros((len(chips), k), dtype=np.int64)
     return np.asarray(counts)[list(chips), :k].astype(np.int64)
-
-
-def _label_counts(index: Any, split: str) -> np.ndarray:
-    """Per labelled chip of ``split`` (in :func:`_pairs` order), its pixels per class ``(N, K)``."""
-    frame = index.split(split)
-    frame = frame[[not _is_null(m) for m in frame["mask"]]]
-    cols = [f"px_{n}" for n in index.classes.names]
-    if not all(c in frame.columns for c in cols):
-        return np.zeros((len(frame), len(cols)), dtype=np.int64)
-    return frame[cols].to_numpy(dtype=np.int64)
 
 
 def _check_headers(
@@ -252,7 +236,7 @@ def _check_headers(
         for path, is_mask in ((img, False), (msk, True)):
             if not path.exists():
                 raise InputError(
-                    f"{path}: chip listed in {root / 'index.gpkg'} is missing; re-run aerialct tile"
+                    f"{path}: chip listed in {root / INDEX} is missing; re-run aerialct tile"
                 )
             try:
                 with rasterio.open(path) as ds:
@@ -289,8 +273,6 @@ def read_chip(image: Path, mask: Path | None) -> tuple[np.ndarray, np.ndarray | 
     import rasterio
     from rasterio.errors import RasterioError
 
-    from aerialct.geo.io import read_failed, read_window
-
     path = image
     try:
         with rasterio.open(image) as ds:
@@ -316,38 +298,6 @@ def compute_band_stats(
     )
 
 
-def band_stats_from(
-    n: int,
-    read: Callable[[int], np.ndarray],
-    max_chips: int = 256,
-    progress: ProgressFn | None = None,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-band mean/std over up to ``max_chips`` evenly spaced of ``n`` chips; ``read(i)``
-    returns chip i as (C, H, W) float32."""
-    if not n:
-        raise InputError("no training chips to compute normalisation statistics from")
-    take = np.unique(np.linspace(0, n - 1, min(n, max(1, max_chips))).round().astype(int))
-    prog = as_progress(progress)
-    prog(0, total=len(take), description="band statistics")
-    total = None
-    total_sq = None
-    count = 0
-    for i in take:
-        img = read(int(i))
-        flat = img.reshape(img.shape[0], -1).astype(np.float64)
-        s, sq = flat.sum(axis=1), (flat * flat).sum(axis=1)
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
-        count += flat.shape[1]
-        prog(1)
-    assert total is not None and total_sq is not None
-    mean = total / count
-    var = np.maximum(total_sq / count - mean * mean, 0.0)
-    std = np.sqrt(var)
-    std = np.where(std < 1e-6, 1.0, std)  # a constant band: leave it centred, unscaled
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
-
-
 class ChipDataset(Dataset):
     """(image, mask) pairs: image (C, H, W) float32 normalised, mask (H, W) int64."""
 
@@ -371,27 +321,3 @@ class ChipDataset(Dataset):
         img, msk = read_chip(img_path, mask_path)
         assert msk is not None
         return chip_sample(img, msk, str(mask_path), self.num_classes, self.normalize, self.augment)
-
-
-def chip_sample(
-    img: np.ndarray,
-    msk: np.ndarray,
-    name: str,
-    num_classes: int | None,
-    normalize: Callable,
-    augment: Callable | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One training sample from raw chip arrays (either chip form): ids checked against the
-    class table (InputError naming ``name``), image normalised, both augmented together."""
-    if num_classes is not None:
-        bad = (msk != IGNORE_INDEX) & ((msk < 0) | (msk >= num_classes))
-        if bad.any():
-            raise InputError(
-                f"{name}: mask holds class id {int(msk[bad][0])} but the class table has "
-                f"{num_classes} classes; re-tile with the right class table"
-            )
-    image = normalize(torch.from_numpy(img))
-    mask = torch.from_numpy(msk)
-    if augment is not None:
-        image, mask = augment(image, mask)
-    return image, mask

@@ -15,7 +15,13 @@ A chips folder holds::
 >>> idx = read_index("chips")
 >>> train = idx.split("train")            # GeoDataFrame, one row per chip
 >>> idx.image_path(train.iloc[0]), idx.mask_path(train.iloc[0])
+>>> idx.header.chip_size, idx.header.gsd   # dataset.json, typed (ChipsHeader)
 
+Every key, column and path of the format is spelled here: :class:`ChipsHeader`
+(``dataset.json``), :class:`ChipRow` and :func:`count_columns` (``index.gpkg``),
+:func:`chip_id` and :func:`chip_paths` (the folder layout). ``aerialct tile`` fills
+them (:func:`chips_frame`, :func:`write_chips`); the readers
+(:mod:`aerialct.data.dataset`, :mod:`aerialct.data.packed`, ``evaluate``) read them.
 Format-tagged JSON headers (this ``dataset.json`` and the packed form's ``packed.json``)
 are written by :func:`write_format_json` and read by :func:`read_format_json`.
 """
@@ -24,12 +30,15 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aerialct.classes import ClassTable
+import numpy as np
+
+from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.errors import InputError
+from aerialct.geo.outputs import verify_output
 
 FORMAT = "aerialct-chips"
 VERSION = 1
@@ -39,16 +48,122 @@ LAYER = "chips"
 SPLITS = ("train", "val", "test")
 """The splits every chips dataset counts (others may appear after them)."""
 _FIX = "make one with `aerialct tile ... --out DIR`"
+IGNORE_COLUMN = "px_ignore"
+INT_COLUMNS = ("row_off", "col_off", "width", "height")
+
+
+@dataclass
+class ChipsHeader:
+    """``dataset.json``: what a chips folder holds (CONTRACTS.md, "Chips dataset").
+
+    ``aerialct tile`` fills every field; a reader takes what it needs (a hand-made
+    header may hold the class table alone: the other fields are then None or empty).
+    """
+
+    classes: ClassTable
+    ignore_index: int = IGNORE_INDEX
+    chip_size: int | None = None
+    bands: int | None = None
+    dtype: str | None = None
+    gsd: float | None = None
+    crs: str | None = None
+    """``EPSG:nnnn`` when the CRS has a code, else its WKT."""
+    source: str | None = None
+    """``geotiff`` or ``potsdam``."""
+    splits: dict[str, int] = field(default_factory=dict)
+    label_mode: str | None = None
+    window: int | None = None
+    stride: int | None = None
+    nodata_threshold: float | None = None
+    band_stats: dict[str, Any] = field(default_factory=dict)
+    class_shares: dict[str, Any] = field(default_factory=dict)
+    creation_options: dict[str, str] = field(default_factory=dict)
+    scenes: list[dict[str, Any]] = field(default_factory=list)
+    """Per scene: ``name``, ``image``, ``labels``, ``split``."""
+    aerialct_version: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The body of ``dataset.json`` (:func:`write_chips` adds format and version)."""
+        body = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        body["classes"] = self.classes.to_list()
+        return body
+
+    @classmethod
+    def from_json(cls, meta: dict[str, Any]) -> ChipsHeader:
+        """The header of a parsed ``dataset.json``; KeyError/ValueError/TypeError when the
+        class table is missing or invalid."""
+        known = {k: meta[k] for k in cls.__dataclass_fields__ if meta.get(k) is not None}
+        known["classes"] = ClassTable.from_list(meta["classes"])
+        return cls(**known)
+
+
+@dataclass
+class ChipRow:
+    """One chip of ``index.gpkg``: its columns, label pixel counts and footprint.
+
+    ``counts`` (K+1: per class, then ignore) become the :func:`count_columns`;
+    ``bounds`` (left, bottom, right, top in the scene CRS) the footprint polygon.
+    """
+
+    chip_id: str
+    image: str
+    mask: str | None
+    scene: str
+    split: str
+    row_off: int
+    col_off: int
+    width: int
+    height: int
+    counts: np.ndarray
+    bounds: tuple[float, float, float, float]
+
+
+def chip_id(scene: str, row_off: int, col_off: int) -> str:
+    """The name of the chip whose window starts at (``row_off``, ``col_off``) of ``scene``."""
+    return f"{scene}_r{row_off}_c{col_off}"
+
+
+def chip_paths(split: str, chip_id: str) -> tuple[str, str]:
+    """The image and mask chip of ``chip_id`` in ``split``, relative to the chips folder."""
+    return f"{split}/images/{chip_id}.tif", f"{split}/masks/{chip_id}.tif"
+
+
+def count_columns(classes: ClassTable) -> list[str]:
+    """The index's label pixel count columns: ``px_<class>`` per class, then ``px_ignore``."""
+    return [*(f"px_{name}" for name in classes.names), IGNORE_COLUMN]
+
+
+def chips_frame(rows: list[ChipRow], crs_wkt: str, classes: ClassTable) -> tuple[Any, np.ndarray]:
+    """The chips index (GeoDataFrame, one row per chip, in scene/row/col order) and its
+    per-chip label pixel counts (N, K+1: per class, then ignore)."""
+    import geopandas as gpd
+    import shapely
+
+    rows = sorted(rows, key=lambda r: (r.scene, r.row_off, r.col_off))
+    counts = np.stack([r.counts for r in rows])
+    bounds = np.array([r.bounds for r in rows], dtype=np.float64)
+    skip = ("counts", "bounds")
+    frame = gpd.GeoDataFrame(
+        [{k: getattr(r, k) for k in ChipRow.__dataclass_fields__ if k not in skip} for r in rows],
+        geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
+        crs=crs_wkt,
+    )
+    for i, col in enumerate(count_columns(classes)):
+        frame[col] = counts[:, i].astype(np.int64)
+    for col in INT_COLUMNS:
+        frame[col] = frame[col].astype(np.int64)
+    return frame, counts
 
 
 @dataclass
 class ChipIndex:
-    """A chips dataset: its folder, ``dataset.json``, class table and chip rows."""
+    """A chips dataset: its folder, ``dataset.json`` (raw and typed), class table and rows."""
 
     root: Path
     meta: dict
     classes: ClassTable
     frame: Any  # geopandas.GeoDataFrame (layer "chips" of index.gpkg)
+    header: ChipsHeader
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -69,9 +184,23 @@ class ChipIndex:
     def mask_path(self, row) -> Path | None:
         """The mask chip of an index row; None when the chip is unlabelled."""
         m = row["mask"]
-        if m is None or (isinstance(m, float) and m != m):  # null in the GeoPackage
+        if m is None or m == "" or (isinstance(m, float) and m != m):  # null in the GeoPackage
             return None
         return self.root / str(m)
+
+    def labelled(self, name: str):
+        """The rows of one split that have a mask, in index order."""
+        frame = self.split(name)
+        return frame[[self.mask_path(row) is not None for _, row in frame.iterrows()]]
+
+    def label_counts(self, name: str) -> np.ndarray:
+        """Per labelled chip of split ``name`` (in index order), its pixels per class (N, K);
+        zeros when the index has no count columns."""
+        frame = self.labelled(name)
+        cols = count_columns(self.classes)[:-1]
+        if not all(c in frame.columns for c in cols):
+            return np.zeros((len(frame), len(cols)), dtype=np.int64)
+        return frame[cols].to_numpy(dtype=np.int64)
 
 
 def write_format_json(path: Path, fmt: str, version: int, body: dict) -> None:
@@ -79,16 +208,14 @@ def write_format_json(path: Path, fmt: str, version: int, body: dict) -> None:
     path.write_text(json.dumps({"format": fmt, "version": version, **body}, indent=2) + "\n")
 
 
-def write_chips(folder: Path, frame: Any, meta: dict) -> None:
+def write_chips(folder: Path, frame: Any, header: ChipsHeader) -> None:
     """Write a chips folder's ``index.gpkg`` (``frame``, one row per chip) and ``dataset.json``
-    (``meta``, tagged with FORMAT/VERSION), each verified once written."""
+    (``header``, tagged with FORMAT/VERSION), each verified once written."""
     import pyogrio
-
-    from aerialct.geo.outputs import verify_output
 
     pyogrio.write_dataframe(frame, folder / INDEX, layer=LAYER, driver="GPKG")
     verify_output(folder / INDEX, "gpkg")
-    write_format_json(folder / META, FORMAT, VERSION, meta)
+    write_format_json(folder / META, FORMAT, VERSION, header.to_json())
     verify_output(folder / META, "json")
 
 
@@ -124,7 +251,7 @@ def read_index(chips_dir: str | os.PathLike) -> ChipIndex:
         raise InputError(f"{root}: not a chips folder (no {META} / {INDEX}); {_FIX}")
     meta = read_format_json(meta_path, FORMAT, VERSION, _FIX, "re-tile with this aerialct version")
     try:
-        classes = ClassTable.from_list(meta["classes"])
+        header = ChipsHeader.from_json(meta)
         frame = pyogrio.read_dataframe(index_path, layer=LAYER)
     except (KeyError, ValueError, TypeError) as e:
         raise InputError(f"{root}: corrupt chips dataset ({e}); {_FIX}") from e
@@ -133,4 +260,4 @@ def read_index(chips_dir: str | os.PathLike) -> ChipIndex:
         raise InputError(f"{index_path}: unreadable index ({first}); {_FIX}") from e
     if len(frame) == 0:
         raise InputError(f"{index_path}: the index has no chips; {_FIX}")
-    return ChipIndex(root=root, meta=meta, classes=classes, frame=frame)
+    return ChipIndex(root=root, meta=meta, classes=header.classes, frame=frame, header=header)

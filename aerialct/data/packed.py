@@ -32,9 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.data.index import read_format_json, write_format_json
+from aerialct.data.index import ChipIndex, read_format_json, read_index, write_format_json
+from aerialct.data.samples import band_stats_from, chip_sample
 from aerialct.errors import InputError
+from aerialct.geo.outputs import FOLDER, atomic_output, check_output
 from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
@@ -188,8 +191,6 @@ class PackedChipDataset:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from aerialct.data.dataset import chip_sample
-
         j = self.indices[i]
         img = np.asarray(self.packed.images[j], dtype=np.float32)
         msk = np.asarray(self.packed.masks[j], dtype=np.int64)
@@ -209,8 +210,6 @@ def packed_band_stats(
     The same chips and the same arithmetic as :func:`aerialct.data.dataset.compute_band_stats`
     on the chips folder, so both forms normalise alike.
     """
-    from aerialct.data.dataset import band_stats_from
-
     return band_stats_from(
         len(indices),
         lambda k: np.asarray(packed.images[indices[k]], dtype=np.float32),
@@ -244,9 +243,6 @@ def pack_chips(
     renamed when complete.
     """
     import rasterio
-
-    from aerialct.data.index import read_index
-    from aerialct.geo.outputs import FOLDER, atomic_output, check_output
 
     started = time.perf_counter()
     index = read_index(chips_dir)
@@ -306,7 +302,7 @@ class _Packed:
     stats: dict[str, dict[str, Any]]
 
 
-def _pack_arrays(index: Any, shape: _Shape, tmp: Path, prog: Any) -> _Packed:
+def _pack_arrays(index: ChipIndex, shape: _Shape, tmp: Path, prog: Any) -> _Packed:
     """Copy every chip (in index order) into images.npy / masks.npy under ``tmp``."""
     frame, n, k = index.frame, shape.n, shape.k
     first = index.image_path(frame.iloc[0])
@@ -402,24 +398,22 @@ def _split_band_stats(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, A
     return out
 
 
-def _packed_meta(index: Any, shape: _Shape, packed: _Packed) -> dict[str, Any]:
+def _packed_meta(index: ChipIndex, shape: _Shape, packed: _Packed) -> dict[str, Any]:
     """The body of packed.json (write_format_json adds format and version)."""
-    from aerialct import __version__
-
-    meta_in = dict(index.meta)
+    header = index.header
     splits, counts = packed.splits, packed.counts
     names = [*index.classes.names, "ignore"]
     split_names = sorted(set(splits.tolist()))
     return {
         "classes": index.classes.to_list(),
-        "ignore_index": int(meta_in.get("ignore_index", IGNORE_INDEX)),
+        "ignore_index": int(header.ignore_index),
         "chip_size": shape.h,
         "chip_shape": [shape.h, shape.w],
         "bands": shape.bands,
         "dtype": str(np.dtype(shape.dtype)),
         "mask_dtype": str(np.dtype(shape.mask_dtype)),
-        "gsd": meta_in.get("gsd"),
-        "crs": meta_in.get("crs"),
+        "gsd": header.gsd,
+        "crs": header.crs,
         "chips": shape.n,
         "labelled": int(packed.labelled.sum()),
         "splits": {sp: int((splits == sp).sum()) for sp in split_names},
@@ -429,12 +423,11 @@ def _packed_meta(index: Any, shape: _Shape, packed: _Packed) -> dict[str, Any]:
         },
         "split_band_stats": _split_band_stats(packed.stats),
         # tile's robust statistics of the training pixels, which training applies
-        "band_stats": meta_in.get("band_stats") or {},
+        "band_stats": header.band_stats,
         "source": str(index.root),
         "source_meta": {
-            key: meta_in.get(key)
+            key: getattr(header, key)
             for key in ("source", "label_mode", "window", "stride", "scenes")
-            if key in meta_in
         },
         "files": {"images": IMAGES, "masks": MASKS, "index": INDEX},
         "aerialct_version": __version__,

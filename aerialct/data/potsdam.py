@@ -1,4 +1,5 @@
-"""ISPRS Potsdam: file names, the standard split and the legend (DESIGN section 2)."""
+"""ISPRS Potsdam: file names, the standard split and the legend
+(README, "The data: `synth` and `tile`")."""
 
 from __future__ import annotations
 

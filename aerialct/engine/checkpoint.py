@@ -1,19 +1,29 @@
-"""Checkpoints: one self-describing file per training state.
+"""The checkpoint format: one self-describing file per training state.
+
+This module is the format only: it writes (:func:`make_checkpoint`,
+:func:`save_checkpoint`) and checks (:func:`load_checkpoint`,
+:func:`check_resume_compatible`) the file. Turning one into a model that predicts
+is :mod:`aerialct.predict.bundle`'s job.
 
 A checkpoint is a plain dict written with :func:`torch.save` through
 :func:`aerialct.geo.outputs.atomic_output` (temporary sibling + ``os.replace``), so a
 run killed mid-write leaves the previous file intact. It holds everything
 ``predict`` needs (model weights, config, class table, normalisation, chip size)
 and everything ``train --resume`` needs (optimiser, scheduler, grad scaler,
-step, epoch, RNG states)::
+step, epoch, batch within the epoch, RNG states)::
 
     {"format": "aerialct-checkpoint", "version": 1, "aerialct_version": str,
      "config": to_dict(ExperimentConfig), "classes": ClassTable.to_list(),
-     "ignore_index": 255, "normalization": {"mean": [...], "std": [...]},
+     "ignore_index": 255,
+     "normalization": {"mean": [...], "std": [...], "low"?: [...], "high"?: [...]},
      "in_chans": int, "chip_size": int, "gsd": float | None,
      "model": <inference model state_dict>, "heads": <projector state_dict>,
-     "optimizer", "scheduler", "scaler", "step", "epoch", "rng",
-     "best_miou", "metrics"}
+     "optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "rng",
+     "best_miou", "metrics", "exported"?: true}
+
+``batch_in_epoch`` counts the batches of ``epoch`` already trained (a checkpoint
+written mid-epoch resumes there; 0 at an epoch's end). ``exported`` marks a slim
+checkpoint written by ``aerialct export --format pt`` (no training state).
 
 Files are read with ``torch.load(weights_only=True)``: only tensors and plain
 containers are unpickled, so a checkpoint from an untrusted source cannot run code.
@@ -22,17 +32,16 @@ containers are unpickled, so a checkpoint from an untrusted source cannot run co
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.errors import AerialctError, CheckpointError
+from aerialct.errors import CheckpointError
 from aerialct.geo.outputs import atomic_output
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
     from aerialct.config import ExperimentConfig
 
@@ -45,11 +54,11 @@ TRAINING_KEYS = ("optimizer", "scheduler", "step", "epoch")
 
 __all__ = [
     "FORMAT",
+    "REQUIRED_KEYS",
+    "TRAINING_KEYS",
     "VERSION",
-    "InferenceBundle",
     "check_resume_compatible",
     "load_checkpoint",
-    "load_inference_model",
     "make_checkpoint",
     "save_checkpoint",
 ]
@@ -72,15 +81,16 @@ def make_checkpoint(
     scaler: dict | None = None,
     step: int = 0,
     epoch: int = 0,
+    batch_in_epoch: int = 0,
     rng: dict | None = None,
     best_miou: float | None = None,
     metrics: dict | None = None,
     low: tuple[float, ...] | list[float] | None = None,
     high: tuple[float, ...] | list[float] | None = None,
+    exported: bool = False,
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict in the documented layout."""
-    from aerialct import __version__
-    from aerialct.config import to_dict
+    from aerialct.config import to_dict  # here: pydantic and the model configs load on use
 
     return {
         "format": FORMAT,
@@ -105,9 +115,11 @@ def make_checkpoint(
         "scaler": scaler,
         "step": int(step),
         "epoch": int(epoch),
+        "batch_in_epoch": int(batch_in_epoch),
         "rng": rng,
         "best_miou": None if best_miou is None else float(best_miou),
         "metrics": metrics or {},
+        **({"exported": True} if exported else {}),
     }
 
 
@@ -226,111 +238,3 @@ def check_resume_compatible(
             f"{path}: checkpoint expects {ckpt['in_chans']} bands, the chips have {in_chans}; "
             "train into a new --out folder"
         )
-
-
-# ---------------------------------------------------------------------------
-# Inference
-
-
-@dataclass
-class InferenceBundle:
-    """An eval-mode model plus everything needed to feed it raw pixels."""
-
-    model: nn.Module  # or a runner of an exported model (aerialct.export.OnnxRunner)
-    classes: ClassTable
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    in_chans: int
-    chip_size: int
-    gsd: float | None = None
-    config: ExperimentConfig | None = None
-    path: Path | None = None
-    ignore_index: int = IGNORE_INDEX
-    low: tuple[float, ...] | None = None
-    """Per-band clip range (robust training percentiles), applied before mean/std."""
-    high: tuple[float, ...] | None = None
-    _stats: dict = field(default_factory=dict, repr=False)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Raw pixel values (B, C, H, W) -> ``(clip(x, low, high) - mean) / std`` on x's device.
-
-        The same transform as training's :class:`aerialct.data.transforms.Normalize`.
-        """
-        import torch
-
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            from aerialct.errors import InputError
-
-            raise InputError(
-                f"the model expects {self.in_chans} bands, got an input of shape "
-                f"{tuple(x.shape)}; give an image with {self.in_chans} bands"
-            )
-        key = (x.device,)
-        if key not in self._stats:
-            mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-            std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-            clip = None
-            if self.low is not None and self.high is not None:
-                clip = tuple(
-                    torch.tensor(v, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-                    for v in (self.low, self.high)
-                )
-            self._stats[key] = (mean, std, clip)
-        mean, std, clip = self._stats[key]
-        x = x.float()
-        if clip is not None:
-            x = torch.maximum(torch.minimum(x, clip[1]), clip[0])
-        return (x - mean) / std
-
-
-def load_inference_model(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> InferenceBundle:
-    """Load a checkpoint into an eval-mode model on ``device`` (no projection heads).
-
-    An exported ``.onnx`` or TorchScript model (``aerialct export``) gives a bundle
-    whose ``model`` is a runner called the same way (:mod:`aerialct.export`).
-    """
-    import torch
-
-    from aerialct.config import config_from_dict
-    from aerialct.export import is_torchscript, load_exported_model
-    from aerialct.models import build_model
-
-    p = Path(path)
-    if p.suffix.lower() == ".onnx" or is_torchscript(p):
-        return load_exported_model(p, device=str(device))
-    ckpt = load_checkpoint(p, map_location="cpu")
-    try:
-        cfg = config_from_dict(ckpt["config"])
-    except AerialctError as e:
-        raise CheckpointError(
-            f"{p}: the config stored in the checkpoint is not valid for this aerialct ({e})"
-        ) from e
-    classes = ClassTable.from_list(ckpt["classes"])
-    in_chans = int(ckpt["in_chans"])
-    # the checkpoint's state dict replaces every tensor: no pretrained file, no init log
-    model = build_model(cfg.model, num_classes=len(classes), in_chans=in_chans, load_weights=False)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as e:
-        first = str(e).splitlines()[0][:200]
-        raise CheckpointError(
-            f"{p}: weights do not fit the model described by its config ({first})"
-        ) from e
-    model.eval().to(torch.device(device))
-    norm = ckpt["normalization"]
-    return InferenceBundle(
-        model=model,
-        classes=classes,
-        mean=tuple(float(v) for v in norm["mean"]),
-        std=tuple(float(v) for v in norm["std"]),
-        in_chans=in_chans,
-        chip_size=int(ckpt["chip_size"]),
-        gsd=None if ckpt.get("gsd") is None else float(ckpt["gsd"]),
-        config=cfg,
-        path=p,
-        ignore_index=int(ckpt.get("ignore_index", IGNORE_INDEX)),
-        low=tuple(float(v) for v in norm["low"]) if norm.get("low") else None,
-        high=tuple(float(v) for v in norm["high"]) if norm.get("high") else None,
-    )

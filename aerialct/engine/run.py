@@ -26,10 +26,20 @@ import torch
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.config import ExperimentConfig, TrainConfig, dump_yaml
+from aerialct.data.dataset import open_chip_splits
+from aerialct.data.transforms import JointAugment, Normalize
+from aerialct.engine.checkpoint import (
+    check_resume_compatible,
+    load_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+)
 from aerialct.engine.distributed import DistInfo, broadcast_object, gather_with_grad
 from aerialct.engine.task import SegmentationTask
 from aerialct.errors import CheckpointError, ConfigError
 from aerialct.geo.outputs import atomic_output
+from aerialct.losses.imbalance import class_weights_from_counts, rare_chip_weights
+from aerialct.models import build_model
 
 log = logging.getLogger("aerialct")
 
@@ -99,8 +109,6 @@ class Run:
 
     def save(self, best: bool) -> None:
         """Write ``last.pt`` (and copy it to ``best.pt`` when ``best``) from rank 0."""
-        from aerialct.engine.checkpoint import make_checkpoint, save_checkpoint
-
         if not self.info.is_main:
             return
         dc, st, heads = self.cfg.data, self.state, self.task.heads
@@ -122,6 +130,7 @@ class Run:
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else None,
             step=st.step,
             epoch=st.epoch,
+            batch_in_epoch=st.batch_in_epoch,
             rng=_rng_state(),
             best_miou=st.best_miou,
             metrics={
@@ -131,7 +140,6 @@ class Run:
                 "best_confusion": st.best_confusion,
             },
         )
-        ck["batch_in_epoch"] = st.batch_in_epoch
         last = self.out / "last.pt"
         save_checkpoint(last, ck)
         if best:
@@ -151,9 +159,6 @@ def build_run(
     on_checkpoint: Callable[[], None],
 ) -> Run:
     """Check the chips against ``cfg``, build model, task and optimiser, restore a resumed state."""
-    from aerialct.data.dataset import open_chip_splits
-    from aerialct.data.transforms import JointAugment, Normalize
-    from aerialct.engine.checkpoint import check_resume_compatible, load_checkpoint
 
     ckpt = load_checkpoint(out / "last.pt", for_training=True) if resume else None
     if ckpt is not None:  # normalisation is part of the model: a resumed run keeps the checkpoint's
@@ -293,7 +298,6 @@ def _resolve_normalization(cfg: ExperimentConfig, splits: Any, info: DistInfo) -
 def _class_weights(cfg: ExperimentConfig, splits: Any) -> torch.Tensor | None:
     """Cross-entropy class weights: given (``loss.class_weight_values``), from the training
     split's pixel counts (``loss.class_weights: auto``), or None."""
-    from aerialct.losses.imbalance import class_weights_from_counts
 
     lc, names = cfg.loss, splits.classes.names
     if lc.class_weight_values is not None:
@@ -313,7 +317,6 @@ def _class_weights(cfg: ExperimentConfig, splits: Any) -> torch.Tensor | None:
 
 def _rare_chip_weights(cfg: ExperimentConfig, splits: Any) -> np.ndarray | None:
     """Sampling weights of the training chips for ``data.oversample_rare`` (None when 1)."""
-    from aerialct.losses.imbalance import rare_chip_weights
 
     dc = cfg.data
     if dc.oversample_rare == 1.0:
@@ -361,7 +364,6 @@ def _build_task(
     cfg: ExperimentConfig, splits: Any, ignore: int, info: DistInfo, dev: torch.device
 ) -> SegmentationTask:
     """The model (checked against the chip size) inside its task, on ``dev``."""
-    from aerialct.models import build_model
 
     k = len(splits.classes)
     model = build_model(cfg.model, num_classes=k, in_chans=splits.in_chans)

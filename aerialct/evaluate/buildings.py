@@ -323,7 +323,9 @@ def _write_review(
         "fp": Layer(pred[fp_i], fp_f, crs),
         "fn": Layer(ref[fn_i], fn_f, crs),
     }
-    write_layers(review, layers, overwrite=overwrite)
+    from aerialct.styles import review_style
+
+    write_layers(review, layers, overwrite=overwrite, styles=[review_style(n) for n in layers])
 
 
 def _ids(frame: gpd.GeoDataFrame, rows: np.ndarray) -> np.ndarray:

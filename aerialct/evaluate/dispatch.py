@@ -18,9 +18,9 @@ from aerialct.evaluate.buildings import (
 from aerialct.evaluate.pixel import (
     FileSet,
     PixelEvaluation,
-    _is_raster,
     describe,
     evaluate_pixels,
+    is_raster,
     match_chips,
     match_folders,
     members,
@@ -147,7 +147,7 @@ def _folders(
 ) -> PixelEvaluation | BuildingEvaluation:
     """Two folders or patterns: building scores of polygon files, else pixel scores of rasters."""
     refs = members(ref)
-    vector_dirs = not any(_is_raster(q) for q in refs)
+    vector_dirs = not any(is_raster(q) for q in refs)
     if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in refs):
         vpairs, missing = match_vector_folders(pred, ref)
         if missing:

@@ -194,7 +194,7 @@ def evaluate_pixels(
     )
 
 
-def _is_raster(p: Path) -> bool:
+def is_raster(p: Path) -> bool:
     return p.suffix.lower() in RASTER_SUFFIXES
 
 
@@ -234,12 +234,12 @@ def describe(files: FileSet) -> str:
 def match_folders(pred_dir: FileSet, ref_dir: FileSet) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Pair rasters of two folders (or file lists) by file name; return pairs and the
     unmatched references."""
-    refs = [p for p in members(ref_dir) if _is_raster(p)]
+    refs = [p for p in members(ref_dir) if is_raster(p)]
     if not refs:
         raise InputError(
             f"{describe(ref_dir)}: no reference raster (.tif) among them; check the path"
         )
-    preds = {p.name: p for p in members(pred_dir) if _is_raster(p)}
+    preds = {p.name: p for p in members(pred_dir) if is_raster(p)}
     by_stem = {p.stem: p for p in preds.values()}
     pairs, missing = pair_by_name(
         refs,

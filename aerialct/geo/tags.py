@@ -20,3 +20,10 @@ SOURCE_TAG = "AERIALCT_SOURCE"
 
 PROB_SCALE_TAG = "AERIALCT_PROB_SCALE"
 """A probability raster's scale: its uint8 values are probability x scale."""
+
+BAND_CLASS_PREFIX = "CLASS_"
+"""Band metadata (not a dataset tag) of a class raster: ``CLASS_<id>=<name>`` per class, kept
+inside the GeoTIFF so the names survive without the ``.aux.xml`` sidecar."""
+
+MODEL_TAG = "AERIALCT_MODEL"
+"""The model that predicted a raster, as JSON: checkpoint name, sha256, preset, weights."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,8 @@ from aerialct.geo.outputs import atomic_output
 if TYPE_CHECKING:
     import geopandas as gpd
 
+    from aerialct.styles import LayerStyle
+
 DRIVERS = {
     ".gpkg": "GPKG",
     ".geojson": "GeoJSON",
@@ -32,6 +34,11 @@ DRIVERS = {
     ".fgb": "FlatGeobuf",
 }
 MULTI_LAYER = {"GPKG"}
+
+GPKG_VERSION = "1.3"
+"""GeoPackage version of new files. GDAL 3.6 (Debian 12's) warns that it "may only partially
+support" 1.4, the default of newer GDAL; 1.3 reads cleanly everywhere. 1.4 only adds R-tree
+triggers that also work under SQL UPSERT statements, which aerialct never issues."""
 
 
 @dataclass
@@ -133,11 +140,13 @@ def driver_for(path: str | os.PathLike) -> str:
 
 
 def list_layers(path: str | os.PathLike) -> list[str]:
-    """The layer names of a vector file."""
+    """The data layer names of a vector file (a GeoPackage's table of QGIS styles is not one)."""
     import pyogrio
 
+    from aerialct.styles import STYLE_TABLE
+
     try:
-        return [str(name) for name, _ in pyogrio.list_layers(path)]
+        return [str(name) for name, _ in pyogrio.list_layers(path) if name != STYLE_TABLE]
     except Exception as e:  # pyogrio raises DataSourceError and friends
         raise VectorError(f"{path}: not a readable vector file ({_first_line(e)})") from e
 
@@ -202,13 +211,16 @@ def write_layers(
     overwrite: bool = False,
     append: bool = False,
     layer_options: Mapping[str, str] | None = None,
+    styles: Sequence[LayerStyle] = (),
 ) -> Path:
     """Write one or more layers to ``path`` atomically; return the path.
 
     ``append`` adds the features to an existing layer of the same name (or adds a
     new layer to a GeoPackage); without ``append`` or ``overwrite`` an existing
     file is refused. Polygons are written as MultiPolygons so a layer has one
-    geometry type.
+    geometry type. A new GeoPackage is version :data:`GPKG_VERSION`; ``styles`` go
+    into its ``layer_styles`` table (QGIS applies them on open) before the file is
+    checked and renamed into place (other formats have no place for them).
     """
     final = Path(path)
     driver = driver_for(final)
@@ -225,21 +237,29 @@ def write_layers(
         )
     options = _layer_options(driver)
     options.update(layer_options or {})
+    new_file_options = _new_file_options(driver)
     with atomic_output(final, overwrite=overwrite or (append and exists)) as tmp:
         existing: list[str] = []
+        created = append and exists
         if append and exists:
             shutil.copy2(final, tmp)
             existing = list_layers(tmp)
         for name, item in layers.items():
             layer = item if isinstance(item, Layer) else Layer.from_frame(item)
             _write_layer(tmp, final, name, layer, driver, append=name in existing,
-                         options=options if name not in existing else None)  # fmt: skip
+                         options=options if name not in existing else None,
+                         new_file=None if created else new_file_options)  # fmt: skip
+            created = True
+        if styles and driver == "GPKG":
+            from aerialct.styles import write_layer_styles
+
+            write_layer_styles(tmp, styles)
     return final
 
 
 def _write_layer(
     tmp: Path, final: Path, name: str, layer: Layer, driver: str, *, append: bool,
-    options: Mapping[str, str] | None,
+    options: Mapping[str, str] | None, new_file: Mapping[str, str] | None,
 ) -> None:  # fmt: skip
     """Write (or append) one layer of shapely geometries to the temporary ``tmp``."""
     import shapely
@@ -248,14 +268,16 @@ def _write_layer(
     kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
     geometry_type = "MultiPolygon" if kinds <= {6} else "Unknown"
     _write_wkb(tmp, final, name, shapely.to_wkb(geoms), layer.fields, layer.crs, driver,
-               geometry_type=geometry_type, append=append, options=options)  # fmt: skip
+               geometry_type=geometry_type, append=append, options=options,
+               new_file=new_file)  # fmt: skip
 
 
 def _write_wkb(
     tmp: Path, final: Path, name: str, wkb: np.ndarray, fields: Mapping[str, np.ndarray],
     crs: Any, driver: str, *, geometry_type: str, append: bool,
-    options: Mapping[str, str] | None,
+    options: Mapping[str, str] | None, new_file: Mapping[str, str] | None = None,
 ) -> None:  # fmt: skip
+    """Write (or append) features as WKB; ``new_file`` are the dataset options of a new file."""
     import pyogrio.raw
 
     try:
@@ -263,6 +285,7 @@ def _write_wkb(
             tmp, wkb, list(fields.values()), list(fields), layer=name, driver=driver,
             geometry_type=geometry_type, crs=crs_wkt(crs), append=append,
             layer_options=dict(options) if options else None,
+            dataset_options=dict(new_file) if new_file else None,
         )  # fmt: skip
     except Exception as e:
         raise VectorError(f"{final}: cannot write layer {name!r} ({_first_line(e)})") from e
@@ -272,6 +295,10 @@ def _layer_options(driver: str) -> dict[str, str]:
     return {"SPATIAL_INDEX": "YES"} if driver in ("GPKG", "FlatGeobuf") else {}
 
 
+def _new_file_options(driver: str) -> dict[str, str] | None:
+    return {"VERSION": GPKG_VERSION} if driver == "GPKG" else None
+
+
 class LayerStream:
     """Layers written batch by batch into the temporary file of :func:`stream_layers`."""
 
@@ -279,6 +306,8 @@ class LayerStream:
         self.tmp, self.final, self.driver = tmp, final, driver
         self.made: set[str] = set()
         self.counts: dict[str, int] = {}
+        self.styles: list[LayerStyle] = []
+        """QGIS styles to store in the GeoPackage when it is complete (other formats: none)."""
 
     def write(self, name: str, layer: Layer) -> None:
         """Append ``layer``'s features (polygons) to layer ``name``, made on first use."""
@@ -299,7 +328,8 @@ class LayerStream:
         first = name not in self.made
         _write_wkb(self.tmp, self.final, name, wkb, fields, crs, self.driver,
                    geometry_type="MultiPolygon", append=not first,
-                   options=_layer_options(self.driver) if first else None)  # fmt: skip
+                   options=_layer_options(self.driver) if first else None,
+                   new_file=None if self.made else _new_file_options(self.driver))  # fmt: skip
         self.made.add(name)
         self.counts[name] = self.counts.get(name, 0) + len(wkb)
 
@@ -309,6 +339,7 @@ def stream_layers(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     """Write layers batch by batch, atomically: a temporary sibling renamed when complete.
 
     Memory holds one batch at a time. An existing file is refused unless ``overwrite``.
+    The stream's ``styles`` go into a GeoPackage's ``layer_styles`` table at the end.
     SQLite does not sync the temporary to disk after each batch (a crash discards the
     temporary anyway; a sync costs 0.1-0.2 s per batch on some disks).
     """
@@ -323,7 +354,12 @@ def stream_layers(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     pyogrio.set_gdal_config_options({key: "OFF"})
     try:
         with atomic_output(final, overwrite=overwrite) as tmp:
-            yield LayerStream(tmp, final, driver)
+            stream = LayerStream(tmp, final, driver)
+            yield stream
+            if stream.styles and driver == "GPKG" and stream.made:
+                from aerialct.styles import write_layer_styles
+
+                write_layer_styles(tmp, stream.styles)
     finally:
         pyogrio.set_gdal_config_options({key: before})
 

@@ -17,7 +17,7 @@ class LossConfig:
     contrast: ContrastMode = "none"
     ce_smoothing: float = 0.1
     dice_weight: float = 1.0
-    # CT (DESIGN section 4)
+    # CT (README, "Models, and the two contrastive schemes")
     ct_mode: LossMode = "paper"
     """``paper``: the paper's rules (our documented choices where it is silent);
     ``released``: the authors' released code, quirks included (see aerialct.losses.ct)."""
@@ -32,7 +32,7 @@ class LossConfig:
     before pairing (bounds the InfoNCE matrix at stride 4); 0 = no limit."""
     ct_smoothing: float = 0.1
     ct_temperature: float = 0.1
-    # MS/CS (DESIGN section 5)
+    # MS/CS (README, "Models, and the two contrastive schemes")
     mscs_mode: LossMode = "paper"
     """``paper``: K anchors per class and the two-layer projector; ``released``: K anchors
     per (image, class) and a one-layer projector, as in the authors' code."""

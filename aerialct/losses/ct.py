@@ -1,4 +1,5 @@
-"""CT: patch contrastive learning on the encoder's innate patches (DESIGN section 4).
+"""CT: patch contrastive learning on the encoder's innate patches
+(README, "Models, and the two contrastive schemes").
 
 Two modes (``loss.ct_mode``): ``paper`` (default) follows the paper and, where it
 is silent, the choices stated below; ``released`` reproduces the authors' released

@@ -1,4 +1,5 @@
-"""MS/CS: multi-scale and cross-scale supervised contrastive losses (DESIGN section 5).
+"""MS/CS: multi-scale and cross-scale supervised contrastive losses
+(README, "Models, and the two contrastive schemes").
 
 At each scale (encoder stages, or the decoder's multi-scale maps) the labels are
 downsampled by nearest neighbour (every r-th pixel), a class-balanced set of anchor

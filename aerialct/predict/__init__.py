@@ -37,6 +37,8 @@ The parts, in the order a scene meets them
 - :mod:`~aerialct.predict.outputs`: output names, part files, resampling back.
 - :mod:`~aerialct.predict.quicklook`: the PNG quick look with its legend.
 - :mod:`~aerialct.predict.results`: the bundle protocol and the result records.
+- :mod:`~aerialct.predict.bundle`: the model bundle from a checkpoint or an exported model
+  (:func:`~aerialct.predict.bundle.load_inference_model`).
 - :mod:`~aerialct.predict.device`: the device resolver (moves to
   :mod:`aerialct.engine.distributed`).
 """

@@ -75,6 +75,7 @@ def predict_scenes(
             results.append(
                 SceneResult(
                     scene=Path(p),
+                    source=os.fspath(p),
                     status="skipped",
                     output=out,
                     probabilities=side["probabilities"] if kwargs.get("probabilities") else None,
@@ -85,7 +86,11 @@ def predict_scenes(
         try:
             if not touches_aoi(p, aoi):
                 log.info("%s: outside the area of interest; skipped", Path(p).name)
-                results.append(SceneResult(scene=Path(p), status="skipped", error="outside --aoi"))
+                results.append(
+                    SceneResult(
+                        scene=Path(p), source=os.fspath(p), status="skipped", error="outside --aoi"
+                    )
+                )
                 continue
             results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
         except Exception as e:  # one scene's failure must not stop the batch
@@ -93,7 +98,11 @@ def predict_scenes(
             log.debug("%s: failed: %s", p, e)
             results.append(
                 SceneResult(
-                    scene=Path(p), status="failed", error=" ".join(str(e).split()), exception=e
+                    scene=Path(p),
+                    source=os.fspath(p),
+                    status="failed",
+                    error=" ".join(str(e).split()),
+                    exception=e,
                 )
             )
     return BatchResult(results, time.perf_counter() - t0, rank, world_size)

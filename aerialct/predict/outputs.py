@@ -122,6 +122,7 @@ def warp_back(part: Path, like: Any, dest: Path, nodata: int | None, categorical
             if categorical:
                 out.write_colormap(1, p.colormap(1))
             out.update_tags(**p.tags())
+            out.update_tags(1, **p.tags(1))  # class names as band metadata
             for i, d in enumerate(p.descriptions):
                 if d:
                     out.set_band_description(i + 1, d)

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from aerialct.classes import ClassTable
+from aerialct.geo.inputs import redact
 
 
 class BundleLike(Protocol):
-    """What prediction needs from :class:`aerialct.engine.checkpoint.InferenceBundle`."""
+    """What prediction needs from :class:`aerialct.predict.bundle.InferenceBundle`."""
 
     model: Any
     classes: ClassTable
@@ -32,6 +33,8 @@ class SceneResult:
 
     scene: Path
     status: str = "ok"
+    source: str = ""
+    """The scene as given, verbatim (a URL or ``/vsi`` path keeps its ``//``)."""
     output: Path | None = None
     probabilities: Path | None = None
     quicklook: Path | None = None
@@ -58,7 +61,7 @@ class SceneResult:
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON types (``predict --json``)."""
         return {
-            "scene": str(self.scene),
+            "scene": redact(self.source or str(self.scene)),
             "status": self.status,
             "output": str(self.output) if self.output else None,
             "probabilities": str(self.probabilities) if self.probabilities else None,

@@ -12,7 +12,7 @@ from typing import Any
 
 from aerialct.classes import IGNORE_INDEX
 from aerialct.errors import InputError
-from aerialct.geo.classraster import write_category_names
+from aerialct.geo.classraster import write_class_sidecars
 from aerialct.geo.cog import cog_options, finish_cog
 from aerialct.geo.grid import stride_for
 from aerialct.geo.inputs import source_path
@@ -41,6 +41,7 @@ from aerialct.predict.quicklook import write_quicklook
 from aerialct.predict.results import BundleLike, SceneResult
 from aerialct.predict.stream import GridStats, predict_grid
 from aerialct.progress import ProgressFn, as_progress
+from aerialct.stac import model_tags
 
 log = logging.getLogger("aerialct")
 
@@ -79,6 +80,7 @@ def predict_scene(
     """
     t_start = time.perf_counter()
     source = source_path(scene)  # a URL or /vsi path is opened as given
+    given = os.fspath(scene)
     scene, out_path = Path(scene), Path(out_path)
     stride = _check_options(bundle, overlap, batch_size, tta)
     prob_path, ql_path = _outputs(scene, out_path, probabilities, quicklook, overwrite)
@@ -91,7 +93,7 @@ def predict_scene(
             opts.setdefault("NUM_THREADS", "ALL_CPUS")
     bundle.model.to(dev)
     bundle.model.eval()
-    result = SceneResult(scene=scene, device=str(dev))
+    result = SceneResult(scene=scene, source=given, device=str(dev))
 
     with contextlib.ExitStack() as stack:
         ds = stack.enter_context(open_raster(source, require_crs=not allow_no_crs))
@@ -128,7 +130,7 @@ def predict_scene(
             _quicklook(bundle, ds, chosen, tmp_cls, ql_path, scene, overwrite)
             result.quicklook = ql_path
 
-    write_category_names(out_path, bundle.classes)  # gdalinfo / QGIS show the class names
+    write_class_sidecars(out_path, bundle.classes)  # gdalinfo / QGIS show the class names
     result.output, result.probabilities = out_path, prob_path
     result.windows, result.forward_seconds = stats.windows, stats.forward_seconds
     result.nodata_pixels = stats.nodata
@@ -239,6 +241,7 @@ def _stream_parts(
             rasterio.open(parts.cls, "w", **part_profile(src, 1, IGNORE_INDEX))
         )
         tag_class_part(cls_ds, bundle.classes, scene)
+        cls_ds.update_tags(**model_tags(bundle))  # which model made it (aerialct.stac)
         prob_ds = None
         if parts.prob is not None:
             prob_ds = files.enter_context(

@@ -37,7 +37,7 @@ import numpy as np
 from aerialct import __version__, resume
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.data import potsdam as pots
-from aerialct.data.index import SPLITS, write_chips
+from aerialct.data.index import SPLITS, ChipRow, ChipsHeader, chips_frame, write_chips
 from aerialct.errors import DiskFullError, InputError
 from aerialct.geo.grid import window_starts
 from aerialct.geo.outputs import (
@@ -276,9 +276,9 @@ def _cut(jobs: list[tuple[int, Job]], workers: int, prog: Any, work: Work) -> No
 
 def _gather(
     jobs: list[tuple[int, Job]], records: list[Record], reports: list[SceneReport]
-) -> tuple[list[dict], dict[str, list[np.ndarray]]]:
+) -> tuple[list[ChipRow], dict[str, list[np.ndarray]]]:
     """The index rows and pixel samples of every task, in task order; reports filled in."""
-    rows: list[dict] = []
+    rows: list[ChipRow] = []
     samples: dict[str, list[np.ndarray]] = {}
     for (k, _), rec in zip(jobs, records, strict=True):
         rows.extend(rec.rows)
@@ -291,28 +291,6 @@ def _gather(
             rep.unknown_values[key] = rep.unknown_values.get(key, 0) + n
             rep.unknown_pixels += n
     return rows, samples
-
-
-def _index_frame(rows: list[dict], crs_wkt: str, classes: ClassTable) -> tuple[Any, np.ndarray]:
-    """The chips index (GeoDataFrame, one row per chip, in scene/row/col order) and its
-    per-chip label pixel counts (N, K+1: per class, then ignore)."""
-    import geopandas as gpd
-    import shapely
-
-    rows.sort(key=lambda d: (d["scene"], d["row_off"], d["col_off"]))
-    counts = np.stack([d.pop("counts") for d in rows])
-    bounds = np.array([d.pop("bounds") for d in rows], dtype=np.float64)
-    frame = gpd.GeoDataFrame(
-        rows,
-        geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
-        crs=crs_wkt,
-    )
-    for i, name in enumerate(classes.names):
-        frame[f"px_{name}"] = counts[:, i].astype(np.int64)
-    frame["px_ignore"] = counts[:, len(classes)].astype(np.int64)
-    for col in ("row_off", "col_off", "width", "height"):
-        frame[col] = frame[col].astype(np.int64)
-    return frame, counts
 
 
 def _split_counts(frame: Any) -> dict[str, int]:
@@ -360,33 +338,33 @@ def _unknown_warnings(reports: list[SceneReport], warnings: list[str]) -> dict[s
     return dict(unknown_all)
 
 
-def _dataset_meta(
-    result: TileResult, first: Scene, nodata_threshold: float, co: dict[str, str]
-) -> dict[str, Any]:
-    """The body of ``dataset.json`` (:mod:`aerialct.data.index` adds format and version)."""
-    return {
-        "classes": result.classes,
-        "ignore_index": IGNORE_INDEX,
-        "chip_size": result.chip_size,
-        "bands": first.count,
-        "dtype": first.dtype,
-        "gsd": result.gsd,
-        "crs": result.crs,
-        "source": result.source,
-        "splits": result.splits,
-        "label_mode": result.label_mode,
-        "window": result.window,
-        "stride": result.stride,
-        "nodata_threshold": nodata_threshold,
-        "band_stats": result.band_stats,
-        "class_shares": result.split_shares,
-        "creation_options": co,
-        "scenes": [
+def _header(
+    result: TileResult, classes: ClassTable, first: Scene, nodata_threshold: float, co: dict
+) -> ChipsHeader:
+    """What ``dataset.json`` says about the chips just cut."""
+    return ChipsHeader(
+        classes=classes,
+        ignore_index=IGNORE_INDEX,
+        chip_size=result.chip_size,
+        bands=first.count,
+        dtype=first.dtype,
+        gsd=result.gsd,
+        crs=result.crs,
+        source=result.source,
+        splits=result.splits,
+        label_mode=result.label_mode,
+        window=result.window,
+        stride=result.stride,
+        nodata_threshold=nodata_threshold,
+        band_stats=result.band_stats,
+        class_shares=result.split_shares,
+        creation_options=co,
+        scenes=[
             {"name": r.name, "image": r.image, "labels": r.labels, "split": r.split}
             for r in result.scenes
         ],
-        "aerialct_version": __version__,
-    }
+        aerialct_version=__version__,
+    )
 
 
 def _fingerprint(
@@ -512,13 +490,13 @@ def _finish(
             f"no chips written: all {total} windows of {', '.join(s.image for s in scenes)} "
             f"have more than {opts.nodata_threshold:.0%} nodata; raise --nodata-threshold"
         )
-    frame, counts = _index_frame(rows, first.crs_wkt, classes)
+    frame, counts = chips_frame(rows, first.crs_wkt, classes)
     names = [*classes.names, "ignore"]
     warn_one_sided(frame["split"].to_numpy(), counts, names, warnings)
     result = _result(work.out, frame, counts, names, reports, grid, source, scenes, warnings,
                      samples, classes, state)  # fmt: skip
     try:
-        write_chips(work.chips, frame, _dataset_meta(result, first, opts.nodata_threshold, co))
+        write_chips(work.chips, frame, _header(result, classes, first, opts.nodata_threshold, co))
         inputs = [s.image for s in scenes] + [s.labels for s in scenes if s.labels]
         check_output(work.out, overwrite, kind=FOLDER, inputs=inputs)
         move_into_place(work.chips, work.out)

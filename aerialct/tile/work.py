@@ -22,13 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from aerialct import resume
+from aerialct.data.index import ChipRow
 from aerialct.errors import InputError
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ def fingerprint(jobs: list[Job], inputs: list[str], settings: dict[str, Any]) ->
 class Record:
     """What a finished band task made (see :class:`~aerialct.tile.worker.BandResult`)."""
 
-    rows: list[dict]
+    rows: list[ChipRow]
     skipped: int
     unknown: dict[str, int]
     samples: dict[str, np.ndarray]
@@ -76,7 +77,7 @@ class Record:
     def save(self, path: Path) -> None:
         """Write the record atomically (npz: the rows as JSON bytes, a sample array per split)."""
         rows = [
-            r | {"counts": np.asarray(r["counts"]).tolist(), "bounds": list(r["bounds"])}
+            asdict(r) | {"counts": np.asarray(r.counts).tolist(), "bounds": list(r.bounds)}
             for r in self.rows
         ]
         meta = json.dumps({"rows": rows, "skipped": self.skipped, "unknown": self.unknown})
@@ -99,10 +100,17 @@ class Record:
                 samples = {k.removeprefix("samples_"): z[k] for k in z.files if k != "meta"}
         except (OSError, ValueError, KeyError):
             return None
-        rows = [
-            r | {"counts": np.asarray(r["counts"], dtype=np.int64), "bounds": tuple(r["bounds"])}
-            for r in meta["rows"]
-        ]
+        try:
+            rows = [
+                replace(
+                    ChipRow(**r),
+                    counts=np.asarray(r["counts"], dtype=np.int64),
+                    bounds=tuple(r["bounds"]),
+                )
+                for r in meta["rows"]
+            ]
+        except (TypeError, KeyError):
+            return None
         return cls(rows, int(meta["skipped"]), dict(meta["unknown"]), samples)
 
     def chips_intact(self, chips: Path) -> bool:
@@ -110,7 +118,7 @@ class Record:
         from aerialct.geo.io import verify_raster
 
         for row in self.rows:
-            for rel in (row["image"], row["mask"]):
+            for rel in (row.image, row.mask):
                 if rel is None:
                     continue
                 try:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.data.index import ChipRow, chip_id, chip_paths
 from aerialct.geo.classraster import tag_class_raster
 from aerialct.geo.cog import gtiff_profile
 from aerialct.geo.io import no_georef_warning, open_raster, read_failed, verify_raster
@@ -44,7 +45,7 @@ class BandResult(NamedTuple):
     """What a band task made: index rows, windows skipped for nodata, label values outside
     the class table (counted), and per split the pixel samples (C, n) of its chips."""
 
-    rows: list[dict]
+    rows: list[ChipRow]
     skipped: int
     unknown: dict[str, int]
     samples: dict[str, list[np.ndarray]]
@@ -203,7 +204,7 @@ def _fit(job: Job, img: np.ndarray, lab: np.ndarray | None) -> tuple[np.ndarray,
 
 def _write_chip(
     job: Job, crs, split: str, col: int, img: np.ndarray, lab: np.ndarray | None, made: set[str]
-) -> dict:
+) -> ChipRow:
     """Write one chip (and its mask) of the band at column ``col``; its index row."""
     import rasterio
     from affine import Affine
@@ -214,12 +215,12 @@ def _write_chip(
     # affine's @, not rasterio.windows.transform: the same values, but that helper warns
     # (PendingDeprecationWarning, `*` on an Affine) on every call under affine 3
     t = Affine(*sc.transform) @ Affine.translation(col, job.row) @ Affine.scale(job.window / chip)
-    chip_id = f"{sc.name}_r{job.row}_c{col}"
+    name = chip_id(sc.name, job.row, col)
+    image_rel, mask_path = chip_paths(split, name)
     if split not in made:
-        (out / split / "images").mkdir(parents=True, exist_ok=True)
-        (out / split / "masks").mkdir(parents=True, exist_ok=True)
+        (out / image_rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / mask_path).parent.mkdir(parents=True, exist_ok=True)
         made.add(split)
-    image_rel = f"{split}/images/{chip_id}.tif"
     prof = chip_profile(sc, sc.count, sc.dtype, chip, t, crs, sc.nodata, job.creation_options)
     # a band cut again after a kill: GDAL would first open what a killed run left half-written
     (out / image_rel).unlink(missing_ok=True)
@@ -230,7 +231,7 @@ def _write_chip(
     counts = np.zeros(k + 1, dtype=np.int64)
     mask_rel = None
     if lab is not None:
-        mask_rel = f"{split}/masks/{chip_id}.tif"
+        mask_rel = mask_path
         mprof = chip_profile(None, 1, "uint8", chip, t, crs, IGNORE_INDEX, job.creation_options)
         (out / mask_rel).unlink(missing_ok=True)
         with rasterio.open(out / mask_rel, "w", **mprof) as dst:
@@ -240,19 +241,19 @@ def _write_chip(
         bc = np.bincount(lab.ravel(), minlength=256)
         counts[:k] = bc[:k]
         counts[k] = int(bc[k:].sum())  # 255 (and nothing else)
-    return {
-        "chip_id": chip_id,
-        "image": image_rel,
-        "mask": mask_rel,
-        "scene": sc.name,
-        "split": split,
-        "row_off": job.row,
-        "col_off": col,
-        "width": w,
-        "height": h,
-        "counts": counts,
-        "bounds": bbox(array_bounds(chip, chip, t)),
-    }
+    return ChipRow(
+        chip_id=name,
+        image=image_rel,
+        mask=mask_rel,
+        scene=sc.name,
+        split=split,
+        row_off=job.row,
+        col_off=col,
+        width=w,
+        height=h,
+        counts=counts,
+        bounds=bbox(array_bounds(chip, chip, t)),
+    )
 
 
 def tile_band(job: Job) -> BandResult:
@@ -267,7 +268,7 @@ def tile_band(job: Job) -> BandResult:
     data, valid, labels, unknown = _read_band(job)
     w = min(job.window, sc.width)
     crs = CRS.from_wkt(sc.crs_wkt)
-    rows: list[dict] = []
+    rows: list[ChipRow] = []
     skipped = 0
     samples: dict[str, list[np.ndarray]] = {}
     made: set[str] = set()

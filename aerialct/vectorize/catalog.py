@@ -1,7 +1,7 @@
 """Many class rasters vectorised as one map: :func:`vectorize_catalog`.
 
 The rasters are placed on their shared grids (:func:`~aerialct.vectorize.mosaic.plan_mosaics`);
-each mosaic of touching tiles is traced band by band (:class:`~aerialct.vectorize.windows._Tracer`),
+each mosaic of touching tiles is traced band by band (:class:`~aerialct.vectorize.windows.Tracer`),
 and every finished band of buildings is written at once, so memory holds a band of
 pieces, whatever the number of files. A building across file seams is one polygon,
 equal to vectorising the mosaic as one raster; rasters that touch nothing stay apart.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,106 +28,18 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn, as_progress
-from aerialct.vectorize.layer import _finish, _Finished, layer_name
-from aerialct.vectorize.merge import _Pieces
-from aerialct.vectorize.windows import _Tracer
+from aerialct.vectorize.mapping import (
+    CatalogOptions,
+    Tally,
+    add_styles,
+    numbered,
+    write_empty_layers,
+)
+from aerialct.vectorize.results import VectorizeBatch, VectorizeResult, probabilities_for
 
 if TYPE_CHECKING:
-    from aerialct.geo.vector import Layer, LayerStream
     from aerialct.shards import Shard
     from aerialct.vectorize.mosaic import Mosaic
-    from aerialct.vectorize.write import VectorizeBatch
-
-
-@dataclass(frozen=True)
-class CatalogOptions:
-    """How to vectorise (the options of :func:`aerialct.vectorize.vectorize`)."""
-
-    classes: tuple[str | int, ...] = ("building",)
-    min_area: float = 0.0
-    fill_holes: float = 0.0
-    simplify: float = 0.0
-    regularize: bool = False
-    morph: tuple[tuple[str, int], ...] = ()
-    layer: str | None = None
-    connectivity: int = 8
-    window_size: int = 2048
-
-    def finish(self, pieces: _Pieces, mosaic: Mosaic) -> _Finished:
-        return _finish(pieces, mosaic, min_area=self.min_area, fill_holes=self.fill_holes,
-                       simplify=self.simplify, regularize=self.regularize)  # fmt: skip
-
-    def tracer(self, mosaic: Mosaic, progress: ProgressFn) -> _Tracer:
-        return _Tracer(mosaic, mosaic.ids, self.morph, self.connectivity, self.window_size,
-                       mosaic.prob_scale is not None, progress)  # fmt: skip
-
-    def layer_of(self, mosaic: Mosaic) -> str:
-        return self.layer or layer_name([mosaic.table.names[i] for i in mosaic.ids])
-
-
-@dataclass
-class Tally:
-    """Per raster, what its buildings add up to (a building counts for its ``source``)."""
-
-    rasters: dict[str, dict[str, Any]] = field(default_factory=dict)
-    across: int = 0
-    """Buildings made of pieces of several files."""
-    failed: dict[str, str] = field(default_factory=dict)
-
-    def _row(self, path: str) -> dict[str, Any]:
-        return self.rasters.setdefault(
-            path, {"counts": {}, "area": 0.0, "dropped": 0, "windows": 0, "seams": 0}
-        )
-
-    def add(self, mosaic: Mosaic, done: _Finished) -> None:
-        """Count a finished batch of ``mosaic``'s buildings."""
-        fields = done.layer.fields
-        for i in np.unique(done.tiles).tolist():
-            mine = done.tiles == i
-            row = self._row(mosaic.tiles[i].path)
-            for name, n in zip(*np.unique(fields["class"][mine], return_counts=True), strict=True):
-                row["counts"][str(name)] = row["counts"].get(str(name), 0) + int(n)
-            row["area"] += float(fields["area"][mine].sum())
-            row["seams"] += int(done.merged[mine].sum())
-        for i, n in zip(*np.unique(done.dropped, return_counts=True), strict=True):
-            self._row(mosaic.tiles[int(i)].path)["dropped"] += int(n)
-        self.across += int(done.spans.sum())
-
-    def add_windows(self, mosaic: Mosaic, tracer: _Tracer) -> None:
-        for t, n in zip(mosaic.tiles, tracer.tile_windows.tolist(), strict=True):
-            self._row(t.path)["windows"] += n
-        self.failed.update(mosaic.failed)
-
-    def update(self, other: dict[str, Any]) -> None:
-        """Add another tally's counts (a part's, as stored in its header)."""
-        for path, r in other["rasters"].items():
-            row = self._row(path)
-            for name, n in r["counts"].items():
-                row["counts"][name] = row["counts"].get(name, 0) + n
-            for k in ("area", "dropped", "windows", "seams"):
-                row[k] += r[k]
-        self.across += other["across"]
-        self.failed.update(other["failed"])
-
-
-def numbered(layer: Layer, next_id: dict[str, int], name: str) -> Layer:
-    """``layer`` with ids that continue layer ``name``'s numbering (1, 2, ... through)."""
-    from aerialct.geo.vector import Layer
-
-    start = next_id.get(name, 0)
-    n = len(layer.geometry)
-    fields = dict(layer.fields)
-    fields["id"] = np.arange(start + 1, start + n + 1, dtype=np.int64)
-    next_id[name] = start + n
-    return Layer(layer.geometry, fields, layer.crs)
-
-
-def write_empty_layers(stream: LayerStream, mosaics: list[Mosaic], opts: CatalogOptions) -> None:
-    """Give every layer that got no building its (empty) table."""
-    for mosaic in mosaics:
-        name = opts.layer_of(mosaic)
-        if name not in stream.made:
-            stream.write(name, opts.finish(_Pieces.empty(), mosaic).layer)
 
 
 def _write_whole(
@@ -150,6 +62,7 @@ def _write_whole(
                         stream.write(name, numbered(done.layer, next_id, name))
                 tally.add_windows(mosaic, tracer)
         write_empty_layers(stream, mosaics, opts)
+        add_styles(stream, mosaics, opts)
 
 
 def shard_rows(mosaics: list[Mosaic], size: int, shard: Shard) -> dict[int, range]:
@@ -175,11 +88,6 @@ def shard_rows(mosaics: list[Mosaic], size: int, shard: Shard) -> dict[int, rang
             out[m] = range(int(mine[0]), int(mine[-1]) + 1)
         start += len(w)
     return out
-
-
-def band_bases(mosaics: list[Mosaic]) -> list[int]:
-    """The number of the first band of each mosaic in the map's order of bands."""
-    return np.concatenate([[0], np.cumsum([m.bands for m in mosaics])]).astype(int).tolist()
 
 
 def check_one_crs(mosaics: list[Mosaic]) -> None:
@@ -219,17 +127,16 @@ def vectorize_catalog(
     from aerialct.geo.vector import driver_for
     from aerialct.vectorize import parts as parts_mod
     from aerialct.vectorize.mosaic import plan_mosaics
-    from aerialct.vectorize.write import _probabilities_for
 
     t0 = time.perf_counter()
     out = Path(out)
     driver_for(out)
     given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     opts = CatalogOptions(**given)
-    paths = [Path(r) for r in rasters]
+    paths = list(rasters)  # GDAL paths and URLs stay verbatim
     check_output(out, overwrite, inputs=paths)
     failed: list[tuple[str, str]] = []
-    mosaics = plan_mosaics(paths, opts.classes, lambda r: _probabilities_for(Path(r), probabilities),
+    mosaics = plan_mosaics(paths, opts.classes, lambda r: probabilities_for(r, probabilities),
                            failed)  # fmt: skip
     if not mosaics:
         raise InputError(f"all {len(paths)} rasters failed; first: {failed[0][0]}: {failed[0][1]}")
@@ -259,7 +166,6 @@ def _batch(
 ) -> VectorizeBatch:  # fmt: skip
     """What the run did, raster by raster (empty for a shard that left the join to another)."""
     from aerialct.geo.vector import driver_for
-    from aerialct.vectorize.write import VectorizeBatch, VectorizeResult
 
     seconds = time.perf_counter() - t0
     results = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def _fill_small_holes(geoms: np.ndarray, max_area: float) -> np.ndarray:
+def fill_small_holes(geoms: np.ndarray, max_area: float) -> np.ndarray:
     """Drop interior rings with area below ``max_area`` (same units as the coordinates)."""
     import shapely
 
@@ -25,7 +25,7 @@ def _fill_small_holes(geoms: np.ndarray, max_area: float) -> np.ndarray:
     return out
 
 
-def _canonical(geoms: np.ndarray) -> np.ndarray:
+def canonical(geoms: np.ndarray) -> np.ndarray:
     """Valid, noded on the integer grid, no collinear vertices, normalised ring order."""
     import shapely
 
@@ -34,11 +34,11 @@ def _canonical(geoms: np.ndarray) -> np.ndarray:
     if invalid.any():
         geoms = geoms.copy()
         geoms[invalid] = shapely.set_precision(shapely.make_valid(geoms[invalid]), 1.0)
-        geoms[invalid] = _polygonal(geoms[invalid])
+        geoms[invalid] = polygonal(geoms[invalid])
     return shapely.normalize(shapely.simplify(geoms, 0.0, preserve_topology=True))
 
 
-def _polygonal(geoms: np.ndarray) -> np.ndarray:
+def polygonal(geoms: np.ndarray) -> np.ndarray:
     """Keep only the polygonal parts (make_valid may return collections with lines)."""
     import shapely
 

@@ -13,10 +13,10 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn, as_progress
-from aerialct.vectorize.geometry import _canonical, _fill_small_holes, _polygonal
-from aerialct.vectorize.merge import _FIELDS, _Pieces
+from aerialct.vectorize.geometry import canonical, fill_small_holes, polygonal
+from aerialct.vectorize.merge import FIELDS, Pieces
 from aerialct.vectorize.regularise import regularize_polygons
-from aerialct.vectorize.windows import _Tracer
+from aerialct.vectorize.windows import Tracer
 
 log = logging.getLogger("aerialct")
 
@@ -39,7 +39,7 @@ class Polygonised:
     seam_groups: int
 
 
-def _check_options(
+def check_options(
     min_area: float, fill_holes: float, simplify: float, connectivity: int, window_size: int
 ) -> None:
     if connectivity not in (4, 8):
@@ -72,11 +72,11 @@ def polygonise(
     prog = as_progress(progress)
     header = read_header(raster, probabilities, classes)
     with single_mosaic(header) as mosaic:
-        tracer = _Tracer(mosaic, mosaic.ids, morph, connectivity, window_size,
+        tracer = Tracer(mosaic, mosaic.ids, morph, connectivity, window_size,
                          header.probabilities is not None, prog)  # fmt: skip
         prog(0, total=mosaic.covered_windows(window_size), description="vectorising")
-        pieces = _Pieces.concat(list(tracer.run()))
-    done = _finish(pieces, mosaic, min_area=min_area, fill_holes=fill_holes, simplify=simplify,
+        pieces = Pieces.concat(list(tracer.run()))
+    done = finish_pieces(pieces, mosaic, min_area=min_area, fill_holes=fill_holes, simplify=simplify,
                    regularize=regularize)  # fmt: skip
     names = [mosaic.table.names[i] for i in mosaic.ids]
     return Polygonised(
@@ -97,12 +97,12 @@ def layer_name(names: Sequence[str]) -> str:
 
 
 @dataclass
-class _Finished:
+class Finished:
     """A batch of buildings in map coordinates, in output order.
 
     ``keys`` (N, 7) is the order, in pixels of the mosaic: band of the building's
     bottom edge, top, left, -pixels, class, right, bottom; ``tiles`` each building's
-    tile; ``merged`` and ``spans`` as in :class:`_Pieces`; ``dropped`` the tiles of the
+    tile; ``merged`` and ``spans`` as in :class:`Pieces`; ``dropped`` the tiles of the
     buildings dropped as too small.
     """
 
@@ -114,8 +114,8 @@ class _Finished:
     dropped: np.ndarray
 
 
-def _order(pieces: _Pieces, pixels: np.ndarray, band_edges: np.ndarray) -> np.ndarray:
-    """The order keys (N, 7) of buildings in pixel coordinates (see :class:`_Finished`).
+def _order(pieces: Pieces, pixels: np.ndarray, band_edges: np.ndarray) -> np.ndarray:
+    """The order keys (N, 7) of buildings in pixel coordinates (see :class:`Finished`).
 
     A building is handed out at the end of the band that holds its bottom row (or the
     next band when it ends on that band's last row), so sorting by that band first
@@ -129,15 +129,15 @@ def _order(pieces: _Pieces, pixels: np.ndarray, band_edges: np.ndarray) -> np.nd
     return np.column_stack([band, b[:, 1], b[:, 0], -pixels, pieces.class_ids, b[:, 2], b[:, 3]])
 
 
-def _finish(
-    pieces: _Pieces,
+def finish_pieces(
+    pieces: Pieces,
     mosaic: Mosaic,
     *,
     min_area: float,
     fill_holes: float,
     simplify: float,
     regularize: bool,
-) -> _Finished:
+) -> Finished:
     """Canonical, ordered, in map coordinates, cleaned up, with attributes."""
     import shapely
 
@@ -153,11 +153,11 @@ def _finish(
     pixels = np.array([], dtype=np.int64)
     geoms = p.geoms
     if len(geoms):
-        geoms = _canonical(geoms)
+        geoms = canonical(geoms)
         # a pixel polygon's area in pixel units is its pixel count
         pixels = np.rint(shapely.area(geoms)).astype(np.int64)
         if fill_holes > 0:
-            geoms = _fill_small_holes(geoms, fill_holes / pixel_area)
+            geoms = fill_small_holes(geoms, fill_holes / pixel_area)
         p = replace(p, geoms=geoms)
         # deterministic order whatever the window size or the parts
         keys = _order(p, pixels, mosaic.band_edges)
@@ -186,11 +186,11 @@ def _finish(
     names = np.array([*mosaic.names, ""], dtype=object)
     fields["source"] = names[p.tiles] if len(geoms) else np.array([], dtype=object)
     layer = Layer(np.asarray(geoms, dtype=object), fields, mosaic.crs)
-    return _Finished(layer, keys, p.tiles, p.merged, p.spans, dropped)
+    return Finished(layer, keys, p.tiles, p.merged, p.spans, dropped)
 
 
-def _take(p: _Pieces, index: np.ndarray) -> _Pieces:
-    return _Pieces(*(getattr(p, k)[index] for k in _FIELDS))
+def _take(p: Pieces, index: np.ndarray) -> Pieces:
+    return Pieces(*(getattr(p, k)[index] for k in FIELDS))
 
 
 def _clean_up(
@@ -210,6 +210,6 @@ def _clean_up(
     if simplify > 0 or regularize:
         invalid = keep & ~shapely.is_valid(geoms)
         if invalid.any():
-            geoms[invalid] = _polygonal(shapely.make_valid(geoms[invalid]))
+            geoms[invalid] = polygonal(shapely.make_valid(geoms[invalid]))
         keep &= ~shapely.is_empty(geoms)
     return keep

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def _seam_pairs(a: np.ndarray, b: np.ndarray, diagonal: bool) -> np.ndarray:
+def seam_pairs(a: np.ndarray, b: np.ndarray, diagonal: bool) -> np.ndarray:
     """Label pairs (N, 2) of pixels adjacent across a seam: a[i] next to b[i] (and b[i+-1])."""
     out = []
     shifts = (0, -1, 1) if diagonal else (0,)
@@ -34,7 +34,7 @@ def _seam_pairs(a: np.ndarray, b: np.ndarray, diagonal: bool) -> np.ndarray:
 
 
 @dataclass
-class _Pieces:
+class Pieces:
     """Buildings in pixel coordinates, one polygon each, merged across seams.
 
     ``tiles`` names, per building, the tile of its top-left piece (its ``source``);
@@ -53,7 +53,7 @@ class _Pieces:
     spans: np.ndarray
 
     @classmethod
-    def empty(cls) -> _Pieces:
+    def empty(cls) -> Pieces:
         f = np.array([], dtype=np.float64)
         i = np.array([], dtype=np.int64)
         no = np.zeros(0, dtype=bool)
@@ -67,17 +67,17 @@ class _Pieces:
         return int(self.merged.sum())
 
     @classmethod
-    def concat(cls, parts: list[_Pieces]) -> _Pieces:
+    def concat(cls, parts: list[Pieces]) -> Pieces:
         if not parts:
             return cls.empty()
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in _FIELDS))
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in FIELDS))
 
 
-_FIELDS = ("geoms", "class_ids", "prob_sum", "prob_min", "tiles", "corners", "merged", "spans")
+FIELDS = ("geoms", "class_ids", "prob_sum", "prob_min", "tiles", "corners", "merged", "spans")
 
 
 # beats scipy csgraph.connected_components: 0.022 vs 0.37-0.73 ms, 245 pairs (bench_union_find.py)
-def _union_find(pairs: np.ndarray, n: int) -> np.ndarray:
+def union_find(pairs: np.ndarray, n: int) -> np.ndarray:
     """Root (the smallest label) of every label 0..n after joining the label ``pairs``.
 
     Array-parallel union-find: hook each pair's roots onto the smaller one, then
@@ -108,8 +108,8 @@ def merge_groups(
     prob_min: np.ndarray,
     tiles: np.ndarray,
     roots: np.ndarray,
-    joined: _Pieces | None = None,
-) -> _Pieces:
+    joined: Pieces | None = None,
+) -> Pieces:
     """One polygon per group of pieces (pieces with the same ``roots`` value).
 
     Pieces are unioned on the integer pixel grid (exact); probability sums add up,
@@ -120,7 +120,7 @@ def merge_groups(
     import shapely
 
     if not len(geoms):
-        return _Pieces.empty()
+        return Pieces.empty()
     uniq, first, inverse, counts = np.unique(
         roots, return_index=True, return_inverse=True, return_counts=True
     )
@@ -152,11 +152,11 @@ def merge_groups(
     if joined is not None:
         was_merged |= np.bincount(inverse, weights=joined.merged, minlength=len(uniq)) > 0
         spans |= np.bincount(inverse, weights=joined.spans, minlength=len(uniq)) > 0
-    return _Pieces(merged, class_ids[first], psum, pmin, tiles[lead], corners[lead], was_merged,
+    return Pieces(merged, class_ids[first], psum, pmin, tiles[lead], corners[lead], was_merged,
                    spans)  # fmt: skip
 
 
-class _Frontier:
+class Frontier:
     """Traced pieces whose buildings may go on past the rows traced so far.
 
     Pieces get labels 1..n; ``pairs`` join labels across window seams; ``bottom``
@@ -204,14 +204,14 @@ class _Frontier:
         lines = list(self.bottom.values()) if bottom else []
         return lines + (list(self.top.values()) if self.top is not None else [])
 
-    def close(self, keep_bottom: bool = True) -> _Pieces:
+    def close(self, keep_bottom: bool = True) -> Pieces:
         """Merge and return the buildings that touch no open line (``bottom`` unless
         ``keep_bottom`` is False, ``top`` when kept); keep the others."""
         if self.n == 0:
-            return _Pieces.empty()
+            return Pieces.empty()
         geoms, class_ids, tiles, psum, pmin = self._arrays()
         pairs = np.concatenate(self.pairs) if self.pairs else np.empty((0, 2), dtype=np.int64)
-        root = _union_find(pairs, self.n)
+        root = union_find(pairs, self.n)
         lines = self._lines(keep_bottom)
         open_root = np.zeros(self.n + 1, dtype=bool)
         if lines:
@@ -234,14 +234,14 @@ class _Frontier:
                 line[c] = new[line[c]]
         return out
 
-    def export(self) -> tuple[_Pieces, dict[int, np.ndarray], dict[int, np.ndarray] | None]:
+    def export(self) -> tuple[Pieces, dict[int, np.ndarray], dict[int, np.ndarray] | None]:
         """The buildings left open, merged (labels 1..G in order), and the open lines
         relabelled to them: what a later join needs of this part of a mosaic."""
         if self.n == 0:
-            return _Pieces.empty(), self.bottom, self.top
+            return Pieces.empty(), self.bottom, self.top
         geoms, class_ids, tiles, psum, pmin = self._arrays()
         pairs = np.concatenate(self.pairs) if self.pairs else np.empty((0, 2), dtype=np.int64)
-        root = _union_find(pairs, self.n)
+        root = union_find(pairs, self.n)
         pieces = merge_groups(geoms, class_ids, psum, pmin, tiles, root[1:])
         group = np.zeros(self.n + 1, dtype=np.int64)
         group[1:] = np.searchsorted(np.unique(root[1:]), root[1:]) + 1

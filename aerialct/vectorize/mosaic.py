@@ -267,6 +267,23 @@ def _boxes(tiles: Sequence[Tile]) -> np.ndarray:
 # --------------------------------------------------------------------------- planning
 
 
+def prob_reader(probs: rasterio.DatasetReader, table: ClassTable) -> float:
+    """The scale of the probability raster (255 for integers) after checking its band count."""
+    from aerialct.geo.tags import PROB_SCALE_TAG
+
+    scale_tag = probs.tags().get(PROB_SCALE_TAG)
+    if scale_tag:
+        scale = float(scale_tag)
+    else:
+        scale = 255.0 if np.dtype(probs.dtypes[0]).kind in "ui" else 1.0
+    if probs.count < len(table):
+        raise InputError(
+            f"{probs.name}: {probs.count} bands for {len(table)} classes; "
+            "give the probability raster written by predict for this class raster"
+        )
+    return scale
+
+
 def read_header(
     path: str | os.PathLike,
     probabilities: str | os.PathLike | None,
@@ -275,7 +292,6 @@ def read_header(
     """A class raster's grid, class table, class ids and probability raster, checked."""
     from aerialct.geo.classraster import check_class_raster, raster_class_table
     from aerialct.geo.io import grid_mismatch, open_raster
-    from aerialct.vectorize.windows import _prob_reader
 
     with open_raster(path) as ds:
         check_class_raster(ds)
@@ -298,7 +314,7 @@ def read_header(
                         f"{path} and {probabilities}: grids differ ({diff}); "
                         "give the probability raster written with this class raster"
                     )
-                scale = _prob_reader(probs, table)
+                scale = prob_reader(probs, table)
         header = _Header(
             path=str(path), transform=ds.transform, crs=ds.crs, height=ds.height,
             width=ds.width, nodata=ds.nodata, table=table, ids=ids,
@@ -365,7 +381,7 @@ def _components(tiles: list[Tile]) -> list[list[int]]:
     """
     import shapely
 
-    from aerialct.vectorize.merge import _union_find
+    from aerialct.vectorize.merge import union_find
 
     if len(tiles) == 1:
         return [[0]]
@@ -374,7 +390,7 @@ def _components(tiles: list[Tile]) -> list[list[int]]:
     keep = a < b
     a, b = a[keep], b[keep]
     area = shapely.area(shapely.intersection(boxes[a], boxes[b]))
-    root = _union_find(np.stack([a + 1, b + 1], axis=1), len(tiles))[1:]
+    root = union_find(np.stack([a + 1, b + 1], axis=1), len(tiles))[1:]
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(root.tolist()):
         groups.setdefault(r, []).append(i)

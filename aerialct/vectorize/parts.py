@@ -13,7 +13,7 @@ A part (``<out>.parts/part-K-of-N.*``) holds what shard K/N of a run traced:
   the rows traced, where each band's buildings sit in the ``.gpkg`` and the tally.
 
 The join pairs each part's ``bottom`` labels with the next part's ``top`` labels
-exactly as window seams are paired (:func:`~aerialct.vectorize.merge._seam_pairs`),
+exactly as window seams are paired (:func:`~aerialct.vectorize.merge.seam_pairs`),
 merges the open buildings, finishes them, and writes all buildings band by band in
 the order of the keys: the same file one process writes.
 """
@@ -31,18 +31,19 @@ import numpy as np
 
 from aerialct import resume
 from aerialct.progress import ProgressFn
-from aerialct.vectorize.catalog import (
+from aerialct.vectorize.mapping import (
     CatalogOptions,
     Tally,
+    add_styles,
     band_bases,
     write_empty_layers,
 )
-from aerialct.vectorize.merge import _FIELDS, _Pieces, _seam_pairs, _union_find, merge_groups
+from aerialct.vectorize.merge import FIELDS, Pieces, merge_groups, seam_pairs, union_find
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import LayerStream
     from aerialct.shards import Shard
-    from aerialct.vectorize.layer import _Finished
+    from aerialct.vectorize.layer import Finished
     from aerialct.vectorize.mosaic import Mosaic
 
 log = logging.getLogger("aerialct")
@@ -122,7 +123,7 @@ def _size(path: Path) -> int | None:
 
 
 def _write_keyed(
-    stream: LayerStream, name: str, done: _Finished, base: int, bands: dict[str, list]
+    stream: LayerStream, name: str, done: Finished, base: int, bands: dict[str, list]
 ) -> None:
     """Write a finished batch with its order keys; note where each band's buildings are."""
     if not len(done.layer.geometry):
@@ -138,7 +139,7 @@ def _write_keyed(
     stream.write(name, type(layer)(layer.geometry, fields, layer.crs))
 
 
-def _pack(m: int, pieces: _Pieces, lines: dict[str, dict[int, np.ndarray] | None]) -> dict:
+def _pack(m: int, pieces: Pieces, lines: dict[str, dict[int, np.ndarray] | None]) -> dict:
     """A mosaic's open buildings and edge labels as plain arrays (no pickles)."""
     import shapely
 
@@ -148,7 +149,7 @@ def _pack(m: int, pieces: _Pieces, lines: dict[str, dict[int, np.ndarray] | None
         f"m{m}_wkb": np.frombuffer(b"".join(wkb), dtype=np.uint8),
         f"m{m}_wkb_sizes": sizes,
     }
-    for k in _FIELDS[1:]:
+    for k in FIELDS[1:]:
         out[f"m{m}_{k}"] = getattr(pieces, k)
     for side, line in lines.items():
         if line is not None:
@@ -156,7 +157,7 @@ def _pack(m: int, pieces: _Pieces, lines: dict[str, dict[int, np.ndarray] | None
     return out
 
 
-def _unpack(z: Any, m: int) -> tuple[_Pieces, np.ndarray | None, np.ndarray | None]:
+def _unpack(z: Any, m: int) -> tuple[Pieces, np.ndarray | None, np.ndarray | None]:
     import shapely
 
     sizes = z[f"m{m}_wkb_sizes"]
@@ -164,7 +165,7 @@ def _unpack(z: Any, m: int) -> tuple[_Pieces, np.ndarray | None, np.ndarray | No
     ends = np.cumsum(sizes)
     wkb = [buf[e - s : e] for s, e in zip(sizes.tolist(), ends.tolist(), strict=True)]
     geoms = shapely.from_wkb(np.array(wkb, dtype=object)) if wkb else np.array([], dtype=object)
-    pieces = _Pieces(geoms, *(z[f"m{m}_{k}"] for k in _FIELDS[1:]))
+    pieces = Pieces(geoms, *(z[f"m{m}_{k}"] for k in FIELDS[1:]))
     top = z.get(f"m{m}_top", None)
     bottom = z.get(f"m{m}_bottom", None)
     return pieces, top, bottom
@@ -227,7 +228,7 @@ def write_part(
 # --------------------------------------------------------------------------- the join
 
 
-def _join_open(run: Run, m: int, parts: list[tuple[dict, Any]]) -> _Finished | None:
+def _join_open(run: Run, m: int, parts: list[tuple[dict, Any]]) -> Finished | None:
     """Merge mosaic ``m``'s open buildings across the seams between consecutive parts."""
     mosaic = run.mosaics[m]
     members = [(h, _unpack(z, m)) for h, z in parts if str(m) in h["rows"]]
@@ -240,14 +241,14 @@ def _join_open(run: Run, m: int, parts: list[tuple[dict, Any]]) -> _Finished | N
         if prev_bottom is not None and top is not None:
             shifted = np.where(top > 0, top + offset, 0)
             for a, b in zip(prev_bottom, shifted, strict=True):
-                pairs.append(_seam_pairs(a, b, diagonal))
+                pairs.append(seam_pairs(a, b, diagonal))
         prev_bottom = np.where(bottom > 0, bottom + offset, 0) if bottom is not None else None
         pieces.append(p)
         offset += len(p)
     if offset == 0:
         return None
-    allp = _Pieces.concat(pieces)
-    root = _union_find(np.concatenate(pairs) if pairs else np.empty((0, 2), np.int64), offset)
+    allp = Pieces.concat(pieces)
+    root = union_find(np.concatenate(pairs) if pairs else np.empty((0, 2), np.int64), offset)
     merged = merge_groups(allp.geoms, allp.class_ids, allp.prob_sum, allp.prob_min, allp.tiles,
                           root[1:], joined=allp)  # fmt: skip
     return run.opts.finish(merged, mosaic)
@@ -297,6 +298,7 @@ def _join(run: Run, headers: list[dict[str, Any]]) -> None:
                 chunks.append(joined[band][1:])
             _write_band(stream, layer, chunks, next_id, run.mosaics[0].crs)
         write_empty_layers(stream, run.mosaics, run.opts)
+        add_styles(stream, run.mosaics, run.opts)
 
 
 def part_name_of(header: dict[str, Any]) -> str:

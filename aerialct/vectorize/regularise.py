@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from aerialct.vectorize.geometry import _polygonal
+from aerialct.vectorize.geometry import polygonal
 
 
 def regularize_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
@@ -35,7 +35,7 @@ def regularize_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
         if not parts:
             continue
         cand = shapely.make_valid(parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts))
-        cand = _polygonal(np.array([cand], dtype=object))[0]
+        cand = polygonal(np.array([cand], dtype=object))[0]
         a0, a1 = shapely.area(geoms[i]), shapely.area(cand)
         if a1 > 0 and 0.5 <= a1 / a0 <= 1.5:
             out[i] = cand

@@ -79,7 +79,7 @@ def _cycles(nxt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @dataclass
-class _Traced:
+class Traced:
     """Polygons of one mask in pixel coordinates and the polygon of each border pixel."""
 
     polygons: np.ndarray  # shapely Polygons (8-connected pinches may be self-touching)
@@ -92,7 +92,7 @@ class _Traced:
 
 def trace_polygons(
     mask: np.ndarray, connectivity: int = 8, offset: tuple[int, int] = (0, 0)
-) -> _Traced:
+) -> Traced:
     """Polygonise the connected regions of a boolean mask (see the comment above).
 
     ``offset`` (col, row) is added to the coordinates: the mask's place in the raster.
@@ -106,7 +106,7 @@ def trace_polygons(
     k = len(d)
     zeros = (np.zeros(w, np.int64), np.zeros(w, np.int64), np.zeros(h, np.int64))
     if k == 0:
-        return _Traced(
+        return Traced(
             np.array([], dtype=object),
             zeros[0],
             zeros[1],
@@ -167,7 +167,7 @@ def trace_polygons(
     bottom = _border(poly_of_seg, (d == 0) & (sy == h), sx, w, np.flatnonzero(mask[-1]))
     left = _border(poly_of_seg, (d == 1) & (sx == 0), sy, h, np.flatnonzero(mask[:, 0]))
     right = _border(poly_of_seg, (d == 3) & (sx == w), ey, h, np.flatnonzero(mask[:, -1]))
-    return _Traced(polys, top, bottom, left, right, sample)
+    return Traced(polys, top, bottom, left, right, sample)
 
 
 def _segments(padded: np.ndarray) -> tuple[np.ndarray, ...]:

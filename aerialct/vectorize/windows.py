@@ -8,16 +8,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from aerialct.classes import ClassTable
 from aerialct.errors import InputError
-from aerialct.geo.tags import PROB_SCALE_TAG
 from aerialct.progress import ProgressFn
-from aerialct.vectorize.merge import _Frontier, _Pieces, _seam_pairs
-from aerialct.vectorize.trace import _Traced, trace_polygons
+from aerialct.vectorize.merge import Frontier, Pieces, seam_pairs
+from aerialct.vectorize.trace import Traced, trace_polygons
 
 if TYPE_CHECKING:
-    import rasterio
-
     from aerialct.vectorize.mosaic import Mosaic
 
 MORPH_OPS = ("open", "close", "erode", "dilate")
@@ -63,29 +59,14 @@ def _structure(connectivity: int) -> np.ndarray:
     return np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
-def _prob_reader(probs: rasterio.DatasetReader, table: ClassTable) -> float:
-    """The scale of the probability raster (255 for integers) after checking its band count."""
-    scale_tag = probs.tags().get(PROB_SCALE_TAG)
-    if scale_tag:
-        scale = float(scale_tag)
-    else:
-        scale = 255.0 if np.dtype(probs.dtypes[0]).kind in "ui" else 1.0
-    if probs.count < len(table):
-        raise InputError(
-            f"{probs.name}: {probs.count} bands for {len(table)} classes; "
-            "give the probability raster written by predict for this class raster"
-        )
-    return scale
-
-
-class _Tracer:
+class Tracer:
     """The windowed pass over a mosaic: read, clean up, trace, and pair labels at seams.
 
     Windows go row by row; at the end of each band (:class:`Mosaic`) the buildings that
-    cannot go on are merged and handed out (:meth:`_Frontier.close`), so memory holds a
+    cannot go on are merged and handed out (:meth:`Frontier.close`), so memory holds a
     band of pieces, not the map. ``rows`` (a range of window rows) runs part of the
     mosaic; with ``keep_top``/``keep_bottom`` the buildings on the part's first or last
-    row stay open for a later join (:meth:`_Frontier.export`).
+    row stay open for a later join (:meth:`Frontier.export`).
     """
 
     def __init__(
@@ -97,15 +78,15 @@ class _Tracer:
         self.progress = progress
         self.windows = 0
         self.tile_windows = np.zeros(len(mosaic.tiles), dtype=np.int64)
-        self.frontier = _Frontier(mosaic.width, ids)
+        self.frontier = Frontier(mosaic.width, ids)
 
     def run(
         self, rows: range | None = None, keep_top: bool = False, keep_bottom: bool = False
-    ) -> Iterator[_Pieces]:
+    ) -> Iterator[Pieces]:
         """Closed buildings, a batch per band (then the rest at the end)."""
         all_rows = self.mosaic.window_rows(self.size)
         rows = rows if rows is not None else range(len(all_rows))
-        self.frontier = _Frontier(self.mosaic.width, self.ids, keep_top=keep_top)
+        self.frontier = Frontier(self.mosaic.width, self.ids, keep_top=keep_top)
         band = -1
         owners = np.empty(0, dtype=np.int64)
         for k, i in enumerate(rows):
@@ -140,10 +121,10 @@ class _Tracer:
                 lo, hi = max(c0 - 1, 0), min(c0 + w + 1, width)
                 row0 = np.zeros(hi - lo, dtype=np.int64)
                 row0[c0 - lo : c0 - lo + w] = shifted(traced.top, offset)
-                fr.pairs.append(_seam_pairs(fr.bottom[c][lo:hi], row0, diagonal))
+                fr.pairs.append(seam_pairs(fr.bottom[c][lo:hi], row0, diagonal))
                 if c in prev_right:
                     fr.pairs.append(
-                        _seam_pairs(prev_right[c], shifted(traced.left, offset), diagonal)
+                        seam_pairs(prev_right[c], shifted(traced.left, offset), diagonal)
                     )
                 prev_right[c] = shifted(traced.right, offset)
                 cur_bottom[c][c0 : c0 + w] = shifted(traced.bottom, offset)
@@ -156,7 +137,7 @@ class _Tracer:
 
     def _trace_window(
         self, tile: int, r0: int, c0: int, h: int, w: int
-    ) -> Iterator[tuple[int, _Traced | None, tuple]]:
+    ) -> Iterator[tuple[int, Traced | None, tuple]]:
         """Per class: the window's traced pieces (None when it has none) and their
         probability sums and minimums (empty when no probabilities are read)."""
         mosaic = self.mosaic
@@ -182,7 +163,7 @@ class _Tracer:
 
 
 def _confidence(
-    mask: np.ndarray, traced: _Traced, band: np.ndarray, connectivity: int
+    mask: np.ndarray, traced: Traced, band: np.ndarray, connectivity: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum and minimum of the class probability ``band`` over each traced polygon's pixels."""
     from scipy import ndimage

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -13,34 +12,14 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
-from aerialct.vectorize.layer import Polygonised, _check_options, polygonise
+from aerialct.vectorize.layer import Polygonised, check_options, polygonise
+from aerialct.vectorize.results import VectorizeBatch, VectorizeResult, probabilities_for
 from aerialct.vectorize.windows import parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
     from aerialct.shards import Shard
-
-
-@dataclass
-class VectorizeResult:
-    """What ``vectorize`` wrote."""
-
-    source: str
-    output: str
-    layer: str
-    driver: str
-    classes: list[str]
-    count: int
-    count_by_class: dict[str, int]
-    total_area: float
-    dropped_small: int
-    crs: str | None
-    window_size: int
-    windows: int
-    seam_merges: int
-    seconds: float
-    appended: bool = False
-    options: dict = field(default_factory=dict)
+    from aerialct.styles import LayerStyle
 
 
 def vectorize(
@@ -77,7 +56,7 @@ def vectorize(
         raise InputError(f"{out}: --overwrite and --append exclude each other; pick one")
     if not append:
         check_output(out, overwrite, inputs=[p for p in (raster, probabilities) if p is not None])
-    _check_options(min_area, fill_holes, simplify, connectivity, window_size)
+    check_options(min_area, fill_holes, simplify, connectivity, window_size)
     ops = _morph_ops(morph)
     poly = polygonise(
         raster,
@@ -97,7 +76,10 @@ def vectorize(
     appended = append and out.exists()
     if appended:
         out_layer = _continue_ids(out, poly.layer_name, out_layer, str(raster))
-    write_layers(out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append)
+    styles = layer_styles(raster, poly.layer_name, poly.names, list(out_layer.fields))
+    write_layers(
+        out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append, styles=styles
+    )
     return _result(poly, out_layer, out, driver, window_size, t0, appended, {
         "min_area": min_area,
         "fill_holes": fill_holes,
@@ -107,6 +89,24 @@ def vectorize(
         "connectivity": connectivity,
         "probabilities": str(probabilities) if probabilities else None,
     })  # fmt: skip
+
+
+def layer_styles(
+    raster: str | os.PathLike, layer: str, names: list[str], fields: list[str]
+) -> list[LayerStyle]:
+    """The QGIS styles of a polygon layer of ``raster``: its classes in the colours of the
+    raster's class table, and a graduated confidence style when the layer has one."""
+    import rasterio
+
+    from aerialct.geo.classraster import raster_class_table
+    from aerialct.geo.inputs import source_path
+    from aerialct.geo.io import no_georef_warning
+    from aerialct.styles import vector_styles
+
+    with no_georef_warning(), rasterio.open(source_path(raster)) as ds:
+        table = raster_class_table(ds)
+    assert table is not None  # the default is POTSDAM
+    return vector_styles(layer, table, names, fields)
 
 
 def _morph_ops(
@@ -149,57 +149,7 @@ def _result(
     )
 
 
-@dataclass
-class VectorizeBatch:
-    """What :func:`vectorize_many` did: one result per raster, failures with their error."""
-
-    results: list[VectorizeResult]
-    failed: list[tuple[str, str]]
-    output: str
-    seconds: float
-    mosaics: int = 0
-    """Maps the rasters formed (touching rasters on one grid are one map); 0: one file each."""
-    across_files: int = 0
-    """Buildings joined across file seams."""
-    shard: str | None = None
-    """K/N when this process traced a share (its part is in ``<output>.parts``)."""
-    parts_joined: int = 0
-    """How many parts this process joined into ``output`` (0: none, or left to another)."""
-
-    @property
-    def waiting(self) -> bool:
-        """A shard of a map whose part is written and whose join is left to another process."""
-        return self.shard is not None and self.mosaics > 0 and not self.parts_joined
-
-    def to_dict(self) -> dict:
-        """Each raster's result, the failures and the total count (the ``--json`` output)."""
-        from dataclasses import asdict
-
-        return {
-            "output": self.output,
-            "rasters": [asdict(r) for r in self.results],
-            "failed": [{"raster": r, "error": e} for r, e in self.failed],
-            "count": sum(r.count for r in self.results),
-            "mosaics": self.mosaics,
-            "across_files": self.across_files,
-            "shard": self.shard,
-            "parts_joined": self.parts_joined,
-            "seconds": round(self.seconds, 3),
-        }
-
-
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".fgb")
-
-
-def _probabilities_for(raster: Path, probabilities: str | os.PathLike | None) -> Path | None:
-    """The probability raster of ``raster``: a file as given, or ``<stem>_probabilities.tif``
-    in a folder (``<stem>`` without ``_classes``, as predict names them)."""
-    if probabilities is None:
-        return None
-    p = Path(probabilities)
-    if not p.is_dir():
-        return p
-    return p / f"{raster.stem.removesuffix('_classes')}_probabilities.tif"
 
 
 def vectorize_many(
@@ -224,13 +174,14 @@ def vectorize_many(
     one share: of the map's rows (joined when all parts are there), or of the rasters
     with a folder ``out``. ``options`` go to :func:`polygonise`.
     """
+    from aerialct.geo.inputs import source_path
     from aerialct.shards import shard_items
 
     t0 = time.perf_counter()
-    paths = [Path(r) for r in rasters]
+    paths = [source_path(r) for r in rasters]  # GDAL paths and URLs stay verbatim
     if not paths:
         raise InputError("no raster to vectorise; give class rasters, a folder or a pattern")
-    _check_options(
+    check_options(
         options.get("min_area", 0.0), options.get("fill_holes", 0.0),
         options.get("simplify", 0.0), options.get("connectivity", 8),
         options.get("window_size", 2048),
@@ -248,32 +199,14 @@ def vectorize_many(
     results: list[VectorizeResult] = []
     failed: list[tuple[str, str]] = []
     for r in shard_items(paths, shard):
-        target = out / f"{r.stem}.{file_format}"
+        target = out / f"{Path(r).stem}.{file_format}"
         try:
-            results.append(vectorize(r, target, probabilities=_probabilities_for(r, probabilities),
+            results.append(vectorize(r, target, probabilities=probabilities_for(r, probabilities),
                                      overwrite=overwrite, progress=progress, **options))  # fmt: skip
         except Exception as e:  # one raster's failure must not stop the batch
             failed.append((str(r), " ".join(str(e).split())))
     return VectorizeBatch(results, failed, str(out), time.perf_counter() - t0,
                           shard=str(shard) if shard is not None else None)  # fmt: skip
-
-
-def _concat(parts: list[Layer]) -> Layer:
-    """One layer of several rasters' polygons, ids numbered 1..N through."""
-    keys = list(parts[0].fields)
-    fields: dict[str, np.ndarray] = {}
-    for k in keys:
-        arrays = [p.fields.get(k) for p in parts]
-        if any(a is None for a in arrays):
-            raise InputError(
-                "the rasters give different attributes (some with --probabilities, some "
-                "without); vectorise them alike"
-            )
-        fields[k] = np.concatenate(arrays)  # type: ignore[arg-type]
-    geometry = np.concatenate([p.geometry for p in parts])
-    if "id" in fields:
-        fields["id"] = np.arange(1, len(geometry) + 1, dtype=np.int64)
-    return type(parts[0])(geometry, fields, parts[0].crs)
 
 
 def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Layer:

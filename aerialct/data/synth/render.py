@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -39,6 +40,9 @@ from aerialct.data.synth.layout import (
 )
 from aerialct.errors import InputError
 
+if TYPE_CHECKING:
+    from affine import Affine
+
 
 @dataclass
 class SceneArrays:
@@ -50,7 +54,7 @@ class SceneArrays:
 
     image: np.ndarray
     labels: np.ndarray
-    transform: object  # affine.Affine
+    transform: Affine
     crs: str
     gsd: float
     buildings: list[Building]

@@ -21,7 +21,7 @@ from aerialct.data import potsdam as pots
 from aerialct.data.synth.layout import BUILDING, DEFAULT_CRS, DEFAULT_ORIGIN
 from aerialct.data.synth.render import SYNTH_DTYPES, SceneArrays, convert_image, generate_scene
 from aerialct.errors import InputError
-from aerialct.geo.classraster import tag_class_raster, write_category_names
+from aerialct.geo.classraster import tag_class_raster, write_class_sidecars
 from aerialct.geo.cog import gtiff_profile
 from aerialct.geo.io import no_georef_warning, verify_raster
 from aerialct.geo.outputs import FOLDER, atomic_output, check_output
@@ -125,7 +125,7 @@ def write_labels(
                 tag_class_raster(dst, classes)
                 dst.update_tags(**{WRITER_TAG: "aerialct synth"})
     if not rgb:
-        write_category_names(path, classes)
+        write_class_sidecars(path, classes)
     return Path(path)
 
 
