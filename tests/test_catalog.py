@@ -36,7 +36,9 @@ def tiles(city):
 
 
 def frame(path):
-    return pyogrio.read_dataframe(path)
+    from aerialct.geo.vector import list_layers
+
+    return pyogrio.read_dataframe(path, layer=list_layers(path)[0])  # not QGIS's layer_styles
 
 
 def same_polygons(a, b, columns=("class", "area", "perimeter", "pixels")):
@@ -220,9 +222,19 @@ def test_a_folder_of_predictions_on_the_command_line(city, tmp_path, cli):
 
     doc = json.loads(r.out)
     assert len(doc["rasters"]) == 9 and doc["mosaics"] == 1 and doc["across_files"] > 5
+    # the one map, like any vectorize output, carries its QGIS styles and its STAC Item
+    from aerialct.styles import read_layer_styles
+
+    assert {s["styleName"] for s in read_layer_styles(tmp_path / "b.gpkg")} == {"by class"}
+    item = json.loads((tmp_path / "b.stac.json").read_text())
+    assert doc["stac"] == [str(tmp_path / "b.stac.json")]
+    assert len(item["properties"]["aerialct:source"]) == 9
+    assert item["properties"]["aerialct:layers"] == {"building": len(frame(tmp_path / "b.gpkg"))}
     r = cli("vectorize", city / "pred", "--probabilities", city / "pred",
             "--out", tmp_path / "p.gpkg")  # fmt: skip
     assert r.code == 0, r.err
     assert frame(tmp_path / "p.gpkg")["mean_confidence"].notna().all()
+    styles = read_layer_styles(tmp_path / "p.gpkg")
+    assert {s["styleName"] for s in styles} == {"by class", "confidence"}
     r = cli("vectorize", city / "pred", "--out", tmp_path / "x.gpkg", "--shard", "3/2")
     assert r.code == 2 and "--shard" in r.err
