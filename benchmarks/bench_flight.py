@@ -333,6 +333,18 @@ def at_scale(measured: dict[str, float], area_km2: float = 10_000, gsd: float = 
 # --------------------------------------------------------------------------- report
 
 
+def _commit() -> str:
+    """The checked-out commit (with ``+`` when the tree has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                             capture_output=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=ROOT, text=True, capture_output=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+" if dirty else "")
+
+
 def report(args, tiles: int, one: dict, wh: dict, sh: dict, checks: dict, setup: float) -> str:
     n, side = args.shards, args.tiles * args.tile
     km2 = (side * GSD / 1000) ** 2
@@ -343,6 +355,8 @@ def report(args, tiles: int, one: dict, wh: dict, sh: dict, checks: dict, setup:
         f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores (shared with "
         f"other jobs), Python {platform.python_version()}; device {args.device}. "
         f"Mode: {'quick' if args.quick else 'full'}. Setup (town, tiles, checkpoint) {setup:.0f} s.",
+        f"Commit {_commit()}. Command: `python benchmarks/{Path(sys.argv[0]).name} "
+        f"{' '.join(sys.argv[1:])}`.".replace(" `.", "`."),
         "",
         f"Flight: a synthetic town of {side}² px at {GSD} m ({km2:.2f} km²) cut into "
         f"{args.tiles} x {args.tiles} = {tiles} adjacent tiles of {args.tile}² px. Model: "
