@@ -54,6 +54,9 @@ class DataConfig:
     """Random rescale range, e.g. [0.75, 1.25]; None disables it."""
     num_workers: int = 2
     """DataLoader worker processes (0 reads chips in the training process)."""
+    cache_gb: float | None = None
+    """Training from a chips folder: hold the decoded chips in memory when they take at most
+    this many GB (None: a quarter of the memory available at the start; 0: never)."""
     stats_chips: int = 256
     oversample_rare: float = 1.0
     """Chips holding a rare class are drawn this many times more often (1: plain shuffling)."""

@@ -119,3 +119,25 @@ def shard_items(items: Sequence[T], shard: Shard | None) -> list[T]:
     order = sorted(range(len(items)), key=lambda i: str(items[i]))
     mine = set(order[k - 1 :: n])
     return [p for i, p in enumerate(items) if i in mine]
+
+
+def share_by_cost(costs: Sequence[float], index: int, count: int) -> range:
+    """The items of worker ``index`` (0-based) of ``count``: a run of consecutive items whose
+    costs add up to about ``1/count`` of the total.
+
+    An item belongs to the worker in whose part of the total cost its middle falls, so
+    N workers given the same list cover every item exactly once, each a contiguous run
+    (consecutive blocks of a scene stream on without a restart).
+    """
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"worker {index} of {count}")
+    total = float(sum(costs))
+    first, last = len(costs), -1
+    acc = 0.0
+    for i, c in enumerate(costs):
+        mid = acc + c / 2.0
+        acc += c
+        w = min(count - 1, int(mid * count / total)) if total > 0 else i * count // len(costs)
+        if w == index:
+            first, last = min(first, i), i
+    return range(first, last + 1) if last >= 0 else range(0)

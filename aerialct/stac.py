@@ -438,14 +438,15 @@ def vector_item(
     created: dt.datetime | None = None,
 ) -> pystac.Item:
     """The Item of one ``vectorize`` output file (``results``: the rasters it holds)."""
-    import pyogrio
     import rasterio
 
     from aerialct.geo.classraster import raster_class_table
     from aerialct.geo.inputs import source_path
     from aerialct.geo.io import no_georef_warning
+    from aerialct.geo.ogr import pyogrio_api
     from aerialct.geo.vector import list_layers
 
+    pyogrio = pyogrio_api()  # the CLI's lean import: no pandas for a file's facts
     created = created or _utcnow()
     out = Path(output)
     layers = list_layers(out) if out.suffix.lower() == ".gpkg" else [r.layer for r in results][:1]
@@ -512,8 +513,9 @@ def _some(sources: Sequence[str]) -> str:
 
 def _file_values(out: Path, layers: Sequence[str], info: Sequence[dict], field: str) -> list[str]:
     """The distinct values of ``field`` in a vector file's layers, in order of appearance."""
-    import pyogrio.raw
+    from aerialct.geo.ogr import pyogrio_api
 
+    pyogrio = pyogrio_api()
     seen: dict[str, None] = {}
     for name, i in zip(layers, info, strict=True):
         if field not in list(i.get("fields", [])):

@@ -1,4 +1,4 @@
-"""Worker processes that never outlive their parent.
+"""Worker processes that never outlive their parent, and process-wide memory settings.
 
 ``tile`` spreads row bands over a process pool. Three promises hold for it
 (README, "What aerialct promises about your files"):
@@ -109,3 +109,27 @@ def _stop(pool: Any) -> None:
     for proc in procs:  # gone before the caller removes what they were writing into
         with contextlib.suppress(Exception):
             proc.join(timeout=10)
+
+
+def reduce_heap_fragmentation(threshold: int = 1 << 20) -> bool:
+    """Ask glibc to serve allocations of ``threshold`` bytes and more with mmap.
+
+    glibc raises its mmap threshold after large blocks are freed, so the window
+    rows and strips that streaming allocates again and again (tens of MB on wide
+    scenes) end up in heap arenas that are never returned: peak RSS then drifts
+    up by about twice the width-dependent memory. A fixed threshold stops the
+    drift. Process-wide, so the CLI calls it, not :func:`predict_scene`; returns
+    False where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        M_MMAP_THRESHOLD = -3
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    except (OSError, AttributeError):
+        return False

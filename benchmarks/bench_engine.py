@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import itertools
 import os
 import platform
 import shutil
@@ -77,9 +78,27 @@ class StepClock:
             cpu.append(c1 - c0)
         return wall, cpu
 
+    def epoch_times(self) -> tuple[list[float], list[float]]:
+        """(wall s, CPU s) of whole epochs: from the last step of one epoch to the last step of
+        the next, so each span holds one epoch's steps and the previous epoch's end (validation,
+        checkpoint, metrics, plots). The span from the first epoch's end is included; the run's
+        final epoch end (after its last step) is not."""
+        last: dict[str, tuple[float, float]] = {}
+        for e, t, c in self.stamps:
+            if e is not None:
+                last[e] = (t, c)
+        ends = list(last.values())
+        pairs = list(itertools.pairwise(ends))
+        return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
 
-def bare_loop(cfg, splits, device, epochs: int, clock: StepClock) -> list[float]:
-    """Images/s per epoch of the minimal loop over resident tensors (same model, loss, optimiser)."""
+
+def bare_loop(
+    cfg, splits, device, epochs: int, clock: StepClock, save_dir: Path | None = None
+) -> tuple[list[float], list[float]]:
+    """Images/s per epoch of the minimal loop over resident tensors (same model, loss, optimiser),
+    and the seconds of each whole epoch: its steps, then what a minimal script does per epoch,
+    a validation pass over the resident validation chips (confusion matrix) and a
+    ``torch.save`` of the model and optimiser into ``save_dir``."""
     import torch
 
     from aerialct.data.transforms import Normalize
@@ -111,7 +130,14 @@ def bare_loop(cfg, splits, device, epochs: int, clock: StepClock) -> list[float]
     amp_dtype, _ = amp_setup(tc.amp, device)
     bs = tc.batch_size
     steps = len(ds) // bs
-    rates = []
+    vds = splits.dataset("val", norm, None, k) if splits.val else None
+    val = None
+    if vds is not None:
+        val = (
+            torch.stack([vds[i][0] for i in range(len(vds))]).to(device),
+            torch.stack([vds[i][1] for i in range(len(vds))]).to(device),
+        )
+    rates, whole = [], []
     for epoch in range(epochs):
         order = torch.randperm(len(ds), device=device)
         if device.type == "cuda":
@@ -129,7 +155,31 @@ def bare_loop(cfg, splits, device, epochs: int, clock: StepClock) -> list[float]
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         rates.append(steps * bs / (time.perf_counter() - t0))
-    return rates
+        if val is not None:
+            _bare_validate(task.model, val, k, tc.eval_batch_size or bs, amp_dtype, device)
+        if save_dir is not None:
+            torch.save({"model": task.state_dict(), "optimizer": opt.state_dict()},
+                       save_dir / "bare.pt")  # fmt: skip
+        whole.append(time.perf_counter() - t0)
+    return rates, whole
+
+
+def _bare_validate(model, val, k: int, bs: int, amp_dtype, device) -> None:
+    """A validation pass: logits, argmax and a confusion matrix over the resident val chips."""
+    import torch
+
+    images, masks = val
+    cm = torch.zeros(k * k, dtype=torch.float64, device=device)
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(images), bs):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(images[i : i + bs])
+            y = masks[i : i + bs]
+            ok = y != 255
+            pred = logits.float().argmax(1)
+            cm += torch.bincount(y[ok] * k + pred[ok], minlength=k * k).double()
+    model.train()
 
 
 def engine_run(
@@ -214,36 +264,34 @@ def main() -> None:
     splits = open_chip_splits(packed_dir, cfg.data)
     chip = splits.chip_size
 
-    bare_all: list[float] = []
-    eng_all: list[float] = []
-    wall_all: list[float] = []
-    steps_of: dict[str, tuple[list[float], list[float]]] = {
-        "bare": ([], []),
-        "engine": ([], []),
-        "folder": ([], []),
-    }
+    forms = (
+        {"engine": packed_dir}
+        if args.no_folder
+        else {"engine": packed_dir, "folder": work / "chips"}
+    )
+    rates: dict[str, list[float]] = {"bare": [], **{f: [] for f in forms}}
+    steps_of: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in rates}
+    whole: dict[str, tuple[list[float], list[float]]] = {n: ([], []) for n in rates}
 
     def add(name: str, clock: StepClock) -> None:
         w, c = clock.step_times()
         steps_of[name][0].extend(w)
         steps_of[name][1].extend(c)
+        w, c = clock.epoch_times()
+        whole[name][0].extend(w)
+        whole[name][1].extend(c)
 
-    for r in range(args.rounds):
-        cb, ce = StepClock(), StepClock()
-        b = bare_loop(cfg, splits, device, args.epochs, cb)
-        e, w = engine_run(cfg, packed_dir, work / f"run{r}", args.device, ce)
+    for r in range(args.rounds):  # bare, packed, folder, bare, packed, folder, ...
+        cb = StepClock()
+        b, _ = bare_loop(cfg, splits, device, args.epochs, cb, save_dir=work)
         add("bare", cb)
-        add("engine", ce)
-        print(f"round {r}: bare {b}, engine {e}", file=sys.stderr, flush=True)
-        bare_all += b[1:]
-        eng_all += e[1:]
-        wall_all += w[1:]
-    folder = None
-    if not args.no_folder:
-        cf = StepClock()
-        folder, _ = engine_run(cfg, work / "chips", work / "run-folder", args.device, cf)
-        add("folder", cf)
-    bare_m, eng_m = statistics.median(bare_all), statistics.median(eng_all)
+        rates["bare"] += b[1:]
+        for name, data in forms.items():
+            ce = StepClock()
+            e, _ = engine_run(cfg, data, work / f"run-{name}{r}", args.device, ce)
+            add(name, ce)
+            rates[name] += e[1:]
+        print(f"round {r}: { ({k: v[-1] for k, v in rates.items()}) }", file=sys.stderr, flush=True)
     bs = cfg.train.batch_size
 
     def per_step(name: str) -> tuple[float, float, float]:
@@ -252,51 +300,57 @@ def main() -> None:
         mw = statistics.median(w)
         return bs / mw, 1000 * mw, 1000 * statistics.median(c)
 
-    sb, se = per_step("bare"), per_step("engine")
-    ratio = se[0] / sb[0]
-    ratio_epoch = eng_m / bare_m
+    med = {n: statistics.median(v) for n, v in rates.items()}
+    med_whole = {n: (statistics.median(w), statistics.median(c)) for n, (w, c) in whole.items()}
+    sb = per_step("bare")
     n_train = len(splits.train)
     steps = n_train // cfg.train.batch_size
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else None
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    label = {
+        "bare": "bare loop, resident tensors",
+        "engine": "`aerialct train`, packed chips",
+        "folder": "`aerialct train`, GeoTIFF chips folder (default: chips held in memory)",
+    }
     lines = [
         f"## Training engine vs a bare loop (`bench_engine.py`, {args.device}, {args.preset})",
         "",
         f"Date: {when}. Machine: {gpu or platform.processor() or platform.machine()}, "
         f"os.cpu_count() = {os.cpu_count()}, torch {torch.__version__}, torch threads "
-        f"{torch.get_num_threads()}, commit `{commit()}`.",
-        f"Data: {source}; {chip} px chips, {n_train} training chips,"
-        f" batch {cfg.train.batch_size} ({steps} steps per epoch), loss `{cfg.loss.contrast}`,"
-        f" data.num_workers {cfg.data.num_workers}, amp `{cfg.train.amp}`. {args.rounds} alternating"
-        f" rounds of {args.epochs} epochs each; the first epoch of each run is left out; medians of"
-        f" {len(bare_all)} epochs per side.",
+        f"{torch.get_num_threads()}, commit `{commit()}`. Command: `OMP_NUM_THREADS=1 python "
+        f"benchmarks/bench_engine.py{' --quick' if args.quick else ''}`.",
+        f"Data: {source}; {chip} px chips, {n_train} training and {len(splits.val)} validation"
+        f" chips, batch {cfg.train.batch_size} ({steps} steps per epoch), loss"
+        f" `{cfg.loss.contrast}`, data.num_workers {cfg.data.num_workers}, amp `{cfg.train.amp}`."
+        f" {args.rounds} alternating rounds (bare, then each engine form) of {args.epochs} epochs"
+        f" each; the first epoch of each run is left out; medians of {len(rates['bare'])} epochs"
+        " per row.",
         "",
-        "| loop | median step ms | images/s at the median step | ratio | median CPU ms per step"
-        " | epoch images/s (median, min-max) | epoch ratio |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
-        f"| bare loop, resident tensors | {sb[1]:.1f} | {sb[0]:.1f} | 1.00 | {sb[2]:.1f} |"
-        f" {bare_m:.1f} ({min(bare_all):.1f}-{max(bare_all):.1f}) | 1.00 |",
-        f"| `aerialct train`, packed chips | {se[1]:.1f} | {se[0]:.1f} | **{ratio:.2f}** |"
-        f" {se[2]:.1f} | {eng_m:.1f} ({min(eng_all):.1f}-{max(eng_all):.1f}) | {ratio_epoch:.2f} |",
+        "| loop | step ms | step ratio | CPU ms per step | CPU ratio | epoch images/s (median,"
+        " min-max) | epoch ratio | whole epoch s (CPU s) | whole-epoch ratio (CPU) |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
     ]
-    if folder and len(folder) > 1:
-        fm = statistics.median(folder[1:])
-        sf = per_step("folder")
+    bw, bc = med_whole["bare"]
+    for name in rates:
+        st = per_step(name)
+        ww, wc = med_whole[name]
         lines.append(
-            f"| `aerialct train`, GeoTIFF chips folder (1 run) | {sf[1]:.1f} | {sf[0]:.1f} |"
-            f" {sf[0] / sb[0]:.2f} | {sf[2]:.1f} | {fm:.1f} ({min(folder[1:]):.1f}-"
-            f"{max(folder[1:]):.1f}) | {fm / bare_m:.2f} |"
+            f"| {label[name]} | {st[1]:.1f} | **{st[0] / sb[0]:.2f}** | {st[2]:.1f} |"
+            f" {sb[2] / st[2]:.2f} | {med[name]:.1f} ({min(rates[name]):.1f}-"
+            f"{max(rates[name]):.1f}) | **{med[name] / med['bare']:.2f}** | {ww:.2f} ({wc:.2f}) |"
+            f" **{bw / ww:.2f}** ({bc / wc:.2f}) |"
         )
     lines += [
         "",
-        "Step times are between consecutive optimiser steps of one epoch (medians are robust to"
-        " bursts of load from other jobs); epoch rates are the engine's `images_per_s` column"
-        " (data loader start and the last read-back included, validation and checkpoints not).",
-        f"Engine on packed chips / bare loop: **{ratio:.2f}x** at the median step, "
-        f"{ratio_epoch:.2f}x by epoch rates (goal >= 0.95x). An engine epoch "
-        f"end to end (training, validation on {len(splits.val)} chips, last.pt/best.pt, "
-        f"metrics.csv and plots) takes {statistics.median(wall_all):.2f} s (median), "
-        f"{n_train / statistics.median(wall_all):.1f} training images per wall second.",
+        "Step: between consecutive optimiser steps of one epoch (medians are robust to bursts of"
+        " load from other jobs). Epoch images/s: the engine's `images_per_s` column (its training"
+        " part: data loader start, steps, the last loss read-back); the bare loop's steps."
+        " Whole epoch: from the last step of one epoch to the last step of the next (medians;"
+        " wall and, in brackets, this process's CPU time, which load inflates far less), so it"
+        " holds an epoch's steps and everything the previous epoch did after its steps: for the"
+        " engine validation, last.pt (and best.pt), metrics.csv, scalars and plots (within their"
+        " time budget); for the bare loop a validation pass over the resident validation chips"
+        " (confusion matrix) and a `torch.save` of model and optimiser. Goal: >= 0.95x.",
     ]
     text = "\n".join(lines) + "\n"
     out = args.out_dir / f"{args.name}.md"

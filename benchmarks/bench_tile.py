@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tile.py [--quick] [--size 6000] [--workers 2] [--keep DIR]
     python benchmarks/bench_tile.py --resize-only     # the resize section alone (seconds)
+    python benchmarks/bench_tile.py --retile [--repeat 5]   # vs gdal_retile.py (issue 24's job)
 
 Makes a synthetic scene (RGB + class-id labels, DEFLATE, 256 px tiles), then cuts it
 into 512 px chips with stride 512 (last row/column shifted inside) both ways:
@@ -15,6 +16,13 @@ Both write DEFLATE-compressed GeoTIFF chips (``-co COMPRESS=DEFLATE`` / creation
 For context it also measures the disk's raw read throughput (the image file read once,
 cold-ish and warm) and one full GDAL decode of the scene. Prints a markdown section and
 writes it to ``benchmarks/results/tile.md``.
+
+``--retile`` is the comparison a user makes with GDAL's own tiler: the same 6000² DEFLATE
+RGB scene into 144 uncompressed 512 px chips, images only, ``gdal_retile.py -ps 512 512``
+against ``aerialct tile`` (default workers), both as typed, in alternating runs (medians;
+wall time, CPU time and peak memory from the kernel). It also profiles one in-process
+``aerialct tile -j 1`` run and writes where its CPU time goes (start-up, decoding, writing
+chips, the read-back, band statistics, the index). Writes ``results/tile_retile.md``.
 
 A second section times the chip resize of the CT protocol (500 -> 512 px, 3 bands, uint8
 and uint16): aerialct's ``resize_bilinear`` against ``scipy.ndimage.zoom(order=1,
@@ -46,6 +54,7 @@ from aerialct.geo.grid import window_starts
 from aerialct.tile import resize_bilinear
 
 GDAL_TRANSLATE = shutil.which("gdal_translate") or "/usr/bin/gdal_translate"
+GDAL_RETILE = shutil.which("gdal_retile.py") or "/usr/bin/gdal_retile.py"
 CHIP = 512
 
 
@@ -194,6 +203,157 @@ def resize_section() -> list[str]:
     return [*lines, ""]
 
 
+# the in-process profile of one `aerialct tile -j 1` run: CPU seconds per phase
+_PROFILE = r"""
+import json, sys, time
+T = {}
+def timed(mod, name, key):
+    f = getattr(mod, name)
+    def w(*a, **k):
+        t = time.process_time()
+        try:
+            return f(*a, **k)
+        finally:
+            T[key] = T.get(key, 0.0) + time.process_time() - t
+    setattr(mod, name, w)
+import aerialct.cli.main as M
+import aerialct.data.index as I
+import aerialct.geo.io as GIO
+import aerialct.tile as TILE
+import aerialct.tile.run as R
+import aerialct.tile.worker as W
+import aerialct.tile.writer as WR
+timed(W, "_read_band", "decoding the scene")
+timed(W, "sample_pixels", "band statistics")
+timed(R, "_band_stats", "band statistics")
+timed(WR.ChipWriter, "write", "writing chips (read-back included)")
+timed(WR, "_read_back", "read-back check")
+timed(GIO, "verify_raster", "read-back check")
+timed(R, "write_chips", "index.gpkg and dataset.json")
+timed(TILE, "tile_scenes", "tile_scenes")
+M.state.own_process = True
+code = M.run(sys.argv[1:])
+T["process"] = time.process_time()
+print(json.dumps(T), file=sys.stderr)
+"""
+
+
+def _aerialct_command() -> list[str]:
+    """``aerialct`` as a user types it (the installed script), else ``python -m aerialct``."""
+    script = Path(sys.executable).with_name("aerialct")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "aerialct"]
+
+
+def _bench_env() -> dict[str, str]:
+    """The environment of timed commands: bytecode cached (as an installed package has it,
+    even where PYTHONDONTWRITEBYTECODE is set for development)."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "aerialct-bench-pyc"))
+    return env
+
+
+def profile_tile(img: Path, out: Path) -> dict[str, float]:
+    """CPU seconds per phase of one in-process ``aerialct tile -j 1`` run (see _PROFILE)."""
+    shutil.rmtree(out, ignore_errors=True)
+    args = ["--quiet", "tile", str(img), "--out", str(out), "--size", str(CHIP), "--co",
+            "COMPRESS=NONE", "-j", "1"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", _PROFILE, *args], capture_output=True,
+                          text=True, check=True, env=_bench_env())  # fmt: skip
+    t = json.loads(done.stderr.strip().splitlines()[-1])
+    write = t.pop("writing chips (read-back included)") - t["read-back check"]
+    t["writing chips"] = write
+    inside = t.pop("tile_scenes")
+    total = t.pop("process")
+    t["start-up (interpreter, imports, arguments; before tile_scenes)"] = total - inside
+    named = sum(v for k, v in t.items() if not k.startswith("start-up"))
+    t["other (checks, grid, output folder, result; in tile_scenes)"] = inside - named
+    t["total"] = total
+    return t
+
+
+def retile_section(args: argparse.Namespace) -> list[str]:
+    """``aerialct tile`` vs ``gdal_retile.py`` on the issue's job, alternating; a markdown section."""
+    from measure import Series, alternate, commit, quote, typed
+
+    load0 = os.getloadavg()[0]
+    size = args.size or 6000
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_retile_"))
+    work.mkdir(parents=True, exist_ok=True)
+    img, lab = work / f"scene_{size}.tif", work / f"scene_{size}_labels.tif"
+    if not img.exists():
+        synth_scene(img, lab, size=size, seed=0)
+    gd, ad = work / "retile", work / "chips"
+    gdal = Series("gdal_retile.py", quote([GDAL_RETILE, "-ps", str(CHIP), str(CHIP),
+                                           "-targetDir", str(gd), str(img)]))  # fmt: skip
+    ours = Series("aerialct tile", quote([*_aerialct_command(), "--quiet", "tile", str(img),
+                  "--out", str(ad), "--size", str(CHIP), "--co", "COMPRESS=NONE"]))  # fmt: skip
+    before = {gdal.name: f"rm -rf {gd} && mkdir {gd}", ours.name: f"rm -rf {ad}"}
+    alternate([gdal, ours], args.repeat, before=before, env=_bench_env())
+    n_g, n_a = len(list(gd.glob("*.tif"))), len(list((ad / "train" / "images").glob("*.tif")))
+    retiled = {}  # gdal_retile.py names tiles <stem>_<row>_<col> from 1, zero-padded
+    for f in gd.glob("*.tif"):
+        r, c = f.stem.rsplit("_", 2)[1:]
+        retiled[(int(r) - 1, int(c) - 1)] = f
+    last = size // CHIP - 1  # full tiles only: the grids agree there
+    with rasterio.open(img) as ds:
+        for i, j in ((0, 0), (1, min(2, last)), (last - 1, last)):
+            r, c = i * CHIP, j * CHIP
+            with rasterio.open(retiled[(i, j)]) as g, \
+                    rasterio.open(ad / "train" / "images" / f"{img.stem}_r{r}_c{c}.tif") as a:  # fmt: skip
+                want = ds.read(window=Window(c, r, CHIP, CHIP))
+                assert np.array_equal(g.read(), want) and np.array_equal(a.read(), want)
+    t = time.perf_counter()
+    with rasterio.open(img) as ds:
+        ds.read()
+    decode = time.perf_counter() - t
+    prof = profile_tile(img, work / "profiled")
+    if args.keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+    wall = gdal.median("wall") / ours.median("wall")
+    cpu = gdal.median("cpu") / ours.median("cpu")
+    lines = [
+        "## Tiling: `aerialct tile` vs `gdal_retile.py` (uncompressed chips, images only)",
+        "",
+        f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC. Commit `{commit()}`. Machine: "
+        f"{platform.machine()}, os.cpu_count() = {os.cpu_count()}, shared with other jobs: load "
+        f"average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
+        f"{gdal_version()}; rasterio's GDAL {rasterio.__gdal_version__}; Python "
+        f"{platform.python_version()}. Command: `python benchmarks/bench_tile.py --retile "
+        f"--repeat {args.repeat}`.",
+        "",
+        f"Scene: synthetic {size}² RGB uint8, DEFLATE, 256 px tiles. Both cut it into "
+        f"{n_a} chips of {CHIP} px (gdal_retile.py: {n_g} tiles, its last row and column "
+        f"narrower; aerialct shifts them inside the scene), uncompressed GeoTIFF, images only. "
+        f"aerialct also writes index.gpkg and dataset.json (band statistics). One warm-up round, "
+        f"then {args.repeat} alternating rounds; medians. Three chips compared pixel by pixel "
+        "with the scene: identical on both sides.",
+        "",
+        "| command | wall s (median) | CPU s (median) | peak RSS MB | all wall s | all CPU s |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for sr in (gdal, ours):
+        lines.append(
+            f"| `{typed(sr.command, work)}` | {sr.median('wall'):.2f} | {sr.median('cpu'):.2f} | "
+            f"{sr.median('peak_mb'):.0f} | {sr.values('wall')} | {sr.values('cpu')} |"
+        )
+    lines += [
+        "",
+        f"**Ratio (gdal_retile.py / aerialct tile): wall {wall:.2f}x, CPU {cpu:.2f}x** (goal >= "
+        f"1.0). One full decode of the scene in this process: {decode:.2f} s.",
+        "",
+        f"Where one in-process `aerialct tile -j 1` run spends its CPU time "
+        f"({prof['total']:.2f} CPU s):",
+        "",
+        "| phase | CPU s | share |",
+        "|---|---:|---:|",
+    ]
+    for k, v in sorted(prof.items(), key=lambda kv: -kv[1]):
+        if k != "total":
+            lines.append(f"| {k} | {v:.3f} | {v / prof['total']:.0%} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a 3000x3000 scene instead of 6000")
@@ -207,7 +367,16 @@ def main() -> None:
     ap.add_argument(
         "--resize-only", action="store_true", help="print the resize section only (no file)"
     )
+    ap.add_argument("--retile", action="store_true", help="aerialct tile vs gdal_retile.py")
+    ap.add_argument("--repeat", type=int, default=5, help="--retile: alternating rounds")
     args = ap.parse_args()
+    if args.retile:
+        text = "\n".join(retile_section(args))
+        print(text)
+        out = Path(__file__).parent / "results" / "tile_retile.md"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        return
     if args.resize_only:
         print("\n".join(resize_section()))
         return

@@ -8,6 +8,13 @@ both). Simplification is off; polygon count and total area must agree.
 
     python benchmarks/bench_vectorize.py            # 10000 x 10000 pixels
     python benchmarks/bench_vectorize.py --quick    # 3000 x 3000 pixels
+    python benchmarks/bench_vectorize.py --class-raster [--sizes 6000,10000] [--repeat 5]
+
+``--class-raster`` is the comparison of issue 24: a synthetic town's 6-class raster (``aerialct
+synth`` at 0.5 m, DEFLATE, 256 px tiles) polygonised by ``aerialct vectorize`` (its buildings),
+against ``gdal_polygonize.py -8`` on the building mask of the same raster (buildings 1, all else
+nodata), in alternating runs, medians; wall time, CPU time and peak memory from the kernel
+(``benchmarks/measure.py``). Writes ``results/vectorize_classes.md``.
 """
 
 from __future__ import annotations
@@ -95,9 +102,111 @@ def summarise(path: Path) -> tuple[int, float, int]:
     import pyogrio
     import shapely
 
-    frame = pyogrio.read_dataframe(path)
+    frame = pyogrio.read_dataframe(path, layer=0)  # the data layer (before layer_styles)
     geoms = np.asarray(frame.geometry.values)
     return len(frame), float(shapely.area(geoms).sum()), int((~shapely.is_valid(geoms)).sum())
+
+
+def building_mask(labels: Path, out: Path) -> None:
+    """The building mask GDAL polygonises: class 1 -> 1, everything else -> nodata 255."""
+    import rasterio
+
+    with rasterio.open(labels) as src:
+        profile = src.profile
+        a = src.read(1)
+    profile.update(nodata=255)
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(np.where(a == 1, 1, 255).astype(np.uint8), 1)
+
+
+def class_raster_section(size: int, repeat: int, work: Path) -> list[str]:
+    """One size of the class-raster comparison: table rows and the ratio lines."""
+    from measure import Series, alternate, quote, typed
+
+    from aerialct.data.synth import synth_scene
+
+    labels = work / f"town_{size}_labels.tif"
+    if not labels.exists():
+        synth_scene(work / f"town_{size}.tif", labels, size=size, gsd=0.5, seed=0)
+    mask = work / f"town_{size}_buildings.tif"
+    if not mask.exists():
+        building_mask(labels, mask)
+    ours_out, gdal_out = work / f"ours_{size}.gpkg", work / f"gdal_{size}.gpkg"
+    aerialct = Path(sys.executable).with_name("aerialct")
+    cmd = [str(aerialct)] if aerialct.exists() else [sys.executable, "-m", "aerialct"]
+    ours = Series("aerialct vectorize", quote([*cmd, "--quiet", "vectorize", str(labels),
+                                               "--out", str(ours_out)]))  # fmt: skip
+    gdal = Series("gdal_polygonize.py -8", quote([GDAL_POLYGONIZE, "-q", "-8", str(mask), "-f",
+                                                  "GPKG", str(gdal_out), "buildings", "DN"]))  # fmt: skip
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # bytecode cached, as an installed package has it
+    env.setdefault("PYTHONPYCACHEPREFIX", str(Path(tempfile.gettempdir()) / "aerialct-bench-pyc"))
+    before = {ours.name: f"rm -f {ours_out}", gdal.name: f"rm -f {gdal_out}"}
+    alternate([gdal, ours], repeat, before=before, env=env)
+    n_o, area_o, _ = summarise(ours_out)
+    n_g, area_g, _ = summarise(gdal_out)
+    same = n_o == n_g and abs(area_o - area_g) <= 1e-6 * max(area_g, 1.0)
+    rows = [
+        f"| {size}² | `{sr.name}` | {sr.median('wall'):.2f} | {sr.median('cpu'):.2f} | "
+        f"{sr.median('peak_mb'):.0f} | {sr.values('wall')} | {sr.values('cpu')} |"
+        for sr in (gdal, ours)
+    ]
+    ratio = (
+        f"- {size}²: {n_o} buildings on both sides (equal total area: {same}); gdal / aerialct: "
+        f"wall **{gdal.median('wall') / ours.median('wall'):.2f}x**, CPU "
+        f"**{gdal.median('cpu') / ours.median('cpu'):.2f}x**; aerialct's peak memory "
+        f"**{ours.median('peak_mb') / gdal.median('peak_mb'):.2f}x** GDAL's (goals: >= 1.0x, "
+        "<= 1.3x). Commands: "
+        f"`{typed(gdal.command, work)}`, `{typed(ours.command, work)}`."
+    )
+    if not same:
+        raise SystemExit(f"{size}: polygons differ: {n_o} vs {n_g}, area {area_o} vs {area_g}")
+    return [*rows, ratio]
+
+
+def class_raster_main(args: argparse.Namespace) -> None:
+    from measure import commit
+
+    sizes = [int(v) for v in args.sizes.split(",")]
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench_vectorize_classes_"))
+    work.mkdir(parents=True, exist_ok=True)
+    load0 = os.getloadavg()[0]
+    rows, ratios = [], []
+    try:
+        for size in sizes:
+            r = class_raster_section(size, args.repeat, work)
+            rows += r[:-1]
+            ratios.append(r[-1])
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "## Vectorize: a class raster's buildings, `aerialct vectorize` vs `gdal_polygonize.py -8`",
+        "",
+        f"Date: {now}. Commit `{commit()}`. Machine: {platform.machine()}, os.cpu_count() = "
+        f"{os.cpu_count()}, shared with other jobs: load average {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end; Python {platform.python_version()}. "
+        f"Command: `python benchmarks/bench_vectorize.py --class-raster --sizes {args.sizes} "
+        f"--repeat {args.repeat}`.",
+        "",
+        "Synthetic towns (`aerialct synth`, 0.5 m, seed 0; 6-class uint8 rasters, DEFLATE, 256 px "
+        "tiles). aerialct polygonises the building class of the class raster (defaults: "
+        "8-connectivity, windows of 1536 px); GDAL polygonises the building mask made from it. "
+        f"One warm-up round, then {args.repeat} alternating rounds; medians.",
+        "",
+        "| raster | command | wall s | CPU s | peak RSS MB | all wall s | all CPU s |",
+        "|---|---|---:|---:|---:|---|---|",
+        *rows,
+        "",
+        *ratios,
+        "",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    out = RESULT.with_name("vectorize_classes.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
 
 
 def main() -> None:
@@ -107,7 +216,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool; the best is reported")
     ap.add_argument("--connectivity", type=int, choices=(4, 8), default=8)
     ap.add_argument("--window-size", type=int, default=2048)
+    ap.add_argument("--class-raster", action="store_true", help="issue 24's comparison")
+    ap.add_argument("--sizes", default="6000,10000", help="--class-raster: raster sizes")
+    ap.add_argument("--keep", type=Path, default=None, help="--class-raster: reuse this folder")
     args = ap.parse_args()
+    if args.class_raster:
+        args.repeat = args.repeat if args.repeat > 1 else 5
+        class_raster_main(args)
+        return
     size = args.size or (3000 if args.quick else 10000)
 
     work = Path(tempfile.mkdtemp(prefix="bench_vectorize_"))

@@ -113,3 +113,85 @@ def write_scene(
                 ColorInterp.blue,
                 ColorInterp.alpha,
             ]
+
+
+# --- a tiny real model and a cut synthetic city (catalog tests) ----------------
+
+
+def tiny_model(chip_size: int = 32, seed: int = 0) -> nn.Module:
+    """A random-init tiny CNN + FPN, the smallest real segmentation model aerialct builds."""
+    from aerialct.config import config_from_dict
+    from aerialct.models import build_model
+
+    torch.manual_seed(seed)
+    cfg = config_from_dict(
+        {
+            "model": {
+                "backbone": "tiny_cnn",
+                "decoder": "fpn",
+                "decoder_channels": 16,
+                "img_size": chip_size,
+            }
+        }
+    )
+    return build_model(cfg.model, num_classes=K, in_chans=3).eval()
+
+
+TINY_MEAN, TINY_STD = (120.0, 110.0, 100.0), (50.0, 45.0, 40.0)
+
+
+def tiny_bundle(chip_size: int = 32, seed: int = 0) -> OracleBundle:
+    """The tiny CNN in a bundle, normalised like a trained checkpoint."""
+    return OracleBundle(
+        tiny_model(chip_size, seed), chip_size=chip_size, mean=TINY_MEAN, std=TINY_STD, gsd=0.5
+    )
+
+
+def save_tiny_checkpoint(path, chip_size: int = 32, seed: int = 0):
+    """A checkpoint file of :func:`tiny_model` (what `aerialct predict` loads)."""
+    from aerialct.config import config_from_dict
+    from aerialct.engine.checkpoint import make_checkpoint, save_checkpoint
+
+    cfg = config_from_dict(
+        {"model": {"backbone": "tiny_cnn", "decoder": "fpn", "decoder_channels": 16,
+                   "img_size": chip_size}}
+    )  # fmt: skip
+    save_checkpoint(
+        path,
+        make_checkpoint(
+            config=cfg,
+            classes=POTSDAM,
+            mean=TINY_MEAN,
+            std=TINY_STD,
+            in_chans=3,
+            chip_size=chip_size,
+            model_state=tiny_model(chip_size, seed).state_dict(),
+            gsd=0.5,
+        ),
+    )
+    return path
+
+
+def city(size: tuple[int, int] = (288, 288), seed: int = 3):
+    """A synthetic city at 0.5 m: its RGB image (3, H, W) and transform."""
+    from aerialct.data.synth.render import generate_scene
+
+    scene = generate_scene(size, seed, gsd=0.5)
+    return scene.image, scene.transform
+
+
+def cut_tiles(folder, image: np.ndarray, transform: Affine, tile: int = 96, skip=(), **kw):
+    """Cut ``image`` into exactly adjacent tiles ``t_<row>_<col>.tif`` (as gdal_translate
+    -srcwin would) in ``folder``; ``skip`` leaves (row, col) tiles out. Returns the paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    _, h, w = image.shape
+    for r, y in enumerate(range(0, h, tile)):
+        for c, x in enumerate(range(0, w, tile)):
+            if (r, c) in skip:
+                continue
+            p = folder / f"t_{r}_{c}.tif"
+            part = np.ascontiguousarray(image[:, y : y + tile, x : x + tile])
+            write_scene(p, part, transform=transform @ Affine.translation(x, y), **kw)
+            paths.append(p)
+    return paths

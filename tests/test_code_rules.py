@@ -20,7 +20,8 @@ def test_no_function_is_over_100_lines():
 
 
 def _environment_names(tree: ast.AST) -> set[int]:
-    """ids of string constants used as environment variable names (os.environ, getenv)."""
+    """ids of string constants used as environment variable names (os.environ, getenv, or a
+    mapping named env), directly or through a constant name (``NAME = "AERIALCT_X"``)."""
     ids = set()
     for node in ast.walk(tree):
         args: list[ast.AST] = []
@@ -31,7 +32,7 @@ def _environment_names(tree: ast.AST) -> set[int]:
             if name == "getenv" or (
                 name in ("get", "pop", "setdefault")
                 and isinstance(owner, ast.Attribute | ast.Name)
-                and "environ" in ast.unparse(owner)
+                and ("environ" in ast.unparse(owner) or ast.unparse(owner) == "env")
             ):
                 args = node.args[:1]
         elif isinstance(node, ast.Subscript) and "environ" in ast.unparse(node.value):
@@ -41,6 +42,14 @@ def _environment_names(tree: ast.AST) -> set[int]:
         ):
             args = [node.left]
         ids.update(id(a) for a in args)
+    names = {a.id for a in ast.walk(tree) if isinstance(a, ast.Name) and id(a) in ids}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                pairs = [(target, node.value)]
+                if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                    pairs = list(zip(target.elts, node.value.elts, strict=False))
+                ids.update(id(v) for t, v in pairs if isinstance(t, ast.Name) and t.id in names)
     return ids
 
 

@@ -370,7 +370,7 @@ def test_tile_workers_die_with_a_killed_parent_and_a_rerun_starts_over(big_scene
     assert not Path(f"{out}.parts").exists()
 
 
-def test_sigterm_to_predict_removes_its_part_files(tmp_path):
+def test_sigterm_to_predict_removes_its_temporaries_and_keeps_finished_blocks(tmp_path):
     from aerialct.config import load_config
     from aerialct.engine.checkpoint import make_checkpoint, save_checkpoint
     from aerialct.models import build_model
@@ -384,11 +384,13 @@ def test_sigterm_to_predict_removes_its_part_files(tmp_path):
     scene = write_raster(tmp_path / "s.tif", random_image(3000, 3000, seed=9), compress=None)
     out = tmp_path / "pred"
     p = start(["predict", str(ckpt), str(scene), "--out", str(out), "--device", "cpu"], tmp_path)
-    wait_for(lambda: out.is_dir() and any(".part" in f.name for f in out.iterdir()), timeout=120)
+    state = out / ".aerialct-state"
+    wait_for(lambda: any(state.glob("*/blocks/*classes.tif")), timeout=120)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 143, err
     assert not leftovers(tmp_path) and not (out / "s_classes.tif").exists()
+    assert list(state.glob("*/blocks/b000000_classes.tif"))  # kept for the rerun to resume
 
 
 def test_stale_temporary_checkpoint_is_removed_by_resume(tmp_path, cli):

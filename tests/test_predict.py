@@ -67,10 +67,10 @@ def test_blend_weights_positive_smooth_and_separable():
 def test_streaming_keeps_only_the_overlap_rows_at_full_width():
     import torch
 
-    from aerialct.predict.stream import RowAccumulator
+    from aerialct.predict.stream import AccumulatorSpec, RowAccumulator
 
-    rows = window_starts(16000, 512, 384, even=True)
-    acc = RowAccumulator(6, 512, 16000, 16000, rows, torch.device("cpu"), None, None)
+    rows = tuple(window_starts(16000, 512, 384, even=True))
+    acc = RowAccumulator(AccumulatorSpec(6, 512, rows, 16000, 16000, torch.device("cpu")))
     assert acc.carry.shape == (6, 512 - min(b - a for a, b in itertools.pairwise(rows)), 16000)
     assert acc.carry.shape[1] <= 512 - 384 + 8
 
@@ -112,11 +112,11 @@ def test_oracle_reproduced_exactly_with_georeferencing(tmp_path, hw):
 
 
 @pytest.mark.parametrize("hw", [(77, 101), (20, 13), (150, 40)])
-def test_batches_spanning_two_window_rows_are_exact(tmp_path, monkeypatch, hw):
-    # the GPU layout (accumulator of S + stride rows, writer thread), exercised on the CPU
+def test_the_gpu_layout_is_exact(tmp_path, monkeypatch, hw):
+    # the GPU layout (a frame-wide accumulator, writer thread), exercised on the CPU
     import aerialct.predict.stream as stream
 
-    monkeypatch.setitem(stream.ROWS_PER_BATCH, "cpu", 2)
+    monkeypatch.setitem(stream.ACCUMULATORS, "cpu", stream.BandAccumulator)
     monkeypatch.setitem(stream.THREADED_WRITER, "cpu", True)
     img = random_image(*hw, seed=hw[0] + hw[1])
     scene = tmp_path / "s.tif"
@@ -334,8 +334,11 @@ def test_scenes_are_sharded_across_ranks(tmp_path):
         p = tmp_path / f"s{i}.tif"
         write_scene(p, random_image(20, 20, seed=i))
         scenes.append(p)
+    # each rank takes a run of scenes of about equal cost (here: equal sizes)
     res = predict_scenes(oracle_bundle(32), scenes, tmp_path / "out", rank=1, world_size=2)
-    assert [s.scene.name for s in res.scenes] == ["s1.tif", "s3.tif"]
+    assert [s.scene.name for s in res.scenes] == ["s2.tif", "s3.tif", "s4.tif"]
+    res = predict_scenes(oracle_bundle(32), scenes, tmp_path / "out", rank=0, world_size=2)
+    assert [s.scene.name for s in res.scenes] == ["s0.tif", "s1.tif"]
 
 
 # --- CLI -------------------------------------------------------------------

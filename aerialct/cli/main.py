@@ -42,7 +42,34 @@ else:  # typer may carry its own copy of click; take the exception class from ty
 def main(argv: list[str] | None = None) -> None:
     """The ``aerialct`` command: run the CLI and exit with its status."""
     state.own_process = True
-    sys.exit(run(argv))
+    code = run(argv)
+    _exit_now(code)
+    sys.exit(code)
+
+
+def _exit_now(code: int) -> None:
+    """End the process without tearing the interpreter down, once the work is done.
+
+    Every output is closed, checked and renamed into place before ``run`` returns; what
+    is left is freeing every module and object and unloading GDAL (0.1-0.25 CPU s, a
+    per-process cost a shell loop pays per file). Exit handlers still run and the
+    standard streams are flushed; with another thread still running, or a stream that
+    cannot be flushed (a closed pipe), the normal exit runs instead.
+    """
+    import atexit
+    import os
+    import threading
+
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None or threading.active_count() > 1:
+        return
+    try:
+        run_exit_handlers()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        return
+    os._exit(code)
 
 
 def run(argv: list[str] | None = None) -> int:

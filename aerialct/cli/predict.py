@@ -113,7 +113,22 @@ SkipExisting = Annotated[
     bool,
     typer.Option(
         "--skip-existing",
-        help="Skip scenes whose complete output is already there (reruns continue).",
+        help="Skip outputs that are complete: checked, not trusted (same source, model, "
+        "--aoi and classes; every block decodes to its checksum).",
+    ),
+]
+Catalog = Annotated[
+    bool,
+    typer.Option(
+        "--catalog/--no-catalog",
+        help="Predict adjacent tiles (a folder, glob or VRT of them) as one map, each with "
+        "its neighbours' pixels; --no-catalog predicts every file on its own.",
+    ),
+]
+Mosaic = Annotated[
+    bool,
+    typer.Option(
+        "--mosaic", help="Write one <catalog>_classes.tif per catalog instead of one per tile."
     ),
 ]
 Shard = Annotated[
@@ -121,7 +136,8 @@ Shard = Annotated[
     typer.Option(
         "--shard",
         metavar="K/N",
-        help="Predict only the K-th of N shares of the scenes (array jobs; K = 1..N). "
+        help="Predict only the K-th of N shares of the work (array jobs; K = 1..N): scenes, "
+        "or blocks of large scenes and catalogs; the last share to finish writes them. "
         "Default: from SLURM_ARRAY_TASK_ID/COUNT, or JOB_COMPLETION_INDEX with "
         "AERIALCT_SHARD_COUNT (Kubernetes indexed Job).",
     ),
@@ -145,6 +161,8 @@ def predict(
     resample_to_training_gsd: ResampleToTrainingGsd = False,
     aoi: Aoi = None,
     skip_existing: SkipExisting = False,
+    catalog: Catalog = True,
+    mosaic: Mosaic = False,
     shard: Shard = None,
     stac: Stac = None,
     overwrite: Overwrite = False,
@@ -152,17 +170,22 @@ def predict(
 ) -> None:
     """Predict class rasters (uint8 COG, colour table, input CRS/grid, nodata 255) for scenes.
 
-    Under torchrun the scenes are shared out across ranks (WORLD_SIZE, RANK). With
-    --shard K/N, N machines (or array tasks) given the same scenes cover each once.
-    Each scene gets a STAC Item, <scene>.stac.json beside its outputs, or in the
+    Adjacent tiles of one grid (a folder, a glob, a VRT) are one map: each tile is
+    predicted with its neighbours' pixels, exactly as the whole mosaic would be.
+    Under torchrun the work is shared out across ranks (WORLD_SIZE, RANK); with
+    --shard K/N, N machines (or array tasks) given the same inputs cover it once,
+    by scenes or by blocks of large scenes. A killed run resumes from its last
+    finished block when run again with the same arguments.
+    Each output gets a STAC Item, <stem>.stac.json beside it, or in the
     catalogue --stac DIR.
 
     Examples:
 
     \b
       aerialct predict runs/x/best.pt scene.tif --out pred --quicklook
-      aerialct predict model.onnx tiles/*.tif --out pred --probabilities
-      aerialct predict best.pt tiles/*.tif -o pred --skip-existing --shard 3/8
+      aerialct predict run/best.pt 'flight/*.tif' --out pred
+      aerialct predict run/best.pt flight.vrt --out pred --mosaic
+      aerialct predict best.pt 'flight/*.tif' -o pred --shard 3/8
       aerialct predict best.pt tiles/ -o pred --stac delivery/stac
     """
     if skip_existing and overwrite:
@@ -173,20 +196,13 @@ def predict(
     creation = parse_creation_options(co)
     band_list = _parse_bands(bands)
 
-    from aerialct.errors import InputError, ItemFailure, raise_for_failures
+    from aerialct.errors import ItemFailure, raise_for_failures
     from aerialct.geo.inputs import expand_inputs
     from aerialct.predict import predict_scenes, reduce_heap_fragmentation, resolve_device_name
-    from aerialct.shards import parse_shard, shard_from_env
-
-    try:
-        shard_kn = parse_shard(shard) if shard is not None else None
-    except InputError as e:
-        raise typer.BadParameter(str(e), param_hint="--shard") from None
-    if shard_kn is None and (shard_kn := shard_from_env()) is not None:
-        console.info(f"shard {shard_kn} from {shard_kn.source}")
-    scene_list = expand_inputs(scenes)
     from aerialct.stac import check_stac_dir, deliver_predictions
 
+    shard_kn = _shard(shard)
+    scene_list = expand_inputs(scenes)
     check_stac_dir(stac)
     reduce_heap_fragmentation()
     if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
@@ -211,6 +227,8 @@ def predict(
             quicklook=quicklook,
             shard=shard_kn,
             skip_existing=skip_existing,
+            catalog=catalog,
+            mosaic=mosaic,
             aoi=aoi,
             progress=progress,
         )
@@ -224,10 +242,26 @@ def predict(
     )
 
 
+def _shard(shard: str | None) -> Any:
+    """The --shard K/N given, or the one a Slurm array / Kubernetes indexed Job sets."""
+    from aerialct.errors import InputError
+    from aerialct.shards import resolve_shard
+
+    try:
+        shard_kn = resolve_shard(shard)
+    except InputError as e:
+        if shard is None:
+            raise  # the environment's mistake: its own line names the variable
+        raise typer.BadParameter(str(e), param_hint="--shard") from None
+    if shard is None and shard_kn is not None:
+        console.info(f"shard {shard_kn} from {shard_kn.source}")
+    return shard_kn
+
+
 def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
     """The batch as JSON, or as a table of scenes (left out for one failed scene, whose
     error line says it all), and a line about skipped scenes and the STAC Items."""
-    single_failure = len(result.scenes) == 1 and not result.ok
+    single_failure = len(result.scenes) == 1 and bool(result.failed)
     if json_out:
         console.print_json({**result.to_dict(), "stac": [str(p) for p in items]})
     elif not single_failure:
@@ -237,7 +271,7 @@ def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
                 s.status,
                 f"{s.width}x{s.height}" if s.width else "",
                 f"{s.seconds:.1f}" if s.status == "ok" else "",
-                f"{s.pixels_per_second / 1e6:.2f}" if s.status == "ok" else "",
+                f"{s.pixels_per_second / 1e6:.2f}" if s.pixels_per_second else "",
                 str(s.output) if s.output else (s.error or ""),
             )
             for s in result.scenes
@@ -256,3 +290,10 @@ def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
         console.info(
             f"{len(result.skipped)} of {len(result.scenes)} scenes skipped: complete outputs exist"
         )
+    for job in result.jobs:
+        if job.pending:
+            console.info(
+                f"{job.name}: {job.blocks_run} of {job.blocks} blocks computed here; "
+                f"{job.pending} output(s) wait for the other shards' blocks and are written by "
+                f"the one that finishes last (or by a rerun); state: {job.state}"
+            )

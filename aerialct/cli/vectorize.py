@@ -13,7 +13,7 @@ from aerialct.cli.options import SHARD_DEFAULTS, Json, Overwrite, Stac, resolve_
 
 if TYPE_CHECKING:
     from aerialct.shards import Shard as ShardKN
-    from aerialct.vectorize import VectorizeBatch
+    from aerialct.vectorize import VectorizeBatch, VectorizeResult
 
 Rasters = Annotated[
     list[str],
@@ -115,7 +115,7 @@ def vectorize(
     file_format: FileFormat = "gpkg",
     layer: Layer = None,
     connectivity: Connectivity = 8,
-    window_size: WindowSize = 2048,
+    window_size: WindowSize = 1536,  # aerialct.vectorize.windows.DEFAULT_WINDOW
     append: Append = False,
     shard: Shard = None,
     stac: Stac = None,
@@ -139,12 +139,13 @@ def vectorize(
       aerialct vectorize 'pred/*_classes.tif' --out polygons/ --format fgb
     """
     from aerialct.cli.app import state
-    from aerialct.render import jsonable
 
-    if state.own_process:  # a process of its own: skip pyogrio's pandas imports
-        from aerialct.geo.vector import import_pyogrio_lean
+    if state.own_process:  # a process of its own: pyogrio, if needed, without pandas
+        from aerialct.geo.ogr import lean_pyogrio_when_needed
+        from aerialct.workers import reduce_heap_fragmentation
 
-        import_pyogrio_lean()
+        lean_pyogrio_when_needed()
+        reduce_heap_fragmentation()  # window arrays go back to the system once freed
     from aerialct.errors import InputError
     from aerialct.geo.classraster import expand_class_rasters
     from aerialct.stac import check_stac_dir, deliver_vectors
@@ -185,7 +186,13 @@ def vectorize(
             append=append,
             progress=progress,
         )
-    items = deliver_vectors([result], stac)
+    _render_one(result, deliver_vectors([result], stac), json_out)
+
+
+def _render_one(result: VectorizeResult, items: list[Path], json_out: bool) -> None:
+    """One raster's result: JSON, or its table of classes and a summary line."""
+    from aerialct.render import jsonable
+
     if json_out:
         console.print_json({**jsonable(result), "stac": [str(p) for p in items]})
         return

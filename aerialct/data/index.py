@@ -20,7 +20,7 @@ A chips folder holds::
 Every key, column and path of the format is spelled here: :class:`ChipsHeader`
 (``dataset.json``), :class:`ChipRow` and :func:`count_columns` (``index.gpkg``),
 :func:`chip_id` and :func:`chip_paths` (the folder layout). ``aerialct tile`` fills
-them (:func:`chips_frame`, :func:`write_chips`); the readers
+them (:func:`chips_columns`, :func:`write_chips`); the readers
 (:mod:`aerialct.data.dataset`, :mod:`aerialct.data.packed`, ``evaluate``) read them.
 Format-tagged JSON headers (this ``dataset.json`` and the packed form's ``packed.json``)
 are written by :func:`write_format_json` and read by :func:`read_format_json`.
@@ -133,26 +133,41 @@ def count_columns(classes: ClassTable) -> list[str]:
     return [*(f"px_{name}" for name in classes.names), IGNORE_COLUMN]
 
 
-def chips_frame(rows: list[ChipRow], crs_wkt: str, classes: ClassTable) -> tuple[Any, np.ndarray]:
-    """The chips index (GeoDataFrame, one row per chip, in scene/row/col order) and its
-    per-chip label pixel counts (N, K+1: per class, then ignore)."""
-    import geopandas as gpd
-    import shapely
+@dataclass
+class ChipColumns:
+    """The chips index as columns, one row per chip in scene/row/col order."""
 
+    fields: dict[str, np.ndarray]
+    """``index.gpkg``'s columns in order: the text ones, the offsets, then the
+    :func:`count_columns`."""
+    counts: np.ndarray
+    """Label pixel counts (N, K+1: per class, then ignore)."""
+    bounds: np.ndarray
+    """Footprints (N, 4: left, bottom, right, top in the scene CRS)."""
+
+    @property
+    def split(self) -> np.ndarray:
+        """Each chip's split (str array)."""
+        return self.fields["split"].astype(str)
+
+
+_TEXT_COLUMNS = ("chip_id", "image", "mask", "scene", "split")
+
+
+def chips_columns(rows: list[ChipRow], classes: ClassTable) -> ChipColumns:
+    """The chips index of ``rows`` (in scene/row/col order) as columns, without pandas."""
     rows = sorted(rows, key=lambda r: (r.scene, r.row_off, r.col_off))
-    counts = np.stack([r.counts for r in rows])
+    counts = np.stack([r.counts for r in rows]).astype(np.int64)
     bounds = np.array([r.bounds for r in rows], dtype=np.float64)
-    skip = ("counts", "bounds")
-    frame = gpd.GeoDataFrame(
-        [{k: getattr(r, k) for k in ChipRow.__dataclass_fields__ if k not in skip} for r in rows],
-        geometry=shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3]),
-        crs=crs_wkt,
-    )
-    for i, col in enumerate(count_columns(classes)):
-        frame[col] = counts[:, i].astype(np.int64)
+    fields: dict[str, np.ndarray] = {}
+    for col in _TEXT_COLUMNS:
+        fields[col] = np.empty(len(rows), dtype=object)
+        fields[col][:] = [getattr(r, col) for r in rows]
     for col in INT_COLUMNS:
-        frame[col] = frame[col].astype(np.int64)
-    return frame, counts
+        fields[col] = np.array([getattr(r, col) for r in rows], dtype=np.int64)
+    for i, col in enumerate(count_columns(classes)):
+        fields[col] = counts[:, i]
+    return ChipColumns(fields, counts, bounds)
 
 
 @dataclass
@@ -208,12 +223,35 @@ def write_format_json(path: Path, fmt: str, version: int, body: dict) -> None:
     path.write_text(json.dumps({"format": fmt, "version": version, **body}, indent=2) + "\n")
 
 
-def write_chips(folder: Path, frame: Any, header: ChipsHeader) -> None:
-    """Write a chips folder's ``index.gpkg`` (``frame``, one row per chip) and ``dataset.json``
-    (``header``, tagged with FORMAT/VERSION), each verified once written."""
-    import pyogrio
+def box_wkb(bounds: np.ndarray) -> np.ndarray:
+    """WKB polygons (object array of bytes) of boxes (N, 4: xmin, ymin, xmax, ymax), each ring
+    as ``shapely.box`` makes it (counter-clockwise from the lower right corner)."""
+    b = np.asarray(bounds, dtype=np.float64).reshape(-1, 4)
+    x0, y0, x1, y1 = b.T
+    rec = np.zeros(len(b), dtype=_WKB_BOX)
+    rec["order"], rec["type"], rec["rings"], rec["points"] = 1, 3, 1, 5
+    rec["xy"] = np.stack([x1, y0, x1, y1, x0, y1, x0, y0, x1, y0], axis=1)
+    raw, size = rec.tobytes(), _WKB_BOX.itemsize
+    out = np.empty(len(b), dtype=object)
+    out[:] = [raw[i : i + size] for i in range(0, len(raw), size)]
+    return out
 
-    pyogrio.write_dataframe(frame, folder / INDEX, layer=LAYER, driver="GPKG")
+
+_WKB_BOX = np.dtype(
+    [("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"), ("xy", "<f8", (10,))]
+)
+"""One polygon of one ring of five points, little-endian WKB (93 bytes, no padding)."""
+
+
+def write_chips(folder: Path, columns: ChipColumns, crs_wkt: str, header: ChipsHeader) -> None:
+    """Write a chips folder's ``index.gpkg`` (``columns``, one row per chip, footprints in
+    ``crs_wkt``) and ``dataset.json`` (``header``, tagged with FORMAT/VERSION), each verified
+    once written. Needs neither pyogrio nor pandas (a new GeoPackage is written by SQLite)."""
+    from aerialct.geo.gpkg import GpkgLayer, write_gpkg
+
+    fields, bounds = columns.fields, columns.bounds
+    layer = GpkgLayer(box_wkb(bounds), bounds, fields, crs_wkt, "POLYGON")
+    write_gpkg(folder / INDEX, {LAYER: layer})
     verify_output(folder / INDEX, "gpkg")
     write_format_json(folder / META, FORMAT, VERSION, header.to_json())
     verify_output(folder / META, "json")

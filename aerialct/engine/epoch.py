@@ -111,7 +111,18 @@ def _loader(run: Run, pin: bool) -> DataLoader:
         generator=gen,
         persistent_workers=False,
         worker_init_fn=worker_signals,
+        multiprocessing_context=_worker_context(run.train_ds, run.workers),
     )
+
+
+def _worker_context(ds: Any, workers: int) -> Any:
+    """Fork the workers of a dataset held in memory (a spawned worker would get a pickled
+    copy of every chip); None (the default start method) otherwise."""
+    import multiprocessing as mp
+
+    if workers and getattr(ds, "in_memory", False) and "fork" in mp.get_all_start_methods():
+        return mp.get_context("fork")
+    return None
 
 
 def _forward_backward(
@@ -315,6 +326,7 @@ def _validate(run: Run, batch_size: int) -> tuple[PixelScores, float | None]:
         shuffle=False,
         num_workers=run.workers,
         worker_init_fn=worker_signals,
+        multiprocessing_context=_worker_context(val_ds, run.workers),
     )
     cm = torch.zeros(k * k, dtype=torch.float64, device=dev)
     ce = torch.zeros(2, dtype=torch.float64, device=dev)

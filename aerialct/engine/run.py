@@ -143,8 +143,7 @@ class Run:
         last = self.out / "last.pt"
         save_checkpoint(last, ck)
         if best:
-            with atomic_output(self.out / "best.pt", overwrite=True) as tmp:
-                shutil.copyfile(last, tmp)
+            _same_file(last, self.out / "best.pt")
         self.on_checkpoint()
 
 
@@ -173,9 +172,8 @@ def build_run(
     assert dc.mean is not None and dc.std is not None
     normalize = Normalize(dc.mean, dc.std, dc.low, dc.high)
     augment = JointAugment(dc.hflip, dc.vflip, dc.rot90, dc.scale_range)
-    train_ds: Any = splits.dataset("train", normalize, augment, num_classes=k)
+    train_ds, val_ds = _datasets(splits, dc, normalize, augment, k)
     chip_weights = _rare_chip_weights(cfg, splits)
-    val_ds = splits.dataset("val", normalize, None, num_classes=k) if splits.val else None
     if info.is_main:
         write_text(out / "config.yaml", dump_yaml(cfg))
     workers = loader_workers(dc.num_workers)
@@ -208,6 +206,39 @@ def build_run(
         drop_last=drop_last, state=state, resumed_from=state.step if ckpt is not None else None,
         on_checkpoint=on_checkpoint,
     )  # fmt: skip
+
+
+def _datasets(splits: Any, dc: Any, normalize: Any, augment: Any, k: int) -> tuple[Any, Any]:
+    """The training and validation datasets: from memory when a chips folder's decoded chips
+    fit ``data.cache_gb`` (:mod:`aerialct.data.cache`), else from the chips as they are."""
+    if splits.packed is None:
+        from aerialct.data.cache import CachedChipDataset, cache_chips, cache_limit
+
+        pairs = [*splits.train, *splits.val]
+        dtype = str(splits.meta.get("dtype") or "uint8")
+        cache = cache_chips(pairs, splits.in_chans, splits.chip_shape, dtype, k,
+                            cache_limit(dc.cache_gb))  # fmt: skip
+        if cache is not None:
+            n = len(splits.train)
+            train = CachedChipDataset(cache, range(n), normalize, augment, k)
+            val = CachedChipDataset(cache, range(n, len(pairs)), normalize, None, k)
+            return train, (val if splits.val else None)
+    train_ds = splits.dataset("train", normalize, augment, num_classes=k)
+    val_ds = splits.dataset("val", normalize, None, num_classes=k) if splits.val else None
+    return train_ds, val_ds
+
+
+def _same_file(src: Path, dest: Path) -> None:
+    """Make ``dest`` hold what ``src`` holds, atomically: a hard link to the file just written
+    and verified (the next ``last.pt`` replaces its name, not its bytes), else a verified copy."""
+    try:
+        with atomic_output(dest, overwrite=True, verify=False) as tmp:
+            os.link(src, tmp)
+        return
+    except OSError:  # no hard links on this file system
+        pass
+    with atomic_output(dest, overwrite=True) as tmp:
+        shutil.copyfile(src, tmp)
 
 
 # ---------------------------------------------------------------------------

@@ -135,6 +135,7 @@ def _fit(run: Run, prog: ProgressFn) -> TrainResult:
         # events after the checkpoint's step belong to a killed or replaced run
         events = EventLog(run.out, purge_step=state.step + 1 if run.resumed_from is not None else 0)
     images, train_time = 0, 0.0
+    budget = _PlotBudget()
     while state.epoch < tc.epochs and state.step < run.total_steps:
         epoch = train_epoch(run, prog)
         images, train_time = images + epoch.images, train_time + epoch.seconds
@@ -159,7 +160,10 @@ def _fit(run: Run, prog: ProgressFn) -> TrainResult:
         if keep:
             run.save(best=improved)
         if info.is_main:
-            _write_epoch(run, row, events, plots=keep)
+            draw, started = keep and budget.due(last_epoch), time.perf_counter()
+            _write_epoch(run, row, events, plots=draw)
+            if draw:
+                budget.drawn(started)
         log.info(_epoch_line(row, tc.epochs))
         barrier(info)
     if events is not None:
@@ -207,6 +211,32 @@ def _validate_into(run: Run, row: dict[str, Any]) -> bool:
 
 # ---------------------------------------------------------------------------
 # Run files
+
+
+class _PlotBudget:
+    """When to redraw the PNG plots: at most SHARE of the run's time goes to them.
+
+    Drawing three figures costs one to two CPU seconds (the first drawing also imports
+    matplotlib), longer than a whole epoch of a small model. The plots are redrawn once the
+    time since the last drawing (or the start) is 1 / SHARE times what a drawing takes
+    (FIRST_COST until one was timed), and always at the final epoch: every epoch on runs
+    whose epochs take a minute or more. metrics.csv and the TensorBoard scalars still
+    follow every epoch.
+    """
+
+    SHARE = 0.05
+    FIRST_COST = 1.5
+
+    def __init__(self) -> None:
+        self.cost = self.FIRST_COST
+        self.done = time.perf_counter()
+
+    def due(self, final: bool) -> bool:
+        return final or (time.perf_counter() - self.done) * self.SHARE >= self.cost
+
+    def drawn(self, started: float) -> None:
+        self.done = time.perf_counter()
+        self.cost = self.done - started
 
 
 def _write_epoch(run: Run, row: dict[str, Any], events: Any, plots: bool) -> None:

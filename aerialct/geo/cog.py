@@ -130,10 +130,19 @@ def finish_cog(
     Colour table, tags, band descriptions, nodata, CRS and transform are carried
     over by the driver.
     """
+    copy_as_cog(str(part), dest, options)
+    Path(part).unlink(missing_ok=True)
+
+
+def copy_as_cog(src: Any, dest: str | os.PathLike, options: Mapping[str, str]) -> None:
+    """Copy the raster ``src`` (a path, a VRT's XML or an open dataset) to ``dest`` as a COG.
+
+    Dataset tags, colour table, band descriptions, nodata, CRS and transform are carried
+    over by the driver.
+    """
     from rasterio.shutil import copy as rio_copy
 
-    rio_copy(str(part), str(dest), driver="COG", **dict(options))
-    Path(part).unlink(missing_ok=True)
+    rio_copy(src, str(dest), driver="COG", **dict(options))
 
 
 class RowWriter:

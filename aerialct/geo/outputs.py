@@ -279,9 +279,14 @@ def verify_output(path: Path, kind: str | None) -> None:
         return
     if kind == "raster":
         verify_raster(path)
-    elif kind in ("gpkg", "fgb", "geojson"):
-        import pyogrio
+    elif kind == "gpkg":
+        from aerialct.geo.gpkg import check_gpkg
 
+        check_gpkg(path)  # SQLite reads every page; no second GDAL library loaded for it
+    elif kind in ("fgb", "geojson"):
+        from aerialct.geo.ogr import pyogrio_api
+
+        pyogrio = pyogrio_api()
         for name, _ in pyogrio.list_layers(path):
             pyogrio.read_info(path, layer=name)
     elif kind == "json":

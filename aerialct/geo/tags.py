@@ -16,10 +16,20 @@ WRITER_TAG = "AERIALCT_WRITER"
 """The command that wrote a raster."""
 
 SOURCE_TAG = "AERIALCT_SOURCE"
-"""The scene a predicted raster was made from."""
+"""The scene or tile a predicted raster was made from: its path (a URL without user
+information or query string)."""
 
 PROB_SCALE_TAG = "AERIALCT_PROB_SCALE"
 """A probability raster's scale: its uint8 values are probability x scale."""
+
+PREDICTION_TAG = "AERIALCT_PREDICTION"
+"""How a predicted raster (or quick look) was made, as JSON: the identity of its source
+(redacted path, size, header hash), its catalog, the model's hash, the area of interest's
+hash and the options that change the result (:class:`aerialct.predict.identity.Provenance`)."""
+
+CHECKSUM_TAG = "AERIALCT_CHECKSUM"
+"""``sha256:<hex>`` of a predicted raster's decoded pixels, row by row, each row band after
+band (of a quick look: its RGB pixels), written when the raster was finished."""
 
 BAND_CLASS_PREFIX = "CLASS_"
 """Band metadata (not a dataset tag) of a class raster: ``CLASS_<id>=<name>`` per class, kept

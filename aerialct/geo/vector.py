@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aerialct.errors import InputError, OutputExistsError, VectorError
+from aerialct.geo.ogr import pyogrio_api
 from aerialct.geo.outputs import atomic_output
 
 if TYPE_CHECKING:
@@ -61,38 +62,6 @@ class Layer:
             if c != frame.geometry.name
         }
         return cls(np.asarray(frame.geometry.values, dtype=object), fields, frame.crs)
-
-
-_NOT_ON_THIS_PATH = ("geopandas", "pandas", "pyarrow")
-
-
-def import_pyogrio_lean() -> None:
-    """Import pyogrio without the pandas stack it would pull in (a CLI start-up saving).
-
-    pyogrio imports geopandas and pandas when they are installed, although its raw
-    array API, which ``write_layers`` uses, needs neither; that costs about half a
-    second per process, paid per file by shell loops. Only the ``aerialct`` command
-    calls this, in a process of its own; afterwards pyogrio's DataFrame functions
-    are unavailable in that process, so a library caller never should.
-    """
-    import importlib.abc
-    import sys
-
-    if "pyogrio" in sys.modules or any(m in sys.modules for m in _NOT_ON_THIS_PATH):
-        return
-
-    class _Skip(importlib.abc.MetaPathFinder):
-        def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-            if name.split(".")[0] in _NOT_ON_THIS_PATH:
-                raise ImportError(f"{name} is not needed on this path")
-            return None
-
-    skip = _Skip()
-    sys.meta_path.insert(0, skip)
-    try:
-        import pyogrio.raw  # noqa: F401
-    finally:
-        sys.meta_path.remove(skip)
 
 
 def crs_wkt(crs: Any) -> str | None:
@@ -141,10 +110,9 @@ def driver_for(path: str | os.PathLike) -> str:
 
 def list_layers(path: str | os.PathLike) -> list[str]:
     """The data layer names of a vector file (a GeoPackage's table of QGIS styles is not one)."""
-    import pyogrio
-
     from aerialct.styles import STYLE_TABLE
 
+    pyogrio = pyogrio_api()
     try:
         return [str(name) for name, _ in pyogrio.list_layers(path) if name != STYLE_TABLE]
     except Exception as e:  # pyogrio raises DataSourceError and friends
@@ -237,19 +205,11 @@ def write_layers(
         )
     options = _layer_options(driver)
     options.update(layer_options or {})
-    new_file_options = _new_file_options(driver)
+    prepared = {name: _prepared(item) for name, item in layers.items()}
     with atomic_output(final, overwrite=overwrite or (append and exists)) as tmp:
-        existing: list[str] = []
-        created = append and exists
-        if append and exists:
-            shutil.copy2(final, tmp)
-            existing = list_layers(tmp)
-        for name, item in layers.items():
-            layer = item if isinstance(item, Layer) else Layer.from_frame(item)
-            _write_layer(tmp, final, name, layer, driver, append=name in existing,
-                         options=options if name not in existing else None,
-                         new_file=None if created else new_file_options)  # fmt: skip
-            created = True
+        plain = driver == "GPKG" and not (append and exists) and not layer_options
+        if not (plain and _write_gpkg(tmp, final, prepared)):  # else nothing written: pyogrio
+            _write_pyogrio(tmp, final, prepared, driver, options, append and exists)
         if styles and driver == "GPKG":
             from aerialct.styles import write_layer_styles
 
@@ -257,19 +217,60 @@ def write_layers(
     return final
 
 
-def _write_layer(
-    tmp: Path, final: Path, name: str, layer: Layer, driver: str, *, append: bool,
-    options: Mapping[str, str] | None, new_file: Mapping[str, str] | None,
-) -> None:  # fmt: skip
-    """Write (or append) one layer of shapely geometries to the temporary ``tmp``."""
+def _write_pyogrio(
+    tmp: Path,
+    final: Path,
+    prepared: dict[str, tuple[Layer, np.ndarray, str]],
+    driver: str,
+    options: dict[str, str],
+    appending: bool,
+) -> None:
+    """Write ``prepared`` layers to ``tmp`` with pyogrio (a copy of ``final`` when
+    ``appending``); a new GeoPackage is version :data:`GPKG_VERSION`."""
     import shapely
 
+    existing: list[str] = []
+    created = appending
+    if appending:
+        shutil.copy2(final, tmp)
+        existing = list_layers(tmp)
+    for name, (layer, geoms, geometry_type) in prepared.items():
+        _write_wkb(tmp, final, name, shapely.to_wkb(geoms), layer.fields, layer.crs, driver,
+                   geometry_type=geometry_type, append=name in existing,
+                   options=options if name not in existing else None,
+                   new_file=None if created else _new_file_options(driver))  # fmt: skip
+        created = True
+
+
+def _prepared(item: Layer | gpd.GeoDataFrame) -> tuple[Layer, np.ndarray, str]:
+    """A layer, its geometries as MultiPolygons (one type per layer) and that type's name."""
+    import shapely
+
+    layer = item if isinstance(item, Layer) else Layer.from_frame(item)
     geoms = to_multipolygons(layer.geometry)
     kinds = set(shapely.get_type_id(geoms).tolist()) - {-1}
-    geometry_type = "MultiPolygon" if kinds <= {6} else "Unknown"
-    _write_wkb(tmp, final, name, shapely.to_wkb(geoms), layer.fields, layer.crs, driver,
-               geometry_type=geometry_type, append=append, options=options,
-               new_file=new_file)  # fmt: skip
+    return layer, geoms, "MultiPolygon" if kinds <= {6} else "Unknown"
+
+
+def _write_gpkg(tmp: Path, final: Path, prepared: dict[str, tuple[Layer, np.ndarray, str]]) -> bool:
+    """Write a new GeoPackage without pyogrio when every layer allows it (:mod:`aerialct.geo.gpkg`);
+    False (nothing written) otherwise."""
+    import shapely
+
+    from aerialct.geo.gpkg import GpkgLayer, writable, write_gpkg
+
+    out: dict[str, GpkgLayer] = {}
+    for name, (layer, geoms, geometry_type) in prepared.items():
+        gtype = "GEOMETRY" if geometry_type == "Unknown" else geometry_type
+        if not writable(layer.fields, gtype):
+            return False
+        bounds = shapely.bounds(geoms)  # NaN for empty and missing geometries
+        out[name] = GpkgLayer(shapely.to_wkb(geoms), bounds, layer.fields, layer.crs, gtype)
+    try:
+        write_gpkg(tmp, out)
+    except Exception as e:
+        raise VectorError(f"{final}: cannot write the GeoPackage ({_first_line(e)})") from e
+    return True
 
 
 def _write_wkb(
@@ -278,8 +279,7 @@ def _write_wkb(
     options: Mapping[str, str] | None, new_file: Mapping[str, str] | None = None,
 ) -> None:  # fmt: skip
     """Write (or append) features as WKB; ``new_file`` are the dataset options of a new file."""
-    import pyogrio.raw
-
+    pyogrio = pyogrio_api()
     try:
         pyogrio.raw.write(
             tmp, wkb, list(fields.values()), list(fields), layer=name, driver=driver,
@@ -340,15 +340,16 @@ def stream_layers(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
 
     Memory holds one batch at a time. An existing file is refused unless ``overwrite``.
     The stream's ``styles`` go into a GeoPackage's ``layer_styles`` table at the end.
+    Batches are appended through pyogrio (the sqlite3 writer of :mod:`aerialct.geo.gpkg`
+    writes whole layers at once); a new GeoPackage is version :data:`GPKG_VERSION`.
     SQLite does not sync the temporary to disk after each batch (a crash discards the
     temporary anyway; a sync costs 0.1-0.2 s per batch on some disks).
     """
-    import pyogrio
-
     final = Path(path)
     driver = driver_for(final)
     if final.exists() and not overwrite:
         raise OutputExistsError(final, "pass --overwrite to replace it")
+    pyogrio = pyogrio_api()
     key = "OGR_SQLITE_SYNCHRONOUS"
     before = pyogrio.get_gdal_config_option(key)
     pyogrio.set_gdal_config_options({key: "OFF"})

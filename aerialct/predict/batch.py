@@ -1,4 +1,4 @@
-"""Predict many scenes: sharding, skipping complete outputs, recording failures."""
+"""Predict many inputs: scenes and catalogs, shared out by blocks, failures recorded."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ from typing import Any
 
 from aerialct.errors import InputError
 from aerialct.geo.inputs import source_path
-from aerialct.predict.checks import aoi_frame, touches_aoi
-from aerialct.predict.outputs import complete_output, output_paths
+from aerialct.predict.catalog import Job, find_jobs
+from aerialct.predict.checks import aoi_frame
+from aerialct.predict.job import JobResult, PredictOptions, check_options, job_blocks, run_job
+from aerialct.predict.outputs import stem_paths
+from aerialct.predict.plan import Block
 from aerialct.predict.results import BatchResult, BundleLike, SceneResult
-from aerialct.predict.scene import predict_scene
 from aerialct.progress import ProgressFn
-from aerialct.shards import Shard, shard_items
+from aerialct.shards import Shard, share_by_cost
 
 log = logging.getLogger("aerialct")
 
@@ -30,17 +32,28 @@ def predict_scenes(
     world_size: int | None = None,
     shard: Shard | None = None,
     skip_existing: bool = False,
+    catalog: bool = True,
+    mosaic: bool = False,
     progress: ProgressFn | None = None,
     **kwargs: Any,
 ) -> BatchResult:
-    """Predict many scenes into ``out_dir`` as ``<stem>_classes.tif``; failures are recorded.
+    """Predict many inputs into ``out_dir``: ``<stem>_classes.tif`` per scene and per tile.
 
-    ``shard`` (K/N) keeps the K-th of N shares of the scenes (:func:`aerialct.shards.shard_items`),
-    for array jobs. Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank then takes every
-    ``world_size``-th scene starting at its ``RANK``; the result lists this rank's
-    scenes only. With ``skip_existing`` a scene whose complete output exists
-    (:func:`complete_output`) is skipped and reported as such. Keyword arguments go
-    to :func:`predict_scene`.
+    Inputs that are one map (a catalog of adjacent tiles, or a VRT mosaic of them:
+    :mod:`aerialct.predict.catalog`) are predicted as one raster, each tile with its
+    neighbours' pixels, and cut back into one output per tile on its grid; with
+    ``mosaic`` a catalog gets one output, ``<catalog>_classes.tif``, instead. With
+    ``catalog=False`` every input is a scene of its own.
+
+    The work is shared out in blocks of the window grid (:mod:`aerialct.predict.plan`):
+    ``shard`` (K/N, for array jobs) and the ranks of a ``torchrun`` launch (``WORLD_SIZE``
+    > 1) make ``N x world_size`` workers, and each takes a run of consecutive blocks of
+    about equal cost (:func:`aerialct.shards.share_by_cost`); a scene smaller than a
+    block goes whole to one worker. Blocks are joined into outputs by whichever worker
+    finishes the last block an output needs. The result lists this worker's outputs. With
+    ``skip_existing`` an output that is complete (checked, not trusted:
+    :func:`aerialct.predict.identity.why_incomplete`) is skipped. Keyword arguments are
+    the options of :func:`predict_scene`.
     """
     if rank is None or world_size is None:
         from aerialct.engine.distributed import launch_env
@@ -48,61 +61,96 @@ def predict_scenes(
         launch = launch_env()
         rank = launch.rank if rank is None else rank
         world_size = launch.world_size if world_size is None else world_size
-    paths = [source_path(s) for s in scenes]
-    stems = [Path(p).stem for p in paths]
-    dup = sorted({s for s in stems if stems.count(s) > 1})
+    opts = PredictOptions(
+        skip_existing=skip_existing,
+        mosaic=mosaic,
+        **{**kwargs, "aoi": aoi_frame(kwargs.get("aoi"))},
+    )
+    check_options(bundle, opts)
+    jobs = find_jobs(scenes, catalog=catalog)
+    _check_names(jobs, mosaic)
+    workers = (shard.count if shard else 1) * world_size
+    worker = ((shard.index - 1) if shard else 0) * world_size + rank
+    t0 = time.perf_counter()
+    results: list[SceneResult] = []
+    records: list[JobResult] = []
+    position = {str(source_path(p)): i for i, p in enumerate(scenes)}
+
+    def first_input(item: tuple[Job, Any]) -> int:
+        job = item[0]
+        paths = [job.vrt] if job.vrt is not None else [t.path for t in job.tiles]
+        return min(position.get(str(p), len(position)) for p in paths)
+
+    for job, owned in sorted(_my_share(jobs, bundle, opts, worker, workers), key=first_input):
+        res = run_job(bundle, job, _paths(out_dir, opts), opts, owned=owned, progress=progress)
+        results += res.outputs
+        records.append(res)
+    return BatchResult(results, time.perf_counter() - t0, rank, world_size, jobs=records)
+
+
+def _paths(out_dir: str | os.PathLike, opts: PredictOptions) -> Any:
+    def paths(stem: str) -> tuple[Path, Path | None, Path | None]:
+        p = stem_paths(stem, out_dir)
+        return (
+            p["classes"],
+            p["probabilities"] if opts.probabilities else None,
+            p["quicklook"] if opts.quicklook else None,
+        )
+
+    return paths
+
+
+def _check_names(jobs: list[Job], mosaic: bool) -> None:
+    """Refuse inputs that would write the same output name."""
+    stems: dict[str, int] = {}
+    for job in jobs:
+        names = (
+            [job.name] if job.catalog and mosaic else [Path(str(t.path)).stem for t in job.tiles]
+        )
+        for s in names:
+            stems[s] = stems.get(s, 0) + 1
+    dup = sorted(s for s, n in stems.items() if n > 1)
     if dup:
         raise InputError(
             f"scenes {', '.join(dup)} share a file name and would write the same output; "
             "predict them into different --out folders"
         )
-    mine = shard_items(paths, shard)[rank::world_size]
-    aoi = aoi_frame(kwargs.pop("aoi", None))
-    if aoi is not None:
-        kwargs["aoi"] = aoi
-    t0 = time.perf_counter()
-    results: list[SceneResult] = []
-    for p in mine:  # a Path, or a GDAL path / URL as a string (source_path)
-        out = output_paths(p, out_dir)["classes"]
-        if skip_existing and complete_output(
-            p,
-            out,
-            probabilities=bool(kwargs.get("probabilities")),
-            quicklook=bool(kwargs.get("quicklook")),
-        ):
-            log.info("%s: complete output %s exists; skipped", Path(p).name, out)
-            side = output_paths(p, out_dir)
-            results.append(
-                SceneResult(
-                    scene=Path(p),
-                    source=os.fspath(p),
-                    status="skipped",
-                    output=out,
-                    probabilities=side["probabilities"] if kwargs.get("probabilities") else None,
-                    quicklook=side["quicklook"] if kwargs.get("quicklook") else None,
-                )
-            )
-            continue
+
+
+def _my_share(
+    jobs: list[Job], bundle: BundleLike, opts: PredictOptions, worker: int, workers: int
+) -> list[tuple[Job, Any]]:
+    """The jobs this worker takes part in, each with the test of the blocks it owns."""
+    units: list[tuple[int, int]] = []  # (job, block index or -1 for a job without a plan)
+    costs: list[float] = []
+    plans: list[list[Block] | None] = []
+    for j, job in enumerate(jobs):
         try:
-            if not touches_aoi(p, aoi):
-                log.info("%s: outside the area of interest; skipped", Path(p).name)
-                results.append(
-                    SceneResult(
-                        scene=Path(p), source=os.fspath(p), status="skipped", error="outside --aoi"
-                    )
-                )
-                continue
-            results.append(predict_scene(bundle, p, out, progress=progress, **kwargs))
-        except Exception as e:  # one scene's failure must not stop the batch
-            # recorded in the result, which the caller renders; visible with --verbose
-            log.debug("%s: failed: %s", p, e)
-            results.append(
-                SceneResult(
-                    scene=Path(p),
-                    source=os.fspath(p),
-                    status="failed",
-                    error=" ".join(str(e).split()),
-                    exception=e,
-                )
-            )
-    return BatchResult(results, time.perf_counter() - t0, rank, world_size)
+            blocks = job_blocks(job, bundle, opts)
+        except Exception:
+            blocks = None
+        plans.append(blocks)
+        if not blocks:
+            units.append((j, -1))
+            costs.append(1.0)
+        for blk in blocks or []:
+            units.append((j, blk.index))
+            costs.append(float(blk.windows))
+    mine: dict[int, set[int]] = {}
+    for u in share_by_cost(costs, worker, workers):
+        j, index = units[u]
+        mine.setdefault(j, set()).add(index)
+    out = []
+    for j, owned in sorted(mine.items()):
+        if plans[j] is None:
+            out.append((jobs[j], None))
+        else:
+            out.append((jobs[j], _owner(owned)))
+    return out
+
+
+def _owner(indices: set[int]) -> Any:
+    def owned(block: Block) -> bool:
+        return block.index in indices
+
+    return owned

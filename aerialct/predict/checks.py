@@ -47,8 +47,12 @@ def data_bands(ds: Any, bands: Sequence[int] | None, in_chans: int, path: Path) 
 
 def scene_gsd(ds: Any) -> float | None:
     """Pixel size in map units for a north-up projected scene; None when not meaningful."""
-    t = ds.transform
-    if ds.crs is None or not ds.crs.is_projected or t.b != 0 or t.d != 0:
+    return grid_gsd(ds.crs, ds.transform)
+
+
+def grid_gsd(crs: Any, t: Any) -> float | None:
+    """Pixel size in map units of a north-up projected grid (CRS, transform); None otherwise."""
+    if crs is None or t is None or not crs.is_projected or t.b != 0 or t.d != 0:
         return None
     return float((abs(t.a) + abs(t.e)) / 2)
 

@@ -1,4 +1,4 @@
-"""Output files: names, part-file profiles and tags, GDAL settings, resampling back, completeness."""
+"""Output files: names, GDAL settings for a scene, and the training-pixel-size grid."""
 
 from __future__ import annotations
 
@@ -9,50 +9,22 @@ from typing import Any
 
 import numpy as np
 
-from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.geo.classraster import class_tags, tag_class_raster
-from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, gtiff_profile
-from aerialct.geo.tags import CLASSES_TAG, SOURCE_TAG
-from aerialct.predict.stream import PROB_SCALE
+from aerialct.geo.cog import PART_BLOCK
 
 
 def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
     """The files ``predict`` writes for ``scene`` in ``out_dir``, by kind."""
-    stem = Path(scene).stem
+    return stem_paths(Path(scene).stem, out_dir)
+
+
+def stem_paths(stem: str, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """The files ``predict`` writes for the output stem ``stem`` in ``out_dir``, by kind."""
     d = Path(out_dir)
     return {
         "classes": d / f"{stem}_classes.tif",
         "probabilities": d / f"{stem}_probabilities.tif",
         "quicklook": d / f"{stem}_quicklook.png",
     }
-
-
-def part_profile(src: Any, count: int, nodata: int | None) -> dict[str, Any]:
-    """GTiff profile of a uint8 part file on ``src``'s grid (striped when under 16 px)."""
-    prof = gtiff_profile(src.width, src.height, count, "uint8", src.crs, src.transform, nodata,
-                         **PART_OPTIONS)  # fmt: skip
-    if src.width < 16 or src.height < 16:
-        prof["tiled"] = False
-        del prof["blockxsize"], prof["blockysize"]
-    return prof
-
-
-def tag_class_part(ds: Any, classes: ClassTable, scene: Path) -> None:
-    """Class table, colours and source scene on the class raster's part file."""
-    tag_class_raster(ds, classes, source=scene.name)
-    ds.set_band_description(1, "class")
-
-
-def tag_prob_part(ds: Any, classes: ClassTable, scene: Path) -> None:
-    """Band names, class table, scale and source scene on the probability part file."""
-    for i, name in enumerate(classes.names):
-        ds.set_band_description(i + 1, name)
-    ds.update_tags(**class_tags(classes, source=scene.name, prob_scale=PROB_SCALE))
-
-
-def part_name(tmp: Path, tag: str) -> Path:
-    """``<tmp>.<tag>.tif``: atomic_output's clean-up of ``<tmp>.*`` removes it on error."""
-    return tmp.with_name(f"{tmp.name}.{tag}.tif")
 
 
 def gdal_env(ds: Any, size: int, gpu: bool) -> Any:
@@ -85,7 +57,7 @@ def training_grid_vrt(ds: Any, gsd: float) -> Any:
 
     t = ds.transform
     fx, fy = gsd / abs(t.a), gsd / abs(t.e)
-    width, height = max(1, math.ceil(ds.width / fx)), max(1, math.ceil(ds.height / fy))
+    height, width = training_grid_shape(ds.height, ds.width, t, gsd)
     transform = t @ Affine.scale(fx, fy)
     return WarpedVRT(
         ds,
@@ -97,74 +69,7 @@ def training_grid_vrt(ds: Any, gsd: float) -> Any:
     )
 
 
-def warp_back(part: Path, like: Any, dest: Path, nodata: int | None, categorical: bool) -> None:
-    """Stream ``part`` (on the training grid) onto the grid of ``like`` into a new part ``dest``."""
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
-    from rasterio.windows import Window, subdivide
-
-    with rasterio.open(part) as p:
-        vrt_kw: dict[str, Any] = {
-            "crs": like.crs,
-            "transform": like.transform,
-            "width": like.width,
-            "height": like.height,
-            "resampling": Resampling.nearest if categorical else Resampling.bilinear,
-        }
-        if nodata is not None:
-            vrt_kw["nodata"] = nodata
-        prof = part_profile(like, p.count, nodata)
-        with WarpedVRT(p, **vrt_kw) as v, rasterio.open(dest, "w", **prof) as out:
-            whole = Window(0, 0, like.width, like.height)
-            for win in subdivide(whole, PART_BLOCK, like.width):  # block rows
-                out.write(v.read(window=win), window=win)
-            if categorical:
-                out.write_colormap(1, p.colormap(1))
-            out.update_tags(**p.tags())
-            out.update_tags(1, **p.tags(1))  # class names as band metadata
-            for i, d in enumerate(p.descriptions):
-                if d:
-                    out.set_band_description(i + 1, d)
-    part.unlink(missing_ok=True)
-
-
-def class_histogram(path: Path) -> tuple[np.ndarray, int]:
-    """Pixels per class id (256 bins) of a class raster, and its nodata count."""
-    import rasterio
-
-    hist = np.zeros(256, dtype=np.int64)
-    with rasterio.open(path) as ds:
-        for _, win in ds.block_windows(1):
-            hist += np.bincount(ds.read(1, window=win).ravel(), minlength=256)
-    return hist, int(hist[IGNORE_INDEX])
-
-
-def complete_output(
-    scene: str | os.PathLike, out: Path, *, probabilities: bool, quicklook: bool
-) -> bool:
-    """Whether ``out`` (and the side outputs asked for) is a finished prediction of ``scene``.
-
-    A file is taken as complete only when it opens, carries aerialct's class tag and
-    names this scene as its source, and has the scene's size; a partial or foreign
-    file is not (and ``predict`` then refuses to replace it without ``--overwrite``).
-    """
-    import rasterio
-
-    from aerialct.geo.io import no_georef_warning
-
-    paths = output_paths(scene, out.parent)
-    wanted = [out] + ([paths["probabilities"]] if probabilities else [])
-    try:
-        with no_georef_warning(), rasterio.open(scene) as src:
-            size = (src.width, src.height)
-        for p in wanted:
-            with no_georef_warning(), rasterio.open(p) as ds:
-                tags = ds.tags()
-                if CLASSES_TAG not in tags or tags.get(SOURCE_TAG) != Path(scene).name:
-                    return False
-                if (ds.width, ds.height) != size:
-                    return False
-    except Exception:
-        return False
-    return not quicklook or paths["quicklook"].is_file()
+def training_grid_shape(height: int, width: int, t: Any, gsd: float) -> tuple[int, int]:
+    """(height, width) of a ``height`` x ``width`` grid with transform ``t`` at the pixel size ``gsd``."""
+    fx, fy = gsd / abs(t.a), gsd / abs(t.e)
+    return max(1, math.ceil(height / fy)), max(1, math.ceil(width / fx))

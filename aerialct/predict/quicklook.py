@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
+from aerialct.geo.tags import CHECKSUM_TAG
+from aerialct.predict.identity import image_checksum
 
 MARGIN = 8
 SWATCH = 14
@@ -78,21 +80,31 @@ def write_quicklook(
     max_size: int = 1024,
     alpha: float = 0.45,
     title: str = "",
-) -> None:
+    texts: dict[str, str] | None = None,
+    window: tuple[int, int, int, int] | None = None,
+) -> str:
     """A PNG thumbnail of the scene (first three bands, 2-98% stretch) with the class colours over it.
 
     The map is framed with ``title`` above it and a legend of the class names and
     colours beside it (:func:`frame_with_legend`); the title is also the PNG's Title.
+    ``texts`` become PNG text entries, with the checksum of the framed image's pixels
+    (:func:`aerialct.predict.identity.image_checksum`) under the checksum tag, which is
+    returned. ``window`` (top, bottom, left, right) limits the scene to a rectangle.
     """
     import rasterio
     from PIL.PngImagePlugin import PngInfo
     from rasterio.enums import Resampling
+    from rasterio.windows import Window
 
-    scale = max(ds.width, ds.height) / max_size
-    w = max(1, round(ds.width / max(scale, 1)))
-    h = max(1, round(ds.height / max(scale, 1)))
+    top, bottom, left, right = window or (0, ds.height, 0, ds.width)
+    width, height = right - left, bottom - top
+    scale = max(width, height) / max_size
+    w = max(1, round(width / max(scale, 1)))
+    h = max(1, round(height / max(scale, 1)))
     rgb_bands = list(bands[:3]) if len(bands) >= 3 else [bands[0]] * 3
-    img = ds.read(rgb_bands, out_shape=(3, h, w), resampling=Resampling.average).astype(np.float32)
+    win = Window(left, top, width, height)
+    img = ds.read(rgb_bands, out_shape=(3, h, w), window=win, resampling=Resampling.average)
+    img = img.astype(np.float32)
     for i in range(3):
         lo, hi = np.percentile(img[i], (2, 98))
         img[i] = np.clip((img[i] - lo) / max(hi - lo, 1e-6), 0, 1) * 255
@@ -107,4 +119,8 @@ def write_quicklook(
     meta = PngInfo()
     meta.add_text("Title", title)
     framed = frame_with_legend(np.moveaxis(out, 0, -1), classes, title)
+    checksum = image_checksum(np.asarray(framed.convert("RGB")))
+    for key, value in {**(texts or {}), CHECKSUM_TAG: checksum}.items():
+        meta.add_text(key, value)
     framed.save(out_png, format="PNG", pnginfo=meta)
+    return checksum

@@ -1,4 +1,4 @@
-"""The background reader: rows of windows read and decoded on a thread, handed out in batches."""
+"""The background reader: rows of windows of a frame read and decoded on a thread, in batches."""
 
 from __future__ import annotations
 
@@ -13,51 +13,57 @@ from typing import Any, Literal
 import numpy as np
 
 from aerialct.geo.io import read_failed, read_window
+from aerialct.predict.plan import Frame
 
 
 @dataclass
 class Batch:
-    """Windows for one forward pass, where they go, and the rows they complete."""
+    """Windows for one forward pass, where they go, and the rows they complete.
+
+    Positions are in the frame's pixels. A batch holds windows of one window row: the
+    canonical batches of :mod:`aerialct.predict.plan`.
+    """
 
     x: Any  # (B, C, S, S) numpy array or pinned tensor
-    pos: list[tuple[int, int, int, int]]  # (y, x, h, w) in the grid; h, w = valid extent
-    done_rows: list[np.ndarray]  # valid masks (n, width) of rows finished by this batch, in order
-    final_to: int = 0  # one-row batches: columns < final_to of the row are final after it
+    pos: list[tuple[int, int, int, int]]  # (y, x, h, w) in the frame; h, w = valid extent
+    done_rows: list[np.ndarray]  # valid masks (n, width) of the rows this batch finishes
+    final_to: int = 0  # columns < final_to of the row are final after this batch
     keep: list[bool] | None = None  # with an area of interest: the windows that touch it
+
+
+@dataclass(frozen=True)
+class FrameInput:
+    """What a frame is read from: the raster, its bands, and what limits the valid pixels.
+
+    ``aoi`` is a geometry in ``src``'s CRS (only windows that touch it run; pixels
+    outside are nodata); ``cover`` the pixel rectangles ``(top, bottom, left, right)`` of
+    ``src`` that hold data, an (n, 4) integer array (a catalog's tiles: its gaps are
+    nodata), None for all.
+    """
+
+    src: Any
+    bands: list[int]
+    aoi: Any = None
+    cover: np.ndarray | None = None
 
 
 _END = object()
 
 
 class Reader:
-    """Reads rows of windows on a background thread and hands out batches in order.
+    """Reads the window rows of a frame on a background thread and hands out batches in order.
 
-    A batch holds windows of at most ``rows_per_batch`` consecutive window rows
-    (1 or 2), so the accumulator needs ``S`` or ``S + stride`` rows. Each batch
-    carries the validity masks of the window rows it completes.
+    Each window row is read once as a strip of the frame's width; its windows go out
+    in groups of the grid's batch size counted from the frame's first window column
+    (the frame starts on a batch boundary, so these are the canonical batches).
     """
 
-    def __init__(
-        self,
-        src: Any,
-        bands: list[int],
-        size: int,
-        rows: list[int],
-        cols: list[int],
-        batch_size: int,
-        pin: bool,
-        rows_per_batch: int = 1,
-        depth: int = 3,
-        aoi: Any = None,
-    ) -> None:
-        self.rows_per_batch = rows_per_batch
-        self.aoi = aoi  # a shapely geometry in the grid's CRS, or None
-        self.src, self.bands, self.size = src, bands, size
-        self.rows, self.cols, self.batch_size, self.pin = rows, cols, batch_size, pin
+    def __init__(self, source: FrameInput, frame: Frame, pin: bool, depth: int = 3) -> None:
+        self.source, self.frame, self.pin = source, frame, pin
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="aerialct-reader", daemon=True)
-        self.mask_mode, self.nodata = _mask_mode(src, bands)
+        self.mask_mode, self.nodata = _mask_mode(source.src, source.bands)
 
     def __enter__(self) -> Reader:
         self.thread.start()
@@ -97,55 +103,70 @@ class Reader:
             self._put(_END)
 
     def _produce(self) -> None:
-        from rasterio.windows import Window
+        frame = self.frame
+        grid, top, left = frame.grid, frame.top, frame.left
+        rows, cols = frame.window_rows, frame.window_cols
+        B = max(1, grid.batch_size)
+        for j, y in enumerate(rows):
+            strip, valid, inside = self._strip(y)
+            nxt = rows[j + 1] if j + 1 < len(rows) else frame.bottom
+            h = min(grid.size, grid.height - y)
+            for g in range(0, len(cols), B):
+                group = cols[g : g + B]
+                last = g + B >= len(cols)
+                xs = [strip[:, :, x - left : x - left + grid.size] for x in group]
+                x: Any = np.stack(xs)  # (B, C, S, S); a pinned tensor on a GPU
+                if self.pin:
+                    import torch
 
-        src, size = self.src, self.size
-        H, W = src.height, src.width
-        xs: list[np.ndarray] = []
-        pos: list[tuple[int, int, int, int]] = []
-        done: list[np.ndarray] = []
-        keep: list[bool] = []
-        first_row = 0
-
-        def emit(final_to: int) -> bool:
-            nonlocal xs, pos, done, keep
-            x: Any = np.stack(xs)  # (B, C, S, S); a pinned tensor on a GPU
-            if self.pin:
-                import torch
-
-                x = torch.from_numpy(x).pin_memory()
-            ok = self._put(Batch(x, pos, done, final_to, keep if self.aoi is not None else None))
-            xs, pos, done, keep = [], [], [], []
-            return ok
-
-        for j, y in enumerate(self.rows):
-            h = min(size, H - y)
-            win = Window(0, y, W, h)
-            strip = read_window(src, self.bands, window=win)  # (C, h, W)
-            valid = _valid(src, strip, win, self.mask_mode, self.nodata)  # (h, W) bool
-            inside = None
-            if self.aoi is not None:
-                inside = _inside(self.aoi, src, win)  # (h, W) bool
-                valid &= inside
-            strip = _as_tensor_dtype(strip)
-            if h < size or size > W:
-                strip = _pad_reflect(strip, size)
-            nxt = self.rows[j + 1] if j + 1 < len(self.rows) else H
-            for x0 in self.cols:
-                new_row = j >= first_row + self.rows_per_batch
-                full = xs and (len(xs) >= self.batch_size or new_row)
-                if full and not emit(W if new_row else x0):
+                    x = torch.from_numpy(x).pin_memory()
+                pos = [(y - top, x0 - left, h, min(grid.size, grid.width - x0)) for x0 in group]
+                keep = None
+                if inside is not None:
+                    keep = [
+                        bool(inside[:, x0 - left : x0 - left + grid.size].any()) for x0 in group
+                    ]
+                final_to = frame.width if last else cols[g + B] - left
+                done = [valid[: nxt - y]] if last else []
+                if not self._put(Batch(x, pos, done, final_to, keep)):
                     return
-                if not xs:
-                    first_row = j
-                xs.append(strip[:, :, x0 : x0 + size])
-                pos.append((y, x0, h, min(size, W - x0)))
-                keep.append(inside is None or bool(inside[:, x0 : x0 + size].any()))
-            done.append(valid[: nxt - y])
             if self.stop.is_set():
                 return
-        if xs:
-            emit(W)
+
+    def _strip(self, y: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Window row ``y`` of the frame: pixels (C, >=S, >=width), valid mask (h, width) and,
+        with an area of interest, the pixels that touch it."""
+        from rasterio.windows import Window
+
+        frame, source = self.frame, self.source
+        grid = frame.grid
+        h = min(grid.size, grid.height - y)
+        win = Window(frame.left, y, frame.width, h)
+        src = source.src
+        strip = read_window(src, source.bands, window=win)  # (C, h, width)
+        valid = _valid(src, strip, win, self.mask_mode, self.nodata)  # (h, width) bool
+        if source.cover is not None:
+            valid &= _covered(source.cover, y, h, frame.left, frame.width)
+        inside = None
+        if source.aoi is not None:
+            inside = _inside(source.aoi, src, win)  # (h, width) bool
+            valid &= inside
+        strip = _as_tensor_dtype(strip)
+        if h < grid.size or grid.size > grid.width:
+            strip = _pad_reflect(strip, grid.size)
+        return strip, valid, inside
+
+
+def _covered(cover: np.ndarray, y: int, h: int, left: int, width: int) -> np.ndarray:
+    """Pixels of rows ``[y, y + h)``, columns ``[left, left + width)`` inside a rectangle of ``cover``."""
+    out = np.zeros((h, width), dtype=bool)
+    near = (cover[:, 0] < y + h) & (cover[:, 1] > y) & (cover[:, 2] < left + width)
+    near &= cover[:, 3] > left
+    for top, bottom, x0, x1 in cover[near].tolist():
+        t0, b0, l0, r0 = max(top, y), min(bottom, y + h), max(x0, left), min(x1, left + width)
+        if t0 < b0 and l0 < r0:
+            out[t0 - y : b0 - y, l0 - left : r0 - left] = True
+    return out
 
 
 def _inside(aoi: Any, src: Any, win: Any) -> np.ndarray:

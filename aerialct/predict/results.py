@@ -28,8 +28,10 @@ class BundleLike(Protocol):
 
 @dataclass
 class SceneResult:
-    """What happened to one scene: ``status`` is "ok", "skipped" (a complete output was
-    already there, ``--skip-existing``) or "failed" (then ``error`` says why)."""
+    """What happened to one output (a scene's, a tile's or a mosaic's): ``status`` is "ok",
+    "skipped" (a complete output was already there, or it lies outside ``--aoi``),
+    "failed" (then ``error`` says why) or "pending" (this process computed blocks of it;
+    the process that finishes its last block writes it)."""
 
     scene: Path
     status: str = "ok"
@@ -85,12 +87,14 @@ class SceneResult:
 
 @dataclass
 class BatchResult:
-    """The outcome of :func:`predict_scenes` on this rank."""
+    """The outcome of :func:`predict_scenes` on this process: its output records, and per
+    job (a scene or a catalog) its share of the blocks (``jobs``, JobResult records)."""
 
     scenes: list[SceneResult]
     seconds: float = 0.0
     rank: int = 0
     world_size: int = 1
+    jobs: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> list[SceneResult]:
@@ -107,6 +111,11 @@ class BatchResult:
         """The scenes skipped: a complete output exists, or outside the area of interest."""
         return [s for s in self.scenes if s.status == "skipped"]
 
+    @property
+    def pending(self) -> list[SceneResult]:
+        """Outputs that wait for blocks of other processes (they write them)."""
+        return [s for s in self.scenes if s.status == "pending"]
+
     def to_dict(self) -> dict[str, Any]:
         """The batch as plain JSON types (``predict --json``)."""
         px = sum(s.width * s.height for s in self.ok)
@@ -115,6 +124,8 @@ class BatchResult:
             "ok": len(self.ok),
             "skipped": len(self.skipped),
             "failed": len(self.failed),
+            "pending": len(self.pending),
+            "jobs": [j.to_dict() for j in self.jobs],
             "seconds": round(self.seconds, 3),
             "pixels_per_second": round(px / self.seconds, 1) if self.seconds > 0 else None,
             "rank": self.rank,

@@ -1,11 +1,14 @@
 """The streaming core: window weights, the model loop and the accumulators.
 
-Windows run row of windows by row of windows (the whole picture is in
-:mod:`aerialct.predict`); rows above the next window row are final and go
-straight to the writer. On the CPU only the overlap rows are kept at full width
-(:class:`RowAccumulator`); on a GPU a full-width ``S + stride`` accumulator
-lives in device memory (:class:`BandAccumulator`). Peak memory grows with the
-scene width, never with the scene height.
+Windows run row of windows by row of windows over a :class:`~aerialct.predict.plan.Frame`
+(a whole scene, or the part of a mosaic that a block needs; the whole picture is in
+:mod:`aerialct.predict`); rows above the next window row are final and go straight to
+a :class:`RowSink`. On the CPU only the overlap rows are kept at full width
+(:class:`RowAccumulator`); on a GPU a full-width accumulator of one window's height
+lives in device memory (:class:`BandAccumulator`). Both are an :class:`Accumulator`
+(one typed interface: built from an :class:`AccumulatorSpec`, fed batches, handing rows
+to a :class:`RowWriter`). Peak memory grows with the frame's width, never with its
+height.
 """
 
 from __future__ import annotations
@@ -14,17 +17,17 @@ import contextlib
 import queue
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from aerialct.classes import IGNORE_INDEX
 from aerialct.errors import InputError
-from aerialct.geo.cog import PART_BLOCK, RowWriter
-from aerialct.geo.grid import window_starts
-from aerialct.predict.reader import Batch, Reader
+from aerialct.predict.plan import Frame
+from aerialct.predict.reader import Batch, FrameInput, Reader
 from aerialct.predict.results import BundleLike
 from aerialct.progress import ProgressFn
 
@@ -58,42 +61,27 @@ def weight_sum_1d(length: int, size: int, starts: Sequence[int], floor: float = 
     return total[:length].astype(np.float32)
 
 
-def reduce_heap_fragmentation(threshold: int = 1 << 20) -> bool:
-    """Ask glibc to serve allocations of ``threshold`` bytes and more with mmap.
-
-    glibc raises its mmap threshold after large blocks are freed, so the window
-    rows and strips that streaming allocates again and again (tens of MB on wide
-    scenes) end up in heap arenas that are never returned: peak RSS then drifts
-    up by about twice the width-dependent memory. A fixed threshold stops the
-    drift. Process-wide, so the CLI calls it, not :func:`predict_scene`; returns
-    False where there is no glibc.
-    """
-    import ctypes
-    import ctypes.util
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        M_MMAP_THRESHOLD = -3
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
-    except (OSError, AttributeError):
-        return False
-
-
 # ---------------------------------------------------------------------------
 # The model loop and the accumulators
 
 
 @dataclass
 class GridStats:
-    """What streaming a grid counted: windows run, model seconds, nodata and class pixels."""
+    """What streaming a frame counted: windows run, model seconds, nodata and class pixels."""
 
     windows: int = 0
     forward_seconds: float = 0.0
     nodata: int = 0
     hist: np.ndarray = field(default_factory=lambda: np.zeros(256, dtype=np.int64))
+
+
+class RowSink(Protocol):
+    """Where finished rows of a frame go, top to bottom, each the frame's full width."""
+
+    def write(self, cls: np.ndarray, p8: np.ndarray | None) -> None:
+        """Rows ``cls`` (n, width) uint8, 255 where the input is nodata, and their
+        probabilities ``p8`` (K, n, width) uint8 (0 at nodata) when asked for."""
+        ...
 
 
 class _TimedModel:
@@ -142,65 +130,46 @@ def _forward(model: Any, x: Any, tta: str | None, autocast: Any) -> Any:
         return acc / 4.0
 
 
-def predict_grid(
+def predict_frame(
     bundle: BundleLike,
-    src: Any,
-    bands: list[int],
-    cls_ds: Any,
-    prob_ds: Any | None,
+    source: FrameInput,
+    frame: Frame,
+    sink: RowSink,
     *,
-    stride: int,
-    batch_size: int,
+    probabilities: bool,
     tta: str | None,
     device: Any,
     progress: ProgressFn,
     label: str = "",
-    aoi: Any = None,
 ) -> GridStats:
-    """Predict the whole grid of ``src`` into the open datasets ``cls_ds`` (and ``prob_ds``).
+    """Run every window of ``frame`` over ``source`` and hand its finished rows to ``sink``.
 
-    With an area of interest ``aoi`` (a geometry in ``src``'s CRS), only windows that
-    touch it run through the model; the others add nothing, and every pixel outside
-    the area is written as nodata. Pixels inside get exactly the full run's values,
-    since a window that adds to them touches the area.
+    The frame starts from empty sums; its rows are final where all the windows that
+    cover them are in the frame (:mod:`aerialct.predict.plan`). With an area of interest,
+    only windows that touch it run through the model; the others add nothing.
     """
     import torch
 
-    size = int(bundle.chip_size)
-    K = len(bundle.classes)
-    H, W = src.height, src.width
-    rows = window_starts(H, size, stride, even=True)
-    cols = window_starts(W, size, stride, even=True)
-    n_windows = len(rows) * len(cols)
-    progress(0, total=n_windows, description=label or None)
-
+    grid = frame.grid
+    size, K = grid.size, len(bundle.classes)
+    progress(0, total=frame.windows, description=label or None)
     cuda = device.type == "cuda"
-    rows_per_batch = ROWS_PER_BATCH.get(device.type, 1)
     weight = torch.from_numpy(blend_weights(size)).to(device)
-    wy = wx = None
-    if prob_ds is not None:
-        wy = torch.from_numpy(weight_sum_1d(H, size, rows)).to(device)
-        wx = torch.from_numpy(weight_sum_1d(W, size, cols)).to(device)
-    accumulate: BandAccumulator | RowAccumulator
-    if rows_per_batch == 1:
-        accumulate = RowAccumulator(K, size, H, W, rows, device, wy, wx)
-    else:
-        accumulate = BandAccumulator(K, size + stride, H, W, size, device, wy, wx)
+    spec = _spec(frame, K, device, probabilities)
+    accumulate: Accumulator = ACCUMULATORS.get(device.type, RowAccumulator)(spec)
     model = _TimedModel(bundle.model, cuda)
     autocast = (
         (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
     )
-
-    stats = GridStats(windows=n_windows)
+    stats = GridStats(windows=frame.windows)
     with (
         torch.inference_mode(),
-        _Writer(cls_ds, prob_ds, stats, THREADED_WRITER.get(device.type, False)) as writer,
-        Reader(src, bands, size, rows, cols, batch_size, cuda, rows_per_batch, aoi=aoi) as reader,
+        _Writer(sink, stats, THREADED_WRITER.get(device.type, False)) as writer,
+        Reader(source, frame, cuda) as reader,
     ):
         for batch in reader:
             xb = batch.x if torch.is_tensor(batch.x) else torch.from_numpy(batch.x)
-            xb = xb.to(device, non_blocking=True)
-            xb = bundle.normalize(xb.float())
+            xb = bundle.normalize(xb.to(device, non_blocking=True).float())
             if batch.keep is not None and not all(batch.keep):
                 probs = _forward_kept(model, xb, batch.keep, K, tta, autocast)
                 stats.windows -= batch.keep.count(False)
@@ -215,9 +184,33 @@ def predict_grid(
             accumulate(batch, probs, writer)
             progress(len(batch.pos))
     stats.forward_seconds = model.total()
-    if accumulate.rows_done != H:
-        raise RuntimeError(f"internal error: wrote {accumulate.rows_done} of {H} rows")
+    if accumulate.rows_done != frame.height:
+        raise RuntimeError(f"internal error: wrote {accumulate.rows_done} of {frame.height} rows")
     return stats
+
+
+def _spec(frame: Frame, K: int, device: Any, probabilities: bool) -> AccumulatorSpec:
+    """The accumulator's view of ``frame``: local window rows, size, and the summed weights
+    of the WHOLE grid over the frame (what the probabilities divide by)."""
+    import torch
+
+    grid = frame.grid
+    wy = wx = None
+    if probabilities:
+        wy_all = weight_sum_1d(grid.height, grid.size, grid.rows)
+        wx_all = weight_sum_1d(grid.width, grid.size, grid.cols)
+        wy = torch.from_numpy(wy_all[frame.top : frame.bottom].copy()).to(device)
+        wx = torch.from_numpy(wx_all[frame.left : frame.right].copy()).to(device)
+    return AccumulatorSpec(
+        classes=K,
+        size=grid.size,
+        rows=tuple(y - frame.top for y in frame.window_rows),
+        height=frame.height,
+        width=frame.width,
+        device=device,
+        wy=wy,
+        wx=wx,
+    )
 
 
 def _forward_kept(
@@ -233,21 +226,66 @@ def _forward_kept(
     return probs
 
 
-class BandAccumulator:
-    """Full-width accumulator of ``rows`` scene rows (batches may span two window rows).
+@dataclass(frozen=True)
+class AccumulatorSpec:
+    """What an accumulator sums: ``classes`` (K) probabilities of windows of ``size`` over a
+    ``height`` x ``width`` frame whose window rows start at ``rows`` (frame pixel rows).
 
-    Used on a GPU, where it lives in device memory: ``S + stride`` rows let a
-    batch run on into the next window row, so batches stay full.
+    ``wy``/``wx`` are the summed blending weights along the frame's rows and columns (a
+    tensor each, on ``device``); with them, finished rows also come out as probabilities.
     """
 
-    def __init__(self, K, rows, H, W, size, device, wy, wx) -> None:  # type: ignore[no-untyped-def]
-        import torch
+    classes: int
+    size: int
+    rows: tuple[int, ...]
+    height: int
+    width: int
+    device: Any
+    wy: Any = None
+    wx: Any = None
 
-        self.acc = torch.zeros((K, min(rows, max(H, size)), W), dtype=torch.float32, device=device)
-        self.wy, self.wx = wy, wx
+
+class RowWriter(Protocol):
+    """Where an accumulator hands its finished rows: class ids ``cls`` (n, W) uint8, the
+    ``valid`` mask (n, W) and, when probabilities are asked for, ``p8`` (K, n, W) uint8."""
+
+    def put(self, cls: np.ndarray, valid: np.ndarray, p8: np.ndarray | None) -> None: ...
+
+
+class Accumulator(ABC):
+    """The one interface of the accumulators (CPU: :class:`RowAccumulator`, GPU:
+    :class:`BandAccumulator`): built from an :class:`AccumulatorSpec`, called with each
+    batch's weighted window probabilities in batch order, they hand every finished row to a
+    :class:`RowWriter` exactly once, top to bottom; ``rows_done`` counts them.
+    """
+
+    def __init__(self, spec: AccumulatorSpec) -> None:
+        self.spec = spec
+        self.wy, self.wx = spec.wy, spec.wx
         self.rows_done = 0
 
-    def __call__(self, batch: Batch, probs: Any, writer: _Writer) -> None:
+    @abstractmethod
+    def __call__(self, batch: Batch, probs: Any, writer: RowWriter) -> None:
+        """Add the weighted ``probs`` (B, K, S, S) of ``batch``; hand the rows it completes
+        to ``writer``."""
+
+
+class BandAccumulator(Accumulator):
+    """A frame-wide accumulator of one window's height, in device memory (used on a GPU).
+
+    Every pixel sums its windows in batch order (window row by window row, left to right).
+    """
+
+    def __init__(self, spec: AccumulatorSpec) -> None:
+        import torch
+
+        super().__init__(spec)
+        # one-row batches: a window row starts where the rows done end
+        self.acc = torch.zeros(
+            (spec.classes, spec.size, spec.width), dtype=torch.float32, device=spec.device
+        )
+
+    def __call__(self, batch: Batch, probs: Any, writer: RowWriter) -> None:
         """Add the weighted ``probs`` of ``batch``; hand the rows it completes to ``writer``."""
         acc, base = self.acc, self.rows_done
         for b, (y, x0, h, w) in enumerate(batch.pos):
@@ -263,8 +301,8 @@ class BandAccumulator:
             self.rows_done += n
 
 
-class RowAccumulator:
-    """One-row batches with only the overlap rows kept at full width.
+class RowAccumulator(Accumulator):
+    """One-row batches with only the overlap rows kept at full width (used on the CPU).
 
     For a window row at ``y`` (``h`` valid rows, the next row at ``y + d``), the
     windows of one batch are summed into a local buffer that spans only their
@@ -273,26 +311,29 @@ class RowAccumulator:
     become class ids, their bottom ``h - d`` rows go into the carry for the next
     row; the columns still to be touched move on as the overhang. Full-width
     float memory is thus ``K x (S - step) x W`` (about ``S - stride`` rows) instead
-    of ``K x S x W``.
+    of ``K x S x W``. Every pixel sums the windows of each window row left to right,
+    then adds what the earlier rows summed.
     """
 
-    def __init__(self, K, size, H, W, rows, device, wy, wx) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, spec: AccumulatorSpec) -> None:
         import torch
 
-        self.K, self.size, self.H, self.W, self.device = K, size, H, W, device
-        self.wy, self.wx = wy, wx
+        super().__init__(spec)
+        K, size, H, rows = spec.classes, spec.size, spec.height, spec.rows
+        self.K, self.size, self.H, self.W, self.device = K, size, H, spec.width, spec.device
         self.next_top = {y: rows[i + 1] if i + 1 < len(rows) else H for i, y in enumerate(rows)}
         carry_rows = max([min(size, H - y) - (self.next_top[y] - y) for y in rows[:-1]], default=0)
-        self.carry = torch.zeros((K, max(carry_rows, 0), W), dtype=torch.float32, device=device)
+        self.carry = torch.zeros(
+            (K, max(carry_rows, 0), spec.width), dtype=torch.float32, device=spec.device
+        )
         self.c = 0  # rows of the carry that belong to the current window row
         self.y: int | None = None
         self.h = self.d = 0
         self.overhang: Any = None
         self.cls_row: np.ndarray | None = None
         self.p_row: np.ndarray | None = None
-        self.rows_done = 0
 
-    def __call__(self, batch: Batch, probs: Any, writer: _Writer) -> None:
+    def __call__(self, batch: Batch, probs: Any, writer: RowWriter) -> None:
         """Add the weighted ``probs`` of ``batch``; hand a finished window row to ``writer``."""
         import torch
 
@@ -331,16 +372,16 @@ class RowAccumulator:
 
 
 class _Writer:
-    """Masks, counts and writes finished rows, on a background thread when ``threaded``.
+    """Masks and counts finished rows and hands them to the sink, on a background thread when
+    ``threaded``.
 
-    On a GPU the main thread goes straight back to launching the next batch while
-    GDAL compresses the rows just finished; on the CPU rows are written inline,
-    which keeps no extra rows in memory.
+    On a GPU the main thread goes straight back to launching the next batch while the
+    sink compresses the rows just finished; on the CPU rows are written inline, which
+    keeps no extra rows in memory.
     """
 
-    def __init__(self, cls_ds: Any, prob_ds: Any | None, stats: GridStats, threaded: bool):
-        self.cls_out = RowWriter(cls_ds, PART_BLOCK)
-        self.prob_out = RowWriter(prob_ds, PART_BLOCK) if prob_ds else None
+    def __init__(self, sink: RowSink, stats: GridStats, threaded: bool):
+        self.sink = sink
         self.stats = stats
         self.error: BaseException | None = None
         self.q: queue.Queue | None = queue.Queue(maxsize=2) if threaded else None
@@ -355,12 +396,8 @@ class _Writer:
         if self.q is not None:
             self.q.put(None)
             self.thread.join()
-        if exc_type is None:
-            if self.error is not None:
-                raise self.error
-            self.cls_out.close()
-            if self.prob_out is not None:
-                self.prob_out.close()
+        if exc_type is None and self.error is not None:
+            raise self.error
 
     def put(self, cls: np.ndarray, valid: np.ndarray, p8: np.ndarray | None) -> None:
         if self.error is not None:
@@ -384,13 +421,15 @@ class _Writer:
         cls[invalid] = IGNORE_INDEX
         self.stats.nodata += int(invalid.sum())
         self.stats.hist += np.bincount(cls.ravel(), minlength=256)
-        self.cls_out.write(cls[None])
-        if p8 is not None and self.prob_out is not None:
+        if p8 is not None:
             p8[:, invalid] = 0
-            self.prob_out.write(p8)
+        self.sink.write(cls, p8)
 
 
-ROWS_PER_BATCH = {"cuda": 2, "cpu": 1}
+ACCUMULATORS: dict[str, type[Accumulator]] = {
+    "cuda": BandAccumulator,
+    "cpu": RowAccumulator,
+}
 THREADED_WRITER = {"cuda": True, "cpu": False}
 _COL_CHUNK = 2048  # columns per argmax / probability step: bounds the temporaries
 

@@ -37,7 +37,7 @@ import numpy as np
 from aerialct import __version__, resume
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.data import potsdam as pots
-from aerialct.data.index import SPLITS, ChipRow, ChipsHeader, chips_frame, write_chips
+from aerialct.data.index import SPLITS, ChipRow, ChipsHeader, chips_columns, write_chips
 from aerialct.errors import DiskFullError, InputError
 from aerialct.geo.grid import window_starts
 from aerialct.geo.outputs import (
@@ -126,8 +126,6 @@ def _check_options(opts: Options) -> _Grid:
 
 def _check_scenes(scenes: list[Scene], warnings: list[str]) -> None:
     """Scenes tiled together have distinct names, one band count, dtype and CRS."""
-    from pyproj import CRS
-
     names = Counter(s.name for s in scenes)
     dup = [n for n, k in names.items() if k > 1]
     if dup:
@@ -141,9 +139,7 @@ def _check_scenes(scenes: list[Scene], warnings: list[str]) -> None:
                 f"{sc.image}: {sc.count} bands of {sc.dtype}, but {first.image} has {first.count} "
                 f"of {first.dtype}; tile them into separate chip folders"
             )
-        if sc.crs_wkt != first.crs_wkt and not CRS.from_wkt(sc.crs_wkt).equals(
-            CRS.from_wkt(first.crs_wkt)
-        ):
+        if sc.crs_wkt != first.crs_wkt and not _same_crs(sc.crs_wkt, first.crs_wkt):
             raise InputError(
                 f"{sc.image}: CRS differs from {first.image}; reproject it (gdalwarp -t_srs) "
                 "or tile them into separate chip folders"
@@ -151,6 +147,12 @@ def _check_scenes(scenes: list[Scene], warnings: list[str]) -> None:
     gsds = [abs(s.transform[0]) for s in scenes]
     if max(gsds) > 1.01 * min(gsds):
         warnings.append(f"scenes have different pixel sizes ({min(gsds)}..{max(gsds)})")
+
+
+def _same_crs(a: str, b: str) -> bool:
+    from pyproj import CRS
+
+    return CRS.from_wkt(a).equals(CRS.from_wkt(b))
 
 
 def _creation_options(creation_options: dict[str, str] | None) -> dict[str, str]:
@@ -277,7 +279,8 @@ def _cut(jobs: list[tuple[int, Job]], workers: int, prog: Any, work: Work) -> No
 def _gather(
     jobs: list[tuple[int, Job]], records: list[Record], reports: list[SceneReport]
 ) -> tuple[list[ChipRow], dict[str, list[np.ndarray]]]:
-    """The index rows and pixel samples of every task, in task order; reports filled in."""
+    """The index rows and pixel samples of every task, in task order (scene, then row: the
+    band statistics do not depend on which tasks finished first); reports filled in."""
     rows: list[ChipRow] = []
     samples: dict[str, list[np.ndarray]] = {}
     for (k, _), rec in zip(jobs, records, strict=True):
@@ -293,11 +296,11 @@ def _gather(
     return rows, samples
 
 
-def _split_counts(frame: Any) -> dict[str, int]:
+def _split_counts(split: np.ndarray) -> dict[str, int]:
     """Chips per split: train, val, test (even when empty), then any other split."""
-    split_counts = {s: int((frame["split"] == s).sum()) for s in SPLITS}
-    for s in sorted(set(frame["split"]) - set(SPLITS)):
-        split_counts[s] = int((frame["split"] == s).sum())
+    split_counts = {s: int((split == s).sum()) for s in SPLITS}
+    for s in sorted(set(split.tolist()) - set(SPLITS)):
+        split_counts[s] = int((split == s).sum())
     return split_counts
 
 
@@ -309,12 +312,15 @@ def _label_mode(scenes: list[Scene]) -> str | None:
 
 
 def _crs_text(crs_wkt: str) -> str:
-    """``EPSG:nnnn`` when the CRS has a code, else its WKT."""
-    from pyproj import CRS
+    """``EPSG:nnnn`` when the CRS has a code, else its WKT (pyproj's WKT2, loaded only then)."""
+    from rasterio.crs import CRS
 
-    crs = CRS.from_wkt(crs_wkt)
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_wkt()
+    epsg = CRS.from_wkt(crs_wkt).to_epsg()  # rasterio is loaded already; pyproj costs 0.2 s
+    if epsg:
+        return f"EPSG:{epsg}"
+    from pyproj import CRS as ProjCRS
+
+    return ProjCRS.from_wkt(crs_wkt).to_wkt()
 
 
 def _band_stats(samples: dict[str, list[np.ndarray]], dtype: str) -> dict:
@@ -490,13 +496,15 @@ def _finish(
             f"no chips written: all {total} windows of {', '.join(s.image for s in scenes)} "
             f"have more than {opts.nodata_threshold:.0%} nodata; raise --nodata-threshold"
         )
-    frame, counts = chips_frame(rows, first.crs_wkt, classes)
+    cols = chips_columns(rows, classes)
+    split, counts = cols.split, cols.counts
     names = [*classes.names, "ignore"]
-    warn_one_sided(frame["split"].to_numpy(), counts, names, warnings)
-    result = _result(work.out, frame, counts, names, reports, grid, source, scenes, warnings,
+    warn_one_sided(split, counts, names, warnings)
+    result = _result(work.out, split, counts, names, reports, grid, source, scenes, warnings,
                      samples, classes, state)  # fmt: skip
     try:
-        write_chips(work.chips, frame, _header(result, classes, first, opts.nodata_threshold, co))
+        header = _header(result, classes, first, opts.nodata_threshold, co)
+        write_chips(work.chips, cols, first.crs_wkt, header)
         inputs = [s.image for s in scenes] + [s.labels for s in scenes if s.labels]
         check_output(work.out, overwrite, kind=FOLDER, inputs=inputs)
         move_into_place(work.chips, work.out)
@@ -512,7 +520,7 @@ def _finish(
 
 
 def _result(
-    out: Path, frame: Any, counts: np.ndarray, names: list[str], reports: list[SceneReport],
+    out: Path, split: np.ndarray, counts: np.ndarray, names: list[str], reports: list[SceneReport],
     grid: _Grid, source: str, scenes: list[Scene], warnings: list[str],
     samples: dict[str, list[np.ndarray]], classes: ClassTable, state: _State,
 ) -> TileResult:  # fmt: skip
@@ -526,8 +534,8 @@ def _result(
         stride=grid.stride,
         gsd=abs(first.transform[0]) * grid.window / grid.chip,
         crs=_crs_text(first.crs_wkt),
-        chips=len(frame),
-        splits=_split_counts(frame),
+        chips=len(split),
+        splits=_split_counts(split),
         skipped_nodata=sum(r.skipped_nodata for r in reports),
         class_pixels={n: int(counts[:, i].sum()) for i, n in enumerate(names)},
         unknown_pixels=sum(r.unknown_pixels for r in reports),
@@ -535,7 +543,7 @@ def _result(
         scenes=reports,
         warnings=warnings,
         seconds=0.0,
-        split_shares=split_shares(frame["split"].to_numpy(), counts, names),
+        split_shares=split_shares(split, counts, names),
         band_stats=_band_stats(samples, first.dtype),
         classes=classes.to_list(),
         shard=str(state.shard) if state.shard is not None else None,

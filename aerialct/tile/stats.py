@@ -13,16 +13,22 @@ ONE_SIDED_SHARE = 0.95
 
 
 def sample_pixels(img: np.ndarray, valid: np.ndarray | None, nodata: float | None) -> np.ndarray:
-    """Up to SAMPLE_PER_CHIP valid pixels (C, n) of a chip, evenly strided, as float64."""
-    flat = img.reshape(img.shape[0], -1)
-    ok = np.ones(flat.shape[1], bool) if valid is None else valid.reshape(-1).copy()
+    """Up to SAMPLE_PER_CHIP valid pixels (C, n) of a chip (C, H, W), evenly strided in row-major
+    order, as float64. Reads the chip in place (it is usually a view into a decoded band)."""
+    h, w = img.shape[1:]
+    ok = None if valid is None else valid.reshape(-1)
     if nodata is not None:
-        ok &= ~(flat == nodata).all(axis=0) if not np.isnan(nodata) else ~np.isnan(flat).all(0)
-    if np.issubdtype(flat.dtype, np.floating):
-        ok &= np.isfinite(flat).all(axis=0)
-    idx = np.flatnonzero(ok)
-    idx = idx[:: max(1, len(idx) // SAMPLE_PER_CHIP)]
-    return flat[:, idx].astype(np.float64)
+        kept = ~np.isnan(img).all(axis=0) if np.isnan(nodata) else ~(img == nodata).all(axis=0)
+        ok = kept.reshape(-1) if ok is None else ok & kept.reshape(-1)
+    if np.issubdtype(img.dtype, np.floating):
+        finite = np.isfinite(img).all(axis=0).reshape(-1)
+        ok = finite if ok is None else ok & finite
+    if ok is None:  # every pixel: the same stride, without the index of all of them
+        idx = np.arange(0, h * w, max(1, h * w // SAMPLE_PER_CHIP))
+    else:
+        idx = np.flatnonzero(ok)
+        idx = idx[:: max(1, len(idx) // SAMPLE_PER_CHIP)]
+    return img[:, idx // w, idx % w].astype(np.float64)
 
 
 def band_statistics(samples: np.ndarray, dtype: str) -> dict:
@@ -33,8 +39,7 @@ def band_statistics(samples: np.ndarray, dtype: str) -> dict:
     clipped to that range. Training and prediction both compute
     ``(clip(x, low, high) - mean) / std``.
     """
-    low = np.percentile(samples, PERCENTILES[0], axis=1)
-    high = np.percentile(samples, PERCENTILES[1], axis=1)
+    low, high = np.percentile(samples, PERCENTILES, axis=1)  # one pass for both
     clipped = np.clip(samples, low[:, None], high[:, None])
     mean, std = clipped.mean(axis=1), clipped.std(axis=1)
     std = np.where(std < 1e-6, 1.0, std)  # a constant band: centred, unscaled

@@ -9,6 +9,7 @@ processes, so everything here is picklable and imports stay inside the functions
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +21,10 @@ from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.data.index import ChipRow, chip_id, chip_paths
 from aerialct.geo.classraster import tag_class_raster
 from aerialct.geo.cog import gtiff_profile
-from aerialct.geo.io import no_georef_warning, open_raster, read_failed, verify_raster
+from aerialct.geo.io import no_georef_warning, open_raster, read_failed
 from aerialct.tile.scenes import Scene, bbox
 from aerialct.tile.stats import sample_pixels
+from aerialct.tile.writer import ChipWriter, writer_for
 
 
 @dataclass
@@ -161,7 +163,10 @@ def _read_band(job: Job) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | No
     band_t = Affine(*sc.transform) @ Affine.translation(0, job.row)
     try:
         with open_raster(sc.image) as src:  # remote scenes: no folder listing per worker
-            data = src.read(window=win)
+            # decoded pixel-interleaved (GDAL fills the strided view): a chip's pixels are then
+            # rows of the band, written as they are (tile.writer), without a transpose
+            band = np.empty((h, sc.width, sc.count), dtype=sc.dtype).transpose(2, 0, 1)
+            data = src.read(window=win, out=band)
             valid = src.dataset_mask(window=win) > 0 if sc.has_mask else None
     except RasterioError as e:
         raise read_failed(sc.image, e, win) from None
@@ -203,10 +208,16 @@ def _fit(job: Job, img: np.ndarray, lab: np.ndarray | None) -> tuple[np.ndarray,
 
 
 def _write_chip(
-    job: Job, crs, split: str, col: int, img: np.ndarray, lab: np.ndarray | None, made: set[str]
+    job: Job,
+    crs,
+    split: str,
+    col: int,
+    img: np.ndarray,
+    lab: np.ndarray | None,
+    made: set[str],
+    writer: ChipWriter,
 ) -> ChipRow:
     """Write one chip (and its mask) of the band at column ``col``; its index row."""
-    import rasterio
     from affine import Affine
     from rasterio.transform import array_bounds
 
@@ -222,22 +233,15 @@ def _write_chip(
         (out / mask_path).parent.mkdir(parents=True, exist_ok=True)
         made.add(split)
     prof = chip_profile(sc, sc.count, sc.dtype, chip, t, crs, sc.nodata, job.creation_options)
-    # a band cut again after a kill: GDAL would first open what a killed run left half-written
-    (out / image_rel).unlink(missing_ok=True)
-    with rasterio.open(out / image_rel, "w", **prof) as dst:
-        dst.write(img)
-    verify_raster(out / image_rel, whole=False)
+    writer.write(out / image_rel, img, prof, "image")
     k = len(job.classes)
     counts = np.zeros(k + 1, dtype=np.int64)
     mask_rel = None
     if lab is not None:
         mask_rel = mask_path
         mprof = chip_profile(None, 1, "uint8", chip, t, crs, IGNORE_INDEX, job.creation_options)
-        (out / mask_rel).unlink(missing_ok=True)
-        with rasterio.open(out / mask_rel, "w", **mprof) as dst:
-            dst.write(lab, 1)
-            tag_class_raster(dst, job.classes)
-        verify_raster(out / mask_rel, whole=False)
+        writer.write(out / mask_rel, lab[None], mprof, "mask",
+                     lambda dst: tag_class_raster(dst, job.classes))  # fmt: skip
         bc = np.bincount(lab.ravel(), minlength=256)
         counts[:k] = bc[:k]
         counts[k] = int(bc[k:].sum())  # 255 (and nothing else)
@@ -262,16 +266,29 @@ def tile_band(job: Job) -> BandResult:
     Windows whose nodata share is above the job's threshold are skipped (counted).
     Read errors become RasterError naming the file; write errors (disk full) pass through.
     """
+    import rasterio
+
+    with rasterio.Env():  # one GDAL environment for the task's opens, not one per open
+        return _tile_band(job, _crs(job.scene.crs_wkt))
+
+
+@functools.lru_cache(maxsize=8)
+def _crs(wkt: str) -> Any:
+    """One CRS object per scene CRS in a process (chip writers compare profiles by identity)."""
     from rasterio.crs import CRS
 
+    return CRS.from_wkt(wkt)
+
+
+def _tile_band(job: Job, crs: Any) -> BandResult:
     sc = job.scene
     data, valid, labels, unknown = _read_band(job)
     w = min(job.window, sc.width)
-    crs = CRS.from_wkt(sc.crs_wkt)
     rows: list[ChipRow] = []
     skipped = 0
     samples: dict[str, list[np.ndarray]] = {}
     made: set[str] = set()
+    writer = writer_for(job.out)
     for col, split in zip(job.cols, job.splits, strict=True):
         vwin = valid[:, col : col + w] if valid is not None else None
         if vwin is not None and 1.0 - float(vwin.mean()) > job.nodata_threshold:
@@ -281,5 +298,5 @@ def tile_band(job: Job) -> BandResult:
         lab = labels[:, col : col + w] if labels is not None else None
         samples.setdefault(split, []).append(sample_pixels(img, vwin, sc.nodata))
         img, lab = _fit(job, img, lab)
-        rows.append(_write_chip(job, crs, split, col, img, lab, made))
+        rows.append(_write_chip(job, crs, split, col, img, lab, made, writer))
     return BandResult(rows, skipped, dict(unknown), samples)

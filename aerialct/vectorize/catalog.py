@@ -53,7 +53,7 @@ def _write_whole(
     with stream_layers(out, overwrite=overwrite) as stream:
         for mosaic in mosaics:
             name = opts.layer_of(mosaic)
-            with mosaic:
+            with mosaic, mosaic.block_cache(opts.window_size):
                 tracer = opts.tracer(mosaic, progress)
                 for batch in tracer.run():
                     done = opts.finish(batch, mosaic)
@@ -68,24 +68,21 @@ def _write_whole(
 def shard_rows(mosaics: list[Mosaic], size: int, shard: Shard) -> dict[int, range]:
     """The rows of windows of each mosaic that shard K/N traces: N runs of about equal work.
 
-    Rows of all mosaics in order, weighed by their windows inside tiles, are cut where
-    the running total crosses k/N of the whole, so each shard gets one run of rows (a
-    few mosaics, or part of one) and the runs meet at N - 1 seams at most.
+    Rows of all mosaics in order, weighed by their windows inside tiles, are shared by
+    :func:`~aerialct.shards.share_by_cost`, so each shard gets one run of rows (a few
+    mosaics, or part of one) and the runs meet at N - 1 seams at most.
     """
+    from aerialct.shards import share_by_cost
+
     weights = [m.row_weights(size) for m in mosaics]
     flat = np.concatenate(weights) if weights else np.zeros(0, dtype=np.int64)
-    total = int(flat.sum())
-    if total == 0:
-        owner = np.zeros(len(flat), dtype=np.int64)
-    else:
-        middle = np.cumsum(flat) - flat / 2
-        owner = np.minimum((middle * shard.count / total).astype(np.int64), shard.count - 1)
+    mine = share_by_cost(flat.tolist(), shard.index - 1, shard.count)
     out: dict[int, range] = {}
     start = 0
     for m, w in enumerate(weights):
-        mine = np.flatnonzero(owner[start : start + len(w)] == shard.index - 1)
-        if len(mine):
-            out[m] = range(int(mine[0]), int(mine[-1]) + 1)
+        lo, hi = max(mine.start, start), min(mine.stop, start + len(w))
+        if lo < hi:
+            out[m] = range(lo - start, hi - start)
         start += len(w)
     return out
 

@@ -16,7 +16,7 @@ from aerialct.progress import ProgressFn, as_progress
 from aerialct.vectorize.geometry import canonical, fill_small_holes, polygonal
 from aerialct.vectorize.merge import FIELDS, Pieces
 from aerialct.vectorize.regularise import regularize_polygons
-from aerialct.vectorize.windows import Tracer
+from aerialct.vectorize.windows import DEFAULT_WINDOW, Tracer
 
 log = logging.getLogger("aerialct")
 
@@ -63,7 +63,7 @@ def polygonise(
     probabilities: str | os.PathLike | None = None,
     layer: str | None = None,
     connectivity: int = 8,
-    window_size: int = 2048,
+    window_size: int = DEFAULT_WINDOW,
     progress: ProgressFn | None = None,
 ) -> Polygonised:
     """The polygons of ``classes`` of one class raster, cleaned up, with their attributes."""
@@ -71,7 +71,7 @@ def polygonise(
 
     prog = as_progress(progress)
     header = read_header(raster, probabilities, classes)
-    with single_mosaic(header) as mosaic:
+    with single_mosaic(header) as mosaic, mosaic.block_cache(window_size):
         tracer = Tracer(mosaic, mosaic.ids, morph, connectivity, window_size,
                          header.probabilities is not None, prog)  # fmt: skip
         prog(0, total=mosaic.covered_windows(window_size), description="vectorising")

@@ -12,7 +12,7 @@ import numpy as np
 from aerialct.progress import ProgressFn
 from aerialct.vectorize.layer import Finished, finish_pieces, layer_name
 from aerialct.vectorize.merge import Pieces
-from aerialct.vectorize.windows import Tracer
+from aerialct.vectorize.windows import DEFAULT_WINDOW, Tracer
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer, LayerStream
@@ -31,7 +31,7 @@ class CatalogOptions:
     morph: tuple[tuple[str, int], ...] = ()
     layer: str | None = None
     connectivity: int = 8
-    window_size: int = 2048
+    window_size: int = DEFAULT_WINDOW
 
     def finish(self, pieces: Pieces, mosaic: Mosaic) -> Finished:
         return finish_pieces(pieces, mosaic, min_area=self.min_area, fill_holes=self.fill_holes,

@@ -239,6 +239,31 @@ class Mosaic:
         ]
         return inside
 
+    def block_cache(self, size: int) -> Any:
+        """GDAL's block cache capped at what a row of windows of ``size`` needs (a context
+        manager), unless the user set GDAL_CACHEMAX.
+
+        Windows are read once each, so cached blocks are only reused by the next window
+        (of a tiled raster) or within a window row (of a striped one, across the mosaic's
+        width); GDAL's default (5% of RAM) would keep every block of the map. The first
+        tile stands for all (a catalog's tiles are one kind of file).
+        """
+        import rasterio
+
+        if "GDAL_CACHEMAX" in os.environ:
+            return rasterio.Env()
+        need = 0
+        kinds = (False, True) if self.prob_scale is not None else (False,)
+        for probabilities in kinds:
+            try:
+                ds = self.dataset(0, probabilities)
+            except (AerialctError, OSError):
+                return rasterio.Env()  # reading it reports the failure
+            bh, bw = ds.block_shapes[0] if ds.block_shapes else (size, ds.width)
+            cols = self.width if bw >= ds.width else min(self.width, size + bw)  # strips: a row
+            need += min(ds.height, size + bh) * cols * ds.count * np.dtype(ds.dtypes[0]).itemsize
+        return rasterio.Env(GDAL_CACHEMAX=int(max(4 << 20, 1.25 * need)))
+
     def close(self) -> None:
         while self._open:
             self._open.popitem()[1].close()

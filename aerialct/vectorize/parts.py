@@ -193,7 +193,7 @@ def write_part(
         for m, r in rows.items():
             mosaic = run.mosaics[m]
             last = len(mosaic.window_rows(opts.window_size))
-            with mosaic:
+            with mosaic, mosaic.block_cache(opts.window_size):
                 tracer = opts.tracer(mosaic, progress)
                 for batch in tracer.run(r, keep_top=r.start > 0, keep_bottom=r.stop < last):
                     done = opts.finish(batch, mosaic)

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from aerialct.vectorize.mosaic import Mosaic
 
 MORPH_OPS = ("open", "close", "erode", "dilate")
+DEFAULT_WINDOW = 1536
+"""Window side in pixels: the tracer's arrays of one window bound the memory (about 7 bytes a
+pixel at their peak), seams between windows cost a little time."""
 
 
 def parse_morph(items: Sequence[str] | None) -> list[tuple[str, int]]:
@@ -148,6 +151,8 @@ class Tracer:
         inner = (slice(r0 - hr0, r0 - hr0 + h), slice(c0 - hc0, c0 - hc0 + w))
         for c in self.ids:
             mask = data == c
+            if c == self.ids[-1]:
+                del data  # not needed for tracing the last class: one window array less
             if self.ops:
                 mask = _apply_morph(mask, self.ops)
             mask = mask[inner]

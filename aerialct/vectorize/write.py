@@ -14,7 +14,7 @@ from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
 from aerialct.vectorize.layer import Polygonised, check_options, polygonise
 from aerialct.vectorize.results import VectorizeBatch, VectorizeResult, probabilities_for
-from aerialct.vectorize.windows import parse_morph
+from aerialct.vectorize.windows import DEFAULT_WINDOW, parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
@@ -35,7 +35,7 @@ def vectorize(
     probabilities: str | os.PathLike | None = None,
     layer: str | None = None,
     connectivity: int = 8,
-    window_size: int = 2048,
+    window_size: int = DEFAULT_WINDOW,
     overwrite: bool = False,
     append: bool = False,
     progress: ProgressFn | None = None,
@@ -184,7 +184,7 @@ def vectorize_many(
     check_options(
         options.get("min_area", 0.0), options.get("fill_holes", 0.0),
         options.get("simplify", 0.0), options.get("connectivity", 8),
-        options.get("window_size", 2048),
+        options.get("window_size", DEFAULT_WINDOW),
     )  # fmt: skip
     if options.get("morph"):
         options["morph"] = _morph_ops(options["morph"])
@@ -215,9 +215,10 @@ def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Laye
     A raster whose polygons the layer already holds (same ``source``) is refused:
     appending it again would duplicate every polygon.
     """
-    import pyogrio
-
+    from aerialct.geo.ogr import pyogrio_api
     from aerialct.geo.vector import Layer, list_layers, same_crs
+
+    pyogrio = pyogrio_api()
 
     if layer not in list_layers(path):
         return out_layer
