@@ -22,6 +22,18 @@ import numpy as np
 IGNORE_INDEX = 255
 
 
+def check_class_name(name: object) -> None:
+    """Refuse a class name that options cannot name: empty, not text, or with spaces."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"class name {name!r} is not a name; give a word such as building")
+    if any(ch.isspace() for ch in name):
+        fixed = "_".join(name.split())
+        raise ValueError(
+            f"class name {name!r} holds a space, so options such as --burn and --class cannot "
+            f"name it; write {fixed!r}"
+        )
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     """One class: its id (0..n-1), name, RGB display colour and whether mean scores skip it."""
@@ -43,12 +55,21 @@ class ClassTable:
     and class rasters always use ``IGNORE_INDEX`` (255)."""
 
     def __post_init__(self) -> None:
+        if not self.classes:
+            raise ValueError("a class table needs at least one class; it has none")
         ids = [c.id for c in self.classes]
         if ids != list(range(len(ids))):
             raise ValueError(f"class ids must be 0..{len(ids) - 1} in order, got {ids}")
+        for c in self.classes:
+            check_class_name(c.name)
         names = [c.name for c in self.classes]
-        if len(set(names)) != len(names):
-            raise ValueError(f"class names must be unique, got {names}")
+        folded = [n.lower() for n in names]
+        twins = sorted({n for n in names if folded.count(n.lower()) > 1})
+        if twins:
+            raise ValueError(
+                f"class names must differ in more than case (--class and --burn take any case), "
+                f"got {', '.join(twins)}"
+            )
         if len(ids) > IGNORE_INDEX:
             raise ValueError(f"at most {IGNORE_INDEX} classes (ids 0..254), got {len(ids)}")
         if not 0 <= self.ignore <= 255 or self.ignore in ids:
@@ -119,9 +140,9 @@ class ClassTable:
             tuple(
                 ClassInfo(
                     int(d["id"]),
-                    str(d["name"]),
+                    d["name"],
                     tuple(int(v) for v in d["color"]),  # type: ignore[arg-type]
-                    bool(d.get("exclude_from_mean", False)),
+                    _flag(d.get("exclude_from_mean", False)),
                 )
                 for d in items
             ),
@@ -183,6 +204,7 @@ POTSDAM = ClassTable(
 """The ISPRS Potsdam legend (README, "The data: `synth` and `tile`"); black (0, 0, 0) is
 ignore."""
 
+
 BUILDINGS = ClassTable(
     (
         ClassInfo(0, "background", (0, 0, 0)),
@@ -212,7 +234,9 @@ def load_class_table(path: str | os.PathLike) -> ClassTable:
 
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        text = p.read_text()
+        data = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
     except (OSError, yaml.YAMLError) as e:
         raise ValueError(f"{p}: cannot read the class table ({e})") from e
     example = "write 'classes: [{id: 0, name: background, color: [0, 0, 0]}, ...]'"
@@ -221,18 +245,71 @@ def load_class_table(path: str | os.PathLike) -> ClassTable:
     unknown = set(data) - {"classes", "ignore"}
     if unknown:
         raise ValueError(f"{p}: unknown keys {sorted(unknown)}; a table has 'classes' and 'ignore'")
+    if not data["classes"]:
+        raise ValueError(f"{p}, line {lines.get(('classes',), 1)}: 'classes' is empty; {example}")
     items = []
     for n, d in enumerate(data["classes"]):
+        where = f"{p}, line {lines.get(('classes', n), '?')}"
         if not isinstance(d, dict) or not {"id", "name", "color"} <= set(d):
-            raise ValueError(f"{p}: class #{n} needs id, name and color; {example}")
+            raise ValueError(f"{where}: class #{n} needs id, name and color; {example}")
         extra = set(d) - {"id", "name", "color", "colour", "exclude_from_mean"}
         if extra:
-            raise ValueError(f"{p}: class {d.get('name')!r}: unknown keys {sorted(extra)}")
-        items.append({**d, "color": _colour(d["color"], p, d["name"])})
+            raise ValueError(f"{where}: class {d.get('name')!r}: unknown keys {sorted(extra)}")
+        items.append(_class_item(d, n, p, lines))
+    ignore = data.get("ignore", IGNORE_INDEX)
+    if not isinstance(ignore, int) or isinstance(ignore, bool):
+        raise ValueError(f"{p}, line {lines.get(('ignore',), '?')}: ignore: {ignore!r} is not a "
+                         "number 0..255")  # fmt: skip
     try:
-        return ClassTable.from_list(items, ignore=int(data.get("ignore", IGNORE_INDEX)))
+        return ClassTable.from_list(items, ignore=ignore)
     except (ValueError, TypeError) as e:
         raise ValueError(f"{p}: {e}") from e
+
+
+def _class_item(d: dict, n: int, p: Path, lines: dict) -> dict:
+    """One class of a YAML table, each value checked (never coerced); ValueError naming the
+    line and the key."""
+
+    def where(key: str) -> str:
+        return f"{p}, line {lines.get(('classes', n, key), lines.get(('classes', n), '?'))}"
+
+    if not isinstance(d["id"], int) or isinstance(d["id"], bool):
+        raise ValueError(f"{where('id')}: class #{n}: id: {d['id']!r} is not a whole number")
+    try:
+        check_class_name(d["name"])
+    except ValueError as e:
+        raise ValueError(f"{where('name')}: class #{n}: name: {e}") from None
+    flag = d.get("exclude_from_mean", False)
+    if not isinstance(flag, bool):
+        raise ValueError(
+            f"{where('exclude_from_mean')}: class {d['name']!r}: exclude_from_mean: {flag!r} is "
+            "not true or false (write it without quotes)"
+        )
+    return {**d, "color": _colour(d["color"], p, d["name"])}
+
+
+def _key_lines(node: object, path: tuple = ()) -> dict[tuple, int]:
+    """The 1-based line of every key and list item of a composed YAML document."""
+    import yaml
+
+    out: dict[tuple, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = (*path, key.value)
+            out[k] = key.start_mark.line + 1
+            out.update(_key_lines(value, k))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[(*path, i)] = item.start_mark.line + 1
+            out.update(_key_lines(item, (*path, i)))
+    return out
+
+
+def _flag(value: object) -> bool:
+    """``exclude_from_mean`` of a stored table: a JSON boolean, never a coerced string."""
+    if not isinstance(value, bool):
+        raise ValueError(f"exclude_from_mean {value!r} is not true or false")
+    return value
 
 
 def _colour(v: object, p: Path, name: object) -> list[int]:

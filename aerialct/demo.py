@@ -85,60 +85,63 @@ def run_demo(
 
     prog = as_progress(progress)
     out = Path(out)
-    _fresh_folder(out, overwrite)
-    t0 = time.perf_counter()
-    steps = _Steps(prog)
+    from aerialct.geo.locks import output_lock
 
-    prog(0, total=6, description="demo: synthesising the city")
-    overrides = list(overrides)
-    if epochs is not None:
-        overrides.append(f"train.epochs={int(epochs)}")
-    cfg = load_config(resolve_config_path(config), overrides)
-    size = chip_size or getattr(cfg.model, "img_size", None) or 64
-    data = _DemoData.under(out / "data")
+    with output_lock(out):  # a second demo into this folder fails, naming this one
+        _fresh_folder(out, overwrite)
+        t0 = time.perf_counter()
+        steps = _Steps(prog)
 
-    with steps("synth"):
-        _synth(data, city_size=city_size, heldout_size=heldout_size, gsd=gsd, seed=seed)
-    with steps("tile", "demo: tiling"):
-        chips = _tile(data, out / "chips", size=size, seed=seed)
-    with steps("train", "demo: training (tiny preset, CT)"):
-        run_dir = out / "run"
-        trained = train(cfg, chips, run_dir, device=device)
-    checkpoint = Path(trained.best_checkpoint or trained.last_checkpoint)
-    with steps("predict", "demo: predicting the held-out district"):
-        pred = _predict(checkpoint, data.heldout, out / "prediction", device)
-    with steps("vectorize", "demo: vectorising buildings"):
-        buildings = _vectorize(pred, out / "buildings.gpkg")
-    with steps("evaluate", "demo: evaluating"):
-        scores = _evaluate(pred.output, buildings, data, out)
+        prog(0, total=6, description="demo: synthesising the city")
+        overrides = list(overrides)
+        if epochs is not None:
+            overrides.append(f"train.epochs={int(epochs)}")
+        cfg = load_config(resolve_config_path(config), overrides)
+        size = chip_size or getattr(cfg.model, "img_size", None) or 64
+        data = _DemoData.under(out / "data")
 
-    return DemoResult(
-        out=out,
-        scene=data.heldout,
-        reference_labels=data.heldout_labels,
-        reference_buildings=data.heldout_buildings,
-        chips=chips,
-        run=run_dir,
-        checkpoint=checkpoint,
-        classes_raster=pred.output,
-        probabilities=pred.probabilities,
-        quicklook=pred.quicklook,
-        buildings=buildings,
-        review=scores.review,
-        pixel_report=scores.pixel_report,
-        building_report=scores.building_report,
-        building_iou=scores.per_class_iou.get("building", float("nan")),
-        mean_iou=scores.mean_iou,
-        per_class_iou=scores.per_class_iou,
-        building_precision=scores.precision,
-        building_recall=scores.recall,
-        building_f1=scores.f1,
-        predicted_buildings=scores.predicted,
-        reference_buildings_count=scores.reference_count,
-        train_seconds=steps.seconds["train"],
-        seconds=round(time.perf_counter() - t0, 2),
-        steps=steps.seconds,
-    )
+        with steps("synth"):
+            _synth(data, city_size=city_size, heldout_size=heldout_size, gsd=gsd, seed=seed)
+        with steps("tile", "demo: tiling"):
+            chips = _tile(data, out / "chips", size=size, seed=seed)
+        with steps("train", "demo: training (tiny preset, CT)"):
+            run_dir = out / "run"
+            trained = train(cfg, chips, run_dir, device=device)
+        checkpoint = Path(trained.best_checkpoint or trained.last_checkpoint)
+        with steps("predict", "demo: predicting the held-out district"):
+            pred = _predict(checkpoint, data.heldout, out / "prediction", device)
+        with steps("vectorize", "demo: vectorising buildings"):
+            buildings = _vectorize(pred, out / "buildings.gpkg")
+        with steps("evaluate", "demo: evaluating"):
+            scores = _evaluate(pred.output, buildings, data, out)
+
+        return DemoResult(
+            out=out,
+            scene=data.heldout,
+            reference_labels=data.heldout_labels,
+            reference_buildings=data.heldout_buildings,
+            chips=chips,
+            run=run_dir,
+            checkpoint=checkpoint,
+            classes_raster=pred.output,
+            probabilities=pred.probabilities,
+            quicklook=pred.quicklook,
+            buildings=buildings,
+            review=scores.review,
+            pixel_report=scores.pixel_report,
+            building_report=scores.building_report,
+            building_iou=scores.per_class_iou.get("building", float("nan")),
+            mean_iou=scores.mean_iou,
+            per_class_iou=scores.per_class_iou,
+            building_precision=scores.precision,
+            building_recall=scores.recall,
+            building_f1=scores.f1,
+            predicted_buildings=scores.predicted,
+            reference_buildings_count=scores.reference_count,
+            train_seconds=steps.seconds["train"],
+            seconds=round(time.perf_counter() - t0, 2),
+            steps=steps.seconds,
+        )
 
 
 class _Steps:

@@ -105,6 +105,18 @@ class DiskFullError(AerialctError, OSError):
         self.path = path
 
 
+class LockedError(AerialctError, OSError):
+    """Another process holds the lock of an output (:mod:`aerialct.geo.locks`)."""
+
+    def __init__(self, path: object, holder: str) -> None:
+        super().__init__(
+            f"{path}: another aerialct ({holder}) is writing this output; wait for it to "
+            "finish, or choose another output"
+        )
+        self.path = path
+        self.holder = holder
+
+
 class Terminated(BaseException):
     """SIGTERM or SIGINT arrived: unwinds like KeyboardInterrupt so that temporaries are removed.
 

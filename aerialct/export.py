@@ -9,9 +9,10 @@ deployment only the inference model and what feeds it are kept:
   :func:`aerialct.predict.bundle.load_inference_model` and ``predict`` read
   like any checkpoint; ``train --resume`` refuses it.
 * ``onnx``: the network as an ONNX graph, batch size free, windows of the chip
-  size. Input ``image``: normalised float32 ``(B, C, S, S)`` = ``(raw - mean) / std``;
-  output ``logits``: float32 ``(B, K, S, S)``. The metadata (``metadata_props``)
-  holds the class table, mean/std, chip size and GSD (:func:`export_metadata`).
+  size. Input ``image``: normalised float32 ``(B, C, S, S)`` =
+  ``(clip(raw, low, high) - mean) / std``; output ``logits``: float32 ``(B, K, S, S)``.
+  The metadata (``metadata_props``) holds the class table, the per-band clip bounds
+  and mean/std, chip size and GSD (:func:`export_metadata`).
   ``predict`` runs it on the CPU through onnxruntime (:class:`OnnxRunner`).
 * ``torchscript``: the traced network, same input and output, with the same
   metadata as the extra file ``aerialct.json``.
@@ -26,14 +27,12 @@ for ``predict``.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import io
 import json
 import os
 import time
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,9 +40,10 @@ from typing import TYPE_CHECKING, Any
 from aerialct import __version__
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.config import ExperimentConfig, to_dict
-from aerialct.engine.checkpoint import load_checkpoint, make_checkpoint
+from aerialct.engine.checkpoint import load_checkpoint, local_model, make_checkpoint
 from aerialct.errors import CheckpointError, InputError
 from aerialct.geo.outputs import atomic_output, check_output
+from aerialct.modelfiles import EXTRA_FILE, METADATA_FORMAT, is_torchscript
 from aerialct.models.restore import model_from_checkpoint
 
 if TYPE_CHECKING:
@@ -51,9 +51,11 @@ if TYPE_CHECKING:
 
 FORMATS = ("onnx", "torchscript", "pt")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript", "pt": ".pt"}
-METADATA_FORMAT = "aerialct-export"
-EXTRA_FILE = "aerialct.json"
 ONNX_OPSET = 17
+MIN_OPSET = 11
+"""The oldest opset the models export to (bilinear Resize with half-pixel centres)."""
+OUTPUT_KINDS = {"onnx": "onnx", "torchscript": "torchscript", "pt": "checkpoint"}
+"""What ``--overwrite`` may replace for each format (:func:`aerialct.geo.outputs.file_is_kind`)."""
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "OnnxRunner",
     "export_metadata",
     "export_model",
+    "exported_metadata",
     "is_torchscript",
     "read_exported",
     "slim_checkpoint",
@@ -99,6 +102,7 @@ def export_metadata(
     """Everything needed to feed the network of the (checked) checkpoint ``ckpt``, as
     ``{str: str}`` (JSON values)."""
     norm, gsd = ckpt["normalization"], ckpt.get("gsd")
+    low, high = norm.get("low"), norm.get("high")
     meta: dict[str, Any] = {
         "aerialct_format": METADATA_FORMAT,
         "aerialct_version": __version__,
@@ -106,16 +110,33 @@ def export_metadata(
         "ignore_index": int(ckpt.get("ignore_index", IGNORE_INDEX)),
         "mean": [float(v) for v in norm["mean"]],
         "std": [float(v) for v in norm["std"]],
+        "low": [float(v) for v in low] if low else None,
+        "high": [float(v) for v in high] if high else None,
         "in_chans": int(ckpt["in_chans"]),
         "chip_size": int(ckpt["chip_size"]),
         "gsd": None if gsd is None else float(gsd),
-        "input": f"{INPUT_NAME}: float32 (B, in_chans, chip_size, chip_size), (raw - mean) / std",
+        "input": input_formula(bool(low) and bool(high)),
         "output": f"{OUTPUT_NAME}: float32 (B, classes, chip_size, chip_size); argmax = class id",
         "source": source,
     }
     if config is not None:
         meta["model"] = to_dict(config.model)
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+
+
+def input_formula(clipped: bool) -> str:
+    """What the exported network's input is, in words and symbols (the ``input`` metadata)."""
+    per_band = "(clip(raw, low, high) - mean) / std" if clipped else "(raw - mean) / std"
+    return (
+        f"{INPUT_NAME}: float32 (B, in_chans, chip_size, chip_size) = {per_band}, per band, "
+        "with raw the pixel values of the scene's bands in training order"
+        + (
+            " and low/high/mean/std the lists in this metadata (clip first: values outside "
+            "[low, high] are set to the bound)"
+            if clipped
+            else " and mean/std the lists in this metadata"
+        )
+    )
 
 
 def _parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
@@ -134,8 +155,15 @@ def _parse_metadata(meta: dict[str, str], path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: the aerialct metadata is incomplete or invalid ({e}); export it again"
         ) from e
-    if len(out["mean"]) != out["in_chans"] or len(out["std"]) != out["in_chans"]:
+    n = out["in_chans"]
+    if len(out["mean"]) != n or len(out["std"]) != n:
         raise CheckpointError(f"{path}: metadata has no mean/std per band; export it again")
+    for key in ("low", "high"):
+        bounds = out.get(key)
+        if bounds is not None and len(bounds) != n:
+            raise CheckpointError(
+                f"{path}: metadata {key!r} has no value per band; export it again"
+            )
     return out
 
 
@@ -157,6 +185,8 @@ def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
         epoch=ckpt.get("epoch") or 0,
         best_miou=ckpt.get("best_miou"),
         metrics={k: metrics[k] for k in ("last", "best_epoch") if k in metrics},
+        low=norm.get("low"),
+        high=norm.get("high"),
         exported=True,
     )
 
@@ -181,7 +211,9 @@ def export_model(
     fmt = (format or "").strip().lower()
     if fmt not in FORMATS:
         raise InputError(f"--format {format!r}: unknown; use one of {', '.join(FORMATS)}")
-    src, dst = Path(checkpoint), Path(out)
+    src, dst = local_model(checkpoint), Path(out)
+    if fmt == "onnx":
+        check_opset(opset)
     if (fmt == "onnx") != (dst.suffix.lower() == ".onnx"):
         raise InputError(
             f"{dst}: an {fmt} model "
@@ -190,11 +222,13 @@ def export_model(
         )
     if src.resolve() == dst.resolve():
         raise InputError(f"{dst}: is the checkpoint itself; give another output file")
-    check_output(dst, overwrite)
+    _check_source(src)
+    kind = OUTPUT_KINDS[fmt]
+    check_output(dst, overwrite, kind=kind, inputs=[src])
     diff: float | None = None
     if fmt == "pt":
         slim = slim_checkpoint(load_checkpoint(src))
-        with atomic_output(dst, overwrite) as tmp, open(tmp, "wb") as f:
+        with atomic_output(dst, overwrite, kind=kind, inputs=[src]) as tmp, open(tmp, "wb") as f:
             torch.save(slim, f)
         ckpt = load_checkpoint(dst)  # proves the slim file loads for predict
         model, _ = model_from_checkpoint(ckpt, dst)
@@ -208,7 +242,7 @@ def export_model(
         example = torch.randn(2, C, S, S, generator=gen)
         with torch.inference_mode():
             expected = model(example)
-        with atomic_output(dst, overwrite) as tmp:
+        with atomic_output(dst, overwrite, kind=kind, inputs=[src]) as tmp:
             if fmt == "onnx":
                 _write_onnx(model, example, tmp, meta, opset)
                 if check:
@@ -234,6 +268,29 @@ def export_model(
         max_abs_diff=diff,
         seconds=time.perf_counter() - t0,
     )
+
+
+def check_opset(opset: int) -> None:
+    """Refuse an ONNX opset that torch's exporter cannot write for these models."""
+    import torch.onnx
+
+    constants = getattr(torch.onnx, "_constants", None)  # private: a fallback if it moves
+    top = int(getattr(constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    if not MIN_OPSET <= int(opset) <= top:
+        raise InputError(
+            f"--opset {opset}: this torch exports opsets {MIN_OPSET}..{top} of these models; "
+            f"use one of them (the default, {ONNX_OPSET}, runs on onnxruntime 1.14 and later)"
+        )
+
+
+def _check_source(src: Path) -> None:
+    """Refuse an exported model given as the model to export (it holds no checkpoint)."""
+    if src.suffix.lower() == ".onnx" or is_torchscript(src):
+        what = "an ONNX" if src.suffix.lower() == ".onnx" else "a TorchScript"
+        raise InputError(
+            f"{src}: is {what} model exported by aerialct, not a checkpoint; export takes the "
+            "best.pt / last.pt that aerialct train wrote (predict takes the exported model as is)"
+        )
 
 
 def _write_onnx(model: Any, example: Any, path: Path, meta: dict[str, str], opset: int) -> None:
@@ -270,7 +327,14 @@ def _write_torchscript(model: Any, example: Any, path: Path, meta: dict[str, str
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings, torch.jit's deprecation notice
         traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={EXTRA_FILE: json.dumps(meta)})
+        # into memory, then written from Python: torch's own file writer aborts the process
+        # (a C++ exception, exit 134) on a full disk, where Python's write raises ENOSPC
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={EXTRA_FILE: json.dumps(meta)})
+    with open(path, "wb") as f:
+        f.write(buf.getbuffer())
+        f.flush()
+        os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------------------
@@ -338,16 +402,6 @@ class OnnxRunner:
         return iter(())
 
 
-def is_torchscript(path: str | os.PathLike) -> bool:
-    """True for a TorchScript archive written by ``aerialct export --format torchscript``."""
-    p = Path(path)
-    if not p.is_file() or not zipfile.is_zipfile(p):
-        return False
-    with contextlib.suppress(zipfile.BadZipFile, OSError), zipfile.ZipFile(p) as z:
-        return any(n.endswith(f"/extra/{EXTRA_FILE}") for n in z.namelist())
-    return False
-
-
 def read_exported(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """An exported ``.onnx`` (an :class:`OnnxRunner`) or TorchScript model, in eval mode on
     ``device``, and its checked metadata (``classes_table`` holds the parsed class table).
@@ -372,6 +426,35 @@ def read_exported(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, di
         meta = _parse_metadata(model.metadata, p)
         model.to(device)
         return model, meta
+    model, meta = _load_torchscript(p)
+    model.eval().to(torch.device(device))
+    return model, meta
+
+
+def exported_metadata(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
+    """The parsed aerialct metadata of an exported model and its number of weights
+    (``aerialct info``), without onnxruntime."""
+    p = Path(path)
+    if p.suffix.lower() == ".onnx":
+        import numpy as np
+        import onnx
+
+        try:
+            proto = onnx.load(str(p), load_external_data=False)
+        except Exception as e:  # onnx raises DecodeError and its own types
+            first = (str(e).splitlines() or ["unreadable"])[0][:160]
+            raise CheckpointError(f"{p}: not a readable ONNX model ({first})") from e
+        raw = {prop.key: prop.value for prop in proto.metadata_props}
+        count = sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+        return _parse_metadata(raw, p), count
+    model, meta = _load_torchscript(p)
+    return meta, sum(t.numel() for t in model.parameters())
+
+
+def _load_torchscript(p: Path) -> tuple[Any, dict[str, Any]]:
+    """A TorchScript model (on the CPU) and its parsed aerialct metadata."""
+    import torch
+
     extra = {EXTRA_FILE: ""}
     try:
         with warnings.catch_warnings():
@@ -384,6 +467,4 @@ def read_exported(path: str | os.PathLike, device: str = "cpu") -> tuple[Any, di
         raw = json.loads(extra[EXTRA_FILE] or "{}")
     except ValueError:
         raw = {}
-    meta = _parse_metadata(raw, p)
-    model.eval().to(torch.device(device))
-    return model, meta
+    return model, _parse_metadata(raw, p)

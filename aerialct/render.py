@@ -8,7 +8,8 @@ from typing import Any
 
 
 def jsonable(obj: Any) -> Any:
-    """Dataclasses, paths, numpy values and non-finite floats (-> null) as JSON-safe values."""
+    """Dataclasses, paths, numpy values and non-finite floats (-> null) as JSON-safe values;
+    URLs without their secrets (query strings, ``user:password@``)."""
     import dataclasses
     import math
 
@@ -21,7 +22,13 @@ def jsonable(obj: Any) -> Any:
     if isinstance(obj, list | tuple | set):
         return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
-        return str(obj)
+        obj = str(obj)
+    if isinstance(obj, str):
+        if "://" not in obj and "/vsi" not in obj:
+            return obj
+        from aerialct.geo.inputs import redact
+
+        return redact(obj)
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         obj = obj.item()
     if hasattr(obj, "tolist") and callable(obj.tolist):

@@ -71,7 +71,6 @@ MEDIA_TYPES = {
     ".xml": "application/xml",
 }
 
-LOCK_NAME = ".lock"
 """The lock file of a catalogue folder, held while an Item is added."""
 
 MARK = "aerialct:made_by"
@@ -719,15 +718,12 @@ def write_catalog(
 
 @contextlib.contextmanager
 def _catalog_lock(root: Path) -> Iterator[None]:
-    """An exclusive lock on the catalogue ``root`` (POSIX ``flock`` on ``root/.lock``)."""
-    import fcntl
+    """The catalogue's writers take turns: the lock of ``root/catalog.json``
+    (:func:`aerialct.geo.locks.output_lock`, which names a holder that died)."""
+    from aerialct.geo.locks import output_lock
 
-    with open(root / LOCK_NAME, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with output_lock(root / "catalog.json", wait=True):
+        yield
 
 
 def _update_catalog(
@@ -814,6 +810,12 @@ def items_of(output: str | os.PathLike, stac_dir: str | os.PathLike | None = Non
 # ------------------------------------------------------------------- what the CLI calls
 
 
+def _is_lock(path: Path) -> bool:
+    from aerialct.geo.locks import LOCK_SUFFIX
+
+    return path.name.endswith(LOCK_SUFFIX)
+
+
 def check_stac_dir(stac_dir: str | os.PathLike | None) -> None:
     """Refuse a ``--stac`` folder before any work: it must be new, empty or aerialct's."""
     if stac_dir is None:
@@ -824,7 +826,7 @@ def check_stac_dir(stac_dir: str | os.PathLike | None) -> None:
         raise InputError(f"--stac {root}: is a file; give a folder for the catalogue")
     if cat.exists() and not is_aerialct_item(cat):
         raise InputError(f"{cat}: is not a catalogue aerialct wrote; give --stac a new folder")
-    if not cat.exists() and root.is_dir() and any(p.name != LOCK_NAME for p in root.iterdir()):
+    if not cat.exists() and root.is_dir() and any(not _is_lock(p) for p in root.iterdir()):
         raise InputError(
             f"{root}: folder holds files but no catalog.json; give --stac a new or empty folder"
         )

@@ -1,4 +1,5 @@
-"""Worker processes that never outlive their parent, and process-wide memory settings.
+"""Worker processes (and threads) that never outlive their parent, and process-wide memory
+settings.
 
 ``tile`` spreads row bands over a process pool. Three promises hold for it
 (README, "What aerialct promises about your files"):
@@ -27,6 +28,50 @@ J = TypeVar("J")
 R = TypeVar("R")
 
 _PR_SET_PDEATHSIG = 1
+
+
+_held = 0
+_pending: list[int] = []
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT back for the body; one that arrived meanwhile is raised after.
+
+    The CLI turns both signals into :class:`~aerialct.errors.Terminated`, raised wherever
+    the main thread is (aerialct.cli.main, through :func:`terminate`). Starting or
+    stopping a thread must not be cut in half by it: ``Thread.start`` interrupted while
+    it waits for the new thread leaves a thread that no ``with`` block will stop, reading
+    a dataset the unwinding then closes (a crash, not exit 143), and so does a ``join``
+    interrupted before the thread ended. Held in the main thread only (where Python runs
+    signal handlers); nests.
+    """
+    global _held
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _held += 1
+    try:
+        yield
+    finally:
+        _held -= 1
+        if not _held and _pending:
+            from aerialct.errors import Terminated
+
+            signum = _pending[0]
+            _pending.clear()
+            raise Terminated(signum)
+
+
+def terminate(signum: int) -> None:
+    """What a SIGTERM/SIGINT handler does: raise :class:`~aerialct.errors.Terminated`, or,
+    inside :func:`signals_held`, note the signal for the end of the hold."""
+    if _held:
+        _pending.append(signum)
+        return
+    from aerialct.errors import Terminated
+
+    raise Terminated(signum)
 
 
 def worker_signals(*_: Any) -> None:

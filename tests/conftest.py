@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -30,3 +33,22 @@ def cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return _run
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs with ``free`` bytes left; skipped unless the tests run as root."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+
+    def fill(free: int = 16 << 10) -> Path:
+        st = os.statvfs(mnt)
+        (mnt / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - free))
+        return mnt
+
+    yield fill
+    subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -6,6 +6,12 @@
    are removed by the next run.
 4. Wrong kinds of input are refused, never turned into results.
 5. Every message names the file.
+
+The files beside this one take the same promises to the verbs and cases added since:
+``test_file_safety_writers`` (two writers at once, outputs that hold inputs),
+``_disk`` (full disks in pack and export), ``_results`` (wrong input refused, exported
+models), ``_messages``, ``_secrets`` (signed URLs from a real HTTP server) and
+``_signals`` (a signal never crashes a run).
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +28,17 @@ import numpy as np
 import pytest
 import rasterio
 from predict_helpers import oracle_bundle, random_image, write_scene
+from safety_helpers import (
+    alive,
+    assert_clean_full_disk_failure,
+    children_of,
+    dead_pid,
+    error_lines,
+    flat,
+    leftovers,
+    start,
+    wait_for,
+)
 from synth_helpers import write_raster
 
 from aerialct.classes import POTSDAM
@@ -31,10 +47,6 @@ from aerialct.geo.outputs import MARKER, TMP_MARK
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny-cpu.yaml"
 FAST = ["train.batch_size=4", "train.warmup_steps=1", "data.stats_chips=8", "train.epochs=1"]
-
-
-def leftovers(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if TMP_MARK in p.name or ".aerialct-old" in p.name]
 
 
 def class_raster(path: Path, data: np.ndarray) -> Path:
@@ -174,12 +186,6 @@ def test_retrain_with_overwrite_restores_the_old_run_when_the_new_one_fails(cli,
     assert (mine / "thesis.tex").exists()
 
 
-def dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
-
-
 def test_an_overwrite_killed_outright_is_repaired_by_the_next_run(tmp_path):
     from aerialct.engine.run_dir import RunFolder
 
@@ -199,43 +205,6 @@ def test_an_overwrite_killed_outright_is_repaired_by_the_next_run(tmp_path):
 
 
 # 2. Full disks -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 512 KiB tmpfs with ``free`` bytes left; skipped unless the tests run as root."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a small tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-
-    def fill(free: int = 16 << 10) -> Path:
-        st = os.statvfs(mnt)
-        (mnt / "filler").write_bytes(b"\0" * max(0, st.f_bavail * st.f_frsize - free))
-        return mnt
-
-    yield fill
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def error_lines(err: str) -> list[str]:
-    assert "Traceback" not in err and "sqlite" not in err.lower(), err
-    return [line for line in err.splitlines() if line.startswith("error:")]
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
-
-
-def assert_clean_full_disk_failure(r, disk: Path, final: Path) -> None:
-    assert r.code == 1, (r.out, r.err)
-    lines = error_lines(r.err)
-    assert len(lines) == 1 and "no space left on device" in lines[0], r.err
-    assert str(final) in lines[0] or final.name in lines[0], r.err
-    assert not final.exists()
-    assert sorted(p.name for p in disk.rglob("*") if p.is_file()) == ["filler"]
 
 
 def test_full_disk_predict(oracle_cli, small_disk, tmp_path):
@@ -275,44 +244,6 @@ def test_full_disk_train_checkpoint(cli, small_disk, tmp_path):
 
 
 # 3. Signals ----------------------------------------------------------------------------------
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # a shell's background jobs ignore SIGINT, and Python keeps an ignored SIGINT ignored
-    return subprocess.Popen(
-        [sys.executable, "-m", "aerialct", *args], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )  # fmt: skip
-
-
-def wait_for(cond, timeout: float = 60.0) -> None:
-    t0 = time.time()
-    while not cond():
-        if time.time() - t0 > timeout:
-            raise AssertionError("timed out")
-        time.sleep(0.05)
 
 
 @pytest.fixture

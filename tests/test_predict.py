@@ -567,7 +567,7 @@ def test_gdal_path_scenes_are_skipped_like_files(tmp_path):
     try:
         assert predict_scenes(oracle_bundle(32), [scene], tmp_path / "o").scenes[0].status == "ok"
         again = predict_scenes(oracle_bundle(32), [scene], tmp_path / "o", skip_existing=True)
-        assert [(s.status, s.scene.name) for s in again.scenes] == [
+        assert [(s.status, s.name) for s in again.scenes] == [
             ("skipped", "test_predict_gdal_path.tif")
         ]
         far = gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs="EPSG:4326")

@@ -19,6 +19,8 @@ from aerialct.geo.inputs import redact
         ("s3://bucket/k.tif", "s3://bucket/k.tif"),
         ("/data/flight/x.tif", "/data/flight/x.tif"),
         ("http://127.0.0.1:8000/s.tif", "http://127.0.0.1:8000/s.tif"),
+        ("https://h/a.tif?token=x: not found", "https://h/a.tif: not found"),
+        ("(read /vsicurl/https://h/a.tif?sig=1).", "(read /vsicurl/https://h/a.tif)."),
     ],
 )  # fmt: skip
 def test_user_information_and_query_strings_are_removed(given, shown):

@@ -39,7 +39,7 @@ class PlainFormatter(logging.Formatter):
         self.with_time = with_time
 
     def format(self, record: logging.LogRecord) -> str:
-        text = " ".join(record.getMessage().split())
+        text = _one_line(record)
         line = f"{record.levelname.lower()}: {text}"
         return f"{_iso_time(record.created)} {line}" if self.with_time else line
 
@@ -54,9 +54,14 @@ class JsonFormatter(logging.Formatter):
             "time": _iso_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": " ".join(record.getMessage().split()),
+            "message": _one_line(record),
         }
         return json.dumps(doc, ensure_ascii=False)
+
+
+def _one_line(record: logging.LogRecord) -> str:
+    """The record's message on one line, URL secrets removed."""
+    return _safe(" ".join(record.getMessage().split()))
 
 
 def _iso_time(created: float) -> str:
@@ -92,7 +97,7 @@ def setup_logging(
         handler = RichHandler(
             console=stderr, show_time=False, show_path=verbose, markup=False, rich_tracebacks=False
         )
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_Redacting("%(message)s"))
         _plain = None
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -114,10 +119,27 @@ def setup_logging(
     gdal.handlers.clear()
     gdal.addHandler(handler if verbose else logging.NullHandler())
     gdal.propagate = False
-    if quiet:  # the libraries' own warnings (torch, rasterio, ...) are not the user's business
-        import warnings
+    import warnings
 
+    if quiet:  # the libraries' own warnings (torch, rasterio, ...) are not the user's business
         warnings.simplefilter("ignore")
+    if not getattr(warnings.formatwarning, "redacts", False):  # GDAL's warnings name the URL
+        plain = warnings.formatwarning
+
+        def formatwarning(*args: Any, **kwargs: Any) -> str:
+            return _safe(plain(*args, **kwargs))
+
+        formatwarning.redacts = True  # type: ignore[attr-defined]
+        warnings.formatwarning = formatwarning
+
+
+class _Redacting(logging.Formatter):
+    """Log lines without the secrets of URLs (query strings, user:password@)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from aerialct.geo.inputs import redact
+
+        return redact(super().format(record))
 
 
 def show_progress() -> bool:
@@ -172,10 +194,11 @@ def progress(description: str, total: int | None = None) -> Iterator[Any]:
 
 
 def print_json(obj: Any) -> None:
-    """Write ``obj`` to stdout as indented JSON (the ``--json`` output of every verb)."""
+    """Write ``obj`` to stdout as indented JSON (the ``--json`` output of every verb), URL
+    secrets removed wherever they are quoted."""
     from aerialct.render import json_text  # numpy stays out of `aerialct --help`
 
-    sys.stdout.write(json_text(obj))
+    sys.stdout.write(_safe(json_text(obj)))  # errors quote URLs: none keeps its secrets
     sys.stdout.flush()
 
 
@@ -187,7 +210,7 @@ def print_table(
     to_stderr: bool = False,
 ) -> None:
     """A table of ``rows`` under ``columns`` on stdout (or stderr); floats as 0.1234."""
-    table = Table(title=title, show_lines=False)
+    table = Table(title=None if title is None else _safe(title), show_lines=False)
     for c in columns:
         table.add_column(str(c), overflow="fold")
     for r in rows:
@@ -196,10 +219,20 @@ def print_table(
 
 
 def fmt(v: Any) -> str:
-    """A table cell: floats with four decimals (``nan`` as is), anything else as ``str``."""
+    """A table cell: floats with four decimals (``nan`` as is), anything else as ``str``
+    (URLs without their secrets)."""
     if isinstance(v, float):
         return "nan" if math.isnan(v) else f"{v:.4f}"
-    return str(v)
+    return _safe(str(v))
+
+
+def _safe(text: str) -> str:
+    """``text`` without the secrets of the URLs in it (every line the CLI prints)."""
+    if "://" not in text and "/vsi" not in text:
+        return text
+    from aerialct.geo.inputs import redact
+
+    return redact(text)
 
 
 def _record(level: int, message: str) -> logging.LogRecord:
@@ -213,6 +246,7 @@ def _to_file(level: int, message: str) -> None:
 
 def info(message: str) -> None:
     """A line for the human reader on stderr (quiet hides it); also in ``--log-file``."""
+    message = _safe(message)
     _to_file(logging.INFO, message)
     if _quiet:
         return
@@ -224,6 +258,7 @@ def info(message: str) -> None:
 
 def warn(message: str) -> None:
     """A ``warning:`` line on stderr (shown even with ``--quiet``); also in ``--log-file``."""
+    message = _safe(message)
     _to_file(logging.WARNING, message)
     if _plain is not None:
         _plain.handle(_record(logging.WARNING, message))
@@ -231,8 +266,17 @@ def warn(message: str) -> None:
         stderr.print(f"warning: {message}", markup=False, highlight=False, style="yellow")
 
 
+def traceback() -> None:
+    """The traceback of the exception being handled (``--verbose``), URL secrets removed."""
+    import traceback as tb
+
+    sys.stderr.write(_safe(tb.format_exc()))
+    sys.stderr.flush()
+
+
 def error(message: str) -> None:
     """The one ``error:`` line the CLI prints before a non-zero exit; also in ``--log-file``."""
+    message = _safe(message)
     _to_file(logging.ERROR, message)
     if _plain is not None:
         _plain.handle(_record(logging.ERROR, message))

@@ -12,13 +12,13 @@ from aerialct.cli.app import app
 from aerialct.cli.options import Json, Overwrite, Stac
 
 Prediction = Annotated[
-    Path,
+    str,
     typer.Argument(
         help="Predicted class raster, polygon file (.gpkg ...), or a folder or quoted glob of them."
     ),
 ]
 Reference = Annotated[
-    Path | None,
+    str | None,
     typer.Argument(
         help="Reference label raster or polygon file, or a folder or quoted glob of them "
         "(matched to the predictions by file name)."
@@ -186,13 +186,15 @@ def _pixel_table(result) -> None:
 
 
 def _building_table(result) -> None:
+    from aerialct.geo.inputs import source_label
+
     cols = ["predicted", "reference", "TP", "FP", "FN", "precision", "recall", "F1", "mean IoU"]
     if result.files:
         console.print_table(
             "buildings per file",
             ["file", *cols],
             [
-                [Path(f["reference"]).name, *(f[k] for k in (
+                [source_label(f["reference"]), *(f[k] for k in (
                     "predicted", "reference_count", "true_positives", "false_positives",
                     "false_negatives", "precision", "recall", "f1", "mean_iou"))]
                 for f in result.files

@@ -15,7 +15,7 @@ from aerialct.cli.options import Json, Overwrite
 @app.command()
 def export(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A best.pt / last.pt written by `aerialct train`.")
+        str, typer.Argument(help="A best.pt / last.pt written by `aerialct train`.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="The exported model file.")],
     format: Annotated[

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,11 +14,14 @@ from aerialct.cli.options import Json
 @app.command()
 def info(
     checkpoint: Annotated[
-        Path, typer.Argument(help="A last.pt / best.pt written by `aerialct train`.")
+        str,
+        typer.Argument(
+            help="A last.pt / best.pt written by `aerialct train`, or a model from `aerialct export`."
+        ),
     ],
     json_out: Json = False,
 ) -> None:
-    """Show a checkpoint's config, classes, normalisation, progress and metrics.
+    """Show a checkpoint's (or an exported model's) config, classes, normalisation, progress.
 
     Examples:
 
@@ -35,8 +37,9 @@ def info(
         return
     m = ci.model
     last = ci.metrics.get("last") or {}
+    kind = "" if ci.format == "checkpoint" else f"{ci.format} model exported by "
     rows = [
-        ("file", f"{ci.path} ({ci.size_bytes / 1e6:.1f} MB, aerialct {ci.aerialct_version})"),
+        ("file", f"{ci.path} ({ci.size_bytes / 1e6:.1f} MB, {kind}aerialct {ci.aerialct_version})"),
         ("experiment", ci.name),
         (
             "model",
@@ -50,10 +53,7 @@ def info(
             "input",
             f"{ci.in_chans} bands, {ci.chip_size} px chips, GSD {ci.gsd if ci.gsd is not None else 'unknown'}",
         ),
-        (
-            "normalisation",
-            f"mean {[round(v, 3) for v in ci.mean]}, std {[round(v, 3) for v in ci.std]}",
-        ),
+        ("normalisation", _normalisation(ci)),
         (
             "classes",
             ", ".join(f"{i}={n}" for i, n in enumerate(ci.classes))
@@ -76,3 +76,14 @@ def info(
     ious = [(k.removeprefix("iou_"), v) for k, v in last.items() if k.startswith("iou_")]
     if ious:
         console.print_table(f"validation IoU per class, epoch {ci.epoch}", ["class", "IoU"], ious)
+
+
+def _normalisation(ci) -> str:  # type: ignore[no-untyped-def]
+    """``(clip(x, low, high) - mean) / std`` with the numbers, as predict applies it."""
+    text = f"mean {[round(v, 3) for v in ci.mean]}, std {[round(v, 3) for v in ci.std]}"
+    if ci.low is not None and ci.high is not None:
+        text = (
+            f"clip to low {[round(v, 3) for v in ci.low]}, high "
+            f"{[round(v, 3) for v in ci.high]}; " + text
+        )
+    return text

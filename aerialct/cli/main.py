@@ -106,12 +106,12 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_SIGTERM
     except (AerialctError, OSError, ValueError) as e:
         if state.verbose:
-            console.stderr.print_exception()
+            console.traceback()
         console.error(_one_line(e))
         return EXIT_ERROR
     except Exception as e:  # the boundary: anything else is a bug, still one line
         if state.verbose:
-            console.stderr.print_exception()
+            console.traceback()
         console.error(
             f"internal error: {type(e).__name__}: {_one_line(e)} (run with --verbose for the traceback)"
         )
@@ -125,13 +125,13 @@ def _signals_unwind() -> Iterator[None]:
     Not KeyboardInterrupt: typer would swallow that into a bare exit status. An ignored
     SIGINT (``nohup``, a shell's background job) stays ignored.
     """
-    from aerialct.errors import Terminated
+    from aerialct.workers import terminate
 
     def handler(signum: int, frame: object) -> None:
         # a second signal must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise Terminated(signum)
+        terminate(signum)  # raises Terminated, at once or where a thread start/stop ends
 
     previous = {}
     try:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from aerialct.predict import BatchResult
 
 
-def _load_bundle(checkpoint: Path, device: str) -> Any:
+def _load_bundle(checkpoint: str, device: str) -> Any:
     """The checkpoint's inference bundle (a seam the tests replace with an oracle model)."""
     from aerialct.predict.bundle import load_inference_model
 
@@ -51,7 +51,7 @@ def _parse_bands(text: str | None) -> list[int] | None:
 
 
 Checkpoint = Annotated[
-    Path,
+    str,
     typer.Argument(
         help="Checkpoint written by `aerialct train`, or a model from `aerialct export` "
         "(.onnx runs on the CPU through onnxruntime)."
@@ -102,7 +102,7 @@ ResampleToTrainingGsd = Annotated[
     ),
 ]
 Aoi = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--aoi",
         help="Polygons of the area of interest (any CRS): only windows touching it run; "
@@ -197,7 +197,7 @@ def predict(
     band_list = _parse_bands(bands)
 
     from aerialct.errors import ItemFailure, raise_for_failures
-    from aerialct.geo.inputs import expand_inputs
+    from aerialct.geo.inputs import expand_inputs, redact
     from aerialct.predict import predict_scenes, reduce_heap_fragmentation, resolve_device_name
     from aerialct.stac import check_stac_dir, deliver_predictions
 
@@ -205,7 +205,7 @@ def predict(
     scene_list = expand_inputs(scenes)
     check_stac_dir(stac)
     reduce_heap_fragmentation()
-    if checkpoint.suffix.lower() == ".onnx" and device.strip().lower() == "auto":
+    if checkpoint.lower().endswith(".onnx") and device.strip().lower() == "auto":
         device = "cpu"  # onnxruntime's CPU provider
     dev = resolve_device_name(device)
     bundle = _load_bundle(checkpoint, dev)
@@ -236,7 +236,10 @@ def predict(
     _render(result, json_out, items)
     raise_for_failures(
         len(result.scenes),
-        [ItemFailure(str(s.scene), s.error or "", s.exception) for s in result.failed],
+        [
+            ItemFailure(redact(s.source or s.scene), s.error or "", s.exception)
+            for s in result.failed
+        ],
         "scenes",
         result,
     )
@@ -267,7 +270,7 @@ def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
     elif not single_failure:
         rows = [
             (
-                s.scene.name,
+                s.name,
                 s.status,
                 f"{s.width}x{s.height}" if s.width else "",
                 f"{s.seconds:.1f}" if s.status == "ok" else "",
@@ -286,9 +289,14 @@ def _render(result: BatchResult, json_out: bool, items: list[Path]) -> None:
         )
     if items and not json_out:
         console.info(f"STAC: {', '.join(str(p) for p in items)}")
-    if result.skipped:
+    outside = [s for s in result.skipped if s.error == "outside --aoi"]
+    complete = len(result.skipped) - len(outside)
+    if complete:
+        console.info(f"{complete} of {len(result.scenes)} scenes skipped: complete outputs exist")
+    if outside:
         console.info(
-            f"{len(result.skipped)} of {len(result.scenes)} scenes skipped: complete outputs exist"
+            f"{len(outside)} of {len(result.scenes)} scenes skipped: outside --aoi, nothing "
+            f"written ({', '.join(s.name for s in outside)})"
         )
     for job in result.jobs:
         if job.pending:

@@ -81,6 +81,7 @@ def synth(
       aerialct synth data --dtype uint16 --bands 1 --classes buildings
       aerialct synth potsdam_like --potsdam --size 1000 --tiles 2_10,2_11,2_13
     """
+    _check_compress(compress)
     common = _Common(size=size, seed=seed, gsd=gsd, crs=crs, label_crs=not label_no_crs,
                      compress=compress, overwrite=overwrite)  # fmt: skip
     if potsdam:
@@ -181,3 +182,20 @@ def _scene(
         ["output", "path"],
         rows,
     )
+
+
+def _check_compress(compress: str) -> None:
+    """A compression GDAL's GTiff driver knows, or none (GDAL itself would only warn)."""
+    if compress.strip().lower() == "none":
+        return
+    from aerialct.errors import InputError
+    from aerialct.geo.cog import check_creation_options
+
+    try:
+        check_creation_options("GTiff", {"COMPRESS": compress})
+    except InputError:
+        raise typer.BadParameter(
+            f"{compress!r}: GDAL's GTiff driver does not know this compression; use deflate, "
+            "lzw, zstd or none",
+            param_hint="--compress",
+        ) from None

@@ -36,7 +36,7 @@ Labels = Annotated[
     ),
 ]
 LabelsVector = Annotated[
-    Path | None,
+    str | None,
     typer.Option("--labels-vector", help="Polygons (GeoPackage, ...) rasterised onto each image."),
 ]
 Classes = Annotated[
@@ -124,7 +124,7 @@ NoEroded = Annotated[
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")]
 Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
 Aoi = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--aoi",
         help="Polygons of the area of interest (any CRS): only windows touching it are cut.",
@@ -212,7 +212,8 @@ def tile(
     if packed_out is not None:
         from aerialct.geo.outputs import FOLDER, check_output
 
-        check_output(packed_out, overwrite, kind=FOLDER)  # refuse before tiling, not after
+        # refuse before tiling, not after
+        check_output(packed_out, overwrite, kind=FOLDER, inputs=[*inputs, *(labels or [])])
     # size and resize: the mode's defaults unless given (--no-resize: none)
     grid: dict[str, Any] = {k: v for k, v in (("size", size), ("resize", resize)) if v is not None}
     if no_resize:
@@ -227,7 +228,7 @@ def tile(
         else:
             result = tile_scenes(
                 inputs, out, labels=labels, labels_vector=labels_vector, class_field=class_field,
-                classes=classes or "potsdam", burn=burn, class_map=mapping or None,
+                classes=classes, burn=burn, class_map=mapping or None,
                 vector_layer=layer, background=background, split=split, progress=progress,
                 **common,
             )  # fmt: skip
@@ -261,6 +262,12 @@ def _class_map(items: list[str] | None) -> dict[str, str]:
         if not sep or not value or not name:
             raise typer.BadParameter(
                 f"{item!r}: write VALUE=CLASS, e.g. house=building", param_hint="--class-map"
+            )
+        if mapping.get(value, name) != name:
+            raise typer.BadParameter(
+                f"{value!r} is mapped to both {mapping[value]!r} and {name!r}; give one class "
+                "per value",
+                param_hint="--class-map",
             )
         mapping[value] = name
     return mapping

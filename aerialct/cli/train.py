@@ -84,6 +84,9 @@ def train(
             raise typer.BadParameter(
                 "give a preset, e.g. --config configs/tiny-cpu.yaml", param_hint="--config"
             )
+        from aerialct.engine.run_dir import check_resumable
+
+        check_resumable(out)  # "no run exists there", not "config.yaml not found"
         config = str(out / "config.yaml")
     cfg = load_config(resolve_config_path(config), overrides or [])
     if launch_env().is_main:

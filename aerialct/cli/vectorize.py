@@ -67,7 +67,7 @@ Morph = Annotated[
     ),
 ]
 Probabilities = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--probabilities",
         help="Probability raster from predict (or, for several rasters, the folder holding "
@@ -212,11 +212,12 @@ def _render_one(result: VectorizeResult, items: list[Path], json_out: bool) -> N
 
 def _vectorize_many(
     paths: list[str | Path], out: Path, classes: list[str], min_area: float, fill_holes: float,
-    simplify: float, regularize: bool, ops: list, probabilities: Path | None, layer: str | None,
+    simplify: float, regularize: bool, ops: list, probabilities: str | None, layer: str | None,
     connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
     json_out: bool, shard: ShardKN | None, stac: Path | None,
 ) -> None:  # fmt: skip
     from aerialct.errors import ItemFailure, raise_for_failures
+    from aerialct.geo.inputs import redact
     from aerialct.stac import deliver_vectors
     from aerialct.vectorize import vectorize_many
 
@@ -238,7 +239,7 @@ def _vectorize_many(
         _render_many(batch)
         if items:
             console.info(f"STAC: {', '.join(str(p) for p in items)}")
-    failures = [ItemFailure(raster, error) for raster, error in batch.failed]
+    failures = [ItemFailure(redact(raster), error) for raster, error in batch.failed]
     raise_for_failures(len(paths), failures, "rasters", batch)
 
 

@@ -23,6 +23,7 @@ the same weights. Readers here import numpy (and torch for the dataset) only;
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Sequence
@@ -313,12 +314,8 @@ def _pack_arrays(index: ChipIndex, shape: _Shape, tmp: Path, prog: Any) -> _Pack
         counts=np.zeros((n, k + 1), dtype=np.int64),
         stats={},
     )
-    images = np.lib.format.open_memmap(
-        tmp / IMAGES, mode="w+", dtype=np.dtype(shape.dtype), shape=(n, shape.bands, *hw)
-    )
-    masks = np.lib.format.open_memmap(
-        tmp / MASKS, mode="w+", dtype=shape.mask_dtype, shape=(n, *hw)
-    )
+    images = _reserved_memmap(tmp / IMAGES, np.dtype(shape.dtype), (n, shape.bands, *hw))
+    masks = _reserved_memmap(tmp / MASKS, np.dtype(shape.mask_dtype), (n, *hw))
     for i, (_, row) in enumerate(frame.iterrows()):
         img = _read(index.image_path(row), None, shape.bands, hw, first)
         images[i] = img
@@ -345,6 +342,33 @@ def _pack_arrays(index: ChipIndex, shape: _Shape, tmp: Path, prog: Any) -> _Pack
     masks.flush()
     del images, masks
     return packed
+
+
+def _reserved_memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap:
+    """A new ``.npy`` array mapped for writing, its disk space reserved before any write.
+
+    ``open_memmap`` makes a sparse file: writing into the mapping on a full disk kills the
+    process with SIGBUS, no message, temporaries left. With the blocks allocated first
+    (``posix_fallocate``) a full disk is an ENOSPC here instead. Where the filesystem
+    cannot allocate ahead, the free space is checked.
+    """
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    size = path.stat().st_size
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as e:
+        err = e
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize >= size:
+                return arr
+            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        del arr
+        raise err from None
+    except AttributeError:  # no posix_fallocate on this platform
+        pass
+    return arr
 
 
 def _read_mask(path: Path, hw: tuple[int, int], first: Path, k: int) -> np.ndarray:

@@ -140,6 +140,18 @@ def save_checkpoint(path: str | os.PathLike, ckpt: dict[str, Any], overwrite: bo
     return Path(path)
 
 
+def local_model(path: str | os.PathLike) -> Path:
+    """A model file's path; CheckpointError for a URL or GDAL path (models are read locally)."""
+    from aerialct.geo.inputs import is_gdal_path, redact
+
+    if is_gdal_path(path):
+        raise CheckpointError(
+            f"{redact(path)}: models are read from local files, not URLs; download it first "
+            "(e.g. curl -o model.pt URL) and give that file"
+        )
+    return Path(path)
+
+
 def load_checkpoint(
     path: str | os.PathLike, map_location: str | torch.device = "cpu", *, for_training: bool = False
 ) -> dict[str, Any]:
@@ -149,7 +161,7 @@ def load_checkpoint(
     """
     import torch
 
-    p = Path(path)
+    p = local_model(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint; give a .pt file written by aerialct train")
     if p.is_dir():

@@ -55,11 +55,13 @@ def train_epoch(run: Run, prog: ProgressFn) -> EpochStats:
     meter = LossMeter(run.task.terms, state.epoch, run.out, run.info)
     t0 = time.perf_counter()
     n_images = pending = 0
+    labelled = torch.zeros((), dtype=torch.float64, device=dev)
     run.optimizer.zero_grad(set_to_none=True)
     for images, masks in loader:
         images = images.to(dev, non_blocking=pin)
         masks = masks.to(dev, non_blocking=pin)
         n_images += images.shape[0]
+        labelled += (masks != run.ignore).sum()
         result = _forward_backward(run, images, masks, sync=pending + 1 == tc.accumulate)
         # Kept on the device; read back (one host sync) every LossMeter.every batches and
         # before any checkpoint, so a NaN never reaches a checkpoint.
@@ -86,8 +88,14 @@ def train_epoch(run: Run, prog: ProgressFn) -> EpochStats:
     sync_buffers(run.task, run.info)
     # Collectives on the training device (NCCL reduces CUDA tensors only).
     sums = all_reduce_sum(meter.sums.to(dev), run.info).cpu()
-    count = torch.tensor([n_images], dtype=torch.float64, device=dev)
-    images_all = float(all_reduce_sum(count, run.info).cpu()[0])
+    count = torch.stack([torch.tensor(float(n_images), dtype=torch.float64, device=dev), labelled])
+    images_all, labelled_all = all_reduce_sum(count, run.info).cpu().tolist()
+    if n_images and not labelled_all:
+        raise TrainingError(
+            f"{run.splits.root}: every mask pixel of the epoch's training chips is ignore "
+            f"({run.ignore}): the loss is 0 and nothing is learnt; tile with labels that cover "
+            "the images"
+        )
     state.epoch += 1
     state.batch_in_epoch = 0
     return EpochStats(meter.means(sums), n_images, dt, images_all / max(dt, 1e-9))

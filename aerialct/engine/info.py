@@ -42,11 +42,22 @@ class CheckpointInfo:
     has_training_state: bool
     size_bytes: int
     metrics: dict
+    low: list[float] | None = None
+    high: list[float] | None = None
+    """Per-band clip bounds applied before mean/std (None: no clipping)."""
+    format: str = "checkpoint"
+    """``checkpoint``, or the format of an exported model (``onnx``, ``torchscript``)."""
 
 
 def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
-    """Summarise a checkpoint (config, classes, normalisation, progress, last metrics)."""
-    p = Path(path)
+    """Summarise a checkpoint (config, classes, normalisation, progress, last metrics), or
+    a model written by ``aerialct export`` (its metadata)."""
+    from aerialct.engine.checkpoint import local_model
+    from aerialct.modelfiles import is_torchscript
+
+    p = local_model(path)
+    if p.suffix.lower() == ".onnx" or is_torchscript(p):
+        return _exported_info(p)
     ckpt = load_checkpoint(p)
 
     cfg = ckpt["config"]
@@ -65,6 +76,8 @@ def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         gsd=ckpt.get("gsd"),
         mean=[float(v) for v in ckpt["normalization"]["mean"]],
         std=[float(v) for v in ckpt["normalization"]["std"]],
+        low=_floats(ckpt["normalization"].get("low")),
+        high=_floats(ckpt["normalization"].get("high")),
         step=int(ckpt.get("step") or 0),
         epoch=int(ckpt.get("epoch") or 0),
         best_miou=ckpt.get("best_miou"),
@@ -74,6 +87,47 @@ def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
         size_bytes=p.stat().st_size,
         metrics=dict(ckpt.get("metrics") or {}),
     )
+
+
+def _exported_info(p: Path) -> CheckpointInfo:
+    """What an exported model's metadata says (no training state, no metrics)."""
+    from aerialct.export import exported_metadata
+
+    if not p.is_file():
+        from aerialct.errors import CheckpointError
+
+        raise CheckpointError(f"{p}: no such model file")
+    meta, count = exported_metadata(p)
+    return CheckpointInfo(
+        path=str(p),
+        aerialct_version=meta.get("aerialct_version"),
+        name=None,
+        model=dict(meta.get("model") or {}),
+        loss={},
+        train={},
+        classes=meta["classes_table"].names,
+        ignore_index=int(meta.get("ignore_index", IGNORE_INDEX)),
+        in_chans=int(meta["in_chans"]),
+        chip_size=int(meta["chip_size"]),
+        gsd=meta.get("gsd"),
+        mean=[float(v) for v in meta["mean"]],
+        std=[float(v) for v in meta["std"]],
+        low=_floats(meta.get("low")),
+        high=_floats(meta.get("high")),
+        step=0,
+        epoch=0,
+        best_miou=None,
+        parameters=count,
+        head_parameters=0,
+        has_training_state=False,
+        size_bytes=p.stat().st_size,
+        metrics={},
+        format="onnx" if p.suffix.lower() == ".onnx" else "torchscript",
+    )
+
+
+def _floats(values: list | None) -> list[float] | None:
+    return None if values is None else [float(v) for v in values]
 
 
 def _count(state: dict | None) -> int:

@@ -164,6 +164,7 @@ def build_run(
         cfg = _with_normalization(cfg, ckpt["normalization"])
     _validate_train_config(cfg)
     splits = open_chip_splits(data_dir, cfg.data, check_files=True)
+    _check_trainable(splits, cfg.data.train_split)
     cfg = _fit_to_chips(cfg, splits)
     if ckpt is not None:
         check_resume_compatible(ckpt, cfg, splits.classes, splits.in_chans, out / "last.pt")
@@ -276,6 +277,28 @@ def _validate_train_config(cfg: ExperimentConfig) -> None:
     if sr is not None and not (0 < sr[0] <= sr[1]):
         raise ConfigError(
             f"data.scale_range must be [low, high] with 0 < low <= high, got {list(sr)}"
+        )
+
+
+def _check_trainable(splits: Any, split: str) -> None:
+    """Refuse chips a model cannot learn from: under two classes, or no labelled pixel."""
+    names = splits.classes.names
+    if len(names) < 2:
+        raise ConfigError(
+            f"{splits.root}: the chips' class table has {len(names)} class(es) "
+            f"({', '.join(names) or 'none'}); a segmentation model needs at least two (e.g. "
+            "background and building): tile again with --classes buildings or your own table"
+        )
+    meta = splits.meta
+    pixels = (meta.get("class_pixels") or {}).get(split)  # packed chips: counts, ignore last
+    shares = (meta.get("class_shares") or {}).get(split)  # chips: shares, ignore last
+    table = pixels or shares
+    if table and not any(float(table.get(n, 0) or 0) > 0 for n in names):
+        raise ConfigError(
+            f"{splits.root}: every label pixel of the {split!r} split is ignore "
+            f"({splits.meta.get('ignore_index', IGNORE_INDEX)}); a model cannot learn from "
+            "that: tile with labels that cover the images (check their CRS, --class-field, "
+            "--background)"
         )
 
 

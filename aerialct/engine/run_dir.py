@@ -13,6 +13,7 @@ Only folders aerialct made are replaced: they hold the ``.aerialct`` marker, or
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -20,7 +21,15 @@ import shutil
 from pathlib import Path
 
 from aerialct.errors import CheckpointError, OutputExistsError
-from aerialct.geo.outputs import MARKER, TMP_MARK, pid_alive, remove_stale_temps, write_marker
+from aerialct.geo.locks import LOCK_SUFFIX, output_lock
+from aerialct.geo.outputs import (
+    MARKER,
+    TMP_MARK,
+    pid_alive,
+    remove_path,
+    remove_stale_temps,
+    write_marker,
+)
 
 log = logging.getLogger("aerialct")
 
@@ -40,11 +49,35 @@ OLD_MARK = ".aerialct-old"
 CHECKPOINTS = ("last.pt", "best.pt")
 
 
+EVENTS = "events.out.tfevents."
+"""TensorBoard's event files a run writes (engine/events.py)."""
+
+
 def _is_run_folder(out: Path) -> bool:
     if (out / MARKER).is_file():
         return True
     names = [p.name for p in out.iterdir()]
-    return bool(names) and all(n in RUN_FILES or TMP_MARK in n for n in names)
+    return bool(names) and all(
+        n in RUN_FILES or TMP_MARK in n or n.endswith(LOCK_SUFFIX) for n in names
+    )
+
+
+def _unfinished(out: Path) -> bool:
+    """A run folder of aerialct's without a checkpoint: a run that stopped before its first."""
+    return (out / MARKER).is_file() and not any((out / c).exists() for c in CHECKPOINTS)
+
+
+def check_resumable(out: Path) -> None:
+    """Refuse ``--resume`` where no run can continue: no folder, or no ``last.pt`` in it."""
+    if not out.exists():
+        raise CheckpointError(
+            f"{out}: no run exists there (no such folder); start without --resume, or give "
+            "the folder of the run to continue"
+        )
+    if not (out / "last.pt").exists():
+        raise CheckpointError(
+            f"{out / 'last.pt'}: nothing to resume (no last.pt in {out}); start without --resume"
+        )
 
 
 class RunFolder:
@@ -58,16 +91,37 @@ class RunFolder:
         self.out = out
         self.aside: Path | None = None
         self.is_main = is_main
+        self._lock = contextlib.ExitStack()
+        try:
+            self._prepare(resume, overwrite)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def close(self) -> None:
+        """Release the run folder's lock (the run is over, however it ended)."""
+        self._lock.close()
+
+    def _prepare(self, resume: bool, overwrite: bool) -> None:
+        out, is_main = self.out, self.is_main
+        if resume and not out.exists():
+            check_resumable(out)  # refused before anything is made (the lock's folder)
         if is_main:
+            if out.exists() and not out.is_dir():
+                raise OutputExistsError(out, "it is a file; give a folder for the run")
+            # one run at a time in a folder: a second one fails here, naming the first
+            self._lock.enter_context(output_lock(out))
             self._repair_killed_overwrite()
             for name in RUN_FILES:
                 remove_stale_temps(out / name)
+            if not resume:
+                self._restart_unfinished()
         if resume:
-            self._check_resume()
+            check_resumable(out)
             return
-        if out.exists() and not out.is_dir():
-            raise OutputExistsError(out, "it is a file; give a folder for the run")
         existing = [n for n in RUN_FILES if (out / n).exists()] if out.is_dir() else []
+        if not is_main and _unfinished(out):
+            existing = []  # rank 0 starts it over (_restart_unfinished)
         if existing and not overwrite:
             raise OutputExistsError(
                 out,
@@ -89,17 +143,23 @@ class RunFolder:
         out.mkdir(parents=True, exist_ok=True)
         write_marker(out, "train")
 
-    def _check_resume(self) -> None:
+    def _restart_unfinished(self) -> None:
+        """A run of ours stopped before its first checkpoint left only its first files
+        (config.yaml, maybe metrics and plots): nothing to resume and nothing to lose, so
+        a new run starts over it (the README's promise). Only aerialct's own run files go."""
         out = self.out
-        if not out.exists():
-            raise CheckpointError(
-                f"{out}: no run exists there (no such folder); start without --resume, or give "
-                "the folder of the run to continue"
-            )
-        if not (out / "last.pt").exists():
-            raise CheckpointError(
-                f"{out / 'last.pt'}: nothing to resume (no last.pt in {out}); start without --resume"
-            )
+        if not _unfinished(out):
+            return
+        left = [p for p in out.iterdir() if p.name in RUN_FILES or p.name.startswith(EVENTS)]
+        if not left:
+            return
+        for p in left:
+            remove_path(p)
+        log.warning(
+            "%s: the run there stopped before its first checkpoint (%s left); starting it again",
+            out,
+            ", ".join(sorted(p.name for p in left)),
+        )
 
     def checkpointed(self) -> None:
         """The new run has a checkpoint: the old run moved aside is no longer needed."""

@@ -46,6 +46,7 @@ from aerialct.engine.distributed import (
 from aerialct.engine.epoch import train_epoch, validate
 from aerialct.engine.run import Run, build_run, write_text
 from aerialct.engine.run_dir import RunFolder
+from aerialct.geo.outputs import check_not_input
 from aerialct.progress import ProgressFn, as_progress
 from aerialct.render import json_text
 
@@ -97,6 +98,9 @@ def train(
     every rank calls this; rank 0 writes files and returns the full result.
     """
     out = Path(out_dir)
+    # a run written into its own chips would be deleted with them by the next --overwrite
+    check_not_input(out, [data_dir], "would mix the run into the chips it trains on ({item}); "
+                    "choose another --out")  # fmt: skip
     dev = resolve_device(device or cfg.train.device)
     if dev.type == "cuda":
         # The contrastive similarities run in float32 outside autocast: let them use TF32.
@@ -118,6 +122,7 @@ def train(
         folder.failed()
         raise
     finally:
+        folder.close()
         cleanup_distributed(info)
 
 

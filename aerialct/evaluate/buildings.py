@@ -20,6 +20,7 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.evaluate.pixel import FileSet, describe, members, pair_by_name
+from aerialct.geo.inputs import source_path
 from aerialct.progress import ProgressFn, as_progress
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class BuildingEvaluation:
     files: list[dict] = field(default_factory=list)
     """Folders of polygon files: one score per matched file pair (pooled above)."""
     missing: list[str] = field(default_factory=list)
+    """Folders: references without a prediction (their buildings count as missed)."""
+    unmatched: list[str] = field(default_factory=list)
+    """Folders: predictions without a reference (not scored)."""
 
     def to_dict(self) -> dict:
         """Every field, as the JSON report holds them."""
@@ -119,7 +123,7 @@ def match_buildings(
     return pi[keep_arr], ri[keep_arr], iou[keep_arr], best_pred, best_ref
 
 
-def _polygon_array(frame: gpd.GeoDataFrame, path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _polygon_array(frame: gpd.GeoDataFrame, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The polygons of ``frame`` and the row numbers they come from (empty rows dropped)."""
     import shapely
 
@@ -178,13 +182,13 @@ def evaluate_buildings(
     rf = read_polygons(reference, ref_layer)
     prog(1)
     pf, reprojected = _to_reference_crs(pf, rf, prediction, reference)
-    pred, p_rows = _polygon_array(pf, Path(prediction))
-    ref, r_rows = _polygon_array(rf, Path(reference))
+    pred, p_rows = _polygon_array(pf, source_path(prediction))
+    ref, r_rows = _polygon_array(rf, source_path(reference))
     pred_class, ref_class = _class_columns(
         pf, rf, p_rows, r_rows, class_field, prediction, reference
     )
     m = _Matches(*match_buildings(pred, ref, iou_threshold, pred_class, ref_class))
-    scores = _score_column(pf, score_field, p_rows, Path(prediction))
+    scores = _score_column(pf, score_field, p_rows, source_path(prediction))
     aps = None
     if scores is not None:
         from aerialct.evaluate.object_scores import object_ap
@@ -339,7 +343,7 @@ def _ids(frame: gpd.GeoDataFrame, rows: np.ndarray) -> np.ndarray:
 
 
 def _score_column(
-    frame: gpd.GeoDataFrame, name: str, rows: np.ndarray, path: Path
+    frame: gpd.GeoDataFrame, name: str, rows: np.ndarray, path: str | Path
 ) -> np.ndarray | None:
     if name not in frame.columns:
         log.info(
@@ -408,17 +412,21 @@ def evaluate_building_files(
     progress: ProgressFn | None = None,
     prediction: str = "",
     reference: str = "",
+    unmatched: Sequence[str] = (),
 ) -> BuildingEvaluation:
     """Building scores of several (prediction, reference) polygon files, pooled into one.
 
     Each pair is matched on its own; TP, FP and FN are summed, and the pooled mean IoU
-    weighs every match equally. ``files`` holds each pair's own scores.
+    weighs every match equally. ``files`` holds each pair's own scores. The buildings of
+    ``missing`` references (no prediction) are false negatives of the pooled scores: a
+    scene nobody mapped is not mapped. ``unmatched`` predictions (no reference) are listed,
+    not scored.
     """
     t0 = time.perf_counter()
     each = [evaluate_buildings(p, r, iou_threshold=iou_threshold) for p, r in pairs]
     tp = sum(e.true_positives for e in each)
     n_pred = sum(e.predicted for e in each)
-    n_ref = sum(e.reference_count for e in each)
+    n_ref = sum(e.reference_count for e in each) + sum(_building_count(m) for m in missing)
     iou_sum = sum(e.mean_iou * e.true_positives for e in each if e.true_positives)
     return BuildingEvaluation(
         kind="building",
@@ -434,4 +442,13 @@ def evaluate_building_files(
             for e in each
         ],
         missing=list(missing),
+        unmatched=list(unmatched),
     )
+
+
+def _building_count(path: str | os.PathLike) -> int:
+    """Reference buildings in a polygon file (its first layer, as evaluate reads it)."""
+    from aerialct.geo.vector import read_polygons
+
+    frame = read_polygons(path)
+    return int((frame.geometry.notna() & ~frame.geometry.is_empty).sum())

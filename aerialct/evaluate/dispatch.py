@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aerialct.errors import InputError
@@ -26,10 +26,14 @@ from aerialct.evaluate.pixel import (
     members,
 )
 from aerialct.evaluate.reference import rasterize_reference
+from aerialct.geo.inputs import source_label, suffix_of
 from aerialct.progress import ProgressFn
 from aerialct.render import json_text
 
 log = logging.getLogger("aerialct")
+
+Given = FileSet | str
+"""An input as evaluate takes it: a file set, or one GDAL path / URL as given."""
 
 
 def evaluate(
@@ -83,13 +87,14 @@ def evaluate(
         ref = _file_set(reference)
         if _is_set(pred) != _is_set(ref):
             raise InputError(
-                f"{describe(pred)} and {describe(ref)}: one is a folder or pattern, the other "
+                f"{_describe(pred)} and {_describe(ref)}: one is a folder or pattern, the other "
                 "a file; give two files, or two folders or patterns"
             )
         if _is_set(pred):
+            assert not isinstance(pred, str) and not isinstance(ref, str)  # sets (_is_set)
             result = _folders(pred, ref, exclude, iou_threshold, progress)
         else:
-            assert isinstance(pred, Path) and isinstance(ref, Path)  # single files (not sets)
+            assert isinstance(pred, Path | str) and isinstance(ref, Path | str)  # single files
             result = _files(
                 pred, ref, exclude=exclude, iou_threshold=iou_threshold, pred_layer=pred_layer,
                 ref_layer=ref_layer, review=review, overwrite=overwrite, progress=progress,
@@ -103,11 +108,13 @@ def evaluate(
     return result
 
 
-def _file_set(path: str | os.PathLike) -> FileSet:
+def _file_set(path: str | os.PathLike) -> Given:
     """A file or folder as given, or the files a quoted glob matches (InputError if none)."""
-    from aerialct.geo.inputs import glob_paths, is_pattern
+    from aerialct.geo.inputs import glob_paths, is_gdal_path, is_pattern
 
     s = os.fspath(path)
+    if is_gdal_path(s):  # a URL or /vsi path: one file, as given (its "?" is no glob)
+        return s
     p = Path(s)
     if p.exists():
         return p
@@ -116,7 +123,13 @@ def _file_set(path: str | os.PathLike) -> FileSet:
     raise InputError(f"{p}: no such file or folder; check the path")
 
 
-def _is_set(files: FileSet) -> bool:
+def _describe(files: Given) -> str:
+    return files if isinstance(files, str) else describe(files)
+
+
+def _is_set(files: Given) -> bool:
+    if isinstance(files, str):
+        return False
     return not isinstance(files, Path) or files.is_dir()
 
 
@@ -150,21 +163,43 @@ def _folders(
     vector_dirs = not any(is_raster(q) for q in refs)
     if vector_dirs and any(q.suffix.lower() in VECTOR_SUFFIXES for q in refs):
         vpairs, missing = match_vector_folders(pred, ref)
+        unmatched = _unmatched(pred, vpairs, lambda q: q.suffix.lower() in VECTOR_SUFFIXES)
         if missing:
-            log.warning("%d references have no prediction in %s", len(missing), pred)
+            log.warning("%d references have no prediction in %s; their buildings count as "
+                        "missed (false negatives): %s", len(missing), describe(pred),
+                        _names(missing))  # fmt: skip
         return evaluate_building_files(
             vpairs, iou_threshold=iou_threshold, missing=missing, progress=progress,
-            prediction=describe(pred), reference=describe(ref),
+            prediction=describe(pred), reference=describe(ref), unmatched=unmatched,
         )  # fmt: skip
     pairs, missing = match_folders(pred, ref)
+    unmatched = _unmatched(pred, pairs, is_raster)
     if missing:
-        log.warning("%d references have no prediction in %s", len(missing), pred)
-    return evaluate_pixels(pairs, exclude=exclude, missing=missing, progress=progress)
+        log.warning("%d references have no prediction in %s; their pixels are not scored: %s",
+                    len(missing), describe(pred), _names(missing))  # fmt: skip
+    result = evaluate_pixels(pairs, exclude=exclude, missing=missing, progress=progress)
+    result.unmatched = unmatched
+    return result
+
+
+def _unmatched(pred: FileSet, pairs: Sequence[tuple[Path, Path]], kind: Callable) -> list[str]:
+    """Predictions of the set that no reference was paired with (warned: they are not scored)."""
+    paired = {p for p, _ in pairs}
+    out = [str(q) for q in members(pred) if kind(q) and q not in paired]
+    if out:
+        log.warning("%d predictions have no reference; they are not scored: %s", len(out),
+                    _names(out))  # fmt: skip
+    return out
+
+
+def _names(paths: Sequence[str]) -> str:
+    names = [Path(p).name for p in paths]
+    return ", ".join(names[:5]) + (f", ... {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def _files(
-    pred: Path,
-    ref: Path,
+    pred: Path | str,
+    ref: Path | str,
     *,
     exclude: Sequence[str | int] | None,
     iou_threshold: float,
@@ -178,8 +213,8 @@ def _files(
 ) -> PixelEvaluation | BuildingEvaluation:
     """Two files: building scores of two vectors, pixel scores of a raster against a raster
     or against polygons burnt onto its grid."""
-    pred_vector = pred.suffix.lower() in VECTOR_SUFFIXES
-    ref_vector = ref.suffix.lower() in VECTOR_SUFFIXES
+    pred_vector = suffix_of(pred) in VECTOR_SUFFIXES
+    ref_vector = suffix_of(ref) in VECTOR_SUFFIXES
     if pred_vector and ref_vector:
         return evaluate_buildings(
             pred,
@@ -196,7 +231,7 @@ def _files(
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="aerialct-ref-") as d:
-            burnt = Path(d) / f"{ref.stem}.tif"
+            burnt = Path(d) / f"{Path(source_label(ref)).stem}.tif"
             table = rasterize_reference(pred, ref, burnt, burn=burn, layer=ref_layer)
             result = evaluate_pixels(
                 [(pred, burnt)], exclude=exclude, classes=table, progress=progress

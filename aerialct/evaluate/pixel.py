@@ -23,6 +23,7 @@ from aerialct.classes import IGNORE_INDEX, POTSDAM, ClassTable
 from aerialct.data.potsdam import EXCLUDED_FROM_MEAN
 from aerialct.errors import InputError
 from aerialct.evaluate.metrics import PixelScores, confusion_matrix, scores_from_confusion
+from aerialct.geo.inputs import source_path
 from aerialct.progress import ProgressFn, as_progress
 
 log = logging.getLogger("aerialct")
@@ -51,7 +52,10 @@ class PixelEvaluation:
     pairs: list[PairResult]
     unpredicted: int
     missing: list[str] = field(default_factory=list)
+    """References without a prediction (folders, chips)."""
     seconds: float = 0.0
+    unmatched: list[str] = field(default_factory=list)
+    """Predictions without a reference (folders): not scored."""
 
     def to_dict(self) -> dict:
         """The summed scores, the unpredicted count and one line per pair (the JSON report)."""
@@ -61,6 +65,7 @@ class PixelEvaluation:
             "unpredicted": self.unpredicted,
             "pairs": [vars(p) for p in self.pairs],
             "missing": list(self.missing),
+            "unmatched": list(self.unmatched),
             "seconds": self.seconds,
         }
 
@@ -80,7 +85,7 @@ def _resolve_exclude(table: ClassTable, exclude: Sequence[str | int] | None) -> 
 
 
 def _pair_confusion(
-    pred_path: Path, ref_path: Path, table: ClassTable | None, rows_per_block: int
+    pred_path: str | Path, ref_path: str | Path, table: ClassTable | None, rows_per_block: int
 ) -> tuple[np.ndarray, int, ClassTable]:
     """Confusion matrix of one raster pair read in blocks of rows; also the unpredicted count."""
     from rasterio.windows import Window
@@ -170,7 +175,7 @@ def evaluate_pixels(
     unpredicted_all = 0
     for pred_path, ref_path in pairs:
         cm, unpredicted, table = _pair_confusion(
-            Path(pred_path), Path(ref_path), table, rows_per_block
+            source_path(pred_path), source_path(ref_path), table, rows_per_block
         )
         total = cm if total is None else total + cm
         excluded = _resolve_exclude(table, exclude)

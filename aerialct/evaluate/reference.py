@@ -9,8 +9,8 @@ from aerialct.errors import InputError
 
 
 def rasterize_reference(
-    prediction: Path,
-    reference: Path,
+    prediction: str | Path,
+    reference: str | Path,
     out: Path,
     *,
     burn: str = "building",

@@ -32,7 +32,9 @@ def class_tags(
     ``source`` scene and probability scale where they apply."""
     tags = {CLASSES_TAG: json.dumps(table.to_list())}
     if source is not None:
-        tags[SOURCE_TAG] = source
+        from aerialct.geo.inputs import redact
+
+        tags[SOURCE_TAG] = redact(source)  # a signed URL's token never reaches a delivery
     if prob_scale is not None:
         tags[PROB_SCALE_TAG] = str(prob_scale)
     return tags

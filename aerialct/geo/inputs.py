@@ -96,4 +96,43 @@ def redact(text: str | os.PathLike) -> str:
         lambda m: f"/vsi{m.group(1)}/" + _redact_url(dict(parse_qsl(m.group(2))).get("url", "")),
         s,
     )
-    return _URL.sub(lambda m: _redact_url(m.group(0)), s)
+    return _URL.sub(_redact_match, s)
+
+
+def _redact_match(m: re.Match) -> str:
+    """A URL found in text, redacted; the punctuation that ends its sentence stays
+    (``https://h/a.tif?token=x: not found`` keeps its colon)."""
+    url = m.group(0)
+    body = url.rstrip(".,:;!)]}")
+    return _redact_url(body) + url[len(body) :]
+
+
+def source_name(path: str | os.PathLike) -> str:
+    """How an input is recorded in outputs (layer fields, reports): a GDAL path or URL
+    redacted (:func:`redact`), a file as its absolute path.
+
+    One spelling per file, so that ``a.tif`` and ``/data/a.tif`` are known as one source.
+    """
+    s = os.fspath(path)
+    return redact(s) if is_gdal_path(s) else os.path.abspath(s)
+
+
+def source_label(path: str | os.PathLike) -> str:
+    """The file name of an input, secrets removed: ``scene.tif`` for
+    ``/vsicurl/https://host/scene.tif?token=...`` (tags, tables, output names)."""
+    s = os.fspath(path)
+    return Path(redact(s)).name if is_gdal_path(s) else Path(s).name
+
+
+def same_source(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two spellings name one input: relative or absolute, through symlinks; URLs
+    compared without their secrets."""
+    sa, sb = os.fspath(a), os.fspath(b)
+    if is_gdal_path(sa) or is_gdal_path(sb):
+        return redact(sa) == redact(sb)
+    return Path(sa).resolve() == Path(sb).resolve()
+
+
+def suffix_of(path: str | os.PathLike) -> str:
+    """The lower-case suffix of an input's file name (a URL's without its query string)."""
+    return Path(source_label(path)).suffix.lower()

@@ -21,10 +21,12 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from aerialct.errors import DiskFullError, InputError, OutputExistsError
+from aerialct.errors import AerialctError, DiskFullError, InputError, OutputExistsError
 from aerialct.geo.inputs import is_gdal_path
 from aerialct.geo.io import no_georef_warning, verify_raster
+from aerialct.geo.locks import output_lock
 from aerialct.geo.tags import TAG_PREFIX
+from aerialct.modelfiles import is_exported_onnx, is_torchscript
 
 TMP_MARK = ".aerialct-tmp"
 """Every temporary file or folder aerialct writes carries this in its name."""
@@ -53,6 +55,7 @@ _SUFFIX_KINDS = {
     ".json": "json",
     ".png": "png",
     ".pt": "checkpoint",
+    ".onnx": "onnx",
 }
 
 
@@ -64,6 +67,8 @@ _KIND_WORDS = {
     "json": "a JSON file",
     "png": "a PNG image",
     "checkpoint": "a PyTorch checkpoint",
+    "onnx": "an ONNX model exported by aerialct",
+    "torchscript": "a TorchScript model exported by aerialct",
 }
 
 
@@ -110,6 +115,10 @@ def file_is_kind(path: Path, kind: str) -> bool:
         return head.startswith(b"\x89PNG")
     if kind == "checkpoint":
         return head.startswith(b"PK\x03\x04")
+    if kind == "onnx":
+        return is_exported_onnx(path)
+    if kind == "torchscript":
+        return is_torchscript(path)
     if kind in ("json", "geojson"):
         try:
             doc = json.loads(path.read_text())
@@ -134,7 +143,7 @@ def check_output(
     overwrite: bool,
     *,
     kind: str | None = None,
-    inputs: Sequence[str | os.PathLike] = (),
+    inputs: Sequence[str | os.PathLike | None] = (),
 ) -> Path:
     """Refuse an output that must not be written; return the path.
 
@@ -177,17 +186,20 @@ def check_output(
     return p
 
 
-def check_not_input(out: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:
-    """Refuse an output path that is, or contains, one of ``inputs``."""
+def check_not_input(
+    out: str | os.PathLike,
+    inputs: Sequence[str | os.PathLike | None],
+    fix: str = "would replace the input {item}; choose another output path",
+) -> None:
+    """Refuse an output path that is, or contains, one of ``inputs`` (``fix``: the message
+    after the output's name, ``{item}`` the input)."""
     o = Path(out).resolve()
     for item in inputs:
         if item is None or is_gdal_path(item):
             continue
         i = Path(item).resolve()
         if i == o or o in i.parents:
-            raise InputError(
-                f"{out}: this output would replace the input {item}; choose another output path"
-            )
+            raise InputError(f"{out}: this output " + fix.format(item=item))
 
 
 def temp_path_for(path: str | os.PathLike) -> Path:
@@ -311,15 +323,19 @@ def atomic_output(
     overwrite: bool = False,
     *,
     kind: str | None = None,
-    inputs: Sequence[str | os.PathLike] = (),
+    inputs: Sequence[str | os.PathLike | None] = (),
     verify: bool = True,
     made_by: str = "",
+    wait: bool = False,
 ) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` once complete.
 
     The rules (README, "What aerialct promises about your files"):
 
     - :func:`check_output` refuses what must not be replaced, before and again after the work;
+    - the output's lock (:func:`aerialct.geo.locks.output_lock`) is held from the start to
+      the rename: a second writer of the same output fails naming this one, or with
+      ``wait`` waits for it;
     - stale temporaries of this output from a killed run are removed first (and logged);
     - ``kind="folder"``: the temporary is created as a folder holding aerialct's marker;
     - after the body, the file is re-opened and read whole (:func:`verify_output`) unless
@@ -329,7 +345,30 @@ def atomic_output(
     """
     final = check_output(path, overwrite, kind=kind, inputs=inputs)
     final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(final)
+    with contextlib.ExitStack() as held:
+        with _disk_full_as_error(final):
+            held.enter_context(output_lock(final, wait=wait))
+            check_output(final, overwrite, kind=kind)  # another writer may have finished it
+            remove_stale_temps(final)
+        with _written(final, kind, verify, made_by, overwrite) as tmp:
+            yield tmp
+
+
+@contextlib.contextmanager
+def _disk_full_as_error(final: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:  # the lock file or a stale temporary: not aerialct's own refusals
+        if not isinstance(e, AerialctError) and disk_full(e, final.parent):
+            raise DiskFullError(final) from e
+        raise
+
+
+@contextlib.contextmanager
+def _written(
+    final: Path, kind: str | None, verify: bool, made_by: str, overwrite: bool
+) -> Iterator[Path]:
+    """The body of :func:`atomic_output`, under the output's lock."""
     want = kind or kind_of(final)
     tmp = temp_path_for(final)
     try:

@@ -123,8 +123,10 @@ def read_polygons(path: str | os.PathLike, layer: str | None = None) -> gpd.GeoD
     """Read a polygon layer (the first one unless ``layer``) as a GeoDataFrame."""
     import pyogrio
 
-    p = Path(path)
-    if not p.exists():
+    from aerialct.geo.inputs import source_path
+
+    p = source_path(path)  # a URL or /vsi path stays as given (Path would mangle it)
+    if isinstance(p, Path) and not p.exists():
         raise VectorError(f"{p}: no such file; check the path")
     layers = list_layers(p)
     if not layers:
@@ -148,7 +150,26 @@ def read_polygons(path: str | os.PathLike, layer: str | None = None) -> gpd.GeoD
         ) from e
     if "geometry" not in frame or frame.geometry is None:
         raise VectorError(f"{p}: layer has no geometry column; give a polygon layer")
+    _require_polygons(frame, p)
     return frame
+
+
+def _require_polygons(frame: gpd.GeoDataFrame, path: str | os.PathLike) -> None:
+    """Refuse points and lines where polygons are read: they cover no area, so labels,
+    an area of interest or reference footprints made of them would be (nearly) empty."""
+    import shapely
+
+    geoms = np.asarray(frame.geometry.values, dtype=object)
+    kinds = shapely.get_type_id(geoms)
+    other = ~np.isin(kinds, (-1, 3, 6))  # missing, Polygon, MultiPolygon
+    if not other.any():
+        return
+    names = sorted({g.geom_type for g in geoms[other]})
+    raise VectorError(
+        f"{path}: {int(other.sum())} of {len(geoms)} features are {', '.join(names)}, not "
+        "polygons; they cover no area: give polygons (buffer points or lines first, e.g. "
+        "ogr2ogr -dialect sqlite -sql 'SELECT ST_Buffer(geom, 5) AS geom, * FROM layer')"
+    )
 
 
 def read_aoi(path: str | os.PathLike) -> gpd.GeoDataFrame:

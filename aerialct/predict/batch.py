@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from aerialct.errors import InputError
-from aerialct.geo.inputs import source_path
+from aerialct.geo.inputs import source_label, source_path
+from aerialct.geo.outputs import check_not_input
 from aerialct.predict.catalog import Job, find_jobs
 from aerialct.predict.checks import aoi_frame
 from aerialct.predict.job import JobResult, PredictOptions, check_options, job_blocks, run_job
@@ -67,6 +68,9 @@ def predict_scenes(
         **{**kwargs, "aoi": aoi_frame(kwargs.get("aoi"))},
     )
     check_options(bundle, opts)
+    # outputs beside the scenes would be taken for scenes by the next `predict FOLDER`
+    check_not_input(out_dir, [source_path(s) for s in scenes], "folder holds the scene {item}: "
+                    "the next run would take its outputs for scenes; choose another --out")  # fmt: skip
     jobs = find_jobs(scenes, catalog=catalog)
     _check_names(jobs, mosaic)
     workers = (shard.count if shard else 1) * world_size
@@ -105,7 +109,9 @@ def _check_names(jobs: list[Job], mosaic: bool) -> None:
     stems: dict[str, int] = {}
     for job in jobs:
         names = (
-            [job.name] if job.catalog and mosaic else [Path(str(t.path)).stem for t in job.tiles]
+            [job.name]
+            if job.catalog and mosaic
+            else [Path(source_label(t.path)).stem for t in job.tiles]
         )
         for s in names:
             stems[s] = stems.get(s, 0) + 1

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
-from aerialct.engine.checkpoint import load_checkpoint
+from aerialct.engine.checkpoint import load_checkpoint, local_model
 from aerialct.errors import InputError
 
 if TYPE_CHECKING:
@@ -91,10 +91,10 @@ def load_inference_model(
     import torch
 
     # here, not at the top: InferenceBundle alone stays free of timm and onnx
-    from aerialct.export import is_torchscript
+    from aerialct.modelfiles import is_torchscript
     from aerialct.models.restore import model_from_checkpoint
 
-    p = Path(path)
+    p = local_model(path)
     if p.suffix.lower() == ".onnx" or is_torchscript(p):
         return load_exported_model(p, device=str(device))
     ckpt = load_checkpoint(p, map_location="cpu")
@@ -123,6 +123,7 @@ def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> Inferen
 
     p = Path(path)
     model, meta = read_exported(p, device)
+    low, high = meta.get("low"), meta.get("high")
     return InferenceBundle(
         model=model,
         classes=meta["classes_table"],
@@ -134,4 +135,6 @@ def load_exported_model(path: str | os.PathLike, device: str = "cpu") -> Inferen
         config=None,
         path=p,
         ignore_index=int(meta.get("ignore_index", IGNORE_INDEX)),
+        low=None if low is None else tuple(float(v) for v in low),
+        high=None if high is None else tuple(float(v) for v in high),
     )

@@ -38,7 +38,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from aerialct.errors import InputError
-from aerialct.geo.inputs import is_gdal_path, source_path
+from aerialct.geo.inputs import is_gdal_path, source_label, source_path
 
 log = logging.getLogger("aerialct")
 
@@ -166,10 +166,10 @@ def scene_job(p: str | Path) -> Job:
 
 def _scene_job(p: str | Path, head: _Header | None) -> Job:
     if head is None:
-        return Job(Path(os.fspath(p)).stem, [Tile(p, 0, 0, 0, 0)], source=p)
+        return Job(Path(source_label(p)).stem, [Tile(p, 0, 0, 0, 0)], source=p)
     tile = Tile(p, 0, 0, head.height, head.width, head.transform, head.crs)
     return Job(
-        Path(os.fspath(p)).stem,
+        Path(source_label(p)).stem,
         [tile],
         source=p,
         crs=head.crs,
@@ -455,7 +455,7 @@ def _vrt_catalog(p: str | Path) -> Job | None:
         for t in tiles
     ]
     return Job(
-        name=Path(p).stem,
+        name=Path(source_label(p)).stem,
         tiles=placed,
         source=p,
         catalog=True,

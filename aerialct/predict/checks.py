@@ -25,7 +25,7 @@ RANGE_SIGMAS = 6.0
 RANGE_RATIO = 10.0
 
 
-def data_bands(ds: Any, bands: Sequence[int] | None, in_chans: int, path: Path) -> list[int]:
+def data_bands(ds: Any, bands: Sequence[int] | None, in_chans: int, path: str | Path) -> list[int]:
     """The bands to feed the model: ``bands`` (checked), else all but alpha; as many as it takes."""
     from rasterio.enums import ColorInterp
 
@@ -57,7 +57,7 @@ def grid_gsd(crs: Any, t: Any) -> float | None:
     return float((abs(t.a) + abs(t.e)) / 2)
 
 
-def check_gsd(scene: float | None, training: float | None, path: Path) -> str | None:
+def check_gsd(scene: float | None, training: float | None, path: str | Path) -> str | None:
     """A warning text when the scene's GSD is far from the training GSD, else None."""
     if scene is None or not training:
         return None
@@ -75,7 +75,7 @@ def check_gsd(scene: float | None, training: float | None, path: Path) -> str | 
     )
 
 
-def check_resample(scene: float, training: float, ds: Any, path: Path) -> None:
+def check_resample(scene: float, training: float, ds: Any, path: str | Path) -> None:
     """Refuse --resample-to-training-gsd beyond MAX_RESAMPLE (the size it would make, in words)."""
     ratio = scene / training
     if max(ratio, 1 / ratio) <= MAX_RESAMPLE:
@@ -88,12 +88,13 @@ def check_resample(scene: float, training: float, ds: Any, path: Path) -> None:
     )
 
 
-def check_value_range(ds: Any, bands: Sequence[int], bundle: BundleLike, path: Path) -> None:
+def check_value_range(ds: Any, bands: Sequence[int], bundle: BundleLike, path: str | Path) -> None:
     """Refuse a scene whose pixel values are not the kind the model was trained on.
 
     A thumbnail of at most 512 px (valid pixels only) is compared with the training
     statistics stored in the checkpoint: a band mean more than RANGE_SIGMAS training
-    standard deviations away, or a spread RANGE_RATIO times larger or smaller, means
+    standard deviations away, or a spread RANGE_RATIO times larger or smaller (with 16
+    valid pixels or more; under 16, every value outside the training clip range), means
     the model would see values it never saw (16-bit or reflectance imagery given to
     a model trained on 8-bit chips) and answer with confident nonsense. An identity
     normalisation (mean 0, std 1) carries no training statistics and is not checked.
@@ -106,14 +107,22 @@ def check_value_range(ds: Any, bands: Sequence[int], bundle: BundleLike, path: P
     scale = max(1.0, max(ds.width, ds.height) / 512)
     shape = (len(bands), max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
     data = read_window(ds, list(bands), out_shape=shape, resampling=Resampling.nearest, masked=True)
+    low, high = getattr(bundle, "low", None), getattr(bundle, "high", None)
     for i, band in enumerate(bands):
         values = data[i].compressed().astype(np.float64)
-        if values.size < 16:
+        if values.size == 0:
             continue
         mean, std = float(values.mean()), float(values.std())
         t_mean, t_std = float(bundle.mean[i]), max(float(bundle.std[i]), 1e-6)
         far = abs(mean - t_mean) / t_std > RANGE_SIGMAS
-        spread = std > 0 and not (1 / RANGE_RATIO <= std / t_std <= RANGE_RATIO)
+        # a spread needs a sample: a handful of pixels of one roof is narrow and legitimate
+        spread = (
+            values.size >= 16 and std > 0 and not (1 / RANGE_RATIO <= std / t_std <= RANGE_RATIO)
+        )
+        if low is not None and high is not None and values.size < 16:
+            # few pixels: all of them outside the training range (clipped to its bounds) is
+            # imagery of another kind, and the model would see a constant
+            spread = bool(((values < low[i]) | (values > high[i])).all())
         if far or spread:
             raise InputError(
                 f"{path}: band {band} ({ds.dtypes[band - 1]}) has mean {mean:.4g} and spread "

@@ -29,7 +29,7 @@ from typing import Any
 from aerialct.errors import DiskFullError, InputError, OutputExistsError
 from aerialct.geo.cog import cog_options
 from aerialct.geo.grid import stride_for
-from aerialct.geo.inputs import redact
+from aerialct.geo.inputs import redact, source_label
 from aerialct.geo.outputs import check_not_input, check_output
 from aerialct.predict.catalog import Job, Tile
 from aerialct.predict.checks import (
@@ -407,7 +407,7 @@ class _JobRun:
             return [Output(tile, cls, prob, ql, prov, given)]
         outputs = []
         for tile, source in zip(job.tiles, sources, strict=True):
-            cls, prob, ql = self.paths(Path(str(tile.path)).stem)
+            cls, prob, ql = self.paths(Path(source_label(tile.path)).stem)
             outputs.append(
                 Output(tile, cls, prob, ql, Provenance(source, model, options, aoi_id, catalog))
             )

@@ -27,6 +27,7 @@ import numpy as np
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.geo.classraster import band_class_names, class_tags, write_class_sidecars
 from aerialct.geo.cog import PART_BLOCK, PART_OPTIONS, copy_as_cog, finish_cog, gtiff_profile
+from aerialct.geo.inputs import source_label
 from aerialct.geo.outputs import atomic_output
 from aerialct.geo.tags import CHECKSUM_TAG, PREDICTION_TAG
 from aerialct.predict.catalog import Tile
@@ -339,7 +340,7 @@ def _write_quicklook(ctx: JoinContext, out: Output, classes: Path, overwrite: bo
             classes,
             tmp,
             ctx.classes,
-            title=Path(str(out.tile.path)).name + ctx.title,
+            title=source_label(out.tile.path) + ctx.title,
             texts={PREDICTION_TAG: out.provenance.to_json()},
             window=(top, bottom, left, right),
         )

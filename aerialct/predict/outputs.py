@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 
 from aerialct.geo.cog import PART_BLOCK
+from aerialct.geo.inputs import source_label
 
 
 def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
     """The files ``predict`` writes for ``scene`` in ``out_dir``, by kind."""
-    return stem_paths(Path(scene).stem, out_dir)
+    return stem_paths(Path(source_label(scene)).stem, out_dir)  # no query in the name
 
 
 def stem_paths(stem: str, out_dir: str | os.PathLike) -> dict[str, Path]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from aerialct.geo.io import read_failed, read_window
 from aerialct.predict.plan import Frame
+from aerialct.workers import signals_held
 
 
 @dataclass
@@ -66,15 +67,24 @@ class Reader:
         self.mask_mode, self.nodata = _mask_mode(source.src, source.bands)
 
     def __enter__(self) -> Reader:
-        self.thread.start()
+        try:
+            with signals_held():  # a signal now would leave the thread running unseen
+                self.thread.start()
+        except BaseException:  # the signal held back, raised as the hold ends
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        with contextlib.suppress(queue.Empty):
-            while True:
-                self.q.get_nowait()
-        self.thread.join(timeout=60)
+        """Stop the thread and wait for it, whatever arrives meanwhile: the dataset it
+        reads is closed right after (a read of a closed dataset crashes the process)."""
+        with signals_held():
+            self.stop.set()
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.q.get_nowait()
+            if self.thread.ident is not None:
+                self.thread.join(timeout=60)
 
     def __iter__(self) -> Iterator[Batch]:
         while True:

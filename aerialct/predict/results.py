@@ -33,7 +33,8 @@ class SceneResult:
     "failed" (then ``error`` says why) or "pending" (this process computed blocks of it;
     the process that finishes its last block writes it)."""
 
-    scene: Path
+    scene: str | Path
+    """The scene as given: a Path, or a GDAL path / URL as a string (recorded redacted)."""
     status: str = "ok"
     source: str = ""
     """The scene as given, verbatim (a URL or ``/vsi`` path keeps its ``//``)."""
@@ -54,6 +55,13 @@ class SceneResult:
     device: str = ""
     error: str | None = None
     exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """The scene's file name, without a URL's secrets."""
+        from aerialct.geo.inputs import source_label
+
+        return source_label(self.source or self.scene)  # a Path of a URL lost its //
 
     @property
     def overhead_share(self) -> float:

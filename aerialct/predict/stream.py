@@ -30,6 +30,7 @@ from aerialct.predict.plan import Frame
 from aerialct.predict.reader import Batch, FrameInput, Reader
 from aerialct.predict.results import BundleLike
 from aerialct.progress import ProgressFn
+from aerialct.workers import signals_held
 
 #: minimum of the blending weight relative to its centre value
 WEIGHT_FLOOR = 0.05
@@ -389,13 +390,19 @@ class _Writer:
 
     def __enter__(self) -> _Writer:
         if self.q is not None:
-            self.thread.start()
+            try:
+                with signals_held():  # see Reader.__enter__
+                    self.thread.start()
+            except BaseException:
+                self.__exit__(BaseException)
+                raise
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        if self.q is not None:
-            self.q.put(None)
-            self.thread.join()
+        if self.q is not None and self.thread.ident is not None:
+            with signals_held():  # the thread writes into datasets closed right after
+                self.q.put(None)
+                self.thread.join()
         if exc_type is None and self.error is not None:
             raise self.error
 

@@ -40,6 +40,7 @@ from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS, ChipRow, ChipsHeader, chips_columns, write_chips
 from aerialct.errors import DiskFullError, InputError
 from aerialct.geo.grid import window_starts
+from aerialct.geo.inputs import redact
 from aerialct.geo.outputs import (
     FOLDER,
     check_output,
@@ -366,7 +367,12 @@ def _header(
         class_shares=result.split_shares,
         creation_options=co,
         scenes=[
-            {"name": r.name, "image": r.image, "labels": r.labels, "split": r.split}
+            {  # signed URLs without their secrets
+                "name": r.name,
+                "image": redact(r.image),
+                "labels": r.labels and redact(r.labels),
+                "split": r.split,
+            }
             for r in result.scenes
         ],
         aerialct_version=__version__,
@@ -386,7 +392,26 @@ def _fingerprint(
     return fingerprint([job for _, job in jobs], inputs, settings)
 
 
-def run(
+def run(scenes: list[Scene], out: Path, opts: Options, **kw: Any) -> TileResult:
+    """Cut ``scenes`` into a chips folder at ``out`` (the engine of both entry points).
+
+    The work goes to ``<out>.parts`` (:mod:`aerialct.tile.work`): a run with the same
+    arguments after a kill keeps the finished band tasks; ``shard`` (K/N) cuts every
+    N-th task, and the process that finds every task done writes the index and renames
+    the chips to ``out``. A run without a shard holds the output's lock
+    (:func:`aerialct.geo.locks.output_lock`) throughout: a second copy of it fails at once,
+    naming this one. Shards share ``<out>.parts`` by design; the one that joins takes
+    the lock for the join.
+    """
+    import contextlib
+
+    from aerialct.geo.locks import output_lock
+
+    with output_lock(out) if kw.get("shard") is None else contextlib.nullcontext():
+        return _run(scenes, out, opts, **kw)
+
+
+def _run(
     scenes: list[Scene],
     out: Path,
     opts: Options,
@@ -399,13 +424,9 @@ def run(
     started: float,
     shard: Shard | None = None,
 ) -> TileResult:
-    """Cut ``scenes`` into a chips folder at ``out`` (the engine of both entry points).
+    """:func:`run` under the output's lock (a run without a shard)."""
+    from aerialct.geo.locks import output_lock
 
-    The work goes to ``<out>.parts`` (:mod:`aerialct.tile.work`): a run with the same
-    arguments after a kill keeps the finished band tasks; ``shard`` (K/N) cuts every
-    N-th task, and the process that finds every task done writes the index and renames
-    the chips to ``out``.
-    """
     grid = _check_options(opts)
     if not scenes:
         raise InputError("no scenes to tile; give at least one image")
@@ -463,8 +484,9 @@ def run(
     if len(work.finished(ids, check=set())) < len(ids) or not resume.claim(work.dir):
         return _partial(ids, work, reports, grid, source, scenes, warnings, started, state)
     try:
-        result = _finish(jobs, ids, work, reports, grid, total, opts, source, scenes, classes,
-                         co, warnings, overwrite, state)  # fmt: skip
+        with output_lock(out, wait=True):  # re-entrant: a run without a shard holds it already
+            result = _finish(jobs, ids, work, reports, grid, total, opts, source, scenes,
+                             classes, co, warnings, overwrite, state)  # fmt: skip
     except BaseException:
         resume.release(work.dir)
         raise
@@ -583,7 +605,7 @@ def tile_scenes(
     class_field: str | None = None,
     vector_layer: str | None = None,
     background: str | int | None = None,
-    classes: str | os.PathLike | ClassTable = "potsdam",
+    classes: str | os.PathLike | ClassTable | None = None,
     burn: str | None = None,
     class_map: dict[str, str] | None = None,
     size: int = DEFAULT_SIZE,
@@ -605,6 +627,8 @@ def tile_scenes(
 
     ``classes`` is a class table, a built-in name (``potsdam``, ``buildings``) or a
     YAML file (:func:`aerialct.classes.resolve_class_table`); it travels with the chips.
+    Without it, label rasters that carry a class table give theirs, else Potsdam's; label
+    rasters of another table than ``classes`` are refused.
     ``labels`` are rasters in the order of ``images`` (1 band of class ids, or 3
     bands of RGB colours converted through ``classes``); or ``labels_vector`` is a
     polygon file rasterised on each image grid (reprojected when its CRS differs;
@@ -630,12 +654,20 @@ def tile_scenes(
         raise InputError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     if val_fraction and split not in (None, "train"):
         raise InputError(f"--val-fraction with --split {split}: val is taken from train only")
-    table = check_label_options(classes, labels, labels_vector, class_field, burn, class_map)
+    given = classes is not None
+    table = check_label_options(
+        classes if classes is not None else "potsdam",
+        labels,
+        labels_vector,
+        class_field,
+        burn,
+        class_map,
+    )
     scenes = [inspect_image(p) for p in imgs]
     for sc in scenes:
         sc.split = split or "train"
     if labels:
-        attach_label_rasters(scenes, labels)
+        table = attach_label_rasters(scenes, labels, table, given)
     elif labels_vector is not None:
         attach_vector_labels(
             scenes, labels_vector, table, class_field=class_field, layer=vector_layer,

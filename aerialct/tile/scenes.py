@@ -24,7 +24,7 @@ from aerialct.classes import IGNORE_INDEX, ClassTable, resolve_class_table
 from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS
 from aerialct.errors import InputError, RasterError, VectorError
-from aerialct.geo.inputs import glob_paths, is_pattern
+from aerialct.geo.inputs import glob_paths, is_gdal_path, is_pattern, source_label, source_path
 from aerialct.geo.io import no_georef_warning, open_raster, require_same_grid
 
 log = logging.getLogger("aerialct")
@@ -80,7 +80,7 @@ def inspect_image(path: str | Path) -> Scene:
         )
         rgb = (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
         return Scene(
-            name=Path(path).stem,
+            name=Path(source_label(path)).stem,  # a signed URL: no query in chip names
             image=os.fspath(path),  # a URL or /vsi path stays as given
             width=ds.width,
             height=ds.height,
@@ -99,11 +99,15 @@ def inspect_image(path: str | Path) -> Scene:
 # --------------------------------------------------------------------------- raster labels
 
 
-def attach_label_raster(scene: Scene, path: Path) -> None:
-    """Check a label raster against its image and record how to read it."""
+def attach_label_raster(scene: Scene, path: str | Path) -> ClassTable | None:
+    """Check a label raster against its image and record how to read it; the class table
+    the raster carries (its ``AERIALCT_CLASSES`` tag), or None."""
     from affine import Affine
 
+    from aerialct.geo.classraster import raster_class_table
+
     with no_georef_warning(), open_raster(path) as lab, open_raster(scene.image) as img:
+        own = raster_class_table(lab, default=None)
         if lab.count == 1:
             kind = "ids"
         elif lab.count >= 3:
@@ -122,36 +126,72 @@ def attach_label_raster(scene: Scene, path: Path) -> None:
                     f"from {scene.image} ({img.width}x{img.height}); give the label matching this image"
                 )
             scene.georef_copied = True
-            log.info("%s: no georeferencing; copied it from %s", path, Path(scene.image).name)
+            log.info("%s: no georeferencing; copied it from %s", path, source_label(scene.image))
         else:
             require_same_grid(lab, img, what="the label")
         scene.labels = str(path)
         scene.label_kind = kind
         scene.label_nodata = lab.nodata
+    return own
 
 
-def expand_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Paths as given; a pattern with * ? [ that names no file is expanded as a glob."""
-    out: list[Path] = []
+def expand_paths(paths: Sequence[str | os.PathLike]) -> list[str | Path]:
+    """Paths as given (GDAL paths and URLs untouched); a pattern with * ? [ that names no
+    file is expanded as a glob."""
+    out: list[str | Path] = []
     for p in paths:
-        s = str(p)
-        if not Path(s).exists() and is_pattern(s):
+        s = os.fspath(p)
+        if is_gdal_path(s):
+            out.append(s)
+        elif not Path(s).exists() and is_pattern(s):
             out.extend(glob_paths(s))
         else:
             out.append(Path(s))
     return out
 
 
-def attach_label_rasters(scenes: list[Scene], labels: Sequence[str | os.PathLike]) -> None:
-    """Attach one label raster per scene, in order; InputError when the counts differ."""
+def attach_label_rasters(
+    scenes: list[Scene],
+    labels: Sequence[str | os.PathLike],
+    table: ClassTable,
+    given: bool = True,
+) -> ClassTable:
+    """Attach one label raster per scene, in order; the class table to tile with.
+
+    Label rasters that carry a class table (``AERIALCT_CLASSES``) must carry ``table``
+    when it was ``given`` (``--classes``): ids of another table would be remapped without
+    a word. When it was not, their own table is taken (and must be one for all).
+    InputError when the counts or the tables differ.
+    """
     labs = expand_paths(labels)
     if len(labs) != len(scenes):
         raise InputError(
             f"{len(labs)} label rasters for {len(scenes)} images; give one --labels per image, "
             "in the same order"
         )
+    chosen: tuple[ClassTable, str] | None = None
+    untagged: str | Path | None = None
     for sc, lp in zip(scenes, labs, strict=True):
-        attach_label_raster(sc, lp)
+        own = attach_label_raster(sc, lp)
+        if own is None:
+            untagged = untagged or lp
+            continue
+        want, origin = (table, "--classes") if given else chosen or (own, str(lp))
+        if own.names != want.names:
+            raise InputError(
+                f"{lp}: its class table ({', '.join(own.names)}) differs from {origin}'s "
+                f"({', '.join(want.names)}); its ids would mean other classes: tile it with "
+                "--classes of its own table (a YAML file), or relabel it"
+            )
+        chosen = chosen or (own, str(lp))
+    if given or chosen is None:
+        return table
+    if untagged is not None and chosen[0].names != table.names:
+        raise InputError(
+            f"{untagged}: carries no class table while {chosen[1]} carries "
+            f"{', '.join(chosen[0].names)}; say which table the labels use with --classes"
+        )
+    return chosen[0]
 
 
 # --------------------------------------------------------------------------- vector labels
@@ -181,6 +221,11 @@ def check_label_options(
         raise InputError("give --burn or --class-field, not both")
     if labels_vector is None and (burn or class_field or class_map):
         raise InputError("--burn, --class-field and --class-map need --labels-vector")
+    if class_map and not class_field:
+        raise InputError(
+            "--class-map maps values of --class-field, and there is none: give --class-field "
+            "FIELD, or drop --class-map (--burn makes every polygon one class)"
+        )
     named = [(f"--burn {burn!r}", burn)] if burn is not None else []
     named += [(f"--class-map {v}={n}", n) for v, n in (class_map or {}).items()]
     for option, name in named:
@@ -205,7 +250,7 @@ def _background_id(classes: ClassTable, background: str | int | None) -> int:
 
 
 def _load_vector(
-    path: Path,
+    path: str | Path,
     class_field: str | None,
     classes: ClassTable,
     layer: str | None,
@@ -241,7 +286,7 @@ def _load_vector(
 
 
 def _class_of_value(
-    v: Any, path: Path, class_field: str, classes: ClassTable, mapping: dict[str, str]
+    v: Any, path: str | Path, class_field: str, classes: ClassTable, mapping: dict[str, str]
 ) -> int:
     """The class id of a ``class_field`` value; InputError naming the value and the fix."""
     try:
@@ -297,7 +342,7 @@ def attach_vector_labels(
 ) -> None:
     """Rasterise the polygons of ``path`` onto every scene (reprojected when their CRS differs)."""
     bg = _background_id(classes, background)
-    frame, ids = _load_vector(Path(path), class_field, classes, layer, burn, class_map)
+    frame, ids = _load_vector(source_path(path), class_field, classes, layer, burn, class_map)
     for sc in scenes:
         sc.labels = str(path)
         _attach_vector(sc, frame, ids, bg)

@@ -162,6 +162,7 @@ def _batch(
     failed: list[tuple[str, str]], t0: float, shard: Shard | None, joined: int,
 ) -> VectorizeBatch:  # fmt: skip
     """What the run did, raster by raster (empty for a shard that left the join to another)."""
+    from aerialct.geo.inputs import source_name
     from aerialct.geo.vector import driver_for
 
     seconds = time.perf_counter() - t0
@@ -175,7 +176,7 @@ def _batch(
                 continue
             counts = {n: int(r["counts"].get(n, 0)) for n in names}
             results.append(VectorizeResult(
-                source=t.path, output=str(out), layer=opts.layer_of(mosaic),
+                source=source_name(t.path), output=str(out), layer=opts.layer_of(mosaic),
                 driver=driver_for(out), classes=names, count=sum(counts.values()),
                 count_by_class=counts, total_area=float(r["area"]), dropped_small=int(r["dropped"]),
                 crs=mosaic.crs.to_string() if mosaic.crs is not None else None,

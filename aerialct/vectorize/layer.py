@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aerialct.classes import POTSDAM, ClassTable
 from aerialct.errors import InputError
+from aerialct.geo.inputs import source_name
 from aerialct.progress import ProgressFn, as_progress
 from aerialct.vectorize.geometry import canonical, fill_small_holes, polygonal
 from aerialct.vectorize.merge import FIELDS, Pieces
@@ -37,6 +39,8 @@ class Polygonised:
     dropped: int
     windows: int
     seam_groups: int
+    table: ClassTable = POTSDAM
+    """The raster's class table (the colours of the layer's QGIS style)."""
 
 
 def check_options(
@@ -80,7 +84,7 @@ def polygonise(
                    regularize=regularize)  # fmt: skip
     names = [mosaic.table.names[i] for i in mosaic.ids]
     return Polygonised(
-        source=str(raster),
+        source=source_name(raster),
         layer_name=layer or layer_name(names),
         layer=done.layer,
         names=names,
@@ -88,6 +92,7 @@ def polygonise(
         dropped=len(done.dropped),
         windows=tracer.windows,
         seam_groups=pieces.seam_groups,
+        table=mosaic.table,
     )
 
 
@@ -183,7 +188,7 @@ def finish_pieces(
     if mosaic.prob_scale is not None:
         fields["mean_confidence"] = p.prob_sum / np.maximum(pixels, 1) / mosaic.prob_scale
         fields["min_confidence"] = p.prob_min / mosaic.prob_scale
-    names = np.array([*mosaic.names, ""], dtype=object)
+    names = np.array([*(source_name(n) for n in mosaic.names), ""], dtype=object)
     fields["source"] = names[p.tiles] if len(geoms) else np.array([], dtype=object)
     layer = Layer(np.asarray(geoms, dtype=object), fields, mosaic.crs)
     return Finished(layer, keys, p.tiles, p.merged, p.spans, dropped)

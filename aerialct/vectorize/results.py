@@ -71,12 +71,15 @@ class VectorizeBatch:
 
 def probabilities_for(
     raster: str | os.PathLike, probabilities: str | os.PathLike | None
-) -> Path | None:
-    """The probability raster of ``raster``: a file as given, or ``<stem>_probabilities.tif``
-    in a folder (``<stem>`` without ``_classes``, as predict names them)."""
+) -> str | Path | None:
+    """The probability raster of ``raster``: a file (or URL) as given, or
+    ``<stem>_probabilities.tif`` in a folder (``<stem>`` without ``_classes``, as predict
+    names them)."""
+    from aerialct.geo.inputs import source_label, source_path
+
     if probabilities is None:
         return None
-    p = Path(probabilities)
-    if not p.is_dir():
+    p = source_path(probabilities)
+    if not isinstance(p, Path) or not p.is_dir():
         return p
-    return p / f"{Path(raster).stem.removesuffix('_classes')}_probabilities.tif"
+    return p / f"{Path(source_label(raster)).stem.removesuffix('_classes')}_probabilities.tif"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -12,6 +13,7 @@ import numpy as np
 
 from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
+from aerialct.styles import vector_styles
 from aerialct.vectorize.layer import Polygonised, check_options, polygonise
 from aerialct.vectorize.results import VectorizeBatch, VectorizeResult, probabilities_for
 from aerialct.vectorize.windows import DEFAULT_WINDOW, parse_morph
@@ -19,7 +21,6 @@ from aerialct.vectorize.windows import DEFAULT_WINDOW, parse_morph
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
     from aerialct.shards import Shard
-    from aerialct.styles import LayerStyle
 
 
 def vectorize(
@@ -46,7 +47,8 @@ def vectorize(
     pixels. The output CRS is the raster's. See the module docstring for the
     order of operations.
     """
-    from aerialct.geo.outputs import check_output
+    from aerialct.geo.locks import output_lock
+    from aerialct.geo.outputs import check_not_input, check_output
     from aerialct.geo.vector import driver_for, write_layers
 
     t0 = time.perf_counter()
@@ -54,8 +56,11 @@ def vectorize(
     driver = driver_for(out)
     if overwrite and append:
         raise InputError(f"{out}: --overwrite and --append exclude each other; pick one")
-    if not append:
-        check_output(out, overwrite, inputs=[p for p in (raster, probabilities) if p is not None])
+    inputs = [p for p in (raster, probabilities) if p is not None]
+    if append:
+        check_not_input(out, inputs)
+    else:
+        check_output(out, overwrite, inputs=inputs)
     check_options(min_area, fill_holes, simplify, connectivity, window_size)
     ops = _morph_ops(morph)
     poly = polygonise(
@@ -73,13 +78,15 @@ def vectorize(
         progress=progress,
     )
     out_layer = poly.layer
-    appended = append and out.exists()
-    if appended:
-        out_layer = _continue_ids(out, poly.layer_name, out_layer, str(raster))
-    styles = layer_styles(raster, poly.layer_name, poly.names, list(out_layer.fields))
-    write_layers(
-        out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append, styles=styles
-    )
+    # appending writers take turns: each reads the layer (ids, sources) and adds to it whole
+    with output_lock(out, wait=True) if append else contextlib.nullcontext():
+        appended = append and out.exists()
+        if appended:
+            out_layer = _continue_ids(out, poly.layer_name, out_layer, poly.source)
+        styles = vector_styles(poly.layer_name, poly.table, poly.names, list(out_layer.fields))
+        write_layers(
+            out, {poly.layer_name: out_layer}, overwrite=overwrite, append=append, styles=styles
+        )
     return _result(poly, out_layer, out, driver, window_size, t0, appended, {
         "min_area": min_area,
         "fill_holes": fill_holes,
@@ -89,24 +96,6 @@ def vectorize(
         "connectivity": connectivity,
         "probabilities": str(probabilities) if probabilities else None,
     })  # fmt: skip
-
-
-def layer_styles(
-    raster: str | os.PathLike, layer: str, names: list[str], fields: list[str]
-) -> list[LayerStyle]:
-    """The QGIS styles of a polygon layer of ``raster``: its classes in the colours of the
-    raster's class table, and a graduated confidence style when the layer has one."""
-    import rasterio
-
-    from aerialct.geo.classraster import raster_class_table
-    from aerialct.geo.inputs import source_path
-    from aerialct.geo.io import no_georef_warning
-    from aerialct.styles import vector_styles
-
-    with no_georef_warning(), rasterio.open(source_path(raster)) as ds:
-        table = raster_class_table(ds)
-    assert table is not None  # the default is POTSDAM
-    return vector_styles(layer, table, names, fields)
 
 
 def _morph_ops(
@@ -174,11 +163,11 @@ def vectorize_many(
     one share: of the map's rows (joined when all parts are there), or of the rasters
     with a folder ``out``. ``options`` go to :func:`polygonise`.
     """
-    from aerialct.geo.inputs import source_path
+    from aerialct.geo.inputs import source_label, source_path
     from aerialct.shards import shard_items
 
     t0 = time.perf_counter()
-    paths = [source_path(r) for r in rasters]  # GDAL paths and URLs stay verbatim
+    paths = [source_path(r) for r in rasters]  # URLs as given
     if not paths:
         raise InputError("no raster to vectorise; give class rasters, a folder or a pattern")
     check_options(
@@ -199,7 +188,7 @@ def vectorize_many(
     results: list[VectorizeResult] = []
     failed: list[tuple[str, str]] = []
     for r in shard_items(paths, shard):
-        target = out / f"{Path(r).stem}.{file_format}"
+        target = out / f"{Path(source_label(r)).stem}.{file_format}"
         try:
             results.append(vectorize(r, target, probabilities=probabilities_for(r, probabilities),
                                      overwrite=overwrite, progress=progress, **options))  # fmt: skip
@@ -215,6 +204,7 @@ def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Laye
     A raster whose polygons the layer already holds (same ``source``) is refused:
     appending it again would duplicate every polygon.
     """
+    from aerialct.geo.inputs import same_source
     from aerialct.geo.ogr import pyogrio_api
     from aerialct.geo.vector import Layer, list_layers, same_crs
 
@@ -233,7 +223,7 @@ def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Laye
         _, _, _, (sources,) = pyogrio.raw.read(
             path, layer=layer, columns=["source"], read_geometry=False
         )
-        if source in set(sources.tolist()):
+        if any(same_source(source, s) for s in set(sources.tolist()) if s):
             raise InputError(
                 f"{path}: layer {layer!r} already holds the polygons of {source}; appending it "
                 "again would duplicate them: skip this raster, or rewrite the file with --overwrite"
