@@ -462,8 +462,11 @@ def vector_item(
     if bounds and crs is not None:
         proj["proj:bbox"] = [float(v) for v in bounds]
     grid: dict[str, Any] = {"geometry": geometry, "bbox": bbox, "proj": proj}
-    # every raster the file holds polygons of (an --append run adds to earlier ones)
-    sources = _file_values(out, layers, info, "source") or [r.source for r in results]
+    # every raster the file holds polygons of (an --append run adds to earlier ones), and
+    # every raster of this run (a tile of a map may own no building: its neighbours do)
+    sources = list(
+        dict.fromkeys([*_file_values(out, layers, info, "source"), *(r.source for r in results)])
+    )
     table, facts = None, None
     with (
         contextlib.suppress(Exception),

@@ -116,7 +116,7 @@ def run_in_workers(
     worker is stopped before this generator exits.
     """
     import multiprocessing as mp
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     # fork: workers need no re-import of the caller's __main__ (scripts, notebooks)
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
@@ -131,7 +131,8 @@ def run_in_workers(
         futures = {pool.submit(fn, job): (key, job) for key, job in items}
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            # each result as it comes (tile records a finished band at once, for a resume)
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:
                 key, job = futures[f]
                 yield key, job, f.result()

@@ -28,6 +28,7 @@ ORDER = [
     "vectorize",
     "startup",
     "decoders",
+    "flight",
 ]
 
 

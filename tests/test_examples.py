@@ -37,26 +37,9 @@ def _run(args: list[str], **extra: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """An untrained tiny-cpu checkpoint: enough for the delivery workflow's plumbing."""
-    from aerialct.classes import POTSDAM
-    from aerialct.config import load_config, resolve_config_path
-    from aerialct.engine.checkpoint import make_checkpoint, save_checkpoint
-    from aerialct.models import build_model
+    from train_helpers import save_tiny_checkpoint
 
-    cfg = load_config(resolve_config_path("tiny-cpu"))
-    model = build_model(cfg.model, num_classes=len(POTSDAM), in_chans=3)
-    ckpt = make_checkpoint(
-        config=cfg,
-        classes=POTSDAM,
-        mean=(120.0, 120.0, 120.0),
-        std=(50.0, 50.0, 50.0),
-        in_chans=3,
-        chip_size=64,
-        model_state=model.state_dict(),
-        gsd=0.25,
-    )
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, ckpt)
-    return path
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def test_scripts_are_strict_bash():

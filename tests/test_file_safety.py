@@ -255,42 +255,50 @@ def big_scene(tmp_path) -> tuple[Path, Path]:
     return scene, labels
 
 
+def records(out: Path) -> list[Path]:
+    """The band tasks a tiling into ``out`` has finished and kept for a rerun."""
+    tasks = Path(f"{out}.parts") / "tasks"
+    done = tasks.glob("*.npz") if tasks.is_dir() else []
+    return [p for p in done if TMP_MARK not in p.name]  # not one being written
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_to_tile_removes_temporaries_and_stops_workers(big_scene, tmp_path, sig):
+def test_signal_to_tile_keeps_finished_work_and_stops_workers(big_scene, tmp_path, sig):
     scene, labels = big_scene
     out = tmp_path / "chips"
     p = start(["tile", str(scene), "--labels", str(labels), "-o", str(out), "--size", "32",
                "-j", "2", "--co", "COMPRESS=DEFLATE"], tmp_path)  # fmt: skip
-    wait_for(lambda: leftovers(tmp_path) and len(children_of(p.pid)) >= 2)
+    wait_for(lambda: records(out) and len(children_of(p.pid)) >= 2)
     workers = children_of(p.pid)
     time.sleep(0.3)
     p.send_signal(sig)
     stdout, err = p.communicate(timeout=60)
     assert p.returncode == (143 if sig == signal.SIGTERM else 130), (stdout, err)
     assert "temporary files were removed" in err
+    assert "run the same command again to continue" in flat(err)
     wait_for(lambda: not any(alive(w) for w in workers), timeout=10)
-    assert not leftovers(tmp_path) and not out.exists()
+    assert not leftovers(tmp_path) and not out.exists() and records(out)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux parent-death signal")
-def test_tile_workers_die_with_a_killed_parent_and_the_rerun_cleans_up(big_scene, tmp_path):
+def test_tile_workers_die_with_a_killed_parent_and_a_rerun_starts_over(big_scene, tmp_path):
     scene, labels = big_scene
     out = tmp_path / "chips"
     args = ["tile", str(scene), "--labels", str(labels), "-o", str(out), "--size", "32", "-j", "2"]
     p = start(args, tmp_path)
-    wait_for(lambda: leftovers(tmp_path) and len(children_of(p.pid)) >= 2)
+    wait_for(lambda: records(out) and len(children_of(p.pid)) >= 2)
     workers = children_of(p.pid)
     p.kill()
     p.communicate(timeout=30)
     wait_for(lambda: not any(alive(w) for w in workers), timeout=10)
-    stale = leftovers(tmp_path)
-    assert stale  # SIGKILL cannot clean up ...
+    assert records(out)  # SIGKILL keeps the finished work ...
     p = start([*args[:-2], "-j", "1", "--size", "256"], tmp_path)
     _, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
-    assert "temporary left by an interrupted earlier run" in flat(err)  # ... the next run does
+    assert "other arguments; starting over" in flat(err)  # ... for a rerun with these arguments
     assert not leftovers(tmp_path) and (out / "index.gpkg").exists()
+    assert not Path(f"{out}.parts").exists()
 
 
 def test_sigterm_to_predict_removes_its_temporaries_and_keeps_finished_blocks(tmp_path):

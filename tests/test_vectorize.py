@@ -14,7 +14,7 @@ from aerialct.errors import InputError, OutputExistsError
 from aerialct.geo.vector import list_layers
 from aerialct.vectorize import regularize_polygons, trace_polygons, vectorize
 from aerialct.vectorize.geometry import canonical
-from aerialct.vectorize.merge import _union_find
+from aerialct.vectorize.merge import union_find
 
 PX = 0.5  # metres per pixel
 ORIGIN = (500000.0, 5800000.0)
@@ -182,7 +182,7 @@ def test_union_find_joins_pairs_to_the_smallest_label():
     rng = np.random.default_rng(2)
     n = 200
     pairs = rng.integers(1, n + 1, size=(150, 2))
-    root = _union_find(pairs, n)
+    root = union_find(pairs, n)
     parent = list(range(n + 1))  # a plain sequential union-find as the reference
 
     def find(x):

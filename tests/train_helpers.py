@@ -119,3 +119,30 @@ def tiled_synth(
     out = root / "chips"
     tile_scenes([image], out, labels=[labels], size=chip, val_fraction=0.25, seed=seed, workers=1)
     return out
+
+
+def save_tiny_checkpoint(path: Path, seed: int = 0) -> Path:
+    """An untrained tiny-cpu checkpoint (Potsdam classes, 3 bands, 64 px chips at 0.25 m):
+    enough for the plumbing of workflows that predict."""
+    import torch
+
+    from aerialct.classes import POTSDAM
+    from aerialct.config import load_config, resolve_config_path
+    from aerialct.engine.checkpoint import make_checkpoint, save_checkpoint
+    from aerialct.models import build_model
+
+    torch.manual_seed(seed)
+    cfg = load_config(resolve_config_path("tiny-cpu"))
+    model = build_model(cfg.model, num_classes=len(POTSDAM), in_chans=3)
+    ckpt = make_checkpoint(
+        config=cfg,
+        classes=POTSDAM,
+        mean=(120.0, 120.0, 120.0),
+        std=(50.0, 50.0, 50.0),
+        in_chans=3,
+        chip_size=64,
+        model_state=model.state_dict(),
+        gsd=0.25,
+    )
+    save_checkpoint(path, ckpt)
+    return path

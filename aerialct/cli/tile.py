@@ -9,7 +9,14 @@ import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
-from aerialct.cli.options import CreationOptions, Json, Overwrite, parse_creation_options
+from aerialct.cli.options import (
+    SHARD_DEFAULTS,
+    CreationOptions,
+    Json,
+    Overwrite,
+    parse_creation_options,
+    resolve_shard,
+)
 
 # The defaults quoted in the help are aerialct.tile.run.DEFAULT_SIZE and the Potsdam CT
 # protocol (aerialct.data.potsdam.CROP_SIZE, RESIZE_TO); the library applies them.
@@ -123,6 +130,15 @@ Aoi = Annotated[
         help="Polygons of the area of interest (any CRS): only windows touching it are cut.",
     ),
 ]
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="K/N",
+        help="Cut only every N-th row band of windows, starting at the K-th (K = 1..N); the "
+        "last shard to finish writes the index and the folder. " + SHARD_DEFAULTS,
+    ),
+]
 Pack = Annotated[
     bool,
     typer.Option(
@@ -159,11 +175,15 @@ def tile(
     workers: Workers = 2,
     aoi: Aoi = None,
     pack: Pack = False,
+    shard: Shard = None,
     co: CreationOptions = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
     """Cut GeoTIFFs or the ISPRS Potsdam release into chips + index.gpkg for training.
+
+    A killed run continues where it stopped when run again with the same arguments
+    (its finished work waits in OUT.parts).
 
     Examples:
 
@@ -173,6 +193,7 @@ def tile(
       aerialct tile a.tif --labels-vector fp.geojson --burn building \\
           --classes buildings --out chips
       aerialct tile --dataset potsdam /data/Potsdam --out chips
+      aerialct tile 'flight/*.tif' --labels-vector b.gpkg --out chips --shard 2/8
     """
     creation = parse_creation_options(co) or None
     if resize is not None and no_resize:
@@ -183,6 +204,7 @@ def tile(
     elif split_file is not None:
         raise typer.BadParameter("--split-file needs --dataset potsdam", param_hint="--split-file")
     mapping = _class_map(class_map)
+    shard_kn = resolve_shard(shard)
     from aerialct.data.packed import packed_path
     from aerialct.tile import tile_potsdam, tile_scenes
 
@@ -198,7 +220,7 @@ def tile(
         grid["resize"] = None
     common = dict(stride=stride, nodata_threshold=nodata_threshold, val_fraction=val_fraction,
                   val_block=val_block, seed=seed, workers=workers, creation_options=creation,
-                  overwrite=overwrite, aoi=aoi, **grid)  # fmt: skip
+                  overwrite=overwrite, aoi=aoi, shard=shard_kn, **grid)  # fmt: skip
     with console.progress("tiling") as progress:
         if dataset is not None:
             result = tile_potsdam(inputs[0], out, split_file=split_file,
@@ -211,7 +233,7 @@ def tile(
                 **common,
             )  # fmt: skip
     packed = None
-    if packed_out is not None:
+    if packed_out is not None and result.complete:
         from aerialct.data.packed import pack_chips
 
         with console.progress("packing") as progress:
@@ -253,6 +275,16 @@ def _class_map(items: list[str] | None) -> dict[str, str]:
 
 def _render(result: Any, packed: Any) -> None:
     """The tables `tile` prints: chips per split, label pixels per class, the packed form."""
+    if result.tasks_kept:
+        console.info(
+            f"resumed: {result.tasks_kept} of {result.tasks} row bands kept from an interrupted run"
+        )
+    if not result.complete:
+        console.info(
+            f"shard {result.shard}: {result.tasks_done} of {result.tasks} row bands done in "
+            f"{result.out}.parts; the last shard to finish writes {result.out}"
+        )
+        return
     total = sum(result.class_pixels.values()) or 1
     console.print_table(
         f"{result.chips} chips of {result.chip_size} px in {result.out} ({result.seconds:.1f} s)",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from aerialct.cli import console
 from aerialct.cli.app import app
-from aerialct.cli.options import Json, Overwrite, Stac
+from aerialct.cli.options import SHARD_DEFAULTS, Json, Overwrite, Stac, resolve_shard
+
+if TYPE_CHECKING:
+    from aerialct.shards import Shard as ShardKN
+    from aerialct.vectorize import VectorizeBatch, VectorizeResult
 
 Rasters = Annotated[
     list[str],
@@ -85,6 +89,16 @@ WindowSize = Annotated[
 Append = Annotated[
     bool, typer.Option("--append", help="Add to an existing GeoPackage (layer or features).")
 ]
+Shard = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        metavar="K/N",
+        help="Do only the K-th of N shares of the map's rows (K = 1..N); the last shard to "
+        "finish joins the parts into --out (with a folder --out: of the rasters). "
+        + SHARD_DEFAULTS,
+    ),
+]
 
 
 @app.command()
@@ -103,11 +117,13 @@ def vectorize(
     connectivity: Connectivity = 8,
     window_size: WindowSize = 1536,  # aerialct.vectorize.windows.DEFAULT_WINDOW
     append: Append = False,
+    shard: Shard = None,
     stac: Stac = None,
     overwrite: Overwrite = False,
     json_out: Json = False,
 ) -> None:
-    """Polygonise classes of a class raster into a vector layer, merged exactly across windows.
+    """Polygonise classes of class rasters into a vector layer, merged exactly across windows
+    and, where rasters touch on one grid, across files: a flight's tiles are one map.
 
     A folder gives the class rasters in it (found by their AERIALCT_CLASSES tag, so
     predict's probability rasters beside them are not taken). Each output gets a STAC
@@ -118,11 +134,11 @@ def vectorize(
     \b
       aerialct vectorize pred/a_classes.tif --out buildings.gpkg --min-area 2
       aerialct vectorize classes.tif --probabilities probs.tif --out b.gpkg
-      aerialct vectorize pred/ --probabilities pred/ --out buildings.gpkg
+      aerialct vectorize pred --probabilities pred --out buildings.gpkg
+      aerialct vectorize pred --out buildings.gpkg --shard 2/8
       aerialct vectorize 'pred/*_classes.tif' --out polygons/ --format fgb
     """
     from aerialct.cli.app import state
-    from aerialct.render import jsonable
 
     if state.own_process:  # a process of its own: pyogrio, if needed, without pandas
         from aerialct.geo.ogr import lean_pyogrio_when_needed
@@ -144,12 +160,13 @@ def vectorize(
         ops = parse_morph(morph)
     except InputError as e:
         raise typer.BadParameter(str(e), param_hint="--morph") from None
-    paths = expand_class_rasters(rasters)
+    shard_kn = resolve_shard(shard)
+    paths = class_rasters(expand_class_rasters(rasters))
     check_stac_dir(stac)
-    if len(paths) > 1 or Path(rasters[0]).is_dir():
+    if len(paths) > 1 or Path(rasters[0]).is_dir() or shard_kn is not None:
         _vectorize_many(paths, out, class_ or ["building"], min_area, fill_holes, simplify,
                         regularize, ops, probabilities, layer, connectivity, window_size,
-                        file_format, overwrite, append, json_out, stac)  # fmt: skip
+                        file_format, overwrite, append, json_out, shard_kn, stac)  # fmt: skip
         return
     with console.progress("vectorising") as progress:
         result = run_vectorize(
@@ -169,7 +186,13 @@ def vectorize(
             append=append,
             progress=progress,
         )
-    items = deliver_vectors([result], stac)
+    _render_one(result, deliver_vectors([result], stac), json_out)
+
+
+def _render_one(result: VectorizeResult, items: list[Path], json_out: bool) -> None:
+    """One raster's result: JSON, or its table of classes and a summary line."""
+    from aerialct.render import jsonable
+
     if json_out:
         console.print_json({**jsonable(result), "stac": [str(p) for p in items]})
         return
@@ -191,7 +214,7 @@ def _vectorize_many(
     paths: list[str | Path], out: Path, classes: list[str], min_area: float, fill_holes: float,
     simplify: float, regularize: bool, ops: list, probabilities: str | None, layer: str | None,
     connectivity: int, window_size: int, file_format: str, overwrite: bool, append: bool,
-    json_out: bool, stac: Path | None,
+    json_out: bool, shard: ShardKN | None, stac: Path | None,
 ) -> None:  # fmt: skip
     from aerialct.errors import ItemFailure, raise_for_failures
     from aerialct.geo.inputs import redact
@@ -207,19 +230,60 @@ def _vectorize_many(
             paths, out, classes=classes, min_area=min_area, fill_holes=fill_holes,
             simplify=simplify, regularize=regularize, morph=ops, probabilities=probabilities,
             layer=layer, connectivity=connectivity, window_size=window_size,
-            file_format=file_format, overwrite=overwrite, progress=progress,
+            file_format=file_format, overwrite=overwrite, shard=shard, progress=progress,
         )  # fmt: skip
     items = deliver_vectors(batch.results, stac)
     if json_out:
         console.print_json({**batch.to_dict(), "stac": [str(p) for p in items]})
     else:
-        console.print_table(
-            f"{len(batch.results)} rasters -> {batch.output}",
-            ["raster", "output", "layer", "polygons"],
-            [[r.source, r.output, r.layer, r.count] for r in batch.results]
-            + [[raster, "failed", "", error] for raster, error in batch.failed],
-        )
+        _render_many(batch)
         if items:
             console.info(f"STAC: {', '.join(str(p) for p in items)}")
     failures = [ItemFailure(redact(raster), error) for raster, error in batch.failed]
     raise_for_failures(len(paths), failures, "rasters", batch)
+
+
+TABLE_ROWS = 40
+"""Rasters listed one per row; a larger catalog is summed up in a line."""
+
+
+def _render_many(batch: VectorizeBatch) -> None:
+    """A row per raster (a summary for a large catalog), then what the map and shards did."""
+    rows: list[list[object]] = [[r.source, r.output, r.layer, r.count] for r in batch.results]
+    if len(rows) > TABLE_ROWS:
+        rows = [[f"{len(rows)} rasters", batch.output, batch.results[0].layer,
+                 sum(r.count for r in batch.results)]]  # fmt: skip
+    failed: list[list[object]] = [[raster, "failed", "", error] for raster, error in batch.failed]
+    if rows or failed:
+        console.print_table(
+            f"{len(batch.results)} rasters -> {batch.output}",
+            ["raster", "output", "layer", "polygons"],
+            rows + failed,
+        )
+    if batch.waiting:
+        console.info(
+            f"shard {batch.shard}: part written to {batch.output}.parts; the last shard to "
+            f"finish joins the parts into {batch.output}"
+        )
+        return
+    if batch.parts_joined:
+        console.info(f"joined {batch.parts_joined} parts into {batch.output}")
+    if batch.mosaics and batch.mosaics < len(batch.results):
+        console.info(
+            f"{len(batch.results)} rasters in {batch.mosaics} map(s): {batch.across_files} "
+            "buildings joined across file seams"
+        )
+
+
+def class_rasters(paths: list[str | Path]) -> list[str | Path]:
+    """The class rasters of an input list: predict's ``<stem>_probabilities.tif`` beside a
+    ``<stem>_classes.tif`` is left out (a pattern such as ``pred/*.tif`` matches both)."""
+    names = {Path(p).name for p in paths}
+    return [
+        p
+        for p in paths
+        if not (
+            Path(p).name.endswith("_probabilities.tif")
+            and Path(p).name.removesuffix("_probabilities.tif") + "_classes.tif" in names
+        )
+    ]

@@ -393,6 +393,12 @@ def _written(
         raise
 
 
+def move_into_place(tmp: Path, final: Path) -> None:
+    """Rename a finished output ``tmp`` (file or folder) over ``final``, which the caller
+    has checked with :func:`check_output`."""
+    _replace(tmp, final)
+
+
 def _replace(tmp: Path, final: Path) -> None:
     """Rename ``tmp`` over ``final``; an old folder is moved aside first and removed after."""
     if final.is_dir() and not final.is_symlink():  # os.replace cannot replace a folder

@@ -49,3 +49,13 @@ class TileResult:
     classes: list[dict] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
     """What to pass to tile or train for a trainable set (:mod:`aerialct.tile.advice`)."""
+    shard: str | None = None
+    """K/N when this process cut a share of the band tasks."""
+    complete: bool = True
+    """False for a shard that left the index and header to the last shard to finish."""
+    tasks: int = 0
+    """Band tasks of the run (a row of windows of a scene each)."""
+    tasks_done: int = 0
+    """Band tasks finished so far, by any process."""
+    tasks_kept: int = 0
+    """Band tasks of an interrupted earlier run that this run kept (checked) instead of redoing."""

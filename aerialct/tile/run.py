@@ -34,15 +34,23 @@ from typing import Any
 
 import numpy as np
 
-from aerialct import __version__
+from aerialct import __version__, resume
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.data import potsdam as pots
 from aerialct.data.index import SPLITS, ChipRow, ChipsHeader, chips_columns, write_chips
-from aerialct.errors import InputError
+from aerialct.errors import DiskFullError, InputError
 from aerialct.geo.grid import window_starts
 from aerialct.geo.inputs import redact
-from aerialct.geo.outputs import FOLDER, atomic_output, check_output
+from aerialct.geo.outputs import (
+    FOLDER,
+    check_output,
+    disk_full,
+    move_into_place,
+    remove_stale_temps,
+)
 from aerialct.progress import ProgressFn, as_progress
+from aerialct.resume import parts_dir
+from aerialct.shards import Shard, shard_items
 from aerialct.tile.advice import check_trainable, recipe_advice
 from aerialct.tile.result import SceneReport, TileResult
 from aerialct.tile.scenes import (
@@ -54,6 +62,7 @@ from aerialct.tile.scenes import (
     potsdam_scenes,
 )
 from aerialct.tile.stats import band_statistics, split_shares, top_counts, warn_one_sided
+from aerialct.tile.work import Record, Work, fingerprint, task_id
 from aerialct.tile.worker import BandResult, Job, tile_band
 from aerialct.workers import run_in_workers
 
@@ -254,36 +263,38 @@ def _jobs(
 # --------------------------------------------------------------------------- running
 
 
-def _cut(
-    jobs: list[tuple[int, Job]], workers: int, reports: list[SceneReport], prog: Any
-) -> tuple[list[ChipRow], dict[str, list[np.ndarray]]]:
-    """Run the band tasks (in ``workers`` processes); their index rows and pixel samples
-    (per split, in scene and row order whatever order the tasks finish in, so the band
-    statistics do not depend on the workers' timing)."""
-    rows: list[ChipRow] = []
-    per_band: dict[tuple[int, int], dict[str, list[np.ndarray]]] = {}
+def _cut(jobs: list[tuple[int, Job]], workers: int, prog: Any, work: Work) -> None:
+    """Run the band tasks (in ``workers`` processes), recording each as it finishes."""
 
-    def collect(k: int, job: Job, res: BandResult) -> None:
-        rows.extend(res.rows)
-        per_band[(k, job.row)] = res.samples
-        rep = reports[k]
-        rep.chips += len(res.rows)
-        rep.skipped_nodata += res.skipped
-        for key, n in res.unknown.items():
-            rep.unknown_values[key] = rep.unknown_values.get(key, 0) + n
-            rep.unknown_pixels += n
+    def collect(job: Job, res: BandResult) -> None:
+        work.save(task_id(job), res)
         prog(len(job.cols))
 
-    if workers == 1 or len(jobs) == 1:
-        for k, job in jobs:
-            collect(k, job, tile_band(job))
+    if workers == 1 or len(jobs) <= 1:
+        for _, job in jobs:
+            collect(job, tile_band(job))
     else:
-        for k, job, res in run_in_workers(tile_band, jobs, workers):
-            collect(k, job, res)
+        for _, job, res in run_in_workers(tile_band, jobs, workers):
+            collect(job, res)
+
+
+def _gather(
+    jobs: list[tuple[int, Job]], records: list[Record], reports: list[SceneReport]
+) -> tuple[list[ChipRow], dict[str, list[np.ndarray]]]:
+    """The index rows and pixel samples of every task, in task order (scene, then row: the
+    band statistics do not depend on which tasks finished first); reports filled in."""
+    rows: list[ChipRow] = []
     samples: dict[str, list[np.ndarray]] = {}
-    for key in sorted(per_band):
-        for s, arrs in per_band[key].items():
-            samples.setdefault(s, []).extend(arrs)
+    for (k, _), rec in zip(jobs, records, strict=True):
+        rows.extend(rec.rows)
+        for s, arr in rec.samples.items():
+            samples.setdefault(s, []).append(arr)
+        rep = reports[k]
+        rep.chips += len(rec.rows)
+        rep.skipped_nodata += rec.skipped
+        for key, n in rec.unknown.items():
+            rep.unknown_values[key] = rep.unknown_values.get(key, 0) + n
+            rep.unknown_pixels += n
     return rows, samples
 
 
@@ -369,7 +380,39 @@ def _header(
     )
 
 
-def run(
+def _fingerprint(
+    jobs: list[tuple[int, Job]], scenes: list[Scene], opts: Options, source: str,
+    classes: ClassTable, co: dict[str, str],
+) -> str:  # fmt: skip
+    inputs = [s.image for s in scenes] + [s.labels for s in scenes if s.labels]
+    settings = {
+        "source": source, "classes": classes.to_list(), "creation_options": co,
+        "nodata_threshold": opts.nodata_threshold, "size": opts.size, "stride": opts.stride,
+        "resize": opts.resize,
+    }  # fmt: skip
+    return fingerprint([job for _, job in jobs], inputs, settings)
+
+
+def run(scenes: list[Scene], out: Path, opts: Options, **kw: Any) -> TileResult:
+    """Cut ``scenes`` into a chips folder at ``out`` (the engine of both entry points).
+
+    The work goes to ``<out>.parts`` (:mod:`aerialct.tile.work`): a run with the same
+    arguments after a kill keeps the finished band tasks; ``shard`` (K/N) cuts every
+    N-th task, and the process that finds every task done writes the index and renames
+    the chips to ``out``. A run without a shard holds the output's lock
+    (:func:`aerialct.geo.locks.output_lock`) throughout: a second copy of it fails at once,
+    naming this one. Shards share ``<out>.parts`` by design; the one that joins takes
+    the lock for the join.
+    """
+    import contextlib
+
+    from aerialct.geo.locks import output_lock
+
+    with output_lock(out) if kw.get("shard") is None else contextlib.nullcontext():
+        return _run(scenes, out, opts, **kw)
+
+
+def _run(
     scenes: list[Scene],
     out: Path,
     opts: Options,
@@ -380,8 +423,11 @@ def run(
     warnings: list[str],
     progress: ProgressFn | None,
     started: float,
+    shard: Shard | None = None,
 ) -> TileResult:
-    """Cut ``scenes`` into a chips folder at ``out`` (the engine of both entry points)."""
+    """:func:`run` under the output's lock (a run without a shard)."""
+    from aerialct.geo.locks import output_lock
+
     grid = _check_options(opts)
     if not scenes:
         raise InputError("no scenes to tile; give at least one image")
@@ -398,59 +444,154 @@ def run(
     )
     inputs = [s.image for s in scenes] + [s.labels for s in scenes if s.labels]
     check_output(out, overwrite, kind=FOLDER, inputs=inputs)
+    remove_stale_temps(out)
     kept = _windows_in_aoi(scenes, grids, grid.window, opts.aoi) if opts.aoi is not None else None
     total = sum(len(r) * len(c) for r, c in grids) if kept is None else sum(len(k) for k in kept)
+    work_out = str(parts_dir(out) / "chips")
+    common = dict(out=work_out, window=grid.window, chip=grid.chip,
+                  nodata_threshold=opts.nodata_threshold, creation_options=co, classes=classes)  # fmt: skip
+    jobs = _jobs(scenes, grids, splits, kept, common)
+    work = Work(out, _fingerprint(jobs, scenes, opts, source, classes, co))
+    work.open(shard)
+    ids = [task_id(job) for _, job in jobs]
+    mine = set(shard_items(ids, shard))
+    done = work.finished(ids, check=mine)
     prog = as_progress(progress)
-    prog(0, total=total, description="tiling")
+    prog(0, total=sum(len(j.cols) for (_, j), t in zip(jobs, ids, strict=True) if t in mine),
+         description="tiling")  # fmt: skip
+    prog(sum(len(j.cols) for (_, j), t in zip(jobs, ids, strict=True) if t in mine & done))
+    todo = [(k, j) for (k, j), t in zip(jobs, ids, strict=True) if t in mine and t not in done]
+    try:
+        _cut(todo, opts.workers, prog, work)
+    except Exception as e:
+        # a failure (a corrupt scene, a full disk) leaves nothing behind; a kill, SIGTERM or
+        # Ctrl-C leaves the finished work to resume; a shard never removes the others' work
+        if shard is None:
+            resume.remove_path(work.dir)
+        if disk_full(e, work.dir.parent):
+            raise DiskFullError(work.out) from e
+        raise
+    except BaseException:
+        log.warning(
+            "%s: the finished row bands are kept there; run the same command again to continue",
+            work.dir,
+        )
+        raise
     reports = [
         SceneReport(s.name, s.image, s.labels, s.split, georef_copied=s.georef_copied)
         for s in scenes
     ]
+    state = _State(shard, len(ids), work.kept)
+    if len(work.finished(ids, check=set())) < len(ids) or not resume.claim(work.dir):
+        return _partial(ids, work, reports, grid, source, scenes, warnings, started, state)
+    try:
+        with output_lock(out, wait=True):  # re-entrant: a run without a shard holds it already
+            result = _finish(jobs, ids, work, reports, grid, total, opts, source, scenes,
+                             classes, co, warnings, overwrite, state)  # fmt: skip
+    except BaseException:
+        resume.release(work.dir)
+        raise
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+@dataclass
+class _State:
+    """Where a run stands: its shard, how many band tasks there are, how many were kept."""
+
+    shard: Shard | None
+    tasks: int
+    kept: int
+
+
+def _finish(
+    jobs: list[tuple[int, Job]], ids: list[str], work: Work, reports: list[SceneReport],
+    grid: _Grid, total: int, opts: Options, source: str, scenes: list[Scene],
+    classes: ClassTable, co: dict[str, str], warnings: list[str], overwrite: bool,
+    state: _State,
+) -> TileResult:  # fmt: skip
+    """Write the index and header from every task's record; rename the chips to ``out``."""
+    rows, samples = _gather(jobs, work.records(ids), reports)
     first = scenes[0]
-    with atomic_output(out, overwrite, kind=FOLDER, inputs=inputs, made_by="tile") as tmp:
-        common = dict(out=str(tmp), window=grid.window, chip=grid.chip,
-                      nodata_threshold=opts.nodata_threshold, creation_options=co, classes=classes)  # fmt: skip
-        rows, samples = _cut(
-            _jobs(scenes, grids, splits, kept, common), opts.workers, reports, prog
+    if not rows:
+        resume.remove_path(work.dir)
+        raise InputError(
+            f"no chips written: all {total} windows of {', '.join(s.image for s in scenes)} "
+            f"have more than {opts.nodata_threshold:.0%} nodata; raise --nodata-threshold"
         )
-        if not rows:
-            raise InputError(
-                f"no chips written: all {total} windows of {', '.join(s.image for s in scenes)} "
-                f"have more than {opts.nodata_threshold:.0%} nodata; raise --nodata-threshold"
-            )
-        cols = chips_columns(rows, classes)
-        split, counts = cols.split, cols.counts
-        names = [*classes.names, "ignore"]
-        warn_one_sided(split, counts, names, warnings)
-        result = TileResult(
-            out=out,
-            source=source,
-            label_mode=_label_mode(scenes),
-            chip_size=grid.chip,
-            window=grid.window,
-            stride=grid.stride,
-            gsd=abs(first.transform[0]) * grid.window / grid.chip,
-            crs=_crs_text(first.crs_wkt),
-            chips=len(split),
-            splits=_split_counts(split),
-            skipped_nodata=sum(r.skipped_nodata for r in reports),
-            class_pixels={n: int(counts[:, i].sum()) for i, n in enumerate(names)},
-            unknown_pixels=sum(r.unknown_pixels for r in reports),
-            unknown_values={},
-            scenes=reports,
-            warnings=warnings,
-            seconds=0.0,
-            split_shares=split_shares(split, counts, names),
-            band_stats=_band_stats(samples, first.dtype),
-            classes=classes.to_list(),
-        )
+    cols = chips_columns(rows, classes)
+    split, counts = cols.split, cols.counts
+    names = [*classes.names, "ignore"]
+    warn_one_sided(split, counts, names, warnings)
+    result = _result(work.out, split, counts, names, reports, grid, source, scenes, warnings,
+                     samples, classes, state)  # fmt: skip
+    try:
         header = _header(result, classes, first, opts.nodata_threshold, co)
-        write_chips(tmp, cols, first.crs_wkt, header)
+        write_chips(work.chips, cols, first.crs_wkt, header)
+        inputs = [s.image for s in scenes] + [s.labels for s in scenes if s.labels]
+        check_output(work.out, overwrite, kind=FOLDER, inputs=inputs)
+        move_into_place(work.chips, work.out)
+    except Exception as e:
+        if disk_full(e, work.dir):
+            raise DiskFullError(work.out) from e
+        raise
+    resume.remove_path(work.dir)
     result.unknown_values = _unknown_warnings(reports, warnings)
     for w_ in warnings:
         log.warning(w_)
-    result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def _result(
+    out: Path, split: np.ndarray, counts: np.ndarray, names: list[str], reports: list[SceneReport],
+    grid: _Grid, source: str, scenes: list[Scene], warnings: list[str],
+    samples: dict[str, list[np.ndarray]], classes: ClassTable, state: _State,
+) -> TileResult:  # fmt: skip
+    first = scenes[0]
+    return TileResult(
+        out=out,
+        source=source,
+        label_mode=_label_mode(scenes),
+        chip_size=grid.chip,
+        window=grid.window,
+        stride=grid.stride,
+        gsd=abs(first.transform[0]) * grid.window / grid.chip,
+        crs=_crs_text(first.crs_wkt),
+        chips=len(split),
+        splits=_split_counts(split),
+        skipped_nodata=sum(r.skipped_nodata for r in reports),
+        class_pixels={n: int(counts[:, i].sum()) for i, n in enumerate(names)},
+        unknown_pixels=sum(r.unknown_pixels for r in reports),
+        unknown_values={},
+        scenes=reports,
+        warnings=warnings,
+        seconds=0.0,
+        split_shares=split_shares(split, counts, names),
+        band_stats=_band_stats(samples, first.dtype),
+        classes=classes.to_list(),
+        shard=str(state.shard) if state.shard is not None else None,
+        tasks=state.tasks,
+        tasks_done=state.tasks,
+        tasks_kept=state.kept,
+    )
+
+
+def _partial(
+    ids: list[str], work: Work, reports: list[SceneReport],
+    grid: _Grid, source: str, scenes: list[Scene], warnings: list[str], started: float,
+    state: _State,
+) -> TileResult:  # fmt: skip
+    """What a shard made when the chips folder is left to another process to finish."""
+    return TileResult(
+        out=work.out, source=source, label_mode=None, chip_size=grid.chip, window=grid.window,
+        stride=grid.stride, gsd=abs(scenes[0].transform[0]) * grid.window / grid.chip,
+        crs=_crs_text(scenes[0].crs_wkt), chips=0, splits={}, skipped_nodata=0,
+        class_pixels={}, unknown_pixels=0, unknown_values={}, scenes=reports,
+        warnings=warnings, seconds=round(time.perf_counter() - started, 3),
+        shard=str(state.shard) if state.shard is not None else None, complete=False,
+        tasks=state.tasks, tasks_kept=state.kept,
+        tasks_done=len(work.finished(ids, check=set())),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- public API
@@ -480,6 +621,7 @@ def tile_scenes(
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
     aoi: str | os.PathLike | None = None,
+    shard: Shard | None = None,
     progress: ProgressFn | None = None,
 ) -> TileResult:
     """Cut GeoTIFFs into chips (general mode).
@@ -501,6 +643,9 @@ def tile_scenes(
     ``nodata_threshold`` are skipped. Chips go to ``split`` (default train), or with
     ``val_fraction`` whole blocks of ``val_block`` px (default 2 x size) go to val.
     With ``aoi`` (a polygon file, any CRS) only windows that touch it are cut.
+    A killed run resumes when run again with the same arguments; ``shard`` (K/N) cuts
+    one share of the band tasks, and the last shard to finish writes the folder
+    (:func:`run`).
     """
     from aerialct.geo.inputs import expand_inputs
 
@@ -540,7 +685,7 @@ def tile_scenes(
                    val_block=val_block, seed=seed, workers=workers,
                    creation_options=creation_options, aoi=aoi)  # fmt: skip
     result = run(scenes, Path(out), opts, source="geotiff", classes=table, overwrite=overwrite,
-                 warnings=warnings, progress=progress, started=started)  # fmt: skip
+                 warnings=warnings, progress=progress, started=started, shard=shard)  # fmt: skip
     if result.label_mode:
         shares = result.split_shares.get("train", {})
         result.advice = advice + recipe_advice(shares, table.excluded_from_mean)
@@ -565,6 +710,7 @@ def tile_potsdam(
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
     aoi: str | os.PathLike | None = None,
+    shard: Shard | None = None,
     progress: ProgressFn | None = None,
 ) -> TileResult:
     """Cut the ISPRS Potsdam release (or a folder laid out like it) into chips.
@@ -585,7 +731,8 @@ def tile_potsdam(
                    val_fraction=val_fraction, val_block=val_block, seed=seed, workers=workers,
                    creation_options=creation_options, aoi=aoi)  # fmt: skip
     return run(scenes, Path(out), opts, source="potsdam", classes=pots.CLASSES,
-               overwrite=overwrite, warnings=warnings, progress=progress, started=started)  # fmt: skip
+               overwrite=overwrite, warnings=warnings, progress=progress, started=started,
+               shard=shard)  # fmt: skip
 
 
 __all__ = [

@@ -207,6 +207,9 @@ class ChipWriter:
 
         from aerialct.geo.io import verify_raster
 
+        # a band cut again after a kill: GDAL would first open what a killed run left
+        # half-written (a chip from a template is written whole, truncating the file)
+        path.unlink(missing_ok=True)
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(img)
             if finish is not None:

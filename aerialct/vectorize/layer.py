@@ -6,7 +6,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,14 +16,15 @@ from aerialct.errors import InputError
 from aerialct.geo.inputs import source_name
 from aerialct.progress import ProgressFn, as_progress
 from aerialct.vectorize.geometry import canonical, fill_small_holes, polygonal
-from aerialct.vectorize.merge import Pieces
+from aerialct.vectorize.merge import FIELDS, Pieces
 from aerialct.vectorize.regularise import regularize_polygons
-from aerialct.vectorize.windows import DEFAULT_WINDOW, polygonise_windows, prob_reader
+from aerialct.vectorize.windows import DEFAULT_WINDOW, Tracer
 
 log = logging.getLogger("aerialct")
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
+    from aerialct.vectorize.mosaic import Mosaic
 
 
 @dataclass
@@ -54,26 +55,6 @@ def check_options(
             raise InputError(f"--{name} must be a number >= 0, got {value}")
 
 
-def _block_cache(size: int, *datasets: Any) -> Any:
-    """GDAL's block cache capped at what one window needs, unless the user set GDAL_CACHEMAX.
-
-    Windows are read once each, so cached blocks are only reused within a window row of a
-    striped raster; GDAL's default (5% of RAM) would keep every block of the raster.
-    """
-    import rasterio
-
-    if "GDAL_CACHEMAX" in os.environ:
-        return rasterio.Env()
-    need = 0
-    for ds in datasets:
-        if ds is None:
-            continue
-        bh, bw = ds.block_shapes[0] if ds.block_shapes else (size, ds.width)
-        cols = ds.width if bw >= ds.width else min(ds.width, size + bw)  # strips: a window row
-        need += min(ds.height, size + bh) * cols * ds.count * np.dtype(ds.dtypes[0]).itemsize
-    return rasterio.Env(GDAL_CACHEMAX=int(max(4 << 20, 1.25 * need)))
-
-
 def polygonise(
     raster: str | os.PathLike,
     *,
@@ -90,146 +71,150 @@ def polygonise(
     progress: ProgressFn | None = None,
 ) -> Polygonised:
     """The polygons of ``classes`` of one class raster, cleaned up, with their attributes."""
-    from aerialct.geo.classraster import check_class_raster, raster_class_table
-    from aerialct.geo.io import grid_mismatch, open_raster
+    from aerialct.vectorize.mosaic import read_header, single_mosaic
 
     prog = as_progress(progress)
-    with open_raster(raster) as ds:
-        check_class_raster(ds)
-        table = raster_class_table(ds)
-        assert table is not None  # the default is POTSDAM
-        try:
-            ids = sorted(set(table.ids_of(classes)))
-        except ValueError as e:
-            raise InputError(f"{raster}: {e}") from None
-        if not ids:
-            raise InputError("no class to vectorise; pass --class NAME (e.g. --class building)")
-        names = [table.names[i] for i in ids]
-        if ds.crs is None:
-            log.warning("%s has no CRS; the output will have none", raster)
-        probs = None
-        scale = 1.0
-        if probabilities is not None:
-            probs = open_raster(probabilities)
-            diff = grid_mismatch(ds, probs)
-            if diff:
-                probs.close()
-                raise InputError(
-                    f"{raster} and {probabilities}: grids differ ({diff}); "
-                    "give the probability raster written with this class raster"
-                )
-            scale = prob_reader(probs, table)
-        try:
-            with _block_cache(window_size, ds, probs):
-                pieces = polygonise_windows(
-                    ds, table, ids, morph, connectivity, window_size, probs, prog
-                )
-        finally:
-            if probs is not None:
-                probs.close()
-        transform = ds.transform
-        crs = ds.crs
-        pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
-        pixel_size = math.sqrt(pixel_area)
-
-    out_layer, dropped = _finish(
-        pieces,
-        table=table,
-        transform=transform,
-        crs=crs,
-        pixel_area=pixel_area,
-        pixel_size=pixel_size,
-        min_area=min_area,
-        fill_holes=fill_holes,
-        simplify=simplify,
-        regularize=regularize,
-        with_probs=probs is not None,
-        prob_scale=scale,
-        source=source_name(raster),
-    )
+    header = read_header(raster, probabilities, classes)
+    with single_mosaic(header) as mosaic, mosaic.block_cache(window_size):
+        tracer = Tracer(mosaic, mosaic.ids, morph, connectivity, window_size,
+                         header.probabilities is not None, prog)  # fmt: skip
+        prog(0, total=mosaic.covered_windows(window_size), description="vectorising")
+        pieces = Pieces.concat(list(tracer.run()))
+    done = finish_pieces(pieces, mosaic, min_area=min_area, fill_holes=fill_holes, simplify=simplify,
+                   regularize=regularize)  # fmt: skip
+    names = [mosaic.table.names[i] for i in mosaic.ids]
     return Polygonised(
         source=source_name(raster),
-        layer_name=layer or (names[0] if len(names) == 1 else "classes"),
-        layer=out_layer,
+        layer_name=layer or layer_name(names),
+        layer=done.layer,
         names=names,
-        crs=crs,
-        dropped=dropped,
-        windows=pieces.windows,
+        crs=mosaic.crs,
+        dropped=len(done.dropped),
+        windows=tracer.windows,
         seam_groups=pieces.seam_groups,
-        table=table,
+        table=mosaic.table,
     )
 
 
-def _finish(
+def layer_name(names: Sequence[str]) -> str:
+    """The default layer name: the class name, or ``classes`` for several."""
+    return names[0] if len(names) == 1 else "classes"
+
+
+@dataclass
+class Finished:
+    """A batch of buildings in map coordinates, in output order.
+
+    ``keys`` (N, 7) is the order, in pixels of the mosaic: band of the building's
+    bottom edge, top, left, -pixels, class, right, bottom; ``tiles`` each building's
+    tile; ``merged`` and ``spans`` as in :class:`Pieces`; ``dropped`` the tiles of the
+    buildings dropped as too small.
+    """
+
+    layer: Layer
+    keys: np.ndarray
+    tiles: np.ndarray
+    merged: np.ndarray
+    spans: np.ndarray
+    dropped: np.ndarray
+
+
+def _order(pieces: Pieces, pixels: np.ndarray, band_edges: np.ndarray) -> np.ndarray:
+    """The order keys (N, 7) of buildings in pixel coordinates (see :class:`Finished`).
+
+    A building is handed out at the end of the band that holds its bottom row (or the
+    next band when it ends on that band's last row), so sorting by that band first
+    gives the same order whether a map is written band by band or joined from parts.
+    """
+    import shapely
+
+    b = np.rint(shapely.bounds(pieces.geoms)).astype(np.int64)
+    band = np.searchsorted(band_edges, b[:, 3], side="right") - 1
+    band = np.clip(band, 0, len(band_edges) - 2)
+    return np.column_stack([band, b[:, 1], b[:, 0], -pixels, pieces.class_ids, b[:, 2], b[:, 3]])
+
+
+def finish_pieces(
     pieces: Pieces,
+    mosaic: Mosaic,
     *,
-    table: ClassTable,
-    transform,
-    crs,
-    pixel_area: float,
-    pixel_size: float,
     min_area: float,
     fill_holes: float,
     simplify: float,
     regularize: bool,
-    with_probs: bool,
-    prob_scale: float,
-    source: str,
-) -> tuple[Layer, int]:
+) -> Finished:
+    """Canonical, ordered, in map coordinates, cleaned up, with attributes."""
     import shapely
 
     from aerialct.geo.vector import Layer
 
-    geoms = pieces.geoms
-    class_ids = pieces.class_ids
-    psum, pmin = pieces.prob_sum, pieces.prob_min
-    dropped = 0
+    transform = mosaic.transform
+    pixel_area = abs(transform.a * transform.e - transform.b * transform.d)
+    pixel_size = math.sqrt(pixel_area)
+    table = mosaic.table
+    keys = np.zeros((0, 7), dtype=np.int64)
+    p = pieces
+    dropped = np.array([], dtype=np.int64)
+    pixels = np.array([], dtype=np.int64)
+    geoms = p.geoms
     if len(geoms):
         geoms = canonical(geoms)
         # a pixel polygon's area in pixel units is its pixel count
         pixels = np.rint(shapely.area(geoms)).astype(np.int64)
         if fill_holes > 0:
             geoms = fill_small_holes(geoms, fill_holes / pixel_area)
-        # deterministic order whatever the window size: top-left corner, then size
-        b = shapely.bounds(geoms)
-        order = np.lexsort((class_ids, -pixels, b[:, 0], b[:, 1]))
-        geoms, class_ids, pixels = geoms[order], class_ids[order], pixels[order]
-        psum, pmin = psum[order], pmin[order]
+        p = replace(p, geoms=geoms)
+        # deterministic order whatever the window size or the parts
+        keys = _order(p, pixels, mosaic.band_edges)
+        order = np.lexsort(keys.T[::-1])
+        p, pixels, keys = _take(p, order), pixels[order], keys[order]
         a, bb, c, d, e, f = transform[:6]
         geoms = shapely.transform(
-            geoms,
+            p.geoms,
             lambda xy: np.column_stack(
                 [a * xy[:, 0] + bb * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f]
             ),
         )
-        keep = np.ones(len(geoms), dtype=bool)
-        if min_area > 0:
-            keep = shapely.area(geoms) >= min_area
-        if regularize:
-            geoms = geoms.copy()
-            geoms[~keep] = None
-            geoms[keep] = regularize_polygons(geoms[keep], max(simplify, math.sqrt(2) * pixel_size))
-        elif simplify > 0:
-            geoms[keep] = shapely.simplify(geoms[keep], simplify, preserve_topology=True)
-        if simplify > 0 or regularize:
-            invalid = keep & ~shapely.is_valid(geoms)
-            if invalid.any():
-                geoms[invalid] = polygonal(shapely.make_valid(geoms[invalid]))
-            keep &= ~shapely.is_empty(geoms)
-        dropped = int((~keep).sum())
-        geoms, class_ids, pixels = geoms[keep], class_ids[keep], pixels[keep]
-        psum, pmin = psum[keep], pmin[keep]
-    else:
-        pixels = np.array([], dtype=np.int64)
+        keep = _clean_up(geoms, min_area, simplify, regularize, pixel_size)
+        dropped = p.tiles[~keep]
+        geoms, pixels, keys, p = geoms[keep], pixels[keep], keys[keep], _take(p, keep)
     fields: dict[str, np.ndarray] = {
         "id": np.arange(1, len(geoms) + 1, dtype=np.int64),
-        "class": np.array([table.names[int(i)] for i in class_ids], dtype=object),
+        "class": np.array([table.names[int(i)] for i in p.class_ids], dtype=object),
         "area": shapely.area(geoms).astype(np.float64),
         "perimeter": shapely.length(geoms).astype(np.float64),
         "pixels": pixels.astype(np.int64),
     }
-    if with_probs:
-        fields["mean_confidence"] = psum / np.maximum(pixels, 1) / prob_scale
-        fields["min_confidence"] = pmin / prob_scale
-    fields["source"] = np.array([source] * len(geoms), dtype=object)
-    return Layer(np.asarray(geoms, dtype=object), fields, crs), dropped
+    if mosaic.prob_scale is not None:
+        fields["mean_confidence"] = p.prob_sum / np.maximum(pixels, 1) / mosaic.prob_scale
+        fields["min_confidence"] = p.prob_min / mosaic.prob_scale
+    names = np.array([*(source_name(n) for n in mosaic.names), ""], dtype=object)
+    fields["source"] = names[p.tiles] if len(geoms) else np.array([], dtype=object)
+    layer = Layer(np.asarray(geoms, dtype=object), fields, mosaic.crs)
+    return Finished(layer, keys, p.tiles, p.merged, p.spans, dropped)
+
+
+def _take(p: Pieces, index: np.ndarray) -> Pieces:
+    return Pieces(*(getattr(p, k)[index] for k in FIELDS))
+
+
+def _clean_up(
+    geoms: np.ndarray, min_area: float, simplify: float, regularize: bool, pixel_size: float
+) -> np.ndarray:
+    """Drop small polygons, simplify or regularise the others (in place); the kept mask."""
+    import shapely
+
+    keep = np.ones(len(geoms), dtype=bool)
+    if min_area > 0:
+        keep = shapely.area(geoms) >= min_area
+    if regularize:
+        geoms[~keep] = None
+        geoms[keep] = regularize_polygons(geoms[keep], max(simplify, math.sqrt(2) * pixel_size))
+    elif simplify > 0:
+        geoms[keep] = shapely.simplify(geoms[keep], simplify, preserve_topology=True)
+    if simplify > 0 or regularize:
+        invalid = keep & ~shapely.is_valid(geoms)
+        if invalid.any():
+            geoms[invalid] = polygonal(shapely.make_valid(geoms[invalid]))
+        keep &= ~shapely.is_empty(geoms)
+    return keep

@@ -6,7 +6,6 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -16,32 +15,12 @@ from aerialct.errors import InputError
 from aerialct.progress import ProgressFn
 from aerialct.styles import vector_styles
 from aerialct.vectorize.layer import Polygonised, check_options, polygonise
+from aerialct.vectorize.results import VectorizeBatch, VectorizeResult, probabilities_for
 from aerialct.vectorize.windows import DEFAULT_WINDOW, parse_morph
 
 if TYPE_CHECKING:
     from aerialct.geo.vector import Layer
-
-
-@dataclass
-class VectorizeResult:
-    """What ``vectorize`` wrote."""
-
-    source: str
-    output: str
-    layer: str
-    driver: str
-    classes: list[str]
-    count: int
-    count_by_class: dict[str, int]
-    total_area: float
-    dropped_small: int
-    crs: str | None
-    window_size: int
-    windows: int
-    seam_merges: int
-    seconds: float
-    appended: bool = False
-    options: dict = field(default_factory=dict)
+    from aerialct.shards import Shard
 
 
 def vectorize(
@@ -159,45 +138,7 @@ def _result(
     )
 
 
-@dataclass
-class VectorizeBatch:
-    """What :func:`vectorize_many` did: one result per raster, failures with their error."""
-
-    results: list[VectorizeResult]
-    failed: list[tuple[str, str]]
-    output: str
-    seconds: float
-
-    def to_dict(self) -> dict:
-        """Each raster's result, the failures and the total count (the ``--json`` output)."""
-        from dataclasses import asdict
-
-        return {
-            "output": self.output,
-            "rasters": [asdict(r) for r in self.results],
-            "failed": [{"raster": r, "error": e} for r, e in self.failed],
-            "count": sum(r.count for r in self.results),
-            "seconds": round(self.seconds, 3),
-        }
-
-
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".fgb")
-
-
-def _probabilities_for(
-    raster: str | Path, probabilities: str | os.PathLike | None
-) -> str | Path | None:
-    """The probability raster of ``raster``: a file (or URL) as given, or
-    ``<stem>_probabilities.tif`` in a folder (``<stem>`` without ``_classes``, as predict
-    names them)."""
-    from aerialct.geo.inputs import source_label, source_path
-
-    if probabilities is None:
-        return None
-    p = source_path(probabilities)
-    if not isinstance(p, Path) or not p.is_dir():
-        return p
-    return p / f"{Path(source_label(raster)).stem.removesuffix('_classes')}_probabilities.tif"
 
 
 def vectorize_many(
@@ -207,21 +148,23 @@ def vectorize_many(
     probabilities: str | os.PathLike | None = None,
     file_format: str = "gpkg",
     overwrite: bool = False,
+    shard: Shard | None = None,
     progress: ProgressFn | None = None,
     **options: Any,
 ) -> VectorizeBatch:
     """Vectorise many class rasters in one process (a shell loop pays start-up per file).
 
     ``out`` with a vector suffix (.gpkg, .geojson, .fgb) gets every raster's polygons in
-    one layer, ids numbered through, written once at the end (all rasters must share
-    a CRS); any other ``out`` is a folder that gets ``<stem>.<file_format>`` per raster.
-    ``probabilities`` is a raster (one input) or the folder predict wrote them to. A
-    raster that fails is recorded and the others go on. ``options`` go to
-    :func:`polygonise`.
+    one layer, ids numbered through; rasters that touch on one pixel grid are one map,
+    whose buildings are merged across file seams (:func:`vectorize_catalog`; all rasters
+    must share a CRS). Any other ``out`` is a folder that gets ``<stem>.<file_format>``
+    per raster. ``probabilities`` is a raster (one input) or the folder predict wrote
+    them to. A raster that fails is recorded and the others go on. ``shard`` (K/N) does
+    one share: of the map's rows (joined when all parts are there), or of the rasters
+    with a folder ``out``. ``options`` go to :func:`polygonise`.
     """
     from aerialct.geo.inputs import source_label, source_path
-    from aerialct.geo.outputs import check_output
-    from aerialct.geo.vector import driver_for, write_layers
+    from aerialct.shards import shard_items
 
     t0 = time.perf_counter()
     paths = [source_path(r) for r in rasters]  # URLs as given
@@ -235,80 +178,24 @@ def vectorize_many(
     if options.get("morph"):
         options["morph"] = _morph_ops(options["morph"])
     out = Path(out)
-    one_file = out.suffix.lower() in VECTOR_SUFFIXES
+    if out.suffix.lower() in VECTOR_SUFFIXES:
+        from aerialct.vectorize.catalog import vectorize_catalog
+
+        return vectorize_catalog(paths, out, probabilities=probabilities, overwrite=overwrite,
+                                 shard=shard, progress=progress, **options)  # fmt: skip
+    if file_format not in ("gpkg", "geojson", "fgb"):
+        raise InputError(f"--format {file_format}: use gpkg, geojson or fgb")
     results: list[VectorizeResult] = []
     failed: list[tuple[str, str]] = []
-    if not one_file:
-        if file_format not in ("gpkg", "geojson", "fgb"):
-            raise InputError(f"--format {file_format}: use gpkg, geojson or fgb")
-        for r in paths:
-            target = out / f"{Path(source_label(r)).stem}.{file_format}"
-            try:
-                results.append(vectorize(r, target, probabilities=_probabilities_for(r, probabilities),
-                                         overwrite=overwrite, progress=progress, **options))  # fmt: skip
-            except Exception as e:  # one raster's failure must not stop the batch
-                failed.append((str(r), " ".join(str(e).split())))
-        return VectorizeBatch(results, failed, str(out), time.perf_counter() - t0)
-
-    driver = driver_for(out)
-    check_output(out, overwrite, inputs=paths)
-    polys: list[Polygonised] = []
-    for r in paths:
+    for r in shard_items(paths, shard):
+        target = out / f"{Path(source_label(r)).stem}.{file_format}"
         try:
-            polys.append(polygonise(r, probabilities=_probabilities_for(r, probabilities),
-                                    progress=progress, **options))  # fmt: skip
-        except Exception as e:
+            results.append(vectorize(r, target, probabilities=probabilities_for(r, probabilities),
+                                     overwrite=overwrite, progress=progress, **options))  # fmt: skip
+        except Exception as e:  # one raster's failure must not stop the batch
             failed.append((str(r), " ".join(str(e).split())))
-    if not polys:
-        raise InputError(f"all {len(paths)} rasters failed; first: {failed[0][0]}: {failed[0][1]}")
-    crs_of = {p.source: p.crs for p in polys}
-    first = polys[0]
-    from aerialct.geo.vector import same_crs
-
-    other = next((p for p in polys if not same_crs(p.crs, first.crs)), None)
-    if other is not None:
-        raise InputError(
-            f"{other.source} is in {crs_of[other.source]}, {first.source} in {first.crs}: one "
-            "layer holds one CRS; write one file per raster (--out FOLDER) or reproject"
-        )
-    layers: dict[str, list[Polygonised]] = {}
-    for p in polys:
-        layers.setdefault(p.layer_name, []).append(p)
-    merged = {name: _concat([p.layer for p in group]) for name, group in layers.items()}
-    styles = [
-        style
-        for name, group in layers.items()
-        for style in vector_styles(name, group[0].table, group[0].names, list(merged[name].fields))
-    ]
-    write_layers(out, merged, overwrite=overwrite, styles=styles)
-    window_size = options.get("window_size", DEFAULT_WINDOW)
-    for name, group in layers.items():
-        start = 0
-        for p in group:  # each raster's rows of the merged layer, with their final ids
-            n = len(p.layer.geometry)
-            fields = {k: v[start : start + n] for k, v in merged[name].fields.items()}
-            part = type(p.layer)(p.layer.geometry, fields, p.crs)
-            results.append(_result(p, part, out, driver, window_size, t0, False, {}))
-            start += n
-    return VectorizeBatch(results, failed, str(out), time.perf_counter() - t0)
-
-
-def _concat(parts: list[Layer]) -> Layer:
-    """One layer of several rasters' polygons, ids numbered 1..N through."""
-    keys = list(parts[0].fields)
-    fields: dict[str, np.ndarray] = {}
-    for k in keys:
-        arrays = [p.fields.get(k) for p in parts]
-        if any(a is None for a in arrays):
-            raise InputError(
-                "the rasters give different attributes (some with --probabilities, some "
-                "without); vectorise them alike"
-            )
-        fields[k] = np.concatenate(arrays)  # type: ignore[arg-type]
-    geometry = np.concatenate([p.geometry for p in parts])
-    if "id" in fields:
-        fields["id"] = np.arange(1, len(geometry) + 1, dtype=np.int64)
-    return type(parts[0])(geometry, fields, parts[0].crs)
+    return VectorizeBatch(results, failed, str(out), time.perf_counter() - t0,
+                          shard=str(shard) if shard is not None else None)  # fmt: skip
 
 
 def _continue_ids(path: Path, layer: str, out_layer: Layer, source: str) -> Layer:
