@@ -133,13 +133,12 @@ def find_jobs(paths: Sequence[str | os.PathLike], *, catalog: bool = True) -> li
 def _header(p: str | Path) -> _Header | None:
     """What grouping needs of a raster, or None when it does not open (its job fails later,
     with the reader's message)."""
-    import rasterio
     from rasterio.enums import ColorInterp, MaskFlags
 
-    from aerialct.geo.io import no_georef_warning
+    from aerialct.geo.io import no_georef_warning, open_raster
 
-    try:
-        with no_georef_warning(), rasterio.open(p) as ds:
+    try:  # open_raster: a remote scene without listing its folder or probing for sidecars
+        with no_georef_warning(), open_raster(p) as ds:
             flags = ds.mask_flag_enums[0] if ds.count else []
             mask = (
                 "alpha"
