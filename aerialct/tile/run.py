@@ -675,6 +675,7 @@ def tile_scenes(
             scenes, labels_vector, table, class_field=class_field, layer=vector_layer,
             burn=burn, class_map=class_map, background=background,
         )  # fmt: skip
+    _creation_options(creation_options)  # a wrong --co is refused before the scenes are judged
     advice: list[str] = []
     if (labels or labels_vector is not None) and split is None:
         advice = check_trainable(scenes, size=size, default_size=DEFAULT_SIZE, stride=stride,
