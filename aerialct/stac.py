@@ -442,17 +442,10 @@ def vector_item(
     from aerialct.geo.classraster import raster_class_table
     from aerialct.geo.inputs import source_path
     from aerialct.geo.io import no_georef_warning
-    from aerialct.geo.ogr import pyogrio_api
-    from aerialct.geo.vector import list_layers
 
-    pyogrio = pyogrio_api()  # the CLI's lean import: no pandas for a file's facts
     created = created or _utcnow()
     out = Path(output)
-    layers = list_layers(out) if out.suffix.lower() == ".gpkg" else [r.layer for r in results][:1]
-    info = [
-        pyogrio.read_info(out, layer=name, force_feature_count=True, force_total_bounds=True)
-        for name in layers
-    ]
+    layers, info = _vector_facts(out, results)
     crs = next((i.get("crs") for i in info if i.get("crs")), None)
     bounds = _union_bounds(
         [i["total_bounds"] for i in info if i.get("features") and i.get("total_bounds") is not None]
@@ -510,16 +503,49 @@ def _some(sources: Sequence[str]) -> str:
     return f"{len(sources)} class rasters ({redact(sources[0])}, ...)"
 
 
+def _vector_facts(
+    out: Path, results: Sequence[VectorizeResult]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """The data layers of a vector file and pyogrio's ``read_info`` of each.
+
+    A GeoPackage is read with sqlite3 (:func:`aerialct.geo.gpkg.read_facts`): pyogrio
+    would load a second GDAL library, more memory than the whole vectorize run writes.
+    """
+    from aerialct.geo.gpkg import read_facts
+    from aerialct.styles import STYLE_TABLE
+
+    if out.suffix.lower() == ".gpkg":
+        facts = read_facts(out, skip=(STYLE_TABLE,))
+        if facts is not None:
+            return [f["name"] for f in facts], facts
+    from aerialct.geo.ogr import pyogrio_api
+    from aerialct.geo.vector import list_layers
+
+    pyogrio = pyogrio_api()  # the CLI's lean import: no pandas for a file's facts
+    layers = list_layers(out) if out.suffix.lower() == ".gpkg" else [r.layer for r in results][:1]
+    info = [
+        pyogrio.read_info(out, layer=name, force_feature_count=True, force_total_bounds=True)
+        for name in layers
+    ]
+    return layers, info
+
+
 def _file_values(out: Path, layers: Sequence[str], info: Sequence[dict], field: str) -> list[str]:
     """The distinct values of ``field`` in a vector file's layers, in order of appearance."""
-    from aerialct.geo.ogr import pyogrio_api
-
-    pyogrio = pyogrio_api()
     seen: dict[str, None] = {}
     for name, i in zip(layers, info, strict=True):
         if field not in list(i.get("fields", [])):
             continue
-        _, _, _, (col,) = pyogrio.raw.read(out, layer=name, columns=[field], read_geometry=False)
+        if "name" in i:  # read by sqlite3 (:func:`_vector_facts`)
+            from aerialct.geo.gpkg import read_values
+
+            seen.update(dict.fromkeys(read_values(out, name, field)))
+            continue
+        from aerialct.geo.ogr import pyogrio_api
+
+        _, _, _, (col,) = pyogrio_api().raw.read(
+            out, layer=name, columns=[field], read_geometry=False
+        )
         seen.update(dict.fromkeys(str(v) for v in col.tolist()))
     return list(seen)
 

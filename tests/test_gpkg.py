@@ -105,3 +105,28 @@ def test_check_gpkg_names_a_damaged_file(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(OSError, match="GeoPackage"):
         check_gpkg(path)
+
+
+@pytest.mark.parametrize("crs", ["EPSG:32633", LCC, None], ids=["epsg", "custom", "none"])
+def test_facts_read_with_sqlite_match_pyogrios(tmp_path, crs):
+    from pyproj import CRS
+
+    from aerialct.geo.gpkg import read_facts, read_values
+
+    ours, theirs = tmp_path / "ours.gpkg", tmp_path / "theirs.gpkg"
+    write_layers(ours, {"building": _layer(crs)})
+    write_layers(theirs, {"building": _layer(crs)}, layer_options={"SPATIAL_INDEX": "YES"})
+    for path in (ours, theirs):  # written by sqlite3, and by GDAL
+        (facts,) = read_facts(path)
+        info = pyogrio.read_info(path, layer="building", force_feature_count=True,
+                                 force_total_bounds=True)  # fmt: skip
+        assert facts["name"] == "building" and facts["features"] == info["features"] == 5
+        np.testing.assert_allclose(facts["total_bounds"], info["total_bounds"])
+        assert facts["fields"] == list(info["fields"])
+        if crs is None:
+            assert facts["crs"] is None
+        else:
+            assert CRS.from_user_input(facts["crs"]) == CRS.from_user_input(info["crs"])
+        assert read_values(path, "building", "class") == ["building", "tree", "None", "x"]
+    (tmp_path / "not.gpkg").write_text("no database")
+    assert read_facts(tmp_path / "not.gpkg") is None

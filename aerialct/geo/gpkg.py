@@ -266,3 +266,61 @@ def check_gpkg(path: str | Path) -> None:
         raise OSError(errno.EIO, f"unreadable GeoPackage ({e})", str(path)) from e
     if ok != "ok":
         raise OSError(errno.EIO, f"damaged GeoPackage ({ok})", str(path))
+
+
+def read_facts(path: str | Path, skip: tuple[str, ...] = ()) -> list[dict[str, Any]] | None:
+    """What pyogrio's ``read_info`` says of each feature table of a GeoPackage (``name``,
+    ``crs``, ``features``, ``total_bounds``, ``fields``), read with sqlite3 alone.
+
+    None when the file is not a GeoPackage this reader understands; the caller then asks
+    pyogrio. The bounds come from the table's R-tree (exact for GDAL's, QGIS's and ours).
+    """
+    try:
+        db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        rows = db.execute(
+            "SELECT c.table_name, g.column_name, g.srs_id, s.organization, s.organization_coordsys_id,"
+            " s.definition FROM gpkg_contents c JOIN gpkg_geometry_columns g ON"
+            " g.table_name = c.table_name LEFT JOIN gpkg_spatial_ref_sys s ON s.srs_id = g.srs_id"
+            " WHERE c.data_type = 'features' ORDER BY c.rowid"
+        ).fetchall()
+        out = []
+        for table, geom, srs_id, org, code, definition in rows:
+            if table in skip:
+                continue
+            crs = f"EPSG:{code}" if str(org).upper() == "EPSG" and code and code > 0 else None
+            undefined = srs_id in (-1, 0, 99999) or str(definition).startswith(
+                ("undefined", 'LOCAL_CS["Undefined')
+            )  # the spec's rows for "no CRS", and GDAL's
+            if crs is None and definition and not undefined:
+                crs = definition
+            (count,) = db.execute(f"SELECT COUNT(*) FROM {_quote(table)}").fetchone()
+            box = db.execute(
+                "SELECT MIN(minx), MIN(miny), MAX(maxx), MAX(maxy) FROM "
+                f"{_quote(f'rtree_{table}_{geom}')}"
+            ).fetchone()
+            cols = [r[1] for r in db.execute(f"PRAGMA table_info({_quote(table)})")]
+            out.append({
+                "name": table, "crs": crs, "features": int(count),
+                "total_bounds": None if box[0] is None else tuple(float(v) for v in box),
+                "fields": [c for c in cols if c not in ("fid", geom)],
+            })  # fmt: skip
+        return out
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
+def read_values(path: str | Path, table: str, field: str) -> list[str]:
+    """The distinct values of ``field`` in ``table``, in the order they first appear."""
+    db = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
+    try:
+        rows = db.execute(
+            f"SELECT {_quote(field)} FROM {_quote(table)} GROUP BY {_quote(field)} ORDER BY MIN(fid)"
+        ).fetchall()
+    finally:
+        db.close()
+    return [str(v) for (v,) in rows]
