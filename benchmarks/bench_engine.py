@@ -312,12 +312,17 @@ def main() -> None:
         "engine": "`aerialct train`, packed chips",
         "folder": "`aerialct train`, GeoTIFF chips folder (default: chips held in memory)",
     }
+    omp = (
+        f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} "
+        if "OMP_NUM_THREADS" in os.environ
+        else ""
+    )
     lines = [
         f"## Training engine vs a bare loop (`bench_engine.py`, {args.device}, {args.preset})",
         "",
         f"Date: {when}. Machine: {gpu or platform.processor() or platform.machine()}, "
         f"os.cpu_count() = {os.cpu_count()}, torch {torch.__version__}, torch threads "
-        f"{torch.get_num_threads()}, commit `{commit()}`. Command: `OMP_NUM_THREADS=1 python "
+        f"{torch.get_num_threads()}, commit `{commit()}`. Command: `{omp}python "
         f"benchmarks/bench_engine.py{' --quick' if args.quick else ''}`.",
         f"Data: {source}; {chip} px chips, {n_train} training and {len(splits.val)} validation"
         f" chips, batch {cfg.train.batch_size} ({steps} steps per epoch), loss"
