@@ -10,14 +10,13 @@ path is still shown verbatim otherwise (``http://``, not ``http:/``).
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from http_helpers import RangeHandler, serve
 from predict_helpers import oracle_bundle, random_image, write_scene
 from safety_helpers import start
 
@@ -27,56 +26,19 @@ SECRET = "SECRET9f3b"
 PASSWORD = "hunter2pw"
 
 
-class _Ranges(http.server.SimpleHTTPRequestHandler):
+class _Ranges(RangeHandler):
     """Files of one folder by byte ranges; 403 without the token."""
 
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def _allowed(self) -> bool:
+    def allowed(self) -> bool:
         return SECRET in self.path
-
-    def send_head(self):  # type: ignore[override]
-        if not self._allowed():
-            self.send_error(403, "no token")
-            return None
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return None
-        data = path.read_bytes()
-        start, end = 0, len(data) - 1
-        header = self.headers.get("Range")
-        if header and header.startswith("bytes="):
-            a, _, b = header[6:].partition("-")
-            start, end = int(a), min(int(b) if b else end, end)
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Accept-Ranges", "bytes")
-        self.send_header("Content-Length", str(end - start + 1))
-        self.end_headers()
-        import io
-
-        return io.BytesIO(data[start : end + 1])
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """``(folder served, base URL)``: an HTTP server on 127.0.0.1 in a thread."""
     root = tmp_path_factory.mktemp("served")
-
-    def handler(*args, **kw):
-        return _Ranges(*args, directory=str(root), **kw)
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
+    with serve(root, _Ranges) as url:
+        yield root, url
 
 
 @pytest.fixture

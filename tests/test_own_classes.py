@@ -6,10 +6,7 @@ The README section "Your own classes" is run here command by command on a synthe
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ import pytest
 import rasterio
 import torch
 from gdal_helpers import gdal_category_names
+from http_helpers import serve
 
 from aerialct.classes import BUILDINGS, POTSDAM, load_class_table, resolve_class_table
 from aerialct.data.synth import synth_scene
@@ -328,42 +326,10 @@ def test_train_with_imbalance_keys(tmp_path, scene16):
 # --------------------------------------------------------------------------- inputs
 
 
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Static files with HTTP range requests (what /vsicurl/ needs)."""
-
-    def log_message(self, *args):  # keep test output clean
-        pass
-
-    def send_head(self):
-        rng = self.headers.get("Range")
-        path = Path(self.translate_path(self.path))
-        if not rng or not path.is_file():
-            return super().send_head()
-        data = path.read_bytes()
-        start, _, end = rng.removeprefix("bytes=").partition("-")
-        a, b = int(start), min(int(end) if end else len(data) - 1, len(data) - 1)
-        self.send_response(206)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Range", f"bytes {a}-{b}/{len(data)}")
-        self.send_header("Content-Length", str(b - a + 1))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        import io
-
-        return io.BytesIO(data[a : b + 1])
-
-
 @pytest.fixture
 def http_root(tmp_path):
-    handler = functools.partial(_RangeHandler, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        thread.join(timeout=5)
+    with serve(tmp_path) as url:
+        yield tmp_path, url
 
 
 def test_predict_remote_cog_folder_and_glob(cli, http_root, monkeypatch):
