@@ -18,6 +18,10 @@ from pathlib import Path
 from aerialct.geo.outputs import TMP_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs" / "tiny-cpu.yaml"
+#: a training run of the tiny preset that takes a second or two
+FAST = ["train.batch_size=4", "train.warmup_steps=1", "data.stats_chips=8", "train.epochs=1"]
+SETS = [x for s in FAST for x in ("--set", s)]
 
 
 def leftovers(folder: Path) -> list[Path]:

@@ -29,6 +29,8 @@ import pytest
 import rasterio
 from predict_helpers import oracle_bundle, random_image, write_scene
 from safety_helpers import (
+    FAST,
+    TINY,
     alive,
     assert_clean_full_disk_failure,
     children_of,
@@ -43,10 +45,6 @@ from synth_helpers import write_raster
 
 from aerialct.classes import POTSDAM
 from aerialct.geo.outputs import MARKER, TMP_MARK
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny-cpu.yaml"
-FAST = ["train.batch_size=4", "train.warmup_steps=1", "data.stats_chips=8", "train.epochs=1"]
 
 
 def class_raster(path: Path, data: np.ndarray) -> Path:

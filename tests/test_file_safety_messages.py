@@ -12,14 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from safety_helpers import error_lines, flat, json_out, tiny_checkpoint
+from safety_helpers import SETS, TINY, error_lines, flat, json_out, tiny_checkpoint
 
 from aerialct.geo.outputs import MARKER
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny-cpu.yaml"
-FAST = ["train.batch_size=4", "train.warmup_steps=1", "data.stats_chips=8", "train.epochs=1"]
-SETS = [x for s in FAST for x in ("--set", s)]
 
 
 def one_line(r, code: int = 1) -> str:

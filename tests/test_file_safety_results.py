@@ -16,16 +16,11 @@ import numpy as np
 import pytest
 import rasterio
 from predict_helpers import write_scene
-from safety_helpers import error_lines, json_out, tiny_checkpoint
+from safety_helpers import SETS, TINY, error_lines, json_out, tiny_checkpoint
 from shapely.geometry import Point, box
 from synth_helpers import write_raster
 
 from aerialct.classes import BUILDINGS, POTSDAM
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny-cpu.yaml"
-FAST = ["train.batch_size=4", "train.warmup_steps=1", "data.stats_chips=8", "train.epochs=1"]
-SETS = [x for s in FAST for x in ("--set", s)]
 
 
 def classes_of(path: Path) -> np.ndarray:

@@ -17,6 +17,8 @@ import pyogrio
 import rasterio
 from predict_helpers import oracle_bundle, random_image, write_scene
 from safety_helpers import (
+    SETS,
+    TINY,
     dead_pid,
     error_lines,
     flat,
@@ -29,11 +31,6 @@ from safety_helpers import (
 
 from aerialct.classes import POTSDAM
 from aerialct.geo.locks import LOCK_SUFFIX, lock_path
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "configs" / "tiny-cpu.yaml"
-FAST = ["train.batch_size=4", "train.warmup_steps=1", "data.stats_chips=8", "train.epochs=1"]
-SETS = [x for s in FAST for x in ("--set", s)]
 
 
 def buildings_raster(path: Path, n: int, seed: int) -> Path:
