@@ -1,5 +1,8 @@
+import os
 import subprocess
 import sys
+
+import pytest
 
 from aerialct.errors import OutputExistsError
 from aerialct.geo.outputs import atomic_output
@@ -14,6 +17,23 @@ def test_help_does_not_import_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+@pytest.mark.parametrize("given", [None, "3"])
+def test_cli_keeps_numpys_blas_to_one_thread_unless_told(given):
+    # OpenBLAS sizes its pool when numpy loads: the CLI module must set it before any import
+    # of numpy, and leave a user's own setting alone
+    code = (
+        "import os, sys; import aerialct.cli.main; "
+        "print('numpy' in sys.modules, os.environ['OPENBLAS_NUM_THREADS'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    assert out.stdout.split() == ["False", given or "1"]
 
 
 def test_version(cli):

@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import signal
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
+
+# numpy and scipy start an OpenBLAS thread pool when they load, one thread per core: 0.1 CPU s
+# at start-up and more while its threads spin, in every process (a shell loop over thousands of
+# files pays it per file). No aerialct command multiplies matrices with numpy (torch brings
+# its own BLAS and threads), so one thread, unless the user chose otherwise. Set before any
+# import of numpy: the pool is sized once, when OpenBLAS loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import typer
 
@@ -58,7 +66,6 @@ def _exit_now(code: int) -> None:
     cannot be flushed (a closed pipe), the normal exit runs instead.
     """
     import atexit
-    import os
     import threading
 
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
