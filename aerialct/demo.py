@@ -222,7 +222,6 @@ def _tile(data: _DemoData, chips: Path, *, size: int, seed: int) -> Path:
         stride=size,
         val_fraction=0.25,
         seed=seed,
-        workers=2,
     )
     return chips
 

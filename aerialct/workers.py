@@ -105,6 +105,14 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="aerialct-parent-watchdog", daemon=True).start()
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
 def run_in_workers(
     fn: Callable[[J], R], items: Sequence[tuple[Any, J]], workers: int
 ) -> Iterator[tuple[Any, J, R]]:

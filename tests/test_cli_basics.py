@@ -113,3 +113,32 @@ def test_the_batch_failure_policy():
     with pytest.raises(PartialFailure, match=r"^1 of 3 scenes failed: a\.tif$") as e:
         raise_for_failures(3, [ItemFailure("d/a.tif", "boom")], "scenes", result="r")
     assert e.value.result == "r"
+
+
+@pytest.mark.parametrize(
+    "argv,verb",
+    [
+        (["tile", "a.tif", "--out", "c"], "tile"),
+        (["-q", "--log-file", "tile", "predict", "x.tif"], "predict"),  # a value named tile
+        (["--log-format=json", "vectorize", "x.tif"], "vectorize"),
+        (["-h", "tile"], None),  # the top-level help lists every verb
+        (["--help"], None),
+        (["no-such-verb"], None),
+        ([], None),
+    ],
+)
+def test_the_invoked_verb_is_found_past_global_options(argv, verb):
+    from aerialct.cli.app import invoked_verb
+
+    assert invoked_verb(argv) == verb
+
+
+def test_a_run_builds_only_its_verb_and_leaves_the_app_whole(cli):
+    from aerialct.cli.app import app
+
+    before = list(app.registered_commands)
+    r = cli("tile", "--no-such-option")
+    assert r.code == 2 and "--no-such-option" in r.out + r.err
+    assert app.registered_commands == before
+    r = cli("-h")
+    assert r.code == 0 and all(v in r.out for v in ("tile", "predict", "vectorize", "evaluate"))

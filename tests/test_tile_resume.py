@@ -126,3 +126,42 @@ def test_a_shard_refuses_the_work_of_another_run(flight, tmp_path):
     result = tile_scenes(images(flight), out, labels=labels(flight), **(ARGS | {"size": 64}))
     assert result.complete and result.tasks_kept == 0 and result.chip_size == 64
     assert not Path(f"{out}.parts").exists()
+
+
+@pytest.mark.parametrize("workers,cpus", [(None, 4), (3, 2)])
+def test_processes_and_decoding_threads_make_the_same_folder(
+    flight, reference, tmp_path, monkeypatch, workers, cpus
+):
+    # the reference ran in one process; here GDAL decodes each band on 4 threads, or three
+    # processes share the bands, one thread each: the chips, index and header are the same
+    import aerialct.tile.run as run_mod
+    import aerialct.tile.worker as worker_mod
+
+    monkeypatch.setattr(run_mod, "usable_cpus", lambda: cpus)
+    assert run_mod.plan(workers, 12) == ((1, 4) if workers is None else (3, 1))
+    seen = []
+    monkeypatch.setattr(worker_mod, "_read_band", _spy(worker_mod._read_band, seen))
+    out = tmp_path / "chips"
+    tile_scenes(images(flight), out, labels=labels(flight), **{**ARGS, "workers": workers})
+    same_chips(reference, out)
+    if workers is None:  # in this process: every band decoded on 4 threads, the scene let go
+        assert seen == [4] * 12
+        assert worker_mod._kept.src is None and worker_mod._kept.raw is None
+
+
+def _spy(read_band, seen):
+    def spy(job):
+        seen.append(job.read_threads)
+        return read_band(job)
+
+    return spy
+
+
+def test_the_default_is_one_process_per_four_cpus(monkeypatch):
+    import aerialct.tile.run as run_mod
+
+    for cpus, want in ((1, (1, 1)), (2, (1, 2)), (8, (2, 4)), (16, (4, 4))):
+        monkeypatch.setattr(run_mod, "usable_cpus", lambda c=cpus: c)
+        assert run_mod.plan(None, 100) == want
+    assert run_mod.plan(None, 1) == (1, 16)  # never more processes than band tasks
+    assert run_mod.plan(2, 100) == (2, 8)

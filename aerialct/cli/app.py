@@ -8,6 +8,8 @@ import torch, rasterio, geopandas inside the command body so that
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -165,3 +167,48 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             tail.append(a)
         i += 1
     return [*head, argv[verb], *tail]
+
+
+def invoked_verb(argv: list[str]) -> str | None:
+    """The verb ``argv`` runs (global options before it skipped, with their values), or None:
+    no verb, or a help option before it (the top-level help lists every verb)."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help", "--"):
+            return None
+        if a in GLOBAL_VALUED:
+            i += 2
+            continue
+        if not a.startswith("-"):
+            return a if a in PIPELINE else None
+        i += 1
+    return None
+
+
+@contextlib.contextmanager
+def only_verb(verb: str | None) -> Iterator[None]:
+    """The app with only ``verb``'s command registered, for one run.
+
+    typer builds the click command of every verb on each run (signatures, type hints,
+    parameters: 0.02 CPU s, paid by every process of a shell loop); a run needs one.
+    Usage errors and the verb's help are the same; with no verb, all of them stay.
+    """
+    saved = app.registered_commands
+    if verb is not None:
+        keep = [c for c in saved if _command_name(c) == verb]
+        if keep:
+            app.registered_commands = keep
+    try:
+        yield
+    finally:
+        app.registered_commands = saved
+
+
+def _command_name(info: typer.models.CommandInfo) -> str:
+    """The name a registered command answers to (typer's rule: the function's name with
+    dashes, unless one was given)."""
+    if info.name:
+        return info.name
+    name = getattr(info.callback, "__name__", "")
+    return name.replace("_", "-")

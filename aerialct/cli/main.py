@@ -36,7 +36,7 @@ from aerialct.cli import (  # noqa: F401  (each module registers its command)
     vectorize,
     weights,
 )
-from aerialct.cli.app import app, hoist_global_options, state
+from aerialct.cli.app import app, hoist_global_options, invoked_verb, only_verb, state
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -87,7 +87,7 @@ def run(argv: list[str] | None = None) -> int:
 
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        with _signals_unwind():
+        with _signals_unwind(), only_verb(invoked_verb(args)):
             rv = app(args=args, prog_name="aerialct", standalone_mode=False)
         return rv if isinstance(rv, int) else EXIT_OK
     except _UsageError as e:

@@ -122,7 +122,16 @@ NoEroded = Annotated[
     bool, typer.Option("--no-eroded", help="Potsdam: use full labels for test, not _noBoundary.")
 ]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the val block draw.")]
-Workers = Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes.")]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        "-j",
+        min=1,
+        help="Worker processes (default: one per 4 CPUs); the CPUs are shared among them as "
+        "GDAL decoding threads.",
+    ),
+]
 Aoi = Annotated[
     str | None,
     typer.Option(
@@ -172,7 +181,7 @@ def tile(
     split_file: SplitFile = None,
     no_eroded: NoEroded = False,
     seed: Seed = 0,
-    workers: Workers = 2,
+    workers: Workers = None,
     aoi: Aoi = None,
     pack: Pack = False,
     shard: Shard = None,

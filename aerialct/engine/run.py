@@ -408,10 +408,9 @@ def loader_workers(asked: int) -> int:
     More workers than CPUs only adds processes that compete for the same cores
     (and PyTorch warns about it in every DataLoader).
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not on Linux
-        cpus = os.cpu_count() or 1
+    from aerialct.workers import usable_cpus
+
+    cpus = usable_cpus()
     if asked > cpus:
         log.info("data.num_workers=%d lowered to %d, the CPUs available here", asked, cpus)
         return cpus

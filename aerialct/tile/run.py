@@ -15,7 +15,8 @@ whose CRS and transform are exactly its place in the scene (scaled when resized)
 
 Work is split into tasks of one row band of windows per scene
 (:mod:`aerialct.tile.worker`); each task reads the band's rows once (all columns),
-cuts its chips and writes them. Tasks run in a process pool. Everything is written
+cuts its chips and writes them. Tasks run in one process or a pool of them, each
+decoding its bands on GDAL's threads (:func:`plan`). Everything is written
 into a temporary sibling folder that is renamed to the output only when the index
 is complete, so a failed or interrupted run leaves nothing behind under the output
 name.
@@ -28,7 +29,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,8 @@ from aerialct.tile.scenes import (
 )
 from aerialct.tile.stats import band_statistics, split_shares, top_counts, warn_one_sided
 from aerialct.tile.work import Record, Work, fingerprint, task_id
-from aerialct.tile.worker import BandResult, Job, tile_band
-from aerialct.workers import run_in_workers
+from aerialct.tile.worker import BandResult, Job, release_kept, tile_band
+from aerialct.workers import run_in_workers, usable_cpus
 
 log = logging.getLogger("aerialct")
 
@@ -87,9 +88,13 @@ class Options:
     val_fraction: float = 0.0
     val_block: int | None = None
     seed: int = 0
-    workers: int = 2
+    workers: int | None = None
     creation_options: dict[str, str] | None = None
     aoi: str | os.PathLike | None = None
+
+
+CPUS_PER_WORKER = 4
+"""Without ``workers``: one worker process per this many CPUs, at least one (see :func:`plan`)."""
 
 
 @dataclass
@@ -121,7 +126,7 @@ def _check_options(opts: Options) -> _Grid:
         raise InputError(f"--nodata-threshold {opts.nodata_threshold}: must be between 0 and 1")
     if not 0.0 <= opts.val_fraction < 1.0:
         raise InputError(f"--val-fraction {opts.val_fraction}: must be in [0, 1)")
-    if opts.workers < 1:
+    if opts.workers is not None and opts.workers < 1:
         raise InputError(f"--workers {opts.workers}: must be at least 1")
     return grid
 
@@ -263,18 +268,40 @@ def _jobs(
 # --------------------------------------------------------------------------- running
 
 
-def _cut(jobs: list[tuple[int, Job]], workers: int, prog: Any, work: Work) -> None:
-    """Run the band tasks (in ``workers`` processes), recording each as it finishes."""
+def plan(workers: int | None, tasks: int) -> tuple[int, int]:
+    """``(processes, decoding threads per process)`` for ``tasks`` band tasks.
+
+    Decoding is most of a task's CPU time, and GDAL decodes a band's blocks on several
+    threads at no extra CPU cost, while each extra process costs its fork, its own GDAL
+    and caches that compete for the same cores. On 2 CPUs (benchmarks/RESULTS.md), one
+    process decoding with 2 threads cut a 6000² scene in the wall time of 2 processes
+    with 0.17 CPU s less. So by default one process per CPUS_PER_WORKER CPUs, and the
+    CPUs shared out among the processes as decoding threads; ``workers`` sets the
+    processes. Never more processes than tasks.
+    """
+    cpus = usable_cpus()
+    procs = workers if workers is not None else max(1, cpus // CPUS_PER_WORKER)
+    procs = max(1, min(procs, tasks))
+    return procs, max(1, cpus // procs)
+
+
+def _cut(jobs: list[tuple[int, Job]], workers: int | None, prog: Any, work: Work) -> None:
+    """Run the band tasks (in the processes :func:`plan` gives), recording each as it finishes."""
+    procs, threads = plan(workers, len(jobs))
+    jobs = [(k, replace(job, read_threads=threads)) for k, job in jobs]
 
     def collect(job: Job, res: BandResult) -> None:
         work.save(task_id(job), res)
         prog(len(job.cols))
 
-    if workers == 1 or len(jobs) <= 1:
-        for _, job in jobs:
-            collect(job, tile_band(job))
+    if procs == 1:
+        try:
+            for _, job in jobs:
+                collect(job, tile_band(job))
+        finally:
+            release_kept()
     else:
-        for _, job, res in run_in_workers(tile_band, jobs, workers):
+        for _, job, res in run_in_workers(tile_band, jobs, procs):
             collect(job, res)
 
 
@@ -617,7 +644,7 @@ def tile_scenes(
     val_fraction: float = 0.0,
     val_block: int | None = None,
     seed: int = 0,
-    workers: int = 2,
+    workers: int | None = None,
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
     aoi: str | os.PathLike | None = None,
@@ -707,7 +734,7 @@ def tile_potsdam(
     val_fraction: float = 0.0,
     val_block: int | None = None,
     seed: int = 0,
-    workers: int = 2,
+    workers: int | None = None,
     creation_options: dict[str, str] | None = None,
     overwrite: bool = False,
     aoi: str | os.PathLike | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 SAMPLE_PER_CHIP = 2048
@@ -14,7 +16,8 @@ ONE_SIDED_SHARE = 0.95
 
 def sample_pixels(img: np.ndarray, valid: np.ndarray | None, nodata: float | None) -> np.ndarray:
     """Up to SAMPLE_PER_CHIP valid pixels (C, n) of a chip (C, H, W), evenly strided in row-major
-    order, as float64. Reads the chip in place (it is usually a view into a decoded band)."""
+    order, in the chip's dtype (a task's record holds them; :func:`band_statistics` takes them
+    as float64). Reads the chip in place (it is usually a view into a decoded band)."""
     h, w = img.shape[1:]
     ok = None if valid is None else valid.reshape(-1)
     if nodata is not None:
@@ -23,12 +26,21 @@ def sample_pixels(img: np.ndarray, valid: np.ndarray | None, nodata: float | Non
     if np.issubdtype(img.dtype, np.floating):
         finite = np.isfinite(img).all(axis=0).reshape(-1)
         ok = finite if ok is None else ok & finite
-    if ok is None:  # every pixel: the same stride, without the index of all of them
-        idx = np.arange(0, h * w, max(1, h * w // SAMPLE_PER_CHIP))
-    else:
-        idx = np.flatnonzero(ok)
-        idx = idx[:: max(1, len(idx) // SAMPLE_PER_CHIP)]
-    return img[:, idx // w, idx % w].astype(np.float64)
+    if ok is None:  # every pixel: the same stride, the same rows and columns for every chip
+        ys, xs = _strided(h, w)
+        return img[:, ys, xs]
+    idx = np.flatnonzero(ok)
+    idx = idx[:: max(1, len(idx) // SAMPLE_PER_CHIP)]
+    return img[:, idx // w, idx % w]
+
+
+@functools.lru_cache(maxsize=8)
+def _strided(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns of every ``h * w // SAMPLE_PER_CHIP``-th pixel of an h x w chip."""
+    idx = np.arange(0, h * w, max(1, h * w // SAMPLE_PER_CHIP))
+    ys, xs = idx // w, idx % w
+    ys.flags.writeable = xs.flags.writeable = False  # shared by every call
+    return ys, xs
 
 
 def band_statistics(samples: np.ndarray, dtype: str) -> dict:
@@ -39,6 +51,7 @@ def band_statistics(samples: np.ndarray, dtype: str) -> dict:
     clipped to that range. Training and prediction both compute
     ``(clip(x, low, high) - mean) / std``.
     """
+    samples = samples.astype(np.float64, copy=False)
     low, high = np.percentile(samples, PERCENTILES, axis=1)  # one pass for both
     clipped = np.clip(samples, low[:, None], high[:, None])
     mean, std = clipped.mean(axis=1), clipped.std(axis=1)
