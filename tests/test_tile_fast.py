@@ -122,3 +122,14 @@ def test_index_boxes_are_shapely_boxes():
     got = box_wkb(b)
     want = shapely.to_wkb(shapely.box(b[:, 0], b[:, 1], b[:, 2], b[:, 3]))
     assert list(got) == list(want)
+
+
+@pytest.mark.parametrize("dtype,top", [("uint8", 256), ("uint16", 65536)])
+def test_band_statistics_of_unsigned_samples_equal_those_of_their_floats(dtype, top):
+    # unsigned samples find their percentiles without a float64 copy: the same numbers
+    from aerialct.tile.stats import band_statistics
+
+    rng = np.random.default_rng(3)
+    s = rng.integers(0, top, (3, 10_001)).astype(dtype)
+    s[0, :40], s[2, -7:] = 0, top - 1  # ties at both ends
+    assert band_statistics(s, dtype) == band_statistics(s.astype(np.float64), dtype)

@@ -51,9 +51,10 @@ def band_statistics(samples: np.ndarray, dtype: str) -> dict:
     clipped to that range. Training and prediction both compute
     ``(clip(x, low, high) - mean) / std``.
     """
-    samples = samples.astype(np.float64, copy=False)
+    if samples.dtype.kind != "u":  # unsigned samples: the same percentiles, found in fewer bytes
+        samples = samples.astype(np.float64)
     low, high = np.percentile(samples, PERCENTILES, axis=1)  # one pass for both
-    clipped = np.clip(samples, low[:, None], high[:, None])
+    clipped = np.clip(samples.astype(np.float64, copy=False), low[:, None], high[:, None])
     mean, std = clipped.mean(axis=1), clipped.std(axis=1)
     std = np.where(std < 1e-6, 1.0, std)  # a constant band: centred, unscaled
     return {

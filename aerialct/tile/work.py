@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,8 +76,10 @@ class Record:
 
     def save(self, path: Path) -> None:
         """Write the record atomically (npz: the rows as JSON bytes, a sample array per split)."""
+        names = [f.name for f in fields(ChipRow)]  # shallow: asdict deep-copies every array
         rows = [
-            asdict(r) | {"counts": np.asarray(r.counts).tolist(), "bounds": list(r.bounds)}
+            {n: getattr(r, n) for n in names}
+            | {"counts": np.asarray(r.counts).tolist(), "bounds": list(r.bounds)}
             for r in self.rows
         ]
         meta = json.dumps({"rows": rows, "skipped": self.skipped, "unknown": self.unknown})
