@@ -130,20 +130,23 @@ def test_a_shard_refuses_the_work_of_another_run(flight, tmp_path):
 
 @pytest.mark.parametrize("workers,cpus", [(None, 4), (3, 2)])
 def test_processes_and_decoding_threads_make_the_same_folder(
-    flight, reference, tmp_path, monkeypatch, workers, cpus
+    flight, tmp_path, monkeypatch, workers, cpus
 ):
-    # the reference ran in one process; here GDAL decodes each band on 4 threads, or three
+    # one process decoding on one thread; then GDAL decodes each band on 4 threads, or three
     # processes share the bands, one thread each: the chips, index and header are the same
     import aerialct.tile.run as run_mod
     import aerialct.tile.worker as worker_mod
 
+    args = {**ARGS, "creation_options": {"COMPRESS": "NONE"}}
+    monkeypatch.setattr(run_mod, "usable_cpus", lambda: 1)
+    tile_scenes(images(flight), tmp_path / "one", labels=labels(flight), **args)
     monkeypatch.setattr(run_mod, "usable_cpus", lambda: cpus)
-    assert run_mod.plan(workers, 12) == ((1, 4) if workers is None else (3, 1))
+    assert run_mod.plan(workers, 12, False) == ((1, 4) if workers is None else (3, 1))
     seen = []
     monkeypatch.setattr(worker_mod, "_read_band", _spy(worker_mod._read_band, seen))
     out = tmp_path / "chips"
-    tile_scenes(images(flight), out, labels=labels(flight), **{**ARGS, "workers": workers})
-    same_chips(reference, out)
+    tile_scenes(images(flight), out, labels=labels(flight), **{**args, "workers": workers})
+    same_chips(tmp_path / "one", out)
     if workers is None:  # in this process: every band decoded on 4 threads, the scene let go
         assert seen == [4] * 12
         assert worker_mod._kept.src is None and worker_mod._kept.raw is None
@@ -157,11 +160,12 @@ def _spy(read_band, seen):
     return spy
 
 
-def test_the_default_is_one_process_per_four_cpus(monkeypatch):
+def test_the_default_is_a_process_per_cpu_or_per_four_for_uncompressed_chips(monkeypatch):
     import aerialct.tile.run as run_mod
 
     for cpus, want in ((1, (1, 1)), (2, (1, 2)), (8, (2, 4)), (16, (4, 4))):
         monkeypatch.setattr(run_mod, "usable_cpus", lambda c=cpus: c)
-        assert run_mod.plan(None, 100) == want
-    assert run_mod.plan(None, 1) == (1, 16)  # never more processes than band tasks
-    assert run_mod.plan(2, 100) == (2, 8)
+        assert run_mod.plan(None, 100, compressed=False) == want
+        assert run_mod.plan(None, 100, compressed=True) == (cpus, 1)
+    assert run_mod.plan(None, 1, compressed=True) == (1, 16)  # never more processes than tasks
+    assert run_mod.plan(2, 100, compressed=False) == (2, 8)

@@ -128,8 +128,8 @@ Workers = Annotated[
         "--workers",
         "-j",
         min=1,
-        help="Worker processes (default: one per 4 CPUs); the CPUs are shared among them as "
-        "GDAL decoding threads.",
+        help="Worker processes (default: one per CPU, or one per 4 CPUs for uncompressed "
+        "chips); the CPUs are shared among them as GDAL decoding threads.",
     ),
 ]
 Aoi = Annotated[

@@ -94,7 +94,8 @@ class Options:
 
 
 CPUS_PER_WORKER = 4
-"""Without ``workers``: one worker process per this many CPUs, at least one (see :func:`plan`)."""
+"""Without ``workers`` and with uncompressed chips: one worker process per this many CPUs, at
+least one (see :func:`plan`)."""
 
 
 @dataclass
@@ -268,26 +269,33 @@ def _jobs(
 # --------------------------------------------------------------------------- running
 
 
-def plan(workers: int | None, tasks: int) -> tuple[int, int]:
+def plan(workers: int | None, tasks: int, compressed: bool) -> tuple[int, int]:
     """``(processes, decoding threads per process)`` for ``tasks`` band tasks.
 
-    Decoding is most of a task's CPU time, and GDAL decodes a band's blocks on several
-    threads at no extra CPU cost, while each extra process costs its fork, its own GDAL
-    and caches that compete for the same cores. On 2 CPUs (benchmarks/RESULTS.md), one
-    process decoding with 2 threads cut a 6000² scene in the wall time of 2 processes
-    with 0.17 CPU s less. So by default one process per CPUS_PER_WORKER CPUs, and the
-    CPUs shared out among the processes as decoding threads; ``workers`` sets the
-    processes. Never more processes than tasks.
+    Measured on 2 CPUs with a 6000² DEFLATE scene (benchmarks/RESULTS.md):
+
+    - uncompressed chips: decoding is most of a task, and GDAL decodes a band's blocks
+      on several threads for no more CPU time, while a second process costs its fork,
+      its own GDAL and caches competing for the cores. One process decoding on 2
+      threads cut the scene in the wall time of 2 processes, with 0.1-0.17 CPU s less.
+      So one process per CPUS_PER_WORKER CPUs, the CPUs shared out as decoding threads.
+    - compressed chips (the default, DEFLATE): compressing them is most of a task and
+      runs in the task's thread; 2 processes took 2.5 s against 4.0 s for one. So one
+      process per CPU.
+
+    ``workers`` sets the processes; never more processes than tasks.
     """
     cpus = usable_cpus()
-    procs = workers if workers is not None else max(1, cpus // CPUS_PER_WORKER)
-    procs = max(1, min(procs, tasks))
+    if workers is None:
+        workers = cpus if compressed else max(1, cpus // CPUS_PER_WORKER)
+    procs = max(1, min(workers, tasks))
     return procs, max(1, cpus // procs)
 
 
 def _cut(jobs: list[tuple[int, Job]], workers: int | None, prog: Any, work: Work) -> None:
     """Run the band tasks (in the processes :func:`plan` gives), recording each as it finishes."""
-    procs, threads = plan(workers, len(jobs))
+    co = jobs[0][1].creation_options if jobs else {}
+    procs, threads = plan(workers, len(jobs), co.get("COMPRESS", "NONE").upper() != "NONE")
     jobs = [(k, replace(job, read_threads=threads)) for k, job in jobs]
 
     def collect(job: Job, res: BandResult) -> None:
