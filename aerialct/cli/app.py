@@ -194,15 +194,16 @@ def only_verb(verb: str | None) -> Iterator[None]:
     parameters: 0.02 CPU s, paid by every process of a shell loop); a run needs one.
     Usage errors and the verb's help are the same; with no verb, all of them stay.
     """
-    saved = app.registered_commands
+    commands, groups = app.registered_commands, app.registered_groups
     if verb is not None:
-        keep = [c for c in saved if _command_name(c) == verb]
-        if keep:
-            app.registered_commands = keep
+        keep = [c for c in commands if _command_name(c) == verb]
+        group = [g for g in groups if g.name == verb or g.typer_instance.info.name == verb]
+        if keep or group:
+            app.registered_commands, app.registered_groups = keep, group
     try:
         yield
     finally:
-        app.registered_commands = saved
+        app.registered_commands, app.registered_groups = commands, groups
 
 
 def _command_name(info: typer.models.CommandInfo) -> str:
