@@ -133,3 +133,14 @@ def test_band_statistics_of_unsigned_samples_equal_those_of_their_floats(dtype, 
     s = rng.integers(0, top, (3, 10_001)).astype(dtype)
     s[0, :40], s[2, -7:] = 0, top - 1  # ties at both ends
     assert band_statistics(s, dtype) == band_statistics(s.astype(np.float64), dtype)
+
+
+@pytest.mark.parametrize("h,w", [(512, 512), (64, 64), (32, 4096), (700, 1), (10, 2048), (45, 46)])
+def test_sample_pixels_of_whole_chips_are_copies_in_the_reference_order(h, w):
+    # strides that divide a row (or rows) are taken as slices; always copies, never views of
+    # the band, whose memory the next task of the process reuses
+    band = np.random.default_rng(2).integers(0, 255, (3, 720, 5000), dtype=np.uint8)
+    img = band[:, 5 : 5 + h, 3 : 3 + w]
+    got = sample_pixels(img, None, None)
+    assert np.array_equal(got, _sample_reference(img, None, None))
+    assert not np.shares_memory(got, band)

@@ -139,6 +139,7 @@ class Work:
         self.chips = self.dir / "chips"
         self.tasks = self.dir / "tasks"
         self.kept = 0
+        self.made: dict[str, Record] = {}  # the records this process wrote, kept for the join
 
     def open(self, shard: Shard | None) -> None:
         """Make the folder, or take over one of the same run.
@@ -170,7 +171,9 @@ class Work:
         return self.tasks / f"{tid}.npz"
 
     def save(self, tid: str, res: BandResult) -> None:
-        Record.of(res).save(self.record_path(tid))
+        rec = Record.of(res)
+        rec.save(self.record_path(tid))
+        self.made[tid] = rec
 
     def finished(self, ids: list[str], check: set[str]) -> set[str]:
         """The tasks with a record; records of ``check`` are kept only when their chips
@@ -191,10 +194,11 @@ class Work:
         return done
 
     def records(self, ids: list[str]) -> list[Record]:
-        """Every task's record, in task order (all of them must be there)."""
+        """Every task's record, in task order (all of them must be there): those this process
+        wrote as they were, the others read back."""
         out = []
         for tid in ids:
-            rec = Record.load(self.record_path(tid))
+            rec = self.made.get(tid) or Record.load(self.record_path(tid))
             if rec is None:
                 raise InputError(
                     f"{self.record_path(tid)}: the record of a finished task is unreadable; "
