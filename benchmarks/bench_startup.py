@@ -146,8 +146,8 @@ def main() -> None:
     lines += [
         "",
         "Ratios > 1: faster than GDAL's utility. The loop runs the two tools file by file in "
-        "turn (one warm-up first) and pays the start-up of Python, typer (which imports "
-        "pydantic), numpy, rasterio and shapely for every file (pyogrio is loaded only for "
+        "turn (one warm-up first) and pays the start-up of Python, typer, rich, numpy, "
+        "rasterio and shapely for every file (pyogrio is loaded only for "
         "formats and appends the GeoPackage writer leaves to it); one process for all files "
         "pays it once. Command: `python benchmarks/bench_startup.py`.",
         "",

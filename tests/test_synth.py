@@ -188,16 +188,18 @@ def test_cli_synth(cli, tmp_path):
 @pytest.mark.parametrize(
     ("args", "option", "says"),
     [
-        (["--size", "8"], "'--size'", "greater than or equal to 16"),
+        (["--size", "8"], "'--size'", ("x>=16", "greater than or equal to 16")),
         (["--bands", "2"], "'--bands'", "'2' is not one of '1', '3', '4'"),
-        (["--built-up", "1.5"], "'--built-up'", "less than or equal to 1"),
+        (["--built-up", "1.5"], "'--built-up'", ("x<=1.0", "less than or equal to 1")),
         (["--buildings-format", "shp"], "'--buildings-format'", "'shp' is not one of"),
         (["--classes", "roads"], "'--classes'", "'roads' is not one of"),
     ],
 )
 def test_cli_synth_refuses_bad_choices_as_usage_errors(cli, tmp_path, args, option, says):
+    # a range is phrased by typer: click's words up to typer 0.28, pydantic's in 0.29
     r = cli("synth", tmp_path / "d", *args)
-    assert r.code == 2 and option in r.err and says in r.err, r.err
+    says = (says,) if isinstance(says, str) else says
+    assert r.code == 2 and option in r.err and any(s in r.err for s in says), r.err
     assert not (tmp_path / "d").exists()
 
 
