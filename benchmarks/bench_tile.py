@@ -21,8 +21,9 @@ writes it to ``benchmarks/results/tile.md``.
 RGB scene into 144 uncompressed 512 px chips, images only, ``gdal_retile.py -ps 512 512``
 against ``aerialct tile`` (default workers), both as typed, in alternating runs (medians;
 wall time, CPU time and peak memory from the kernel). It also profiles one in-process
-``aerialct tile -j 1`` run and writes where its CPU time goes (start-up, decoding, writing
-chips, the read-back, band statistics, the index). Writes ``results/tile_retile.md``.
+``aerialct tile -j 1`` run (one process, the default for uncompressed chips on up to 7 CPUs)
+and writes where its CPU time goes (start-up, decoding, writing chips, the read-back, band
+statistics, the index). Writes ``results/tile_retile.md``.
 
 A second section times the chip resize of the CT protocol (500 -> 512 px, 3 bands, uint8
 and uint16): aerialct's ``resize_bilinear`` against ``scipy.ndimage.zoom(order=1,
@@ -52,6 +53,7 @@ from aerialct.data import potsdam as pots
 from aerialct.data.synth import synth_scene
 from aerialct.geo.grid import window_starts
 from aerialct.tile import resize_bilinear
+from aerialct.workers import usable_cpus
 
 GDAL_TRANSLATE = shutil.which("gdal_translate") or "/usr/bin/gdal_translate"
 GDAL_RETILE = shutil.which("gdal_retile.py") or "/usr/bin/gdal_retile.py"
@@ -203,7 +205,7 @@ def resize_section() -> list[str]:
     return [*lines, ""]
 
 
-# the in-process profile of one `aerialct tile -j 1` run: CPU seconds per phase
+# the in-process profile of one `aerialct tile` run (one process): CPU seconds per phase
 _PROFILE = r"""
 import json, sys, time
 T = {}
@@ -254,7 +256,8 @@ def _bench_env() -> dict[str, str]:
 
 
 def profile_tile(img: Path, out: Path) -> dict[str, float]:
-    """CPU seconds per phase of one in-process ``aerialct tile -j 1`` run (see _PROFILE)."""
+    """CPU seconds per phase of one in-process ``aerialct tile`` run (see _PROFILE): ``-j 1``,
+    the default here, one process anywhere."""
     shutil.rmtree(out, ignore_errors=True)
     args = ["--quiet", "tile", str(img), "--out", str(out), "--size", str(CHIP), "--co",
             "COMPRESS=NONE", "-j", "1"]  # fmt: skip
@@ -342,7 +345,8 @@ def retile_section(args: argparse.Namespace) -> list[str]:
         f"**Ratio (gdal_retile.py / aerialct tile): wall {wall:.2f}x, CPU {cpu:.2f}x** (goal >= "
         f"1.0). One full decode of the scene in this process: {decode:.2f} s.",
         "",
-        f"Where one in-process `aerialct tile -j 1` run spends its CPU time "
+        f"Where one in-process `aerialct tile` run (one process; its bands decoded on GDAL's "
+        f"threads, {usable_cpus()} here) spends its CPU time, all threads together "
         f"({prof['total']:.2f} CPU s):",
         "",
         "| phase | CPU s | share |",
