@@ -18,7 +18,7 @@ import rasterio
 import torch
 from monai.inferers import sliding_window_inference
 
-from aerialct.engine.checkpoint import load_inference_model
+from aerialct.predict.bundle import load_inference_model
 
 
 def main() -> None:
