@@ -92,6 +92,22 @@ def test_blocks_cover_the_grid_once_and_frames_hold_every_touching_window():
     assert run_frame(blocks[:4]).rows == (0, len(grid.rows))
 
 
+@pytest.mark.parametrize("size,stride,parts", [(64, 48, 1), (512, 384, 1), (512, 384, 3)])
+def test_default_column_parts_are_sized_in_pixels_not_windows(size, stride, parts):
+    # a part costs a process its halo when it starts it: small windows must not split a
+    # scene of a few thousand pixels (parts of 64 windows split 4096 px of 64 px windows
+    # in two, 9% more windows than one pass); 512 px windows keep parts of 64 windows
+    width = {1: 4096, 3: 50_000}[parts] if size == 512 else 4096
+    grid = WindowGrid.of(4096, width, size, stride, 8)
+    blocks = plan_blocks(grid)
+    assert len({b.part for b in blocks}) == parts
+    frames = [run_frame(r) for r in runs(blocks)]
+    ran = sum((f.cols[1] - f.cols[0]) * (f.rows[1] - f.rows[0]) for f in frames)
+    if parts == 1:  # one process streams the bands of one part: every window once
+        assert ran == grid.windows
+    assert BlockShape().part_windows(384) == 64 and BlockShape(cols=6).part_windows(48) == 6
+
+
 def test_shares_by_cost_are_consecutive_and_cover_everything_once():
     costs = [5, 1, 1, 1, 9, 2, 2, 3]
     shares = [share_by_cost(costs, k, 3) for k in range(3)]

@@ -219,6 +219,7 @@ class _JobRun:
         self.stats = GridStats()
         self.grid_seconds = 0.0
         self.device = ""
+        self.started = time.perf_counter()
 
     # -- failure and records ---------------------------------------------------
 
@@ -367,7 +368,7 @@ class _JobRun:
             "batch_size": opts.batch_size,
             "device": self.device.split(":")[0],
             "probabilities": opts.probabilities,
-            "block_shape": [opts.block_shape.rows, opts.block_shape.cols],
+            "block_shape": [opts.block_shape.rows, opts.block_shape.cols, opts.block_shape.part_px],
             "grid": [self.blocks[0].frame.grid.height, self.blocks[0].frame.grid.width],
         }
         manifest = {
@@ -660,6 +661,9 @@ class _JobRun:
             rec = self.result.outputs[0]
             rec.windows, rec.forward_seconds = self.stats.windows, self.stats.forward_seconds
             rec.grid_seconds = self.grid_seconds
+            # the whole prediction of the scene, not only the writing of its output (the join)
+            rec.seconds = time.perf_counter() - self.started
+            rec.pixels_per_second = rec.width * rec.height / max(rec.seconds, 1e-9)
 
 
 def _sized(job: Job, src: Any) -> Job:

@@ -20,7 +20,7 @@ processes compute, and that a killed run resumes from, without changing a single
 * A process that computes consecutive bands of one column part streams on without
   restarting, so a single process pays no halo at all.
 
-Blocks are numbered part by part (column parts of at most :attr:`BlockShape.cols`
+Blocks are numbered part by part (column parts of at most :meth:`BlockShape.part_windows`
 windows), band by band within a part (:attr:`BlockShape.rows` window rows).
 """
 
@@ -37,13 +37,22 @@ from aerialct.geo.grid import window_starts
 class BlockShape:
     """How many window rows a band has, and at most how many window columns a column part has.
 
-    The column count is rounded up to whole batches. The defaults (4 rows, 64 columns)
-    make bands of about 1,500 px at 512 px windows and split only mosaics wider than
-    about 24,000 px into column parts.
+    The column count is rounded up to whole batches. ``cols`` None (the default) sizes
+    the parts in pixels: at most ``part_px`` wide (the stream's sums span a part's width),
+    so only mosaics wider than about 24,000 px are split, whatever the window. A part
+    costs its halo (the windows left of it that touch it) when a process starts it, so
+    parts counted in windows split a 4096 px scene of 64 px windows in two and ran 9% more
+    windows than one pass. The default bands are 4 window rows (about 1,500 px at 512 px
+    windows); a single process streams on from band to band without a halo.
     """
 
     rows: int = 4
-    cols: int = 64
+    cols: int | None = None
+    part_px: int = 24576
+
+    def part_windows(self, stride: int) -> int:
+        """Window columns of a column part (before rounding up to whole batches)."""
+        return self.cols if self.cols is not None else max(1, self.part_px // max(1, stride))
 
 
 DEFAULT_BLOCK_SHAPE = BlockShape()
@@ -188,11 +197,11 @@ def _parts(grid: WindowGrid, cols: int) -> list[tuple[int, int]]:
 
 def plan_blocks(grid: WindowGrid, shape: BlockShape = DEFAULT_BLOCK_SHAPE) -> list[Block]:
     """The blocks of ``grid``, part by part and band by band within a part (module doc)."""
-    if shape.rows < 1 or shape.cols < 1:
-        raise ValueError(f"block shape {shape}: rows and cols must be at least 1")
+    if shape.rows < 1 or shape.part_windows(grid.stride) < 1 or shape.part_px < 1:
+        raise ValueError(f"block shape {shape}: rows, cols and part_px must be at least 1")
     n_rows, b = len(grid.rows), max(1, grid.batch_size)
     blocks: list[Block] = []
-    for p, (k0, k1) in enumerate(_parts(grid, shape.cols)):
+    for p, (k0, k1) in enumerate(_parts(grid, shape.part_windows(grid.stride))):
         left = grid.cols[k0]
         right = grid.col_end(k1 - 1)
         run_k0 = (grid.first_col_touching(left) // b) * b  # whole batches
