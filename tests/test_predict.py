@@ -449,6 +449,12 @@ def test_cli_end_to_end_with_a_real_checkpoint(cli, tmp_path):
     assert (
         summary["ok"] == 2 and summary["scenes"][1]["windows"] == 2 * 3
     )  # rows 0, 26; cols 0, 48, 86
+    for s in summary["scenes"]:  # a scene's time is its whole prediction, not its writing alone
+        assert s["seconds"] >= s["forward_seconds"] > 0
+        assert 0 <= s["overhead_share"] < 1
+        assert s["pixels_per_second"] == pytest.approx(
+            s["width"] * s["height"] / s["seconds"], rel=0.01
+        )
     x = (torch.from_numpy(img).float()[None] - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
         std
     ).view(1, 3, 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,11 +66,16 @@ class SceneResult:
 
     @property
     def overhead_share(self) -> float:
-        """Share of the wall time spent outside the model forward (read, blend, write, COG)."""
-        return 1.0 - self.forward_seconds / self.seconds if self.seconds > 0 else float("nan")
+        """Share of the wall time spent outside the model forward (read, blend, write, COG);
+        NaN when this record ran no window (a tile of a catalog, written from blocks: the
+        job's record has the numbers)."""
+        if self.seconds <= 0 or not self.windows:
+            return float("nan")
+        return 1.0 - self.forward_seconds / self.seconds
 
     def to_dict(self) -> dict[str, Any]:
         """The record as plain JSON types (``predict --json``)."""
+        share = self.overhead_share
         return {
             "scene": redact(self.source or str(self.scene)),
             "status": self.status,
@@ -82,8 +88,8 @@ class SceneResult:
             "seconds": round(self.seconds, 3),
             "forward_seconds": round(self.forward_seconds, 3),
             "grid_seconds": round(self.grid_seconds, 3),
-            "overhead_share": round(self.overhead_share, 4) if self.seconds > 0 else None,
-            "pixels_per_second": round(self.pixels_per_second, 1),
+            "overhead_share": None if math.isnan(share) else round(share, 4),
+            "pixels_per_second": round(self.pixels_per_second, 1) if self.windows else None,
             "nodata_pixels": self.nodata_pixels,
             "class_pixels": self.class_pixels,
             "gsd": self.gsd,
