@@ -264,7 +264,8 @@ def header(title: str, mode: str) -> list[str]:
         f"Date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}. "
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} logical "
         f"CPUs (shared with other jobs), Python {platform.python_version()}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '1')}. Mode: {mode}.",
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset' if mode == 'monai' else '1')}"
+        f". Mode: {mode}.",
         "",
     ]
 
