@@ -106,10 +106,10 @@ def finetune(work: Path, chips: Path, held: list, weights: str, seed: int, epoch
     import torch
 
     from aerialct.config import load_config, resolve_config_path
-    from aerialct.predict.bundle import load_inference_model
     from aerialct.engine.train import train
     from aerialct.evaluate import evaluate
     from aerialct.predict import predict_scene
+    from aerialct.predict.bundle import load_inference_model
 
     name = f"{'scratch' if weights == 'null' else 'pretrained'}_s{seed}"
     cfg = load_config(resolve_config_path(PRESET), [f"model.weights={weights}",

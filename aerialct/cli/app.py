@@ -197,7 +197,9 @@ def only_verb(verb: str | None) -> Iterator[None]:
     commands, groups = app.registered_commands, app.registered_groups
     if verb is not None:
         keep = [c for c in commands if _command_name(c) == verb]
-        group = [g for g in groups if g.name == verb or g.typer_instance.info.name == verb]
+        group = [
+            g for g in groups if verb in (g.name, g.typer_instance and g.typer_instance.info.name)
+        ]
         if keep or group:
             app.registered_commands, app.registered_groups = keep, group
     try:
