@@ -166,6 +166,10 @@ def test_the_default_is_a_process_per_cpu_or_per_four_for_uncompressed_chips(mon
     for cpus, want in ((1, (1, 1)), (2, (1, 2)), (8, (2, 4)), (16, (4, 4))):
         monkeypatch.setattr(run_mod, "usable_cpus", lambda c=cpus: c)
         assert run_mod.plan(None, 100, compressed=False) == want
-        assert run_mod.plan(None, 100, compressed=True) == (cpus, 1)
+        assert run_mod.plan(None, 100, compressed=True) == (min(cpus, 8), max(1, cpus // 8))
     assert run_mod.plan(None, 1, compressed=True) == (1, 16)  # never more processes than tasks
     assert run_mod.plan(2, 100, compressed=False) == (2, 8)
+    monkeypatch.setattr(run_mod, "usable_cpus", lambda: 96)  # a many-core machine: 8 unasked
+    assert run_mod.plan(None, 500, compressed=False) == (8, 12)
+    assert run_mod.plan(None, 500, compressed=True) == (8, 12)
+    assert run_mod.plan(32, 500, compressed=True) == (32, 3)

@@ -129,7 +129,7 @@ Workers = Annotated[
         "-j",
         min=1,
         help="Worker processes (default: one per CPU, or one per 4 CPUs for uncompressed "
-        "chips); the CPUs are shared among them as GDAL decoding threads.",
+        "chips, at most 8); the CPUs are shared among them as GDAL decoding threads.",
     ),
 ]
 Aoi = Annotated[

@@ -96,6 +96,10 @@ class Options:
 CPUS_PER_WORKER = 4
 """Without ``workers`` and with uncompressed chips: one worker process per this many CPUs, at
 least one (see :func:`plan`)."""
+MAX_DEFAULT_WORKERS = 8
+"""Without ``workers``, at most this many processes: each holds a band of rows and its block
+cache (hundreds of MB for a wide 16-bit scene), so a many-core machine is not filled with
+them unasked; ``-j`` sets more."""
 
 
 @dataclass
@@ -283,11 +287,13 @@ def plan(workers: int | None, tasks: int, compressed: bool) -> tuple[int, int]:
       runs in the task's thread; 2 processes took 2.5 s against 4.0 s for one. So one
       process per CPU.
 
-    ``workers`` sets the processes; never more processes than tasks.
+    ``workers`` sets the processes (by default at most MAX_DEFAULT_WORKERS); never more
+    processes than tasks.
     """
     cpus = usable_cpus()
     if workers is None:
         workers = cpus if compressed else max(1, cpus // CPUS_PER_WORKER)
+        workers = min(workers, MAX_DEFAULT_WORKERS)
     procs = max(1, min(workers, tasks))
     return procs, max(1, cpus // procs)
 
