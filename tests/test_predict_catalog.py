@@ -518,3 +518,32 @@ def test_a_catalog_with_an_area_of_interest(flight, tmp_path):
     assert status == {"t_0_0": "ok", **{t.stem: "skipped" for t in tiles[1:]}}
     np.testing.assert_array_equal(read(out / "t_0_0_classes.tif"), crop(read(ref), tiles[0]))
     assert not (out / "t_0_1_classes.tif").exists()
+
+
+@pytest.mark.parametrize("error", ["locked", "exists"])
+def test_an_output_another_process_is_writing_is_waited_for(tmp_path, monkeypatch, error):
+    # two array tasks finish a tile's last blocks at the same moment: the second finds the
+    # output locked by the first (or already renamed) and waits for its file, not a failure
+    import threading
+    from types import SimpleNamespace
+
+    import aerialct.predict.job as job_mod
+    from aerialct.errors import LockedError, OutputExistsError
+
+    classes = tmp_path / "t_1_0_classes.tif"
+    out = SimpleNamespace(classes=classes)
+
+    def write_output(*_a, **_k):
+        if error == "locked":
+            raise LockedError(classes, "pid 1 on this machine")
+        raise OutputExistsError(f"{classes}: exists")
+
+    monkeypatch.setattr(job_mod, "write_output", write_output)
+    run = SimpleNamespace(
+        ctx=object(), replace=set(), written=set(), state=SimpleNamespace(root=tmp_path),
+        _incomplete=lambda o: None,
+    )  # fmt: skip
+    run._written_by_another = lambda o, wait: job_mod._JobRun._written_by_another(run, o, wait)
+    threading.Timer(0.5, classes.write_bytes, args=(b"the other process's file",)).start()
+    job_mod._JobRun._write(run, 3, out)
+    assert run.written == {3}

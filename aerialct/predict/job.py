@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aerialct.errors import DiskFullError, InputError, OutputExistsError
+from aerialct.errors import DiskFullError, InputError, LockedError, OutputExistsError
 from aerialct.geo.cog import cog_options
 from aerialct.geo.grid import stride_for
 from aerialct.geo.inputs import redact, source_label
@@ -612,7 +612,9 @@ class _JobRun:
             rec = write_output(self.ctx, o, replace=id(o) in self.replace)
         except Exception as e:
             assert self.state is not None
-            race = isinstance(e, OutputExistsError) or not self.state.root.is_dir()
+            # another process finished the same blocks at the same moment: it renamed the
+            # output first, or it holds the output's lock while it writes it
+            race = isinstance(e, OutputExistsError | LockedError) or not self.state.root.is_dir()
             if self._written_by_another(o, wait=30.0 if race else 0.0):
                 self.written.add(i)
                 return

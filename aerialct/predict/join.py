@@ -6,9 +6,9 @@ those blocks gives the output's pixels: one pass over it takes their checksum an
 class counts, and GDAL's COG driver then copies it, tags and colours included, under
 a temporary name that is read back and renamed
 (:func:`aerialct.geo.outputs.atomic_output`). When the prediction ran at the training
-pixel size, the blocks are warped back onto the input's grid into a part file first. Two processes that both finish a tile's
-last blocks at once both write it, with the same pixels; the rename makes one of
-them the file.
+pixel size, the blocks are warped back onto the input's grid into a part file first. Two
+processes that both finish a tile's last blocks at once both go to write it: the output's
+lock lets one write it, and the other waits for its file (:mod:`aerialct.predict.job`).
 """
 
 from __future__ import annotations
