@@ -160,8 +160,8 @@ def block_cache(ds: Any, rows: int) -> Any:
     A band's blocks are decoded once, and only the rows the next band shares with this
     one (a stride below the window, a block row across two bands) are read again: the
     last block rows. GDAL's default cap (5% of RAM) keeps every block of the scene, and
-    the memory for each new one costs page faults: on a 6000² RGB scene the capped
-    cache decodes it with 0.08 CPU s less (0.46 against 0.55).
+    the memory for each new one costs page faults: a 6000² RGB scene decoded band by band
+    took 0.51 CPU s with the cap against 0.59 without (medians of 9 passes).
     """
     import rasterio
 
