@@ -62,6 +62,20 @@ def open_raster(path: str | os.PathLike, *, require_crs: bool = False) -> raster
     return ds
 
 
+def block_cache_cap(need: float, floor: int) -> dict[str, int]:
+    """GDAL's block cache capped at 1.25x ``need`` bytes, at least ``floor`` (rasterio.Env
+    options), or nothing when the user set GDAL_CACHEMAX: their cap wins.
+
+    GDAL's default cap (5% of RAM) keeps every block a streaming reader ever decoded, and
+    the memory of each new block costs page faults; tile, predict and vectorize read each
+    block once, or again only within the next band or window row, so they cap the cache at
+    what that needs.
+    """
+    if "GDAL_CACHEMAX" in os.environ:
+        return {}
+    return {"GDAL_CACHEMAX": int(max(floor, 1.25 * need))}
+
+
 def describe_grid(ds: rasterio.DatasetReader) -> str:
     return f"{ds.width}x{ds.height} px, CRS {ds.crs}, transform {tuple(round(v, 6) for v in ds.transform[:6])}"
 

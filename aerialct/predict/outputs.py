@@ -11,6 +11,7 @@ import numpy as np
 
 from aerialct.geo.cog import PART_BLOCK
 from aerialct.geo.inputs import source_label
+from aerialct.geo.io import block_cache_cap
 
 
 def output_paths(scene: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -38,13 +39,11 @@ def gdal_env(ds: Any, size: int, gpu: bool) -> Any:
     """
     import rasterio
 
-    opts: dict[str, Any] = {}
-    if "GDAL_CACHEMAX" not in os.environ:
-        # one window row of input (the next one overlaps it) and a block row of output
-        rows = max(size, (ds.block_shapes[0][0] if ds.block_shapes else size))
-        need = rows * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
-        need += PART_BLOCK * ds.width * 2
-        opts["GDAL_CACHEMAX"] = int(max(16 << 20, 1.25 * need))
+    # one window row of input (the next one overlaps it) and a block row of output
+    rows = max(size, (ds.block_shapes[0][0] if ds.block_shapes else size))
+    need = rows * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
+    need += PART_BLOCK * ds.width * 2
+    opts: dict[str, Any] = dict(block_cache_cap(need, 16 << 20))
     if gpu and "GDAL_NUM_THREADS" not in os.environ:
         opts["GDAL_NUM_THREADS"] = "ALL_CPUS"
     return rasterio.Env(**opts)

@@ -9,9 +9,7 @@ processes, so everything here is picklable and imports stay inside the functions
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.data.index import ChipRow, chip_id, chip_paths
 from aerialct.geo.classraster import tag_class_raster
 from aerialct.geo.cog import gtiff_profile
-from aerialct.geo.io import no_georef_warning, open_raster, read_failed
+from aerialct.geo.io import block_cache_cap, no_georef_warning, open_raster, read_failed
 from aerialct.tile.scenes import Scene, bbox
 from aerialct.tile.stats import sample_pixels
 from aerialct.tile.writer import ChipWriter, writer_for
@@ -165,11 +163,9 @@ def block_cache(ds: Any, rows: int) -> Any:
     """
     import rasterio
 
-    if "GDAL_CACHEMAX" in os.environ:
-        return contextlib.nullcontext()
     bh = ds.block_shapes[0][0] if ds.block_shapes else rows
     need = (rows + bh) * ds.width * ds.count * np.dtype(ds.dtypes[0]).itemsize
-    return rasterio.Env(GDAL_CACHEMAX=int(max(4 << 20, 1.25 * need)))
+    return rasterio.Env(**block_cache_cap(need, 4 << 20))
 
 
 def chip_profile(

@@ -28,6 +28,7 @@ import numpy as np
 
 from aerialct.classes import IGNORE_INDEX, ClassTable
 from aerialct.errors import AerialctError, InputError
+from aerialct.geo.io import block_cache_cap
 
 if TYPE_CHECKING:
     import rasterio
@@ -262,7 +263,7 @@ class Mosaic:
             bh, bw = ds.block_shapes[0] if ds.block_shapes else (size, ds.width)
             cols = self.width if bw >= ds.width else min(self.width, size + bw)  # strips: a row
             need += min(ds.height, size + bh) * cols * ds.count * np.dtype(ds.dtypes[0]).itemsize
-        return rasterio.Env(GDAL_CACHEMAX=int(max(4 << 20, 1.25 * need)))
+        return rasterio.Env(**block_cache_cap(need, 4 << 20))
 
     def close(self) -> None:
         while self._open:
