@@ -209,9 +209,6 @@ def only_verb(verb: str | None) -> Iterator[None]:
 
 
 def _command_name(info: typer.models.CommandInfo) -> str:
-    """The name a registered command answers to (typer's rule: the function's name with
-    dashes, unless one was given)."""
-    if info.name:
-        return info.name
-    name = getattr(info.callback, "__name__", "")
-    return name.replace("_", "-")
+    """The name a registered command answers to: the one it was given, else typer's own
+    name for its function."""
+    return info.name or typer.main.get_command_name(getattr(info.callback, "__name__", ""))
